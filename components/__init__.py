@@ -1,0 +1,1 @@
+"""Floor 1: loopline's building blocks and the KFP components that call them."""

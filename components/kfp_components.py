@@ -1,0 +1,170 @@
+"""The built-in KFP components: thin typed wrappers over :mod:`components.steps`.
+
+Each runs in the platform image and installs nothing at run time. Bodies import their
+logic, because KFP ships only the function's source to the executor. No
+``from __future__ import annotations`` here: KFP reads the annotations as types.
+"""
+
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.settings import PLATFORM_IMAGE
+
+component = dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
+
+
+@component
+def ingest(
+    source: str,
+    dataset: Output[Dataset],
+    label_column: str = "label",
+    image_size: int = 28,
+    seed: int = 0,
+    run_id: str = "",
+):
+    """Load a built-in dataset or files and write stratified Parquet splits with a schema."""
+    from pathlib import Path
+
+    from components.steps import ingest_step
+
+    dataset.metadata.update(
+        ingest_step(
+            source,
+            Path(dataset.path),
+            run_id=run_id,
+            label_column=label_column,
+            image_size=image_size,
+            seed=seed,
+        )
+    )
+
+
+@component
+def validate_data(
+    dataset: Input[Dataset],
+    report: Output[Artifact],
+    min_samples_per_class: int = 100,
+    min_class_ratio: float = 0.5,
+    max_duplicate_fraction: float = 0.01,
+    run_id: str = "",
+):
+    """Run the data checklist; fail the pipeline listing every failed check."""
+    from pathlib import Path
+
+    from components.steps import validate_step
+    from components.validation import ValidationConfig
+
+    config = ValidationConfig(min_samples_per_class, min_class_ratio, max_duplicate_fraction)
+    report.metadata.update(
+        validate_step(Path(dataset.path), Path(report.path), run_id=run_id, config=config)
+    )
+
+
+@component
+def train(
+    dataset: Input[Dataset],
+    model: Output[Model],
+    model_name: str,
+    arch: str = "auto",
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 0.001,
+    weight_decay: float = 0.0001,
+    dropout: float = 0.2,
+    hidden: int = 128,
+    augment: bool = True,
+    patience: int = 5,
+    seed: int = 0,
+    amp: bool = True,
+    workers: int = 2,
+    run_id: str = "",
+):
+    """Train with Ray Train's TorchTrainer, early stopping, checkpoints and MLflow metrics."""
+    from pathlib import Path
+
+    from components.settings import load_settings
+    from components.steps import train_step
+    from components.training import TrainConfig
+
+    config = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        hidden=hidden,
+        augment=augment,
+        patience=patience,
+        seed=seed,
+        amp=amp,
+    )
+    summary = train_step(
+        Path(dataset.path),
+        Path(model.path),
+        config,
+        run_id=run_id,
+        workers=workers,
+        model_name=model_name,
+        settings=load_settings(),
+    )
+    model.metadata.update(summary)
+
+
+@component
+def evaluate(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    evaluation: Output[Artifact],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    run_id: str = "",
+):
+    """Score the model on the test split: metrics, confusion matrix, curves, HTML report."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from components.settings import load_settings
+    from components.steps import EVALUATION, evaluate_step
+
+    out = Path(evaluation.path)
+    summary = evaluate_step(
+        Path(model.path), Path(dataset.path), out, run_id=run_id, settings=load_settings()
+    )
+    evaluation.metadata.update(summary)
+    shutil.copy(out / "report.html", report.path)
+    for name, value in summary["metrics"].items():
+        metrics.log_metric(name, value)
+    result = json.loads((out / EVALUATION).read_text())
+    classification.log_confusion_matrix(result["classes"], result["confusion_matrix"])
+
+
+@component
+def register(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    evaluation: Input[Artifact],
+    decision: Output[Artifact],
+    model_name: str,
+    run_id: str = "",
+):
+    """Register an MLflow model version; move `champion` only if the gate promotes it."""
+    from pathlib import Path
+
+    from components.settings import load_settings
+    from components.steps import register_step
+
+    decision.metadata.update(
+        register_step(
+            Path(model.path),
+            Path(dataset.path),
+            Path(evaluation.path),
+            Path(decision.path),
+            run_id=run_id,
+            model_name=model_name,
+            settings=load_settings(),
+        )
+    )

@@ -1,0 +1,131 @@
+"""Ray Train adapter: runs :func:`components.training.fit` on N workers with TorchTrainer.
+
+Local Ray by default (``ray.init()``); ``LOOPLINE_RAY_ADDRESS``/``RAY_ADDRESS`` points at a
+cluster. A run's name is derived from its inputs, so rerunning a killed training resumes
+from the last checkpoint Ray Train recorded under the same storage path and name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from components.training import TrainConfig, TrainState, fit, read_state
+
+
+class RaySession:
+    """The :class:`TrainSession` seam over ``ray.train``'s worker context."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        checkpoint = ray.train.get_checkpoint()
+        # Checkpoints on a cluster live in object storage; as_directory fetches a copy.
+        self._restored = Path(checkpoint.to_directory()) if checkpoint else None
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, move_to_device=False)
+
+    def latest_checkpoint(self) -> Path | None:
+        return self._restored
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def progress(self, total: int, initial: int):
+        if self.rank != 0:
+            return _Silent()
+        from ray.experimental.tqdm_ray import tqdm
+
+        bar = tqdm(total=total, desc="training epochs")
+        bar.update(initial)
+        return bar
+
+
+def _check_capacity(workers: int, use_gpu: bool, *, local: bool) -> None:
+    """A local Ray would wait forever for workers it cannot place; say so instead."""
+    import ray
+
+    resource = "GPU" if use_gpu else "CPU"
+    available = int(ray.cluster_resources().get(resource, 0))
+    if local and workers > available:
+        raise ValueError(
+            f"--workers {workers} needs {workers} {resource}s but local Ray has {available}; "
+            f"use --workers {max(available, 1)} or set RAY_ADDRESS to a larger cluster."
+        )
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None: ...
+    def set_description(self, desc: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _worker_loop(loop_config: dict) -> None:
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    fit(
+        TrainConfig(**loop_config["train"]),
+        Path(loop_config["data_dir"]),
+        RaySession(),
+        mlflow_run_id=loop_config.get("mlflow_run_id"),
+        tracking_uri=loop_config.get("tracking_uri"),
+    )
+
+
+def train_with_ray(
+    config: TrainConfig,
+    data_dir: Path,
+    *,
+    workers: int,
+    storage: Path,
+    run_name: str,
+    target: Path,
+    use_gpu: bool | None = None,
+    ray_address: str | None = None,
+    mlflow_run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> tuple[Path, TrainState]:
+    """Fit on ``workers`` Ray workers; copy the final checkpoint into ``target``."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if use_gpu is None:
+        use_gpu = torch.cuda.is_available()
+    if not ray.is_initialized():
+        ray.init(address=ray_address, log_to_driver=True, include_dashboard=False)
+    _check_capacity(workers, use_gpu, local=ray_address is None)
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={
+            "train": asdict(config),
+            "data_dir": str(Path(data_dir).resolve()),
+            "mlflow_run_id": mlflow_run_id,
+            "tracking_uri": tracking_uri,
+        },
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(Path(storage).resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {run_name} finished without a checkpoint.")
+    result.checkpoint.to_directory(str(target))
+    return Path(target), read_state(Path(target))

@@ -1,0 +1,112 @@
+"""MLflow access: experiments and runs for tracking, and the model registry.
+
+Versions are immutable; the ``champion`` alias is the only thing that moves, and MLflow
+moves it in one database write. Model files are logged as plain run artifacts
+(safetensors + architecture JSON), never as a pickled MLflow flavor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.settings import Settings
+
+CHAMPION = "champion"
+METRIC_TAG = "metric."
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {
+            k.removeprefix(METRIC_TAG): float(v)
+            for k, v in self.tags.items()
+            if k.startswith(METRIC_TAG)
+        }
+
+
+class Registry:
+    def __init__(self, settings: Settings):
+        from mlflow import MlflowClient
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+    def start_run(self, experiment: str, *, params: dict, tags: dict[str, str]) -> str:
+        run = self.client.create_run(self._experiment_id(experiment), tags=tags)
+        for key, value in params.items():
+            self.client.log_param(run.info.run_id, key, value)
+        return run.info.run_id
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        # With a SQLite store MLflow would put artifacts under ./mlruns of the current
+        # directory; pin them under LOOPLINE_HOME instead.
+        location = (self.settings.mlflow_artifact_root / name).as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def log_files(self, run_id: str, folder: Path, artifact_path: str) -> str:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+        return f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value))
+
+    def create_version(
+        self, name: str, *, source: str, run_id: str, tags: dict[str, str]
+    ) -> VersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower():
+                raise
+        version = self.client.create_model_version(name, source, run_id, tags=tags)
+        return self._info(version)
+
+    def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+
+    def champion(self, name: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._info(self.client.get_model_version_by_alias(name, CHAMPION))
+        except MlflowException:
+            return None
+
+    def promote(self, name: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+
+    def download(self, info: VersionInfo) -> Path:
+        """A local folder with the version's model files (the folder itself when local)."""
+        import mlflow.artifacts
+
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=info.source, tracking_uri=self.settings.tracking_uri
+            )
+        )
+
+    def _info(self, version) -> VersionInfo:
+        return VersionInfo(
+            name=version.name,
+            version=str(version.version),
+            source=version.source,
+            run_id=version.run_id,
+            tags=dict(version.tags or {}),
+        )

@@ -1,0 +1,322 @@
+"""The training loop every worker runs, behind a small session interface.
+
+The loop is engine-free: :class:`TrainSession` is the seam. ``ray_training`` adapts it
+to Ray Train (sharding, DDP, checkpoints reported to Ray); :class:`LocalSession` runs the
+same loop in-process (tests, benchmarks, a GPU check without a Ray cluster).
+
+Each epoch ends with a checkpoint holding the current and best weights, the optimizer
+and the early-stopping state, so a killed run resumes where it stopped. Randomness is
+re-seeded per epoch, so a resumed run matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from components.augment import random_affine
+from components.dataset import DatasetSchema, read_schema, read_split
+from components.models import ModelSpec, build_model, default_arch
+from components.weights import save_weights, unwrap
+
+STATE = "state.json"
+BEST = "best.safetensors"
+CURRENT = "model.safetensors"
+OPTIMIZER = "optimizer.pt"
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "auto"
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4  # L2 penalty through Adam's weight_decay
+    dropout: float = 0.2
+    hidden: int = 128
+    augment: bool = True  # images only
+    patience: int = 5  # epochs without val-loss improvement before stopping
+    seed: int = 0
+    amp: bool = True  # mixed precision, used only on CUDA
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be positive, got {getattr(self, name)}"
+            for name in ("epochs", "batch_size", "lr", "hidden", "patience")
+            if getattr(self, name) <= 0
+        ]
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def spec_for(self, schema: DatasetSchema) -> ModelSpec:
+        arch = default_arch(schema.kind) if self.arch == "auto" else self.arch
+        return ModelSpec(
+            arch=arch,
+            input_shape=schema.input_shape,
+            num_classes=schema.num_classes,
+            hidden=self.hidden,
+            dropout=self.dropout,
+        )
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    best_epoch: int = -1
+    best_val_loss: float = float("inf")
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    resumed_from_epoch: int | None = None
+    history: list[dict] | None = None
+
+    def improved(self, val_loss: float, patience: int) -> bool:
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
+            return True
+        self.bad_epochs += 1
+        self.stopped_early = self.bad_epochs >= patience
+        return False
+
+
+class TrainSession(Protocol):
+    """What the loop needs from an engine: who am I, where to run, where state goes."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare_model(self, model: nn.Module) -> nn.Module: ...
+    def latest_checkpoint(self) -> Path | None: ...
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
+    def progress(self, total: int, initial: int) -> ProgressBar: ...
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> object: ...
+    def set_description(self, desc: str) -> object: ...
+    def close(self) -> object: ...
+
+
+def fit(
+    config: TrainConfig,
+    data_dir: Path,
+    session: TrainSession,
+    *,
+    mlflow_run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> TrainState:
+    """Train on ``data_dir``'s train split, early-stop on val loss, checkpoint every epoch."""
+    schema = read_schema(data_dir)
+    spec = config.spec_for(schema)
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    if hasattr(model, "set_normalization"):
+        model.set_normalization(schema.feature_mean, schema.feature_std)
+    model.to(session.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state, best = _restore(session.latest_checkpoint(), model, optimizer)
+    model = session.prepare_model(model)
+
+    train = read_split(data_dir, "train", schema)
+    val = read_split(data_dir, "val", schema)
+    train_set = TensorDataset(torch.from_numpy(train.x), torch.from_numpy(train.y))
+    sampler = DistributedSampler(
+        train_set, num_replicas=session.world_size, rank=session.rank, seed=config.seed
+    )
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler)
+    val_x, val_y = _shard(val.x, val.y, session)
+    augment = config.augment and schema.kind == "image"
+    amp = _amp(config, session.device)
+    logger = _MetricLogger(mlflow_run_id, tracking_uri) if session.rank == 0 else None
+
+    bar = session.progress(config.epochs, state.epoch)
+    while state.epoch < config.epochs and not state.stopped_early:
+        torch.manual_seed(config.seed * 100_003 + state.epoch * 101 + session.rank)
+        sampler.set_epoch(state.epoch)
+        started = time.perf_counter()
+        train_loss, train_acc, seen = _train_epoch(
+            model, loader, optimizer, session, amp, spec if augment else None
+        )
+        val_loss, val_acc, _ = _evaluate(model, val_x, val_y, session, amp)
+        metrics = {
+            "epoch": state.epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "samples_per_s": seen / (time.perf_counter() - started),
+        }
+        if state.improved(val_loss, config.patience) or best is None:
+            best = _cpu_state(model)
+        state.epoch += 1
+        state.history = [*(state.history or []), metrics]
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = _write_checkpoint(Path(tmp), model, best, optimizer, state, session)
+            session.report(metrics, checkpoint)
+        if logger:
+            logger.log(metrics)
+        bar.set_description(f"epoch {state.epoch} val_loss {val_loss:.3f} val_acc {val_acc:.3f}")
+        bar.update(1)
+    bar.close()
+    return state
+
+
+def _train_epoch(model, loader, optimizer, session, amp, augment_spec) -> tuple[float, float, int]:
+    model.train()
+    total_loss = correct = seen = 0.0
+    for x, y in loader:
+        x, y = x.to(session.device), y.to(session.device)
+        if augment_spec is not None:
+            shape = augment_spec.input_shape
+            x = random_affine(x.reshape(len(x), *shape)).reshape(len(x), -1)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(session.device.type, dtype=amp.dtype, enabled=amp.enabled):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        amp.scaler.scale(loss).backward()
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    loss_sum, correct, seen = _all_reduce([total_loss, correct, seen], session)
+    return loss_sum / seen, correct / seen, int(seen)
+
+
+@torch.no_grad()
+def _evaluate(model, x, y, session, amp) -> tuple[float, float, int]:
+    model.eval()
+    loss_sum = correct = 0.0
+    for xb, yb in zip(torch.split(x, 1024), torch.split(y, 1024), strict=True):
+        xb, yb = xb.to(session.device), yb.to(session.device)
+        with torch.autocast(session.device.type, dtype=amp.dtype, enabled=amp.enabled):
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    loss_sum, correct, n = _all_reduce([loss_sum, correct, len(y)], session)
+    return loss_sum / max(n, 1), correct / max(n, 1), int(n)
+
+
+def _shard(x: np.ndarray, y: np.ndarray, session: TrainSession) -> tuple[torch.Tensor, ...]:
+    part = slice(session.rank, None, session.world_size)
+    return torch.from_numpy(x[part]), torch.from_numpy(y[part])
+
+
+def _all_reduce(values: list[float], session: TrainSession) -> list[float]:
+    if session.world_size == 1 or not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=session.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@dataclass
+class _Amp:
+    enabled: bool
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+
+
+def _amp(config: TrainConfig, device: torch.device) -> _Amp:
+    enabled = config.amp and device.type == "cuda"
+    bf16 = enabled and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if bf16 or not enabled else torch.float16
+    # bf16 keeps fp32's range, so only fp16 needs loss scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=enabled and not bf16)
+    return _Amp(enabled, dtype, scaler)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+
+
+def _write_checkpoint(folder, model, best, optimizer, state, session) -> Path | None:
+    if session.rank != 0:
+        return None
+    save_weights(folder / CURRENT, model)
+    save_file(best, str(folder / BEST))
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER)
+    (folder / STATE).write_text(json.dumps(asdict(state), indent=2))
+    return folder
+
+
+def _restore(
+    checkpoint: Path | None, model: nn.Module, optimizer
+) -> tuple[TrainState, dict | None]:
+    if checkpoint is None:
+        return TrainState(), None
+    unwrap(model).load_state_dict(load_file(str(checkpoint / CURRENT)))
+    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER, weights_only=True))
+    state = read_state(checkpoint)
+    state.resumed_from_epoch = state.epoch
+    return state, load_file(str(checkpoint / BEST))
+
+
+def read_state(checkpoint: Path) -> TrainState:
+    return TrainState(**json.loads((Path(checkpoint) / STATE).read_text()))
+
+
+class _MetricLogger:
+    """Per-epoch metrics to the MLflow run the driver opened (rank 0 only)."""
+
+    def __init__(self, run_id: str | None, tracking_uri: str | None):
+        self.run_id = run_id
+        if run_id:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: dict) -> None:
+        if not self.run_id:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        step = int(metrics["epoch"])
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+class LocalSession:
+    """Runs :func:`fit` in this process; checkpoints go to ``folder/checkpoint_NNNNNN``."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, folder: Path, device: str = "cpu"):
+        self.folder = Path(folder)
+        self.device = torch.device(device)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.folder.glob("checkpoint_*"))
+        return found[-1] if found else None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is not None:
+            shutil.copytree(checkpoint_dir, self.folder / f"checkpoint_{metrics['epoch']:06d}")
+
+    def progress(self, total: int, initial: int) -> ProgressBar:
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc="epochs", unit="epoch")

@@ -1,0 +1,67 @@
+"""The training pipeline: ingest -> validate -> Ray training -> evaluate -> register."""
+
+
+from kfp import dsl
+
+from components.kfp_components import evaluate, ingest, register, train, validate_data
+
+RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+
+
+@dsl.pipeline(
+    name="training",
+    description="Ingest, validate, train on Ray, evaluate, and register behind the champion gate.",
+)
+def training(
+    dataset: str = "digits",
+    model_name: str = "digits-classifier",
+    label_column: str = "label",
+    image_size: int = 28,
+    arch: str = "auto",
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 0.001,
+    weight_decay: float = 0.0001,
+    dropout: float = 0.2,
+    augment: bool = True,
+    patience: int = 5,
+    workers: int = 2,
+    seed: int = 0,
+    min_samples_per_class: int = 100,
+    min_class_ratio: float = 0.5,
+) -> dsl.Artifact:
+    data = ingest(
+        source=dataset, label_column=label_column, image_size=image_size, seed=seed, run_id=RUN_ID
+    )
+    checks = validate_data(
+        dataset=data.outputs["dataset"],
+        min_samples_per_class=min_samples_per_class,
+        min_class_ratio=min_class_ratio,
+        run_id=RUN_ID,
+    )
+    trained = train(
+        dataset=data.outputs["dataset"],
+        model_name=model_name,
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        augment=augment,
+        patience=patience,
+        seed=seed,
+        workers=workers,
+        run_id=RUN_ID,
+    ).after(checks)
+    scored = evaluate(
+        model=trained.outputs["model"], dataset=data.outputs["dataset"], run_id=RUN_ID
+    )
+    gate = register(
+        model=trained.outputs["model"],
+        dataset=data.outputs["dataset"],
+        evaluation=scored.outputs["evaluation"],
+        model_name=model_name,
+        run_id=RUN_ID,
+    )
+    return gate.outputs["decision"]
