@@ -5,7 +5,6 @@ logic, because KFP ships only the function's source to the executor. No
 ``from __future__ import annotations`` here: KFP reads the annotations as types.
 """
 
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 

@@ -169,7 +169,8 @@ def split(
 ) -> dict[str, Split]:
     """A stratified train/val/test split that depends only on the data order and ``seed``."""
     idx = np.arange(len(raw.y))
-    stratify = raw.y if np.bincount(raw.y[raw.y >= 0]).min(initial=0) >= 3 else None
+    counts = np.bincount(raw.y[raw.y >= 0])
+    stratify = raw.y if counts.size and counts.min() >= 3 else None
     rest, test = train_test_split(
         idx, test_size=test_fraction, random_state=seed, stratify=stratify
     )

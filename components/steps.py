@@ -26,7 +26,7 @@ from components.gate import decide
 from components.registry import METRIC_TAG, Registry
 from components.settings import Settings
 from components.sources import ingest
-from components.training import BEST, TrainConfig
+from components.training import BEST, LocalSession, TrainConfig, TrainState, fit
 from components.validation import DataValidationError, ValidationConfig, validate, write_reports
 from components.weights import ARCHITECTURE, WEIGHTS, load_model
 
@@ -81,33 +81,37 @@ def train_step(
     settings: Settings,
     use_gpu: bool | None = None,
 ) -> dict:
-    from components.ray_training import train_with_ray
-
+    """Train on ``workers`` Ray workers (0: in this process, without Ray) into ``out``."""
     schema = read_schema(dataset)
     spec = config.spec_for(schema)
     data_hash = lineage.content_hash(dataset)
     params = {**asdict(config), "arch": spec.arch, "workers": workers}
-    # Same data and parameters -> same Ray run name, so a killed run resumes.
+    # Same data and parameters -> same checkpoint location, so a killed run resumes.
     key = hashlib.sha256(json.dumps([data_hash, params], sort_keys=True).encode()).hexdigest()
     registry = Registry(settings)
     mlflow_run = registry.start_run(
-        model_name,
-        params=params,
-        tags={"loopline.run_id": run_id, "loopline.dataset": data_hash},
+        model_name, params=params, tags={"loopline.run_id": run_id, "loopline.dataset": data_hash}
     )
+    tracking = {"mlflow_run_id": mlflow_run, "tracking_uri": settings.tracking_uri}
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint, state = train_with_ray(
-            config,
-            dataset,
-            workers=workers,
-            storage=settings.ray_storage,
-            run_name=f"train-{key[:16]}",
-            target=Path(tmp),
-            use_gpu=use_gpu,
-            ray_address=settings.ray_address,
-            mlflow_run_id=mlflow_run,
-            tracking_uri=settings.tracking_uri,
-        )
+        if workers == 0:
+            state, checkpoint = _train_in_process(
+                config, dataset, settings.ray_storage / f"local-{key[:16]}", use_gpu, tracking
+            )
+        else:
+            from components.ray_training import train_with_ray
+
+            checkpoint, state = train_with_ray(
+                config,
+                dataset,
+                workers=workers,
+                storage=settings.ray_storage,
+                run_name=f"train-{key[:16]}",
+                target=Path(tmp),
+                use_gpu=use_gpu,
+                ray_address=settings.ray_address,
+                **tracking,
+            )
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(checkpoint / BEST, out / WEIGHTS)  # early stopping: best weights win
     (out / ARCHITECTURE).write_text(spec.to_json())
@@ -128,6 +132,17 @@ def train_step(
     summary["model_uri"] = registry.log_files(mlflow_run, out, "model")
     (out / TRAINING).write_text(json.dumps(summary, indent=2))
     return {k: v for k, v in summary.items() if k != "history"}
+
+
+def _train_in_process(
+    config: TrainConfig, dataset: Path, folder: Path, use_gpu: bool | None, tracking: dict
+) -> tuple[TrainState, Path]:
+    import torch
+
+    gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+    session = LocalSession(folder, device="cuda" if gpu else "cpu")
+    state = fit(config, dataset, session, **tracking)
+    return state, session.latest_checkpoint()
 
 
 def evaluate_step(

@@ -1,6 +1,5 @@
 """The training pipeline: ingest -> validate -> Ray training -> evaluate -> register."""
 
-
 from kfp import dsl
 
 from components.kfp_components import evaluate, ingest, register, train, validate_data

@@ -1,0 +1,74 @@
+"""Shared fixtures: one Ray runtime per session, a private LOOPLINE_HOME per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.settings import Settings, load_settings
+from components.sources import ingest
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "home"
+    monkeypatch.setenv("LOOPLINE_HOME", str(folder))
+    for name in ("LOOPLINE_TRACKING_URI", "LOOPLINE_GATE_METRIC", "LOOPLINE_GATE_MARGIN"):
+        monkeypatch.delenv(name, raising=False)
+    return folder
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("digits") / "dataset"
+    ingest("digits", folder, seed=0)
+    return folder
+
+
+@pytest.fixture
+def dataset_copy(digits_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the digits dataset that a test may break."""
+    return Path(shutil.copytree(digits_dir, tmp_path / "dataset"))
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """One Ray head for the whole session; pipeline subprocesses join it via RAY_ADDRESS."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray = str(VENV_BIN / "ray")
+    subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    address = f"127.0.0.1:{port}"
+    previous = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = address
+    yield address
+    if previous is None:
+        os.environ.pop("RAY_ADDRESS", None)
+    subprocess.run([ray, "stop", "--force"], capture_output=True)
