@@ -58,6 +58,9 @@ class Registry:
 
     def log_files(self, run_id: str, folder: Path, artifact_path: str) -> str:
         self.client.log_artifacts(run_id, str(folder), artifact_path)
+        return self.artifact_uri(run_id, artifact_path)
+
+    def artifact_uri(self, run_id: str, artifact_path: str) -> str:
         return f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:

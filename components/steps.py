@@ -33,6 +33,7 @@ from components.weights import ARCHITECTURE, WEIGHTS, load_model
 TRAINING = "training.json"
 EVALUATION = "evaluation.json"
 DECISION = "decision.json"
+MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts
 
 
 def ingest_step(
@@ -129,8 +130,7 @@ def train_step(
     summary["lineage"] = lineage.record(
         out, run_id=run_id, step="train", inputs={"dataset": data_hash}, parameters=params
     )
-    summary["model_uri"] = registry.log_files(mlflow_run, out, "model")
-    (out / TRAINING).write_text(json.dumps(summary, indent=2))
+    summary["model_uri"] = registry.log_files(mlflow_run, out, MODEL_PATH)
     return {k: v for k, v in summary.items() if k != "history"}
 
 
@@ -219,8 +219,9 @@ def register_step(
         "gate.reasons": "; ".join(decision.reasons),
         **{f"{METRIC_TAG}{k}": f"{v:.6f}" for k, v in challenger.headline().items()},
     }
+    source = registry.artifact_uri(training["mlflow_run_id"], MODEL_PATH)
     version = registry.create_version(
-        model_name, source=training["model_uri"], run_id=training["mlflow_run_id"], tags=tags
+        model_name, source=source, run_id=training["mlflow_run_id"], tags=tags
     )
     if decision.promote:
         registry.promote(model_name, version.version)

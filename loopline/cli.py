@@ -6,7 +6,11 @@ validation included), 2 a usage error.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -87,7 +91,8 @@ def run(
     console.print(
         f"[bold]loopline[/]: running pipeline {pipeline} on {dataset} ({workers} Ray workers)"
     )
-    result = run_local(pipeline, arguments, settings)
+    with _stdout_to_stderr() if json_output else contextlib.nullcontext():
+        result = run_local(pipeline, arguments, settings)
     collected = run_summary.collect(result.run_dir, settings) if result.run_dir else {}
     collected["status"] = "succeeded" if result.succeeded else "failed"
     if json_output:
@@ -148,6 +153,20 @@ def _settings():
     except SettingsError as exc:
         console.print(f"[red]configuration error[/]: {exc}")
         raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for the JSON answer: step logs (ours and subprocesses') go to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _first_line(text: str | None) -> str:

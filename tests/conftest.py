@@ -51,6 +51,9 @@ def ray_address() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ray = str(VENV_BIN / "ray")
+    # Ray 2.60 protects clusters with a token; head and clients must agree on the mode.
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    os.environ["RAY_AUTH_MODE"] = "token"
     subprocess.run(
         [
             ray,
@@ -66,9 +69,11 @@ def ray_address() -> str:
         capture_output=True,
     )
     address = f"127.0.0.1:{port}"
-    previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address
     yield address
-    if previous is None:
-        os.environ.pop("RAY_ADDRESS", None)
     subprocess.run([ray, "stop", "--force"], capture_output=True)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

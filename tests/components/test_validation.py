@@ -18,8 +18,9 @@ def edit(folder, split, change):
     frame.to_parquet(path, index=False)
 
 
-def failed(folder, config=ValidationConfig()):
-    return {c.name: c for c in validate(folder, config) if not c.passed}
+def failed(folder, config=None):
+    checks = validate(folder, config or ValidationConfig())
+    return {c.name: c for c in checks if not c.passed}
 
 
 def test_clean_digits_pass_every_check(digits_dir):
@@ -84,7 +85,9 @@ def test_constant_tabular_column_cannot_be_normalized(tmp_path):
     column = read_schema(folder).features[4]
     for split in ("train", "val", "test"):
         edit(folder, split, lambda f: f.assign(**{column: 1.0}))
-    assert failed(folder)["normalization"].details == [f"column {column}: constant (std 0), drop it"]
+    assert failed(folder)["normalization"].details == [
+        f"column {column}: constant (std 0), drop it"
+    ]
 
 
 def test_duplicate_rows(dataset_copy):

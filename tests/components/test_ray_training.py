@@ -1,0 +1,54 @@
+"""Ray Train: a training run killed mid-way resumes from its last checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from components.ray_training import train_with_ray
+from components.training import TrainConfig
+folder, state = train_with_ray(
+    TrainConfig(epochs=12, patience=100), Path(sys.argv[1]), workers=2,
+    storage=Path(sys.argv[2]), run_name="resume-test", target=Path(sys.argv[3]),
+    ray_address=os.environ["RAY_ADDRESS"],
+)
+print("STATE", json.dumps({"epoch": state.epoch, "resumed": state.resumed_from_epoch,
+                          "epochs": [h["epoch"] for h in state.history]}))
+"""
+
+
+def start(digits_dir, storage, target):
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(digits_dir), str(storage), str(target)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_killed_training_resumes_from_its_checkpoint(digits_dir, tmp_path, ray_address):
+    storage = tmp_path / "ray"
+    first = start(digits_dir, storage, tmp_path / "a")
+    deadline = time.monotonic() + 300
+    while len(list(storage.glob("resume-test/checkpoint_*"))) < 2:
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = start(digits_dir, storage, tmp_path / "b")
+    out, _ = second.communicate(timeout=400)
+    assert second.returncode == 0, out[-3000:]
+    state = json.loads(out.split("STATE ")[-1].splitlines()[0])
+    assert state["resumed"] is not None and 1 <= state["resumed"] < 12, out[-4000:]
+    assert state["epoch"] == 12 and state["epochs"] == list(range(12))

@@ -1,0 +1,87 @@
+"""Training, evaluation and the champion gate against a real MLflow (SQLite) registry."""
+
+import json
+
+import pytest
+
+from components import lineage
+from components.registry import Registry
+from components.sources import ingest
+from components.steps import evaluate_step, register_step, train_step
+from components.training import TrainConfig
+
+
+def train_and_register(settings, dataset, folder, config, name="digits-classifier"):
+    model = folder / "model"
+    train_step(
+        dataset,
+        model,
+        config,
+        run_id="run-" + folder.name,
+        workers=0,
+        model_name=name,
+        settings=settings,
+    )
+    evaluate_step(model, dataset, folder / "eval", run_id="r", settings=settings)
+    return register_step(
+        model,
+        dataset,
+        folder / "eval",
+        folder / "decision",
+        run_id="r",
+        model_name=name,
+        settings=settings,
+    )
+
+
+@pytest.fixture
+def champion(settings, digits_dir, tmp_path):
+    return train_and_register(settings, digits_dir, tmp_path / "v1", TrainConfig(epochs=8))
+
+
+def test_first_model_becomes_champion_with_lineage(settings, digits_dir, champion, tmp_path):
+    assert champion["promoted"] and champion["version"] == "1"
+    info = Registry(settings).champion("digits-classifier")
+    assert info.version == "1"
+    assert info.metrics["accuracy"] == pytest.approx(champion["metrics"]["accuracy"], abs=1e-6)
+    assert info.tags["loopline.dataset"] == lineage.content_hash(digits_dir)
+    record = lineage.read(tmp_path / "v1" / "model")
+    assert record["run_id"] == "run-v1" and record["parameters"]["epochs"] == 8
+    assert record["content_hash"] == lineage.content_hash(tmp_path / "v1" / "model")
+
+
+def test_worse_challenger_is_registered_but_not_promoted(settings, digits_dir, champion, tmp_path):
+    worse = train_and_register(
+        settings, digits_dir, tmp_path / "v2", TrainConfig(epochs=1, lr=1e-4)
+    )
+    assert worse["version"] == "2" and not worse["promoted"]
+    gate = worse["decision"]
+    # The champion is re-scored on the same test set as the challenger.
+    assert gate["champion_score"] == pytest.approx(champion["metrics"]["accuracy"])
+    assert "does not beat champion v1" in gate["reasons"][0]
+    assert Registry(settings).champion("digits-classifier").version == "1"
+    saved = json.loads((tmp_path / "v2" / "decision" / "decision.json").read_text())
+    assert saved["promoted"] is False
+
+
+def test_champion_trained_on_other_inputs_is_not_replaced(settings, champion, tmp_path):
+    other = tmp_path / "bc"
+    ingest("breast_cancer", other)
+    result = train_and_register(settings, other, tmp_path / "bc-run", TrainConfig(epochs=2))
+    assert not result["promoted"]
+    assert "register under another model name" in result["decision"]["reasons"][0]
+    assert Registry(settings).champion("digits-classifier").version == "1"
+
+
+def test_champion_with_corrupt_files_blocks_promotion_instead_of_crashing(
+    settings, digits_dir, champion, tmp_path
+):
+    source = Registry(settings).champion("digits-classifier").source.removeprefix("file://")
+    (tmp_path / "x").mkdir()
+    with open(f"{source}/model.safetensors", "wb") as fh:
+        fh.write(b"garbage")
+    result = train_and_register(
+        settings, digits_dir, tmp_path / "v2", TrainConfig(epochs=8, seed=1)
+    )
+    assert not result["promoted"]
+    assert "cannot be loaded" in result["decision"]["reasons"][0]

@@ -1,0 +1,45 @@
+"""The CLI contract: help text, exit codes and JSON shapes scripts rely on."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from loopline.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "compile", "status", "demo"):
+        assert command in result.output
+
+
+def test_usage_errors_exit_2(home):
+    assert runner.invoke(app, ["run", "nope"]).exit_code == 2
+    missing = runner.invoke(app, ["run", "training", "--dataset", str(home / "none.csv")])
+    assert missing.exit_code == 2 and "neither a built-in dataset" in missing.output
+    assert runner.invoke(app, ["run", "training", "--epochs", "0"]).exit_code == 2
+    assert runner.invoke(app, ["run", "training", "--model", "resnet"]).exit_code == 2
+
+
+def test_bad_configuration_exits_2_naming_the_variable(home, monkeypatch):
+    monkeypatch.setenv("LOOPLINE_GATE_METRIC", "auc")
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 2 and "LOOPLINE_GATE_METRIC" in result.output
+
+
+def test_status_json_without_a_champion(home):
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"model": "digits-classifier", "champion": None}
+
+
+def test_compile_writes_kfp_ir(home, tmp_path):
+    target = tmp_path / "out" / "training.yaml"
+    assert runner.invoke(app, ["compile", "training", "-o", str(target)]).exit_code == 0
+    ir = yaml.safe_load(target.read_text())
+    assert ir["pipelineInfo"]["name"] == "training"
+    assert ir["schemaVersion"].startswith("2.")

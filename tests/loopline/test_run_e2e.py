@@ -1,0 +1,83 @@
+"""End to end through the CLI: kfp.local runs every step, Ray trains with 2 workers.
+
+Slow: three pipeline runs share one Ray head (the session's ``ray_address``).
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+from tests.conftest import VENV_BIN
+
+pytestmark = pytest.mark.slow
+
+
+def loopline(*args, home):
+    env = {**os.environ, "LOOPLINE_HOME": str(home)}
+    return subprocess.run(
+        [str(VENV_BIN / "loopline"), *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def champion(home):
+    return json.loads(loopline("status", "--json", home=home).stdout)["champion"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ray_address):
+    home = tmp_path_factory.mktemp("e2e")
+    result = loopline(
+        "run", "training", "--dataset", "digits", "--epochs", "4", "--json", home=home
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home, json.loads(result.stdout)
+
+
+def test_training_pipeline_crowns_its_first_model(trained):
+    home, summary = trained
+    assert summary["status"] == "succeeded"
+    decision = summary["decision"]
+    assert decision["promoted"] and decision["version"] == "1"
+    assert decision["metrics"]["accuracy"] > 0.6
+    assert summary["training"]["epochs_run"] == 4
+    for name in ("validation report", "evaluation report", "training curves", "confusion matrix"):
+        assert os.path.exists(summary["paths"][name]), name
+    status = champion(home)
+    assert status["version"] == "1"
+    assert status["metrics"]["accuracy"] == pytest.approx(decision["metrics"]["accuracy"], abs=1e-5)
+    lineage = json.loads((Path(summary["paths"]["model files"]) / "lineage.json").read_text())
+    assert lineage["step"] == "train" and lineage["inputs"]["dataset"].startswith("sha256:")
+    assert lineage["parameters"]["workers"] == 2
+
+
+def test_failed_validation_exits_1_lists_checks_and_keeps_the_champion(trained, tmp_path):
+    home, _ = trained
+    bunch = load_digits()
+    frame = pd.DataFrame(bunch.data / 16, columns=[f"p{i}" for i in range(64)])
+    frame["digit"] = bunch.target.astype(str)
+    frame.loc[:9, "p3"] = None
+    frame.loc[10:14, "digit"] = "x"  # a sixth-rate class with 5 samples
+    frame.to_csv(tmp_path / "broken.csv", index=False)
+    result = loopline(
+        "run", "training", "--dataset", str(tmp_path / "broken.csv"), "--label-column", "digit",
+        "--model-name", "digits-classifier", home=home,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "check missing_values failed" in result.stderr
+    assert "column p3: 10 missing values" in result.stderr
+    assert "class x: 5 samples, need at least 100" in result.stderr
+    assert champion(home)["version"] == "1"
+
+
+def test_worse_model_is_not_promoted(trained):
+    home, _ = trained
+    result = loopline("run", "training", "--epochs", "1", "--json", home=home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    decision = json.loads(result.stdout)["decision"]
+    assert decision["version"] == "2" and decision["promoted"] is False
+    assert champion(home)["version"] == "1"
