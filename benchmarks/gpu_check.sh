@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One prepared GPU run (device tool): AMP accuracy check, then plain PyTorch vs loopline's
+# training loop on the same GPU. Ray is not on the device image and its wheel (79 MB) is
+# over the device transfer limit, so the Ray path runs on CPU here and in CI.
+set -euo pipefail
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+nvidia-smi -L
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+python3 -m benchmarks.gpu_check 2>&1 | grep -v "epoch "
+python3 -m benchmarks.train_overhead --device cuda --skip-ray --scale 40 --epochs 3 --batch-size 256 2>&1 | grep -v "epoch "
+python3 -m benchmarks.train_overhead --device cuda --skip-ray --scale 1 --epochs 10 2>&1 | grep -v "epoch "
+cp benchmarks/results/*.json "${OUT:-/tmp}/" 2>/dev/null || true
