@@ -110,7 +110,7 @@ def train_with_ray(
     # for a poll; 0.25 s halves the cost of short epochs (benchmarks/train_overhead.md).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     if not ray.is_initialized():
-        ray.init(address=ray_address, log_to_driver=True, include_dashboard=False)
+        ray.init(address=ray_address)
     _check_capacity(workers, use_gpu, local=ray_address is None)
     trainer = TorchTrainer(
         _worker_loop,

@@ -46,7 +46,9 @@ def run(
     epochs: Annotated[
         int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
     ] = 20,
-    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 2,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Ray Train workers; 0 trains in-process without Ray.")
+    ] = 2,
     model: Annotated[
         str, typer.Option(help="Architecture: auto, mlp, cnn or tabular_mlp.")
     ] = "auto",
@@ -56,6 +58,15 @@ def run(
     seed: Annotated[
         int, typer.Option(help="Seed for the split, initialisation and shuffling.")
     ] = 0,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="Any pipeline parameter as NAME=VALUE (repeatable), e.g. lr=0.01, "
+            "weight_decay=0, augment=false, patience=3, batch_size=32. VALUE is read as JSON "
+            "when it parses, else as a string.",
+        ),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
@@ -87,6 +98,7 @@ def run(
         "epochs": epochs,
         "workers": workers,
         "seed": seed,
+        **_parse_params(param or [], catalog.get(pipeline)),
     }
     console.print(
         f"[bold]loopline[/]: running pipeline {pipeline} on {dataset} ({workers} Ray workers)"
@@ -153,6 +165,24 @@ def _settings():
     except SettingsError as exc:
         console.print(f"[red]configuration error[/]: {exc}")
         raise typer.Exit(2) from None
+
+
+def _parse_params(pairs: list[str], pipeline) -> dict:
+    known = pipeline.component_spec.inputs
+    parsed = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or name not in known:
+            raise typer.BadParameter(
+                f"{pair!r} is not NAME=VALUE with a parameter of this pipeline "
+                f"({', '.join(known)})",
+                param_hint="--param",
+            )
+        try:
+            parsed[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[name] = raw
+    return parsed
 
 
 @contextlib.contextmanager

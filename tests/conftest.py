@@ -44,12 +44,16 @@ def dataset_copy(digits_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(digits_dir, tmp_path / "dataset"))
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     """One Ray head for the whole session; pipeline subprocesses join it via RAY_ADDRESS."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port, dashboard_port = free_port(), free_port()
     ray = str(VENV_BIN / "ray")
     # Ray 2.60 protects clusters with a token; head and clients must agree on the mode.
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
@@ -61,7 +65,7 @@ def ray_address() -> str:
             "--head",
             f"--port={port}",
             "--num-cpus=2",
-            "--include-dashboard=false",
+            f"--dashboard-port={dashboard_port}",
             "--disable-usage-stats",
             "--node-ip-address=127.0.0.1",
         ],

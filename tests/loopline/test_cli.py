@@ -23,6 +23,17 @@ def test_usage_errors_exit_2(home):
     assert missing.exit_code == 2 and "neither a built-in dataset" in missing.output
     assert runner.invoke(app, ["run", "training", "--epochs", "0"]).exit_code == 2
     assert runner.invoke(app, ["run", "training", "--model", "resnet"]).exit_code == 2
+    unknown = runner.invoke(app, ["run", "training", "--param", "learning_rate=1"])
+    assert unknown.exit_code == 2 and "weight_decay" in unknown.output  # lists the real names
+    assert runner.invoke(app, ["run", "training", "--param", "lr"]).exit_code == 2
+
+
+def test_params_are_json_when_they_parse():
+    from loopline.cli import _parse_params
+    from pipelines.training import training
+
+    parsed = _parse_params(["lr=0.01", "augment=false", "model_name=x-1", "patience=3"], training)
+    assert parsed == {"lr": 0.01, "augment": False, "model_name": "x-1", "patience": 3}
 
 
 def test_bad_configuration_exits_2_naming_the_variable(home, monkeypatch):
