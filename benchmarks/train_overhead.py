@@ -162,7 +162,9 @@ def main() -> None:
             results["ray"] = loopline_ray(data, config, use_gpu=args.device == "cuda")
     report(results)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"train_overhead-{args.device}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"train_overhead-{args.device}-scale{args.scale}.json").write_text(
+        json.dumps(results, indent=2)
+    )
 
 
 def report(r: dict) -> None:
