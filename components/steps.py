@@ -6,10 +6,13 @@ and returns a small JSON-able summary that the component also puts in KFP metada
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,12 +33,34 @@ from components.training import BEST, LocalSession, TrainConfig, TrainState, fit
 from components.validation import DataValidationError, ValidationConfig, validate, write_reports
 from components.weights import ARCHITECTURE, WEIGHTS, load_model
 
+ERROR = "error.txt"
 TRAINING = "training.json"
 EVALUATION = "evaluation.json"
 DECISION = "decision.json"
 MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts
 
 
+def reports_failure(step: Callable) -> Callable:
+    """On failure, leave the message beside the step's output for the run summary to show.
+
+    The step still raises: KFP marks the task failed and stops the pipeline.
+    """
+    signature = inspect.signature(step)
+
+    @functools.wraps(step)
+    def wrapper(*args, **kwargs):
+        try:
+            return step(*args, **kwargs)
+        except Exception as exc:
+            task_dir = Path(signature.bind(*args, **kwargs).arguments["out"]).parent
+            task_dir.mkdir(parents=True, exist_ok=True)
+            (task_dir / ERROR).write_text(f"{type(exc).__name__}: {exc}\n")
+            raise
+
+    return wrapper
+
+
+@reports_failure
 def ingest_step(
     source: str, out: Path, *, run_id: str, label_column: str, image_size: int, seed: int
 ) -> dict:
@@ -54,6 +79,7 @@ def ingest_step(
     return {"rows": schema.rows, "classes": len(schema.classes), "lineage": record}
 
 
+@reports_failure
 def validate_step(dataset: Path, out: Path, *, run_id: str, config: ValidationConfig) -> dict:
     """Run every check, write the reports, then raise if any check failed."""
     checks = validate(dataset, config)
@@ -71,6 +97,7 @@ def validate_step(dataset: Path, out: Path, *, run_id: str, config: ValidationCo
     return {"passed": True, "reports": reports}
 
 
+@reports_failure
 def train_step(
     dataset: Path,
     out: Path,
@@ -145,6 +172,7 @@ def _train_in_process(
     return state, session.latest_checkpoint()
 
 
+@reports_failure
 def evaluate_step(
     model: Path, dataset: Path, out: Path, *, run_id: str, settings: Settings
 ) -> dict:
@@ -178,6 +206,7 @@ def evaluate_step(
     }
 
 
+@reports_failure
 def register_step(
     model: Path,
     dataset: Path,

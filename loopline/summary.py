@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from components.settings import Settings
+from components.steps import ERROR
 from pipelines.artifacts import output, read_json
 
 
@@ -28,8 +30,10 @@ def collect(run_dir: Path, settings: Settings) -> dict:
         "confusion matrix": evaluation / "confusion_matrix.png",
         "model files": model,
     }
+    errors = {p.parent.name: p.read_text().strip() for p in sorted(run_dir.glob(f"*/{ERROR}"))}
     summary = {
         "run_dir": str(run_dir),
+        "errors": errors,
         "validation": read_json(validation / "validation.json"),
         "training": {k: v for k, v in (training or {}).items() if k != "history"},
         "decision": decision,
@@ -65,11 +69,8 @@ def render(summary: dict, console: Console) -> None:
             f"{training['best_epoch'] + 1}"
             + (", stopped early" if training["stopped_early"] else "")
         )
-    failed = [c for c in (summary.get("validation") or {}).get("checks", []) if not c["passed"]]
-    for check in failed:
-        console.print(f"[red]check {check['name']} failed[/]: {check['summary']}")
-        for detail in check["details"][:10]:
-            console.print(f"    {detail}")
+    for task, error in summary.get("errors", {}).items():
+        console.print(f"[red]step {task} failed[/]: {escape(error)}", soft_wrap=True)
     console.print("[bold]Where everything went[/]")
     for name, path in summary["paths"].items():
         console.print(f"  {name}: {path}", soft_wrap=True)

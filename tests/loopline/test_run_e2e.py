@@ -68,7 +68,8 @@ def test_failed_validation_exits_1_lists_checks_and_keeps_the_champion(trained, 
         "--model-name", "digits-classifier", home=home,
     )  # fmt: skip
     assert result.returncode == 1
-    assert "check missing_values failed" in result.stderr
+    assert "step validate-data failed: DataValidationError" in result.stderr
+    assert "missing_values: 1 problem(s)" in result.stderr
     assert "column p3: 10 missing values" in result.stderr
     assert "class x: 5 samples, need at least 100" in result.stderr
     assert champion(home)["version"] == "1"
