@@ -1,0 +1,148 @@
+"""Where component code runs on one machine: a pool of worker processes, or in-process.
+
+Lightweight Python components run their function from the source embedded in the IR,
+through KFP's own ``Executor`` (the code ``kfp.dsl.executor_main`` runs in a container),
+so nothing is pip-installed. The default is a process pool: a task's environment
+variables, crashes and global state stay in its worker, and a warm worker keeps heavy
+imports (torch, ray) loaded for the next task. ``benchmarks/orchestration`` measures it
+against in-process execution.
+
+Container components run their command as a subprocess, and only with the platform
+image, since that image is this environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+
+from pipelines.ir import EXECUTOR_MODULE
+
+
+@dataclass(frozen=True)
+class PythonCall:
+    source: str
+    function: str
+    executor_input: dict
+    env: dict[str, str]
+
+
+def python_call(command: list[str], args: list[str], executor_input: dict, env: dict) -> PythonCall:
+    """The component source and function name from a lightweight component's command."""
+    if not any(EXECUTOR_MODULE in part for part in command):
+        raise ValueError("not a lightweight Python component")
+    function = args[args.index("--function_to_execute") + 1]
+    return PythonCall(command[-1], function, executor_input, env)
+
+
+def packages_to_install(command: list[str]) -> list[str]:
+    """Packages a component asks pip for beyond kfp itself (they are not installed here)."""
+    script = next((part for part in command if "pip install" in part), "")
+    quoted = [w.strip("'\"") for w in script.split("pip install", 1)[-1].split("&&")[0].split()]
+    return [w for w in quoted if w and not w.startswith("-") and not w.startswith("kfp")
+            and "python_version" not in w and not w.startswith("typing-extensions")]  # fmt: skip
+
+
+def run_in_this_process(call: PythonCall) -> None:
+    from kfp.dsl.executor import Executor
+
+    with _environment(call.env), tempfile.TemporaryDirectory() as tmp:
+        name = f"loopline_component_{uuid.uuid4().hex}"
+        path = Path(tmp) / f"{name}.py"
+        path.write_text(call.source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+            component = getattr(module, call.function)
+            Executor(executor_input=call.executor_input, function_to_execute=component).execute()
+        finally:
+            sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class ProcessPool:
+    """Worker processes that run one component call at a time each; rebuilt if one dies."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self._lock = Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, call: PythonCall) -> None:
+        pool = self._executor()
+        try:
+            pool.submit(run_in_this_process, call).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None  # the next task gets fresh workers
+            raise RuntimeError(
+                "the worker process running this component died (killed, out of memory or "
+                "crashed in native code)"
+            ) from None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # forkserver: workers fork from a clean, single-threaded server that has
+                # kfp loaded. As with any multiprocessing, a script that runs pipelines
+                # needs an `if __name__ == "__main__":` guard.
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["__main__", "kfp.dsl.executor"])
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            return self._pool
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+
+
+class InProcess:
+    """Runs component calls on the calling thread (benchmarks; no isolation)."""
+
+    def run(self, call: PythonCall) -> None:
+        run_in_this_process(call)
+
+    def shutdown(self) -> None: ...
+
+
+def run_container(command: list[str], env: dict[str, str], cwd: Path) -> None:
+    """A platform-image container component's command, run as a local subprocess."""
+    command = [sys.executable if part == "python3" else part for part in command]
+    result = subprocess.run(
+        command, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True
+    )
+    sys.stdout.write(result.stdout)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"command exited with {result.returncode}: {result.stderr.strip()[-2000:]}"
+        )

@@ -1,0 +1,139 @@
+"""Compiled KFP v2 pipelines (IR) as loopline reads them: loading and the feature check.
+
+A pipeline reaches the executor as IR whatever its source: a built-in name, a ``.py``
+file holding one ``@dsl.pipeline``, a compiled ``.yaml``, or a pipeline object. Features
+the executor cannot run are refused here, at submission, naming the feature and the task.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components.settings import PLATFORM_IMAGE
+
+EXECUTOR_MODULE = "kfp.dsl.executor_main"
+
+
+class UnsupportedPipeline(ValueError):
+    """The pipeline uses something this engine cannot run; the message names it."""
+
+
+@dataclass(frozen=True)
+class PipelineIR:
+    spec: dict
+
+    @property
+    def name(self) -> str:
+        return self.spec["pipelineInfo"]["name"]
+
+    @property
+    def root(self) -> dict:
+        return self.spec["root"]
+
+    def component(self, name: str) -> dict:
+        return self.spec["components"][name]
+
+    def executor(self, component: dict) -> dict:
+        return self.spec["deploymentSpec"]["executors"][component["executorLabel"]]
+
+    def parameter_names(self) -> list[str]:
+        return list(self.root.get("inputDefinitions", {}).get("parameters", {}))
+
+
+def load(source: object) -> PipelineIR:
+    """IR from a pipeline object, a built-in name, a ``.py`` file or a compiled ``.yaml``."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if path.suffix in {".yaml", ".yml", ".json"} and path.exists():
+            return PipelineIR(yaml.safe_load(path.read_text()))
+        if path.suffix == ".py" and path.exists():
+            return compile_pipeline(_pipeline_in_file(path))
+        from pipelines import catalog
+
+        return compile_pipeline(catalog.get(str(source)))
+    return compile_pipeline(source)
+
+
+def compile_pipeline(pipeline: object) -> PipelineIR:
+    from kfp import compiler
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "pipeline.yaml"
+        compiler.Compiler().compile(pipeline, str(target))
+        return PipelineIR(yaml.safe_load(target.read_text()))
+
+
+def _pipeline_in_file(path: Path) -> object:
+    from kfp.dsl.graph_component import GraphComponent
+
+    spec = importlib.util.spec_from_file_location(f"loopline_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    found = [v for v in vars(module).values() if isinstance(v, GraphComponent)]
+    pipelines = [p for p in found if p.__module__ == spec.name] or found
+    if len(pipelines) != 1:
+        raise UnsupportedPipeline(
+            f"{path} must define exactly one @dsl.pipeline, found {len(pipelines)}; "
+            "put the others in separate files."
+        )
+    return pipelines[0]
+
+
+def check_supported(ir: PipelineIR) -> None:
+    """Refuse, before anything runs, what the local engine cannot execute."""
+    problems = []
+    for name, component in ir.spec["components"].items():
+        for task_name, task in component.get("dag", {}).get("tasks", {}).items():
+            problems += _task_problems(ir, task_name, task)
+        for output, spec in (
+            component.get("dag", {}).get("outputs", {}).get("parameters", {}).items()
+        ):
+            if "valueFromOneof" in spec:
+                problems.append(f"dsl.OneOf (output {output} of {name})")
+        for output, spec in (
+            component.get("dag", {}).get("outputs", {}).get("artifacts", {}).items()
+        ):
+            if len(spec.get("artifactSelectors", [])) > 1:
+                problems.append(f"dsl.OneOf over artifacts (output {output} of {name})")
+    for task_name, task in ir.root["dag"]["tasks"].items():
+        problems += _task_problems(ir, task_name, task)
+    if "platforms" in ir.spec or ir.spec.get("platformSpec"):
+        problems.append("Kubernetes platform config (kfp-kubernetes: volumes, secrets, ...)")
+    if problems:
+        raise UnsupportedPipeline(
+            f"pipeline {ir.name} uses features the local engine cannot run: "
+            + "; ".join(sorted(set(problems)))
+            + ". Submit it to Kubeflow Pipelines with `loopline submit`."
+        )
+
+
+def _task_problems(ir: PipelineIR, name: str, task: dict) -> list[str]:
+    problems = []
+    iterator = task.get("parameterIterator") or task.get("artifactIterator")
+    if task.get("artifactIterator"):
+        problems.append(f"ParallelFor over artifacts (task {name})")
+    for key, spec in task.get("inputs", {}).get("parameters", {}).items():
+        if "parameterExpressionSelector" in spec:
+            problems.append(f"field access on a loop item (task {name}, input {key})")
+    component = ir.component(task["componentRef"]["name"])
+    if "dag" in component or iterator:
+        return problems
+    executor = ir.executor(component)
+    if "container" in executor:
+        container = executor["container"]
+        python = any(EXECUTOR_MODULE in part for part in container.get("command", []))
+        if not python and container["image"] != PLATFORM_IMAGE:
+            problems.append(
+                f"container image {container['image']} (task {name}) needs a cluster; "
+                f"only Python components and the platform image {PLATFORM_IMAGE} run locally"
+            )
+    elif "importer" not in executor:
+        problems.append(f"executor kind {sorted(executor)} (task {name})")
+    return problems

@@ -1,0 +1,181 @@
+"""The Prefect engine: each pipeline run is a Prefect flow run, each KFP task a task run.
+
+Retries come from the task's ``set_retry`` policy; metrics, confusion matrices and HTML
+reports become Prefect artifacts, so the Prefect UI shows them beside the run. Without a
+configured Prefect API, Prefect starts a temporary local server for the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.settings import Settings
+from pipelines import component_runtime
+from pipelines.cache import TaskCache
+from pipelines.executor import PipelineRun, TaskRecord, coerce_arguments
+from pipelines.ir import check_supported, load
+
+RUNTIMES = {"process": component_runtime.ProcessPool, "inprocess": component_runtime.InProcess}
+
+
+@dataclass
+class RunResult:
+    succeeded: bool
+    pipeline: str
+    run_name: str
+    run_dir: Path
+    outputs: dict[str, Any] = field(default_factory=dict)
+    task_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: list[TaskRecord] = field(default_factory=list)
+    error: str | None = None
+    failed_task: str | None = None
+    flow_run_id: str | None = None
+
+
+class PrefectEngine:
+    """Runs compiled pipelines as Prefect flows; owns the worker pool for its lifetime."""
+
+    def __init__(self, settings: Settings, *, runtime: str = "process"):
+        self.settings = settings
+        self.runtime = RUNTIMES[runtime]()
+
+    def run(
+        self, source: object, arguments: dict | None = None, *, enable_cache: bool = True
+    ) -> RunResult:
+        ir = load(source)
+        check_supported(ir)
+        coerce_arguments(ir, arguments or {})  # bad arguments fail before a flow starts
+        run = PipelineRun(
+            ir,
+            artifact_root=self.settings.artifact_root,
+            cache=TaskCache(self.settings.home / "cache") if enable_cache else None,
+            runtime=self.runtime,
+            task_wrapper=_prefect_task,
+        )
+        state = _flow(run)(arguments or {}, return_state=True)
+        result = RunResult(
+            succeeded=state.is_completed(),
+            pipeline=ir.name,
+            run_name=run.run_name,
+            run_dir=run.run_dir,
+            records=run.records,
+            flow_run_id=str(state.state_details.flow_run_id),
+        )
+        value = state.result(raise_on_failure=False)
+        if isinstance(value, BaseException):
+            result.error = str(value)
+            result.failed_task = getattr(value, "task", None)
+        else:
+            result.outputs, result.task_outputs = value["outputs"], value["tasks"]
+        return result
+
+    def close(self) -> None:
+        self.runtime.shutdown()
+
+
+def _flow(run: PipelineRun):
+    from prefect import flow
+
+    @flow(name=run.ir.name, flow_run_name=run.run_name, persist_result=False, log_prints=True)
+    def pipeline(arguments: dict) -> dict:
+        _attach_loopline_logs()
+        outputs = run.execute(arguments)
+        return {"outputs": _jsonable(outputs), "tasks": run.task_outputs_json()}
+
+    return pipeline
+
+
+def _prefect_task(name: str, task_spec: dict, fn):
+    """Wrap a leaf call as a Prefect task named after the KFP task, with its retry policy."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    retry = task_spec.get("retryPolicy", {})
+    retries = int(retry.get("maxRetryCount", 0))
+
+    def leaf(*args):
+        outputs = fn(*args)
+        _publish(name, outputs.artifacts)
+        return outputs
+
+    return task(
+        leaf,
+        name=name,
+        task_run_name=name,
+        retries=retries,
+        retry_delay_seconds=_delays(retry, retries),
+        persist_result=False,
+        cache_policy=NO_CACHE,
+        log_prints=True,
+    )
+
+
+def _delays(policy: dict, retries: int) -> list[float]:
+    first = _seconds(policy.get("backoffDuration", "0s"))
+    factor = float(policy.get("backoffFactor", 2.0))
+    cap = _seconds(policy.get("backoffMaxDuration", "3600s"))
+    return [min(first * factor**i, cap) for i in range(retries)] or [0]
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.rstrip("s") or 0)
+
+
+def _publish(task_name: str, artifacts: dict) -> None:
+    """Metrics tables, confusion matrices and report links as Prefect artifacts."""
+    from prefect.artifacts import (
+        create_link_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
+
+    for output, artifact in artifacts.items():
+        if isinstance(artifact, list):
+            continue
+        key = re.sub(r"[^a-z0-9-]+", "-", f"{task_name}-{output}".lower()).strip("-")
+        title = artifact.schema_title
+        if title == "system.Metrics" and artifact.metadata:
+            rows = [{"metric": k, "value": v} for k, v in artifact.metadata.items()]
+            create_table_artifact(rows, key=key, description=f"{task_name}: {output}")
+        elif title == "system.ClassificationMetrics" and "confusionMatrix" in artifact.metadata:
+            create_markdown_artifact(_confusion_markdown(artifact.metadata), key=key)
+        elif title in ("system.HTML", "system.Markdown"):
+            create_link_artifact(
+                Path(artifact.path).as_uri(), link_text=f"{task_name} {output}", key=key
+            )
+
+
+def _confusion_markdown(metadata: dict) -> str:
+    matrix = metadata["confusionMatrix"]
+    names = [c.get("displayName", "") for c in matrix["annotationSpecs"]]
+    lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, matrix["rows"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row["row"]) + " |")
+    return "\n".join(lines)
+
+
+def _attach_loopline_logs() -> None:
+    """Send loopline's own log lines (cache hits, skips, warnings) to the Prefect UI too."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("loopline")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
+        logger.addHandler(logging.StreamHandler())
+
+
+def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
+    return {k: _artifact_json(v) for k, v in outputs.items()}
+
+
+def _artifact_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_artifact_json(v) for v in value]
+    if hasattr(value, "schema_title"):
+        return {"uri": value.uri, "path": value.path, "metadata": value.metadata}
+    return value
