@@ -80,6 +80,13 @@ class Registry:
         version = self.client.create_model_version(name, source, run_id, tags=tags)
         return self._info(version)
 
+    def find_version(self, name: str, content_hash: str) -> VersionInfo | None:
+        """The version whose model files have this content hash, if any."""
+        found = self.client.search_model_versions(
+            f"name = '{name}' and tags.`loopline.content_hash` = '{content_hash}'"
+        )
+        return self._info(found[0]) if found else None
+
     def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, value)

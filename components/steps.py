@@ -235,6 +235,9 @@ def register_step(
         incompatible=incompatible,
     )
     model_lineage = lineage.read(model)
+    existing = registry.find_version(model_name, model_lineage["content_hash"])
+    if existing is not None:  # idempotent: the same model files are one version
+        decision = _already_registered(decision, existing, champion)
     tags = {
         "loopline.run_id": run_id,
         "loopline.dataset": model_lineage["inputs"]["dataset"],
@@ -249,7 +252,7 @@ def register_step(
         **{f"{METRIC_TAG}{k}": f"{v:.6f}" for k, v in challenger.headline().items()},
     }
     source = registry.artifact_uri(training["mlflow_run_id"], MODEL_PATH)
-    version = registry.create_version(
+    version = existing or registry.create_version(
         model_name, source=source, run_id=training["mlflow_run_id"], tags=tags
     )
     if decision.promote:
@@ -276,6 +279,18 @@ def register_step(
         parameters={"metric": decision.metric, "margin": decision.margin, "model_name": model_name},
     )
     return result
+
+
+def _already_registered(decision, existing, champion):
+    """A re-registered model keeps its version; it is promoted only if nothing is champion."""
+    if champion is None:
+        decision.reasons = [f"same files as v{existing.version}, and there is no champion"]
+        return decision
+    decision.promote = False
+    decision.reasons = [
+        f"same files as v{existing.version} (already registered); champion stays v{champion.version}"
+    ]
+    return decision
 
 
 def _score_champion(registry: Registry, champion, dataset: Path) -> tuple[dict | None, str | None]:

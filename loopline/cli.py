@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -30,34 +31,52 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+# Convenience flags of `run` and the pipeline parameters they set.
+FLAG_PARAMS = {
+    "dataset": "dataset",
+    "label_column": "label_column",
+    "epochs": "epochs",
+    "workers": "workers",
+    "model": "arch",
+    "model_name": "model_name",
+    "seed": "seed",
+}
+
+
 @app.command()
 def run(
-    pipeline: Annotated[str, typer.Argument(help="Built-in pipeline name, e.g. 'training'.")],
-    dataset: Annotated[
+    pipeline: Annotated[
         str,
+        typer.Argument(
+            help="A built-in pipeline ('training'), a .py file holding one @dsl.pipeline, "
+            "or a compiled KFP IR .yaml."
+        ),
+    ],
+    dataset: Annotated[
+        str | None,
         typer.Option(
             help=f"Built-in dataset ({', '.join(BUILTIN)}) or a path: CSV/Parquet "
             "file, image folder (one sub-folder per class) or MNIST IDX folder."
         ),
-    ] = "digits",
+    ] = None,
     label_column: Annotated[
-        str, typer.Option(help="Label column of a CSV/Parquet file.")
-    ] = "label",
+        str | None, typer.Option(help="Label column of a CSV/Parquet file.")
+    ] = None,
     epochs: Annotated[
-        int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
-    ] = 20,
+        int | None, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
+    ] = None,
     workers: Annotated[
-        int, typer.Option(min=0, help="Ray Train workers; 0 trains in-process without Ray.")
-    ] = 2,
+        int | None, typer.Option(min=0, help="Ray Train workers; 0 trains in-process without Ray.")
+    ] = None,
     model: Annotated[
-        str, typer.Option(help="Architecture: auto, mlp, cnn or tabular_mlp.")
-    ] = "auto",
+        str | None, typer.Option(help="Architecture: auto, mlp, cnn or tabular_mlp.")
+    ] = None,
     model_name: Annotated[
         str | None, typer.Option(help="Registered model name [default: <dataset>-classifier].")
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed for the split, initialisation and shuffling.")
-    ] = 0,
+        int | None, typer.Option(help="Seed for the split, initialisation and shuffling.")
+    ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option(
@@ -67,70 +86,103 @@ def run(
             "when it parses, else as a string.",
         ),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="prefect (caching, retries, run history) or kfp-local.")
+    ] = "prefect",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every task again.")] = False,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+        bool, typer.Option("--json", help='Print {"status", "outputs", ...} as JSON on stdout.')
     ] = False,
 ) -> None:
-    """Run a pipeline locally (kfp.local, one subprocess per step) and print a summary."""
+    """Run a pipeline on this machine and print a summary of where everything went."""
     from loopline import summary as run_summary
-    from pipelines import catalog
-    from pipelines.local_run import run_local
+    from pipelines.engines import ENGINES, run_pipeline
+    from pipelines.executor import InputError, coerce_arguments
+    from pipelines.ir import UnsupportedPipeline, check_supported
 
     settings = _settings()
-    if pipeline not in catalog.PIPELINES:
-        raise typer.BadParameter(
-            f"unknown pipeline {pipeline!r}; choose one of {', '.join(catalog.PIPELINES)}",
-            param_hint="PIPELINE",
-        )
-    if dataset not in BUILTIN and not Path(dataset).expanduser().exists():
-        raise typer.BadParameter(
-            f"{dataset!r} is neither a built-in dataset ({', '.join(BUILTIN)}) nor an existing path",
-            param_hint="--dataset",
-        )
-    if model not in ("auto", "mlp", "cnn", "tabular_mlp"):
-        raise typer.BadParameter("choose auto, mlp, cnn or tabular_mlp", param_hint="--model")
-    name = model_name or f"{Path(dataset).stem}-classifier"
-    arguments = {
-        "dataset": str(Path(dataset).expanduser().resolve()) if dataset not in BUILTIN else dataset,
-        "model_name": name,
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
+    ir = _load_pipeline(pipeline)
+    flags = {
+        "dataset": _dataset(dataset) if dataset is not None else None,
         "label_column": label_column,
-        "arch": model,
         "epochs": epochs,
         "workers": workers,
+        "model": _architecture(model) if model is not None else None,
+        "model_name": model_name,
         "seed": seed,
-        **_parse_params(param or [], catalog.get(pipeline)),
     }
-    console.print(
-        f"[bold]loopline[/]: running pipeline {pipeline} on {dataset} ({workers} Ray workers)"
-    )
+    arguments = {FLAG_PARAMS[k]: v for k, v in flags.items() if v is not None}
+    if dataset is not None and model_name is None and "model_name" in ir.parameter_names():
+        arguments["model_name"] = f"{Path(dataset).stem}-classifier"
+    arguments.update(_parse_params(param or []))
+    try:
+        check_supported(ir)
+        coerce_arguments(ir, arguments)
+    except (InputError, UnsupportedPipeline) as exc:
+        raise typer.BadParameter(str(exc), param_hint="PIPELINE/--param") from None
+    console.print(f"[bold]loopline[/]: running pipeline {ir.name} with the {engine} engine")
     with _stdout_to_stderr() if json_output else contextlib.nullcontext():
-        result = run_local(pipeline, arguments, settings)
-    collected = run_summary.collect(result.run_dir, settings) if result.run_dir else {}
-    collected["status"] = "succeeded" if result.succeeded else "failed"
+        result = run_pipeline(ir, arguments, settings, engine=engine, enable_cache=not no_cache)
+    collected = run_summary.collect(result, settings)
     if json_output:
-        typer.echo(json.dumps(collected, indent=2))
-    elif collected.get("paths"):
+        typer.echo(json.dumps(collected, indent=2, default=str))
+    else:
         run_summary.render(collected, console)
     if not result.succeeded:
-        console.print(f"[red]pipeline {pipeline} failed[/]: {_first_line(result.error)}")
+        console.print(f"[red]pipeline {ir.name} failed[/]: {_first_line(result.error)}")
         raise typer.Exit(1)
+
+
+def _load_pipeline(source: str):
+    from pipelines import catalog
+    from pipelines.ir import UnsupportedPipeline, load
+
+    path = Path(source)
+    if source not in catalog.PIPELINES and not (
+        path.suffix in {".py", ".yaml", ".yml"} and path.exists()
+    ):
+        raise typer.BadParameter(
+            f"{source!r} is not a built-in pipeline ({', '.join(catalog.PIPELINES)}), "
+            "nor an existing .py or .yaml file",
+            param_hint="PIPELINE",
+        )
+    try:
+        return load(source)
+    except UnsupportedPipeline as exc:
+        raise typer.BadParameter(str(exc), param_hint="PIPELINE") from None
+
+
+def _dataset(value: str) -> str:
+    if value in BUILTIN:
+        return value
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise typer.BadParameter(
+            f"{value!r} is neither a built-in dataset ({', '.join(BUILTIN)}) nor an existing path",
+            param_hint="--dataset",
+        )
+    return str(path.resolve())
+
+
+def _architecture(value: str) -> str:
+    if value not in ("auto", "mlp", "cnn", "tabular_mlp"):
+        raise typer.BadParameter("choose auto, mlp, cnn or tabular_mlp", param_hint="--model")
+    return value
 
 
 @app.command("compile")
 def compile_(
-    pipeline: Annotated[str, typer.Argument(help="Built-in pipeline name, e.g. 'training'.")],
+    pipeline: Annotated[
+        str, typer.Argument(help="A built-in pipeline ('training') or a .py pipeline file.")
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the IR YAML.")],
 ) -> None:
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
-    from pipelines import catalog
-    from pipelines.compile import compile_pipeline
+    from pipelines.compile import write_ir
 
-    if pipeline not in catalog.PIPELINES:
-        raise typer.BadParameter(
-            f"unknown pipeline {pipeline!r}; choose one of {', '.join(catalog.PIPELINES)}",
-            param_hint="PIPELINE",
-        )
-    console.print(f"wrote {compile_pipeline(pipeline, output)}")
+    console.print(f"wrote {write_ir(_load_pipeline(pipeline), output)}")
 
 
 @app.command()
@@ -152,6 +204,121 @@ def status(
 
 
 @app.command()
+def schedule(
+    pipeline: Annotated[str, typer.Argument(help="Built-in name, .py pipeline file or IR .yaml.")],
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Interval instead of cron: 30s, 5m, 2h or 1d.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Pipeline parameter NAME=VALUE.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Schedule name [default: the pipeline's].")
+    ] = None,
+    kfp_host: Annotated[
+        str | None,
+        typer.Option(help="Create a Kubeflow recurring run at this KFP API instead of Prefect."),
+    ] = None,
+) -> None:
+    """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run."""
+    from pipelines.executor import InputError, coerce_arguments
+
+    if (cron is None) == (every is None):
+        raise typer.BadParameter(
+            "give exactly one of --cron and --every", param_hint="--cron/--every"
+        )
+    ir = _load_pipeline(pipeline)
+    arguments = _parse_params(param or [])
+    try:
+        coerce_arguments(ir, arguments)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--param") from None
+    if kfp_host:
+        from pipelines import kubeflow
+
+        if cron is None:
+            raise typer.BadParameter("Kubeflow recurring runs take --cron", param_hint="--cron")
+        recurring = kubeflow.schedule(ir, kfp_host, cron=cron, arguments=arguments, name=name)
+        console.print(f"created Kubeflow recurring run {recurring} ({cron}) at {kfp_host}")
+        return
+    from pipelines.schedules import schedule_prefect
+
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print(
+            "[red]no Prefect server configured[/]: start one with `loopline server`, then "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+        raise typer.Exit(2)
+    deployment = schedule_prefect(
+        ir, _settings(), cron=cron, interval=_interval(every) if every else None,
+        arguments=arguments, name=name,
+    )  # fmt: skip
+    console.print(
+        f"created Prefect deployment {deployment} for {ir.name} ({cron or 'every ' + every})"
+    )
+
+
+@app.command()
+def submit(
+    pipeline: Annotated[str, typer.Argument(help="Built-in name, .py pipeline file or IR .yaml.")],
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Pipeline parameter NAME=VALUE.")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "loopline",
+) -> None:
+    """Create a run of the compiled pipeline on Kubeflow Pipelines."""
+    from pipelines import kubeflow
+
+    ir = _load_pipeline(pipeline)
+    run_id = kubeflow.submit(ir, host, arguments=_parse_params(param or []), experiment=experiment)
+    console.print(f"created Kubeflow run {run_id} of {ir.name} at {host}")
+    typer.echo(run_id)
+
+
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200,
+) -> None:
+    """Start a Prefect server on loopback and a worker that runs scheduled pipelines."""
+    from pipelines import prefect_server
+
+    settings = _settings()
+    folder = settings.home / "prefect"
+    api = f"http://127.0.0.1:{port}/api"
+    processes = [prefect_server.start_server(port, folder, folder / "server.log")]
+    try:
+        prefect_server.wait_healthy(api)
+        os.environ["PREFECT_API_URL"] = api
+        processes.append(prefect_server.start_worker(api, folder / "worker.log"))
+        console.print(f"Prefect UI: http://127.0.0.1:{port}  (logs in {folder})")
+        console.print(f"In another shell: export PREFECT_API_URL={api}")
+        console.print(
+            "Then `loopline schedule …` and `loopline run …` use this server. Ctrl-C stops it."
+        )
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+        console.print("[red]a Prefect process exited; see the logs above[/]")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            process.terminate()
+
+
+def _interval(text: str):
+    from datetime import timedelta
+
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise typer.BadParameter("use a number and a unit: 30s, 5m, 2h or 1d", param_hint="--every")
+    return timedelta(**{units[unit]: int(number)})
+
+
+@app.command()
 def demo() -> None:
     """Train a digits classifier end to end and make it the champion."""
     from loopline.demo import run_demo
@@ -167,17 +334,13 @@ def _settings():
         raise typer.Exit(2) from None
 
 
-def _parse_params(pairs: list[str], pipeline) -> dict:
-    known = pipeline.component_spec.inputs
+def _parse_params(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs; unknown names are caught with the pipeline's parameter list."""
     parsed = {}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
-        if not sep or name not in known:
-            raise typer.BadParameter(
-                f"{pair!r} is not NAME=VALUE with a parameter of this pipeline "
-                f"({', '.join(known)})",
-                param_hint="--param",
-            )
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
         try:
             parsed[name] = json.loads(raw)
         except json.JSONDecodeError:

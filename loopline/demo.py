@@ -7,7 +7,7 @@ from rich.console import Console
 from components.settings import Settings
 from loopline import summary
 from loopline.status import champion_status
-from pipelines.local_run import run_local
+from pipelines.engines import run_pipeline
 
 DEMO_ARGUMENTS = {
     "dataset": "digits",
@@ -21,9 +21,8 @@ def run_demo(settings: Settings, console: Console) -> int:
     console.rule(
         "loopline demo: digits -> validate -> Ray training (2 workers) -> evaluate -> gate"
     )
-    result = run_local("training", DEMO_ARGUMENTS, settings)
-    if result.run_dir:
-        summary.render(summary.collect(result.run_dir, settings), console)
+    result = run_pipeline("training", DEMO_ARGUMENTS, settings)
+    summary.render(summary.collect(result, settings), console)
     if not result.succeeded:
         console.print(f"[red]demo failed[/]: {result.error}")
         return 1

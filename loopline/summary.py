@@ -1,4 +1,4 @@
-"""The closing summary of a pipeline run: metrics, decision, and where everything went."""
+"""The closing summary of a pipeline run: outputs, metrics, decision, where everything went."""
 
 from __future__ import annotations
 
@@ -11,44 +11,67 @@ from rich.table import Table
 
 from components.settings import Settings
 from components.steps import ERROR
-from pipelines.artifacts import output, read_json
+from pipelines.artifacts import read_json
+from pipelines.results import RunResult
+
+# (label, task, output, file inside the artifact folder)
+REPORTS = [
+    ("validation report", "validate-data", "report", "validation.html"),
+    ("data summary (Evidently)", "validate-data", "report", "data_summary.html"),
+    ("evaluation report", "evaluate", "evaluation", "report.html"),
+    ("training curves", "evaluate", "evaluation", "training_curves.png"),
+    ("confusion matrix", "evaluate", "evaluation", "confusion_matrix.png"),
+    ("model files", "train", "model", ""),
+]
 
 
-def collect(run_dir: Path, settings: Settings) -> dict:
-    """Gather a run's results from its artifact folders into one JSON-able dict."""
-    validation = output(run_dir, "validate-data", "report")
-    evaluation = output(run_dir, "evaluate", "evaluation")
-    model = output(run_dir, "train", "model")
-    decision = read_json(output(run_dir, "register", "decision") / "decision.json")
-    training = read_json(model / "training.json")
-    paths = {
-        "run folder": run_dir,
-        "validation report": validation / "validation.html",
-        "data summary (Evidently)": validation / "data_summary.html",
-        "evaluation report": evaluation / "report.html",
-        "training curves": evaluation / "training_curves.png",
-        "confusion matrix": evaluation / "confusion_matrix.png",
-        "model files": model,
+def collect(result: RunResult, settings: Settings) -> dict:
+    """One JSON-able dict with the run's status, outputs, training results and file paths."""
+    summary: dict = {
+        "status": "succeeded" if result.succeeded else "failed",
+        "pipeline": result.pipeline,
+        "run": result.run_name,
+        "outputs": result.outputs,
+        "tasks": [
+            {"name": r.name, "status": r.status, "cached": r.cached, "seconds": round(r.seconds, 3)}
+            for r in result.records
+        ],
+        "errors": _errors(result.run_dir),
     }
-    errors = {p.parent.name: p.read_text().strip() for p in sorted(run_dir.glob(f"*/{ERROR}"))}
-    summary = {
-        "run_dir": str(run_dir),
-        "errors": errors,
-        "validation": read_json(validation / "validation.json"),
-        "training": {k: v for k, v in (training or {}).items() if k != "history"},
-        "decision": decision,
-        "paths": {k: str(v) for k, v in paths.items() if v.exists()},
-        "mlflow": {
+    if result.error:
+        summary["error"] = result.error
+    paths = {"run folder": result.run_dir} if result.run_dir else {}
+    for label, task, output, name in REPORTS:
+        folder = result.artifact(task, output)
+        if folder is not None and (folder / name).exists():
+            paths[label] = folder / name
+    summary["paths"] = {k: str(v) for k, v in paths.items()}
+    model, decision = result.artifact("train", "model"), result.artifact("register", "decision")
+    if decision is not None:
+        summary["decision"] = read_json(decision / "decision.json")
+        training = read_json(model / "training.json") if model else None
+        summary["training"] = {k: v for k, v in (training or {}).items() if k != "history"}
+        summary["mlflow"] = {
             "tracking_uri": settings.tracking_uri,
             "ui": f"mlflow ui --backend-store-uri {settings.tracking_uri}",
-        },
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    summary["paths"]["summary"] = str(run_dir / "summary.json")
+        }
+    if result.run_dir and result.run_dir.exists():
+        (result.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        summary["paths"]["summary"] = str(result.run_dir / "summary.json")
     return summary
 
 
+def _errors(run_dir: Path | None) -> dict[str, str]:
+    if run_dir is None or not run_dir.exists():
+        return {}
+    return {p.parent.name: p.read_text().strip() for p in sorted(run_dir.rglob(ERROR))}
+
+
 def render(summary: dict, console: Console) -> None:
+    tasks = summary.get("tasks") or []
+    if tasks:
+        cached = sum(t["cached"] for t in tasks)
+        console.print(f"{len(tasks)} tasks ran ({cached} served from cache)")
     decision = summary.get("decision")
     if decision:
         table = Table(title="Test-set metrics", show_header=False)
@@ -69,9 +92,14 @@ def render(summary: dict, console: Console) -> None:
             f"{training['best_epoch'] + 1}"
             + (", stopped early" if training["stopped_early"] else "")
         )
+    if summary.get("outputs"):
+        console.print(
+            f"Outputs: {escape(json.dumps(summary['outputs'], default=str))}", soft_wrap=True
+        )
     for task, error in summary.get("errors", {}).items():
         console.print(f"[red]step {task} failed[/]: {escape(error)}", soft_wrap=True)
     console.print("[bold]Where everything went[/]")
     for name, path in summary["paths"].items():
         console.print(f"  {name}: {path}", soft_wrap=True)
-    console.print(f"  MLflow UI: {summary['mlflow']['ui']}", soft_wrap=True)
+    if "mlflow" in summary:
+        console.print(f"  MLflow UI: {summary['mlflow']['ui']}", soft_wrap=True)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kfp import compiler
+import yaml
 
-from pipelines import catalog
+from pipelines.ir import PipelineIR, load
 
 
-def compile_pipeline(name: str, target: Path) -> Path:
+def compile_pipeline(source: object, target: Path) -> Path:
+    """Write the IR of a built-in name, a ``.py`` pipeline file or a pipeline object."""
+    return write_ir(load(source), target)
+
+
+def write_ir(ir: PipelineIR, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(catalog.get(name), str(target))
+    target.write_text(yaml.safe_dump(ir.spec, sort_keys=False))
     return target

@@ -34,6 +34,7 @@ from pipelines import component_runtime
 from pipelines.cache import TaskCache
 from pipelines.conditions import evaluate
 from pipelines.ir import EXECUTOR_MODULE, PipelineIR
+from pipelines.results import TaskRecord
 
 log = logging.getLogger("loopline.executor")
 
@@ -74,14 +75,6 @@ class Node:
     outputs: Outputs = field(default_factory=Outputs)
     error: BaseException | None = None
     failed_task: str | None = None
-
-
-@dataclass
-class TaskRecord:
-    name: str
-    status: str
-    cached: bool
-    seconds: float
 
 
 class PipelineRun:

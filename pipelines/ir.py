@@ -48,6 +48,8 @@ class PipelineIR:
 
 def load(source: object) -> PipelineIR:
     """IR from a pipeline object, a built-in name, a ``.py`` file or a compiled ``.yaml``."""
+    if isinstance(source, PipelineIR):
+        return source
     if isinstance(source, str | Path):
         path = Path(source)
         if path.suffix in {".yaml", ".yml", ".json"} and path.exists():

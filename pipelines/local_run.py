@@ -1,28 +1,31 @@
-"""Run a pipeline with ``kfp.local``: one subprocess per step, in the current environment."""
+"""The ``kfp-local`` engine: ``kfp.local`` runs each step as a subprocess, no caching.
+
+Kept for parity checks and as the reference behaviour; the Prefect engine is the default.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from components.settings import Settings
-from pipelines import catalog
 from pipelines.artifacts import latest_run_dir, pipeline_root
+from pipelines.ir import load
+from pipelines.results import RunResult
 
 
-@dataclass
-class RunResult:
-    succeeded: bool
-    run_dir: Path | None
-    error: str | None = None
+def run_local(source: object, arguments: dict, settings: Settings) -> RunResult:
+    from kfp import components, local
 
-
-def run_local(name: str, arguments: dict, settings: Settings) -> RunResult:
-    from kfp import local
-
-    pipeline = catalog.get(name)
+    ir = load(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(ir.spec))
+        pipeline = components.load_component_from_file(str(path))
     # Steps are subprocesses: they read the same settings from the environment.
     os.environ["LOOPLINE_HOME"] = str(settings.home)
     local.init(
@@ -31,8 +34,36 @@ def run_local(name: str, arguments: dict, settings: Settings) -> RunResult:
         raise_on_error=True,
     )
     started = time.time() - 1
+    error, outputs = None, {}
     try:
-        pipeline(**arguments)
+        task = pipeline(**arguments)
+        outputs = {k: _value(v) for k, v in task.outputs.items()} if task else {}
     except RuntimeError as exc:  # kfp.local reports a failed task this way
-        return RunResult(False, latest_run_dir(settings, name, since=started), str(exc))
-    return RunResult(True, latest_run_dir(settings, name, since=started))
+        error = str(exc)
+    run_dir = latest_run_dir(settings, ir.name, since=started)
+    return RunResult(
+        succeeded=error is None,
+        pipeline=ir.name,
+        run_name=run_dir.name if run_dir else "",
+        run_dir=run_dir,
+        outputs=outputs,
+        task_outputs=_layout(run_dir),
+        error=error,
+    )
+
+
+def _layout(run_dir: Path | None) -> dict[str, dict[str, str]]:
+    """kfp.local's folders: ``<run>/<task>/<output>``."""
+    if run_dir is None:
+        return {}
+    return {
+        task.name: {
+            out.name: str(out) for out in task.iterdir() if out.name != "executor_output.json"
+        }
+        for task in run_dir.iterdir()
+        if task.is_dir()
+    }
+
+
+def _value(value):
+    return value.path if hasattr(value, "schema_title") else value

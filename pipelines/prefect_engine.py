@@ -9,31 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.settings import Settings
 from pipelines import component_runtime
 from pipelines.cache import TaskCache
-from pipelines.executor import PipelineRun, TaskRecord, coerce_arguments
+from pipelines.executor import PipelineRun, coerce_arguments
 from pipelines.ir import check_supported, load
+from pipelines.results import RunResult
 
 RUNTIMES = {"process": component_runtime.ProcessPool, "inprocess": component_runtime.InProcess}
-
-
-@dataclass
-class RunResult:
-    succeeded: bool
-    pipeline: str
-    run_name: str
-    run_dir: Path
-    outputs: dict[str, Any] = field(default_factory=dict)
-    task_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    records: list[TaskRecord] = field(default_factory=list)
-    error: str | None = None
-    failed_task: str | None = None
-    flow_run_id: str | None = None
 
 
 class PrefectEngine:

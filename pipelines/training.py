@@ -63,4 +63,5 @@ def training(
         model_name=model_name,
         run_id=RUN_ID,
     )
+    gate.set_caching_options(False)  # reads the registry's current champion every run
     return gate.outputs["decision"]

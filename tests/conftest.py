@@ -51,6 +51,48 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real Prefect server per session; CLI subprocesses reach it via PREFECT_API_URL."""
+    from pipelines.prefect_server import start_server, wait_healthy
+
+    folder = tmp_path_factory.mktemp("prefect")
+    port = free_port()
+    server = start_server(port, folder, folder / "server.log")
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_healthy(api)
+    except TimeoutError:
+        server.kill()
+        raise
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ["PREFECT_API_URL"] = api  # for CLI subprocesses
+    with temporary_settings({PREFECT_API_URL: api}):  # for this process, settings are loaded
+        yield api
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send the last log batch while the server still listens
+    os.environ.pop("PREFECT_API_URL", None)
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def engine_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("engine-home")
+
+
+@pytest.fixture(scope="session")
+def engine(prefect_api: str, engine_home: Path):
+    """The Prefect engine with one worker pool for the session."""
+    from pipelines.prefect_engine import PrefectEngine
+
+    runner = PrefectEngine(load_settings({"LOOPLINE_HOME": str(engine_home)}))
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="session")
 def ray_address() -> str:
     """One Ray head for the whole session; pipeline subprocesses join it via RAY_ADDRESS."""
     port, dashboard_port = free_port(), free_port()

@@ -30,9 +30,8 @@ def test_usage_errors_exit_2(home):
 
 def test_params_are_json_when_they_parse():
     from loopline.cli import _parse_params
-    from pipelines.training import training
 
-    parsed = _parse_params(["lr=0.01", "augment=false", "model_name=x-1", "patience=3"], training)
+    parsed = _parse_params(["lr=0.01", "augment=false", "model_name=x-1", "patience=3"])
     assert parsed == {"lr": 0.01, "augment": False, "model_name": "x-1", "patience": 3}
 
 

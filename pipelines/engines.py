@@ -1,0 +1,29 @@
+"""Pick the engine that runs a pipeline on this machine: Prefect (default) or kfp.local."""
+
+from __future__ import annotations
+
+from components.settings import Settings
+from pipelines.results import RunResult
+
+ENGINES = ("prefect", "kfp-local")
+
+
+def run_pipeline(
+    source: object,
+    arguments: dict,
+    settings: Settings,
+    *,
+    engine: str = "prefect",
+    enable_cache: bool = True,
+) -> RunResult:
+    if engine == "kfp-local":
+        from pipelines.local_run import run_local
+
+        return run_local(source, arguments, settings)
+    from pipelines.prefect_engine import PrefectEngine
+
+    runner = PrefectEngine(settings)
+    try:
+        return runner.run(source, arguments, enable_cache=enable_cache)
+    finally:
+        runner.close()

@@ -1,0 +1,24 @@
+"""The flow that Prefect deployments run: a compiled pipeline by path, with its arguments.
+
+Deployments point here (``pipelines/prefect_flow.py:pipeline_flow``); each run executes
+the pipeline as a child flow named after it, so the UI shows both.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from components.settings import load_settings
+from pipelines.prefect_engine import PrefectEngine
+
+
+@flow(name="loopline-pipeline", persist_result=False, log_prints=True)
+def pipeline_flow(pipeline: str, arguments: dict | None = None, enable_cache: bool = True) -> dict:
+    engine = PrefectEngine(load_settings())
+    try:
+        result = engine.run(pipeline, arguments or {}, enable_cache=enable_cache)
+    finally:
+        engine.close()
+    if not result.succeeded:
+        raise RuntimeError(f"pipeline {result.pipeline} failed: {result.error}")
+    return result.outputs

@@ -1,0 +1,89 @@
+"""Pipelines that exercise engine behaviour: concurrency, retries, failures, metrics, images."""
+
+from kfp import dsl
+from kfp.dsl import Metrics, Output
+
+from tests.pipelines.feature_pipelines import add
+
+
+@dsl.component
+def stamp(seconds: float) -> str:
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    return f"{start},{time.time()}"
+
+
+@dsl.component
+def flaky(marker: str) -> int:
+    from pathlib import Path
+
+    attempts = Path(marker)
+    count = int(attempts.read_text()) + 1 if attempts.exists() else 1
+    attempts.write_text(str(count))
+    if count < 2:
+        raise RuntimeError(f"transient failure on attempt {count}")
+    return count
+
+
+@dsl.component
+def fail_if_present(x: int, marker: str) -> int:
+    import os
+
+    if os.path.exists(marker):
+        raise ValueError(f"refusing to run while {marker} exists")
+    return x * 10
+
+
+@dsl.component
+def crash():
+    import os
+
+    os._exit(3)  # dies without a Python exception, like a segfault or OOM kill
+
+
+@dsl.component
+def score(metrics: Output[Metrics]):
+    metrics.log_metric("accuracy", 0.9)
+    metrics.log_metric("f1", 0.8)
+
+
+@dsl.container_component
+def alpine_echo():
+    return dsl.ContainerSpec(image="alpine:3.20", command=["echo", "hi"])
+
+
+@dsl.pipeline
+def concurrent(seconds: float = 1.5) -> int:
+    """Two independent sleeps; the test reads their start/end stamps from task outputs."""
+    left = stamp(seconds=seconds)
+    right = stamp(seconds=seconds)
+    return add(a=1, b=1).after(left, right).output
+
+
+@dsl.pipeline
+def with_retry(marker: str) -> int:
+    return flaky(marker=marker).set_retry(num_retries=2, backoff_duration="0s").output
+
+
+@dsl.pipeline
+def failing(marker: str, x: int = 2) -> int:
+    upstream = add(a=x, b=1)
+    middle = fail_if_present(x=upstream.output, marker=marker)
+    return add(a=middle.output, b=5).output
+
+
+@dsl.pipeline
+def crashing():
+    crash()
+
+
+@dsl.pipeline
+def scoring():
+    score()
+
+
+@dsl.pipeline
+def foreign_image():
+    alpine_echo()

@@ -1,0 +1,129 @@
+"""One small pipeline per executor feature, for parity with kfp.local and engine tests."""
+
+from typing import List  # noqa: UP035  (KFP reads typing.List annotations)
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+
+@dsl.component
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@dsl.component
+def write_text(text: str, out: Output[Dataset]):
+    with open(out.path, "w") as fh:
+        fh.write(text)
+
+
+@dsl.component
+def read_text(data: Input[Dataset]) -> str:
+    with open(data.path) as fh:
+        return fh.read()
+
+
+@dsl.component
+def total(xs: List[int]) -> int:  # noqa: UP006
+    return int(sum(xs))
+
+
+@dsl.component
+def env_value(name: str) -> str:
+    import os
+
+    return os.environ.get(name, "<unset>")
+
+
+@dsl.component
+def describe(data: Input[Dataset]) -> str:
+    return f"{data.uri}|{data.metadata.get('origin', '')}"
+
+
+@dsl.component
+def shout(message: str) -> str:
+    print(message.upper())
+    return message.upper()
+
+
+@dsl.pipeline
+def chain(x: int = 1, text: str = "hello") -> str:
+    first = add(a=x, b=2)
+    second = add(a=first.output, b=3)
+    written = write_text(text=text).after(second)
+    return read_text(data=written.outputs["out"]).output
+
+
+@dsl.pipeline
+def branches(x: int = 5) -> int:
+    base = add(a=x, b=0)
+    with dsl.If(base.output > 10):
+        add(a=base.output, b=100)
+    with dsl.Elif(base.output > 3):
+        add(a=base.output, b=200)
+    with dsl.Else():
+        add(a=base.output, b=300)
+    return base.output
+
+
+@dsl.pipeline
+def fan_out(offset: int = 10) -> int:
+    with dsl.ParallelFor([1, 2, 3, 4], parallelism=2) as item:
+        each = add(a=item, b=offset)
+    return total(xs=dsl.Collected(each.output)).output
+
+
+@dsl.pipeline
+def exit_handling(message: str = "done"):
+    final = shout(message=message)
+    with dsl.ExitHandler(final):
+        add(a=1, b=2)
+
+
+@dsl.pipeline
+def inner(x: int) -> int:
+    return add(a=x, b=1).output
+
+
+@dsl.pipeline
+def nested(x: int = 4) -> int:
+    once = inner(x=x)
+    return inner(x=once.output).output
+
+
+@dsl.pipeline
+def importing(uri: str = "file:///tmp/loopline-import-test") -> str:
+    imported = dsl.importer(
+        artifact_uri=uri, artifact_class=Dataset, reimport=False, metadata={"origin": "test"}
+    )
+    return describe(data=imported.output).output
+
+
+@dsl.pipeline
+def retrying(x: int = 2) -> int:
+    return add(a=x, b=40).set_retry(num_retries=2, backoff_duration="0s").output
+
+
+@dsl.pipeline
+def env_vars() -> str:
+    return (
+        env_value(name="LOOPLINE_TEST_VALUE").set_env_variable("LOOPLINE_TEST_VALUE", "42").output
+    )
+
+
+@dsl.pipeline
+def uncached(x: int = 1) -> int:
+    return add(a=x, b=1).set_caching_options(False).output
+
+
+FEATURES = {
+    "chain": (chain, {"x": 3, "text": "parity"}),
+    "branches": (branches, {"x": 5}),
+    "fan_out": (fan_out, {"offset": 10}),
+    "exit_handling": (exit_handling, {"message": "bye"}),
+    "nested": (nested, {"x": 4}),
+    "importing": (importing, {}),
+    "retrying": (retrying, {"x": 2}),
+    "env_vars": (env_vars, {}),
+    "uncached": (uncached, {"x": 7}),
+}

@@ -1,0 +1,96 @@
+"""The Prefect engine's own behaviour on a real Prefect server (the session's)."""
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.logging.handlers import APILogHandler
+
+from pipelines.executor import InputError
+from pipelines.ir import UnsupportedPipeline
+from tests.pipelines import engine_pipelines as p
+from tests.pipelines.feature_pipelines import chain, uncached
+
+pytestmark = pytest.mark.slow
+
+
+def cached(result) -> dict[str, bool]:
+    return {r.name: r.cached for r in result.records}
+
+
+def test_independent_tasks_run_concurrently(engine):
+    result = engine.run(p.concurrent, {"seconds": 1.0}, enable_cache=False)
+    assert result.succeeded, result.error
+    (a_start, a_end), (b_start, b_end) = (
+        map(float, result.task_outputs[name]["Output"].split(",")) for name in ("stamp", "stamp-2")
+    )
+    assert a_start < b_end and b_start < a_end  # the two sleeps overlapped
+
+
+def test_unchanged_rerun_is_served_from_cache_and_a_changed_input_reruns_downstream(engine):
+    first = engine.run(chain, {"x": 11, "text": "one"})
+    assert first.succeeded and not any(cached(first).values())
+    again = engine.run(chain, {"x": 11, "text": "one"})
+    assert all(cached(again).values()) and again.outputs == first.outputs
+    changed = engine.run(chain, {"x": 11, "text": "two"})
+    assert cached(changed) == {"add": True, "add-2": True, "write-text": False, "read-text": False}
+    assert changed.outputs == {"Output": "two"}
+
+
+def test_caching_can_be_turned_off_per_task_and_per_run(engine):
+    engine.run(uncached, {"x": 21})
+    assert cached(engine.run(uncached, {"x": 21})) == {"add": False}
+    engine.run(chain, {"x": 31, "text": "t"})
+    assert not any(cached(engine.run(chain, {"x": 31, "text": "t"}, enable_cache=False)).values())
+
+
+def test_set_retry_retries_a_transient_failure(engine, tmp_path):
+    marker = tmp_path / "attempts"
+    result = engine.run(p.with_retry, {"marker": str(marker)}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": 2} and marker.read_text() == "2"
+
+
+def test_failed_task_fails_the_run_with_its_traceback_and_resumes_from_cache(engine, tmp_path):
+    marker = tmp_path / "broken"
+    marker.touch()
+    failed = engine.run(p.failing, {"marker": str(marker)})
+    assert not failed.succeeded and failed.failed_task == "fail-if-present"
+    assert "refusing to run while" in failed.error
+    assert set(cached(failed)) == {"add"}  # the downstream add-2 never ran
+    APILogHandler().flush()  # logs reach the server in batches
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[failed.flow_run_id]))
+        )
+    text = "\n".join(log.message for log in logs)
+    assert "Traceback" in text and "ValueError: refusing to run while" in text
+    marker.unlink()  # the fix
+    fixed = engine.run(p.failing, {"marker": str(marker)})
+    assert fixed.succeeded and fixed.outputs == {"Output": 35}
+    assert cached(fixed) == {"add": True, "fail-if-present": False, "add-2": False}
+
+
+def test_a_crashed_worker_fails_its_task_only(engine):
+    crashed = engine.run(p.crashing, {}, enable_cache=False)
+    assert not crashed.succeeded and "worker process running this component died" in crashed.error
+    assert engine.run(chain, {"x": 1, "text": "after"}, enable_cache=False).succeeded
+
+
+def test_metrics_become_prefect_artifacts(engine):
+    result = engine.run(p.scoring, {}, enable_cache=False)
+    assert result.succeeded
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts(limit=50)
+    keys = {a.key: a for a in artifact}
+    assert "score-metrics" in keys and "accuracy" in str(keys["score-metrics"].data)
+
+
+def test_bad_submissions_fail_before_anything_runs(engine):
+    with pytest.raises(
+        UnsupportedPipeline, match=r"alpine:3.20 \(task alpine-echo\) needs a cluster"
+    ):
+        engine.run(p.foreign_image, {})
+    with pytest.raises(InputError, match="has no parameter"):
+        engine.run(chain, {"y": 1})
+    with pytest.raises(InputError, match="parameter x must be number_integer"):
+        engine.run(chain, {"x": "three"})
