@@ -38,7 +38,8 @@ class TaskCache:
         if not path.exists():
             return None
         entry = json.loads(path.read_text())
-        if not all(Path(a["path"]).exists() for a in _artifacts(entry)):
+        # Metrics-type artifacts live in metadata and may have no file at all.
+        if not all(Path(a["path"]).exists() for a in _artifacts(entry) if a.get("had_file", True)):
             return None
         return entry
 

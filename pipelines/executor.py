@@ -416,6 +416,7 @@ def _to_cache(outputs: Outputs, *, task: str, run: str) -> dict:
             "name": artifact.name,
             "uri": artifact.uri,
             "path": artifact.path,
+            "had_file": Path(artifact.path).exists(),
             "metadata": artifact.metadata,
             "type": {
                 "schemaTitle": artifact.schema_title,
@@ -439,7 +440,8 @@ def _from_cache(entry: dict) -> Outputs:
     artifacts = {}
     for key, items in entry["artifacts"].items():
         rebuilt = [
-            create_artifact_instance({k: v for k, v in a.items() if k != "path"}) for a in items
+            create_artifact_instance({k: v for k, v in a.items() if k not in ("path", "had_file")})
+            for a in items
         ]
         artifacts[key] = rebuilt if key in entry["lists"] else rebuilt[0]
     return Outputs(dict(entry["parameters"]), artifacts)

@@ -29,7 +29,7 @@ def champion(home):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, ray_address):
+def trained(tmp_path_factory, ray_address, prefect_api):
     home = tmp_path_factory.mktemp("e2e")
     result = loopline(
         "run", "training", "--dataset", "digits", "--epochs", "4", "--json", home=home
@@ -75,10 +75,31 @@ def test_failed_validation_exits_1_lists_checks_and_keeps_the_champion(trained, 
     assert champion(home)["version"] == "1"
 
 
+def test_unchanged_rerun_comes_from_cache_and_a_new_parameter_reruns_only_what_it_affects(
+    trained,
+):
+    home, first = trained
+    again = loopline("run", "training", "--dataset", "digits", "--epochs", "4", "--json", home=home)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    cached = {t["name"]: t["cached"] for t in summary["tasks"]}
+    assert cached == {"ingest": True, "validate-data": True, "train": True, "evaluate": True,
+                      "register": False}  # fmt: skip
+    assert summary["decision"]["version"] == "1"
+    assert "already registered" in summary["decision"]["decision"]["reasons"][0]
+    changed = loopline(
+        "run", "training", "--dataset", "digits", "--epochs", "4", "--param", "patience=4",
+        "--json", home=home,
+    )  # fmt: skip
+    cached = {t["name"]: t["cached"] for t in json.loads(changed.stdout)["tasks"]}
+    assert cached == {"ingest": True, "validate-data": True, "train": False, "evaluate": False,
+                      "register": False}  # fmt: skip
+
+
 def test_worse_model_is_not_promoted(trained):
     home, _ = trained
     result = loopline("run", "training", "--epochs", "1", "--json", home=home)
     assert result.returncode == 0, result.stderr[-3000:]
     decision = json.loads(result.stdout)["decision"]
-    assert decision["version"] == "2" and decision["promoted"] is False
+    assert decision["promoted"] is False and decision["version"] not in ("1",)
     assert champion(home)["version"] == "1"

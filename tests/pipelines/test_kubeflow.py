@@ -1,0 +1,100 @@
+"""Kubeflow submission through kfp.Client, against a recording HTTP fake of the KFP API.
+
+No Kubeflow cluster can run on this machine, so this fake stands in for the API server:
+it records each request and answers with the fields kfp.Client reads. It checks what we
+send (the compiled IR, the arguments, the cron), not how Kubeflow would run it.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipelines import kubeflow
+from pipelines.ir import load
+from tests.pipelines.feature_pipelines import chain
+
+
+class RecordingKfpApi(BaseHTTPRequestHandler):
+    requests: list[dict] = []
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        self._record(None)
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            return self._answer({"multi_user": False})
+        if self.path.startswith("/apis/v2beta1/experiments"):
+            return self._answer({"experiments": [], "total_size": 0})
+        self._answer({"error": "not found"}, 404)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        self._record(body)
+        if self.path.startswith("/apis/v2beta1/experiments"):
+            return self._answer({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        if self.path.startswith("/apis/v2beta1/runs"):
+            return self._answer({"run_id": "run-1", "display_name": body["display_name"]})
+        if self.path.startswith("/apis/v2beta1/recurringruns"):
+            return self._answer({"recurring_run_id": "rr-1", "display_name": body["display_name"]})
+        self._answer({"error": "not found"}, 404)
+
+    def _record(self, body):
+        RecordingKfpApi.requests.append({"method": self.command, "path": self.path, "body": body})
+
+    def _answer(self, payload, status=200):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def kfp_api():
+    RecordingKfpApi.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingKfpApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", RecordingKfpApi.requests
+    server.shutdown()
+
+
+def posted(requests, prefix):
+    return [r["body"] for r in requests if r["method"] == "POST" and r["path"].startswith(prefix)]
+
+
+def test_submit_sends_the_compiled_ir_and_arguments(kfp_api):
+    host, requests = kfp_api
+    ir = load(chain)
+    assert kubeflow.submit(ir, host, arguments={"x": 5}) == "run-1"
+    [run] = posted(requests, "/apis/v2beta1/runs")
+    assert run["pipeline_spec"]["root"] == ir.spec["root"]
+    assert run["runtime_config"]["parameters"] == {"x": 5}
+    assert run["experiment_id"] == "exp-1"
+
+
+def test_schedule_creates_a_recurring_run_with_kfp_cron(kfp_api):
+    host, requests = kfp_api
+    ir = load(chain)
+    assert kubeflow.schedule(ir, host, cron="0 3 * * *", arguments={"x": 1}) == "rr-1"
+    [recurring] = posted(requests, "/apis/v2beta1/recurringruns")
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert recurring["pipeline_spec"]["pipelineInfo"]["name"] == "chain"
+    assert recurring["runtime_config"]["parameters"] == {"x": 1}
+    assert posted(requests, "/apis/v2beta1/experiments")[0]["display_name"] == "loopline"
+
+
+def test_the_cli_submits_the_built_in_training_pipeline(kfp_api, home):
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    host, requests = kfp_api
+    result = CliRunner().invoke(app, ["submit", "training", "--host", host, "--param", "epochs=3"])
+    assert result.exit_code == 0, result.output
+    [run] = posted(requests, "/apis/v2beta1/runs")
+    assert run["runtime_config"]["parameters"] == {"epochs": 3}
+    assert "train" in run["pipeline_spec"]["root"]["dag"]["tasks"]
