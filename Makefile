@@ -36,6 +36,7 @@ format: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PY) -m benchmarks.train_overhead
+	$(PY) -m benchmarks.orchestration --training
 
 clean:
 	rm -rf .loopline .pytest_cache
