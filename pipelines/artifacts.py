@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components import lineage
 from components.settings import Settings
 
 
@@ -29,14 +28,5 @@ def latest_run_dir(settings: Settings, pipeline: str, *, since: float = 0.0) -> 
     return max(runs, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def output(run_dir: Path, task: str, name: str) -> Path:
-    return run_dir / task / name
-
-
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def lineage_of(artifact: Path) -> dict:
-    """The lineage record an artifact carries (run, input hashes, code version, parameters)."""
-    return lineage.read(artifact)
