@@ -3,6 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Metrics, Output
 
+from components.settings import PLATFORM_IMAGE
 from tests.pipelines.feature_pipelines import add
 
 
@@ -87,3 +88,29 @@ def scoring():
 @dsl.pipeline
 def foreign_image():
     alpine_echo()
+
+
+@dsl.component
+def touch(path: str):
+    open(path, "w").close()
+
+
+@dsl.pipeline
+def cleanup_after_failure(marker: str, cleaned: str):
+    final = touch(path=cleaned)
+    with dsl.ExitHandler(final):
+        fail_if_present(x=1, marker=marker)
+
+
+@dsl.container_component
+def platform_echo(text: str, out: dsl.OutputPath(str)):
+    return dsl.ContainerSpec(
+        image=PLATFORM_IMAGE,
+        command=["sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s" "$0" > "$1"'],
+        args=[text, out],
+    )
+
+
+@dsl.pipeline
+def platform_container(text: str = "from the platform image") -> str:
+    return platform_echo(text=text).output

@@ -70,6 +70,20 @@ def test_failed_task_fails_the_run_with_its_traceback_and_resumes_from_cache(eng
     assert cached(fixed) == {"add": True, "fail-if-present": False, "add-2": False}
 
 
+def test_exit_handler_runs_when_the_guarded_task_fails(engine, tmp_path):
+    marker, cleaned = tmp_path / "broken", tmp_path / "cleaned"
+    marker.touch()
+    result = engine.run(p.cleanup_after_failure, {"marker": str(marker), "cleaned": str(cleaned)})
+    assert not result.succeeded and result.failed_task == "exit-handler-1.fail-if-present"
+    assert cleaned.exists()
+
+
+def test_platform_image_container_component_runs_its_command(engine):
+    result = engine.run(p.platform_container, {"text": "hello"}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": "hello"}
+
+
 def test_a_crashed_worker_fails_its_task_only(engine):
     crashed = engine.run(p.crashing, {}, enable_cache=False)
     assert not crashed.succeeded and "worker process running this component died" in crashed.error

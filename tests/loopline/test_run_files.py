@@ -1,0 +1,62 @@
+"""`loopline run` on a user's pipeline file and on compiled IR, with both engines."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from loopline.cli import app
+from tests.conftest import VENV_BIN
+
+PIPELINE = """
+from kfp import dsl
+
+
+@dsl.component
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@dsl.pipeline
+def plus_one(x: int = 1) -> int:
+    return add(a=x, b=1).output
+"""
+
+
+@pytest.fixture
+def pipeline_file(tmp_path):
+    path = tmp_path / "plus_one.py"
+    path.write_text(PIPELINE)
+    return path
+
+
+def test_kfp_local_engine_runs_a_pipeline_file(home, pipeline_file):
+    result = CliRunner().invoke(
+        app, ["run", str(pipeline_file), "--engine", "kfp-local", "--param", "x=4", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["status"] == "succeeded" and answer["outputs"] == {"Output": 5}
+
+
+def test_unknown_parameter_of_a_file_pipeline_is_a_usage_error(home, pipeline_file):
+    result = CliRunner().invoke(app, ["run", str(pipeline_file), "--param", "y=4"])
+    assert result.exit_code == 2 and "its parameters are: x" in result.output
+
+
+@pytest.mark.slow
+def test_prefect_engine_runs_compiled_ir(home, pipeline_file, tmp_path, prefect_api):
+    ir = tmp_path / "plus_one.yaml"
+    assert CliRunner().invoke(app, ["compile", str(pipeline_file), "-o", str(ir)]).exit_code == 0
+    env = {**os.environ, "LOOPLINE_HOME": str(home)}
+    result = subprocess.run(
+        [str(VENV_BIN / "loopline"), "run", str(ir), "--param", "x=41", "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer = json.loads(result.stdout)
+    assert answer["outputs"] == {"Output": 42}
+    assert answer["tasks"] == [{"name": "add", "status": "succeeded", "cached": False,
+                                "seconds": answer["tasks"][0]["seconds"]}]  # fmt: skip
