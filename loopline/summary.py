@@ -92,10 +92,9 @@ def render(summary: dict, console: Console) -> None:
             f"{training['best_epoch'] + 1}"
             + (", stopped early" if training["stopped_early"] else "")
         )
-    if summary.get("outputs"):
-        console.print(
-            f"Outputs: {escape(json.dumps(summary['outputs'], default=str))}", soft_wrap=True
-        )
+    for name, value in (summary.get("outputs") or {}).items():
+        shown = value["path"] if isinstance(value, dict) and "path" in value else value
+        console.print(f"Output {name}: {escape(json.dumps(shown, default=str))}", soft_wrap=True)
     for task, error in summary.get("errors", {}).items():
         console.print(f"[red]step {task} failed[/]: {escape(error)}", soft_wrap=True)
     console.print("[bold]Where everything went[/]")
