@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -93,13 +94,18 @@ def engine(prefect_api: str, engine_home: Path):
 
 
 @pytest.fixture(scope="session")
-def ray_address() -> str:
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One Ray head for the whole session; pipeline subprocesses join it via RAY_ADDRESS."""
     port, dashboard_port = free_port(), free_port()
     ray = str(VENV_BIN / "ray")
-    # Ray 2.60 protects clusters with a token; head and clients must agree on the mode.
-    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    # Ray 2.60 protects clusters with a token: head and clients share a fresh one (a new
+    # machine has no ~/.ray/auth_token, and `ray start` does not make one).
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     subprocess.run(
         [
             ray,
