@@ -41,6 +41,8 @@ def collect(result: RunResult, settings: Settings) -> dict:
     if result.error:
         summary["error"] = result.error
     paths = {"run folder": result.run_dir} if result.run_dir else {}
+    for task in summary["errors"]:  # what a failed step left behind (e.g. its reports)
+        paths[f"{task} (failed) files"] = result.run_dir / task
     for label, task, output, name in REPORTS:
         folder = result.artifact(task, output)
         if folder is not None and (folder / name).exists():
@@ -64,7 +66,11 @@ def collect(result: RunResult, settings: Settings) -> dict:
 def _errors(run_dir: Path | None) -> dict[str, str]:
     if run_dir is None or not run_dir.exists():
         return {}
-    return {p.parent.name: p.read_text().strip() for p in sorted(run_dir.rglob(ERROR))}
+    # keyed by the task's folder under the run, e.g. "validate-data" or "for-loop-2-0/add"
+    return {
+        str(p.parent.relative_to(run_dir)): p.read_text().strip()
+        for p in sorted(run_dir.rglob(ERROR))
+    }
 
 
 def render(summary: dict, console: Console) -> None:

@@ -51,12 +51,13 @@ class PrefectEngine:
             records=run.records,
             flow_run_id=str(state.state_details.flow_run_id),
         )
+        result.task_outputs = run.task_outputs_json()  # finished tasks, even in a failed run
         value = state.result(raise_on_failure=False)
         if isinstance(value, BaseException):
             result.error = str(value)
             result.failed_task = getattr(value, "task", None)
         else:
-            result.outputs, result.task_outputs = value["outputs"], value["tasks"]
+            result.outputs = value
         return result
 
     def close(self) -> None:
@@ -69,8 +70,7 @@ def _flow(run: PipelineRun):
     @flow(name=run.ir.name, flow_run_name=run.run_name, persist_result=False, log_prints=True)
     def pipeline(arguments: dict) -> dict:
         _attach_loopline_logs()
-        outputs = run.execute(arguments)
-        return {"outputs": _jsonable(outputs), "tasks": run.task_outputs_json()}
+        return _jsonable(run.execute(arguments))
 
     return pipeline
 
