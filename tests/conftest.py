@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,21 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dataset_copy(digits_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the digits dataset that a test may break."""
     return Path(shutil.copytree(digits_dir, tmp_path / "dataset"))
+
+
+def _wait_for_ray(address: str, head: subprocess.Popen, timeout: float = 120) -> None:
+    """Ready once a client can see the head's CPUs."""
+    probe = "import ray; ray.init(address='%s'); assert ray.cluster_resources().get('CPU')"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        check = subprocess.run(
+            [sys.executable, "-c", probe % address], capture_output=True, timeout=60
+        )
+        if check.returncode == 0:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"Ray head at {address} did not come up in {timeout:.0f} s")
 
 
 def free_port() -> int:
@@ -106,24 +123,20 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
     token.chmod(0o600)
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-    subprocess.run(
-        [
-            ray,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=2",
-            f"--dashboard-port={dashboard_port}",
-            "--disable-usage-stats",
-            "--node-ip-address=127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    # --block keeps the head tied to this process group, so teardown stops this head only
+    # (`ray stop` would stop every Ray on the machine).
+    head = subprocess.Popen(
+        [ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--disable-usage-stats", f"--dashboard-port={dashboard_port}",
+         "--node-ip-address=127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
     address = f"127.0.0.1:{port}"
+    _wait_for_ray(address, head)
     os.environ["RAY_ADDRESS"] = address
     yield address
-    subprocess.run([ray, "stop", "--force"], capture_output=True)
+    os.killpg(head.pid, signal.SIGTERM)
+    head.wait(timeout=60)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
