@@ -4,7 +4,6 @@ from torch import nn
 
 from components.dataset import Split
 from components.evaluation import evaluate, html_report, plot_confusion_matrix, plot_training_curves
-from components.sources import RawDataset  # noqa: F401  (documents the data origin)
 
 
 class AlwaysZero(nn.Module):
