@@ -1,0 +1,125 @@
+"""Strict parsing of prediction requests against the model's recorded input schema.
+
+The HTTP contract follows KServe v1: ``{"instances": [...]}``, where each instance is a list
+of numbers (flat or nested to the input shape) or, for tabular models, an object of
+feature -> value. Every problem becomes a :class:`RequestError` that names the field and
+what was expected; the service turns it into a 4xx answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from components.dataset import DatasetSchema
+
+
+class RequestError(ValueError):
+    """A request the service refuses; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 1_000_000
+    max_instances: int = 256
+
+
+def parse(
+    body: bytes, content_type: str | None, schema: DatasetSchema, limits: Limits = Limits()
+) -> np.ndarray:
+    """The instances of a JSON request as a float32 array ``(n, features)``."""
+    if not (content_type or "").split(";")[0].strip() == "application/json":
+        raise RequestError(415, f"content-type must be application/json, got {content_type!r}")
+    if len(body) > limits.max_bytes:
+        raise RequestError(413, f"body is {len(body)} bytes; the limit is {limits.max_bytes}")
+    if not body.strip():
+        raise RequestError(400, 'body is empty; send {"instances": [...]}')
+    try:
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise RequestError(422, 'body must be an object {"instances": [...]}')
+    unknown = sorted(set(payload) - {"instances"})
+    if unknown:
+        raise RequestError(
+            422, f"unknown field(s) {', '.join(unknown)}; only 'instances' is accepted"
+        )
+    instances = payload["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise RequestError(422, "instances must be a non-empty list")
+    if len(instances) > limits.max_instances:
+        raise RequestError(
+            413, f"{len(instances)} instances in one request; the limit is {limits.max_instances}"
+        )
+    rows = [_instance(i, value, schema) for i, value in enumerate(instances)]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _reject_constant(name: str) -> float:
+    raise RequestError(422, f"{name} is not a number; send finite values only")
+
+
+def _instance(index: int, value: Any, schema: DatasetSchema) -> list[float]:
+    where = f"instances[{index}]"
+    if isinstance(value, dict):
+        if schema.kind != "tabular":
+            raise RequestError(
+                422, f"{where} must be a list of numbers shaped {schema.input_shape}"
+            )
+        missing = [f for f in schema.features if f not in value]
+        unknown = sorted(set(value) - set(schema.features))
+        if missing or unknown:
+            parts = [f"missing field(s) {', '.join(missing[:10])}"] if missing else []
+            parts += [f"unknown field(s) {', '.join(unknown[:10])}"] if unknown else []
+            raise RequestError(422, f"{where}: {'; '.join(parts)}")
+        numbers = [_number(f"{where}.{f}", value[f]) for f in schema.features]
+    elif isinstance(value, list):
+        flat = _flatten(where, value, schema.input_shape)
+        if len(flat) != len(schema.features):
+            raise RequestError(
+                422,
+                f"{where} has {len(flat)} values; expected {len(schema.features)} "
+                f"(shape {schema.input_shape}, flat or nested)",
+            )
+        numbers = [_number(f"{where}[{j}]", v) for j, v in enumerate(flat)]
+    else:
+        raise RequestError(422, f"{where} must be a list of numbers or an object of features")
+    _check_range(where, numbers, schema)
+    return numbers
+
+
+def _flatten(where: str, value: list, shape: list[int]) -> list:
+    if all(not isinstance(v, list) for v in value):
+        return value
+    array = np.asarray(value, dtype=object)
+    if array.ndim == 1 or list(array.shape[-len(shape) :]) != list(shape[-array.ndim :]):
+        raise RequestError(
+            422, f"{where} is nested as {list(array.shape)}; expected {shape} or flat"
+        )
+    return array.reshape(-1).tolist()
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(422, f"{where} is {type(value).__name__} {value!r}; expected a number")
+    if not math.isfinite(value):
+        raise RequestError(422, f"{where} is {value}; expected a finite number")
+    return float(value)
+
+
+def _check_range(where: str, numbers: list[float], schema: DatasetSchema) -> None:
+    if schema.value_range is None:
+        return
+    low, high = schema.value_range
+    for j, v in enumerate(numbers):
+        if not low <= v <= high:
+            raise RequestError(422, f"{where}[{j}] is {v}; expected a value in [{low}, {high}]")
