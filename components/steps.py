@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components import lineage
-from components.dataset import read_schema, read_split
+from components.dataset import read_frame, read_schema, read_split
 from components.evaluation import (
     Evaluation,
     evaluate,
@@ -37,6 +37,9 @@ ERROR = "error.txt"
 TRAINING = "training.json"
 EVALUATION = "evaluation.json"
 DECISION = "decision.json"
+INPUT_SCHEMA = "input_schema.json"
+REFERENCE = "reference.parquet"
+REFERENCE_ROWS = 5000
 MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts
 
 
@@ -143,6 +146,7 @@ def train_step(
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(checkpoint / BEST, out / WEIGHTS)  # early stopping: best weights win
     (out / ARCHITECTURE).write_text(spec.to_json())
+    _write_serving_files(dataset, out, seed=config.seed)
     summary = {
         "arch": spec.arch,
         "epochs_run": state.epoch,
@@ -159,6 +163,16 @@ def train_step(
     )
     summary["model_uri"] = registry.log_files(mlflow_run, out, MODEL_PATH)
     return {k: v for k, v in summary.items() if k != "history"}
+
+
+def _write_serving_files(dataset: Path, out: Path, *, seed: int) -> None:
+    """What travels with the model: its input schema (serving validates requests against
+    it) and a sample of its training data (the drift reference for monitoring)."""
+    shutil.copy(dataset / "schema.json", out / INPUT_SCHEMA)
+    train = read_frame(dataset, "train")
+    train.sample(n=min(len(train), REFERENCE_ROWS), random_state=seed).to_parquet(
+        out / REFERENCE, index=False
+    )
 
 
 def _train_in_process(

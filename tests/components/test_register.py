@@ -45,6 +45,13 @@ def test_first_model_becomes_champion_with_lineage(settings, digits_dir, champio
     assert info.version == "1"
     assert info.metrics["accuracy"] == pytest.approx(champion["metrics"]["accuracy"], abs=1e-6)
     assert info.tags["loopline.dataset"] == lineage.content_hash(digits_dir)
+    model_files = {p.name for p in (tmp_path / "v1" / "model").iterdir()}
+    assert {
+        "model.safetensors",
+        "architecture.json",
+        "input_schema.json",
+        "reference.parquet",
+    } <= model_files
     record = lineage.read(tmp_path / "v1" / "model")
     assert record["run_id"] == "run-v1" and record["parameters"]["epochs"] == 8
     assert record["content_hash"] == lineage.content_hash(tmp_path / "v1" / "model")
