@@ -123,8 +123,17 @@ def run(
     except (InputError, UnsupportedPipeline) as exc:
         raise typer.BadParameter(str(exc), param_hint="PIPELINE/--param") from None
     console.print(f"[bold]loopline[/]: running pipeline {ir.name} with the {engine} engine")
-    with _stdout_to_stderr() if json_output else contextlib.nullcontext():
-        result = run_pipeline(ir, arguments, settings, engine=engine, enable_cache=not no_cache)
+    try:
+        with _stdout_to_stderr() if json_output else contextlib.nullcontext():
+            result = run_pipeline(ir, arguments, settings, engine=engine, enable_cache=not no_cache)
+    except Exception as exc:  # the engine could not start, e.g. an unreachable Prefect API
+        console.print(f"[red]could not run pipeline {ir.name}[/]: {_first_line(str(exc))}")
+        if api := os.environ.get("PREFECT_API_URL"):
+            console.print(
+                f"PREFECT_API_URL points at {api}: start `loopline server` there, or unset it "
+                "to let Prefect start a temporary server."
+            )
+        raise typer.Exit(1) from None
     collected = run_summary.collect(result, settings)
     if json_output:
         typer.echo(json.dumps(collected, indent=2, default=str))

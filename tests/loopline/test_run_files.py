@@ -60,3 +60,14 @@ def test_prefect_engine_runs_compiled_ir(home, pipeline_file, tmp_path, prefect_
     assert answer["outputs"] == {"Output": 42}
     assert answer["tasks"] == [{"name": "add", "status": "succeeded", "cached": False,
                                 "seconds": answer["tasks"][0]["seconds"]}]  # fmt: skip
+
+
+def test_unreachable_prefect_api_is_a_clear_error_not_a_traceback(home, pipeline_file):
+    env = {**os.environ, "LOOPLINE_HOME": str(home), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    result = subprocess.run(
+        [str(VENV_BIN / "loopline"), "run", str(pipeline_file)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "could not run pipeline plus-one: Failed to reach API" in result.stderr
+    assert "Traceback" not in result.stderr and "start `loopline server`" in result.stderr
