@@ -72,7 +72,7 @@ def loopline_ray(data: Path, config: TrainConfig, use_gpu: bool) -> dict:
     from components.steps import train_step
 
     started = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", log_to_driver=False)  # never a stale cluster from /tmp/ray
     init_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"LOOPLINE_HOME": tmp})

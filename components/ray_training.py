@@ -110,7 +110,9 @@ def train_with_ray(
     # for a poll; 0.25 s halves the cost of short epochs (benchmarks/train_overhead.md).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     if not ray.is_initialized():
-        ray.init(address=ray_address)
+        # "local" starts a fresh local Ray: without it ray.init() joins whatever cluster
+        # /tmp/ray last recorded, and waits forever if that cluster has died.
+        ray.init(address=ray_address or "local")
     _check_capacity(workers, use_gpu, local=ray_address is None)
     trainer = TorchTrainer(
         _worker_loop,

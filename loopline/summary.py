@@ -100,7 +100,9 @@ def render(summary: dict, console: Console) -> None:
         )
     for name, value in (summary.get("outputs") or {}).items():
         shown = value["path"] if isinstance(value, dict) and "path" in value else value
-        console.print(f"Output {name}: {escape(json.dumps(shown, default=str))}", soft_wrap=True)
+        console.print(
+            f"Pipeline output {name}: {escape(json.dumps(shown, default=str))}", soft_wrap=True
+        )
     for task, error in summary.get("errors", {}).items():
         console.print(f"[red]step {task} failed[/]: {escape(error)}", soft_wrap=True)
     console.print("[bold]Where everything went[/]")
