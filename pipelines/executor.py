@@ -120,10 +120,9 @@ class PipelineRun:
                     context.run, self._run_task, name, tasks[name], scope, prefix, futures
                 )
             nodes = {name: future.result() for name, future in futures.items()}
-        failed = [n for n in nodes.values() if n.status == "failed"]
-        if failed:
-            return Node("failed", error=failed[0].error, failed_task=failed[0].failed_task)
-        return Node("succeeded", _dag_outputs(component["dag"], nodes))
+        return _first_failure(nodes.values()) or Node(
+            "succeeded", _dag_outputs(component["dag"], nodes)
+        )
 
     def _run_task(
         self, name: str, task: dict, scope: Outputs, prefix: str, futures: dict[str, Future]
@@ -181,9 +180,8 @@ class PipelineRun:
                 pool.submit(contextvars.copy_context().run, one, i, v) for i, v in enumerate(values)
             ]
             nodes = [r.result() for r in runs]
-        failed = [n for n in nodes if n.status == "failed"]
-        if failed:
-            return Node("failed", error=failed[0].error, failed_task=failed[0].failed_task)
+        if failure := _first_failure(nodes):
+            return failure
         collected = Outputs()  # dsl.Collected: each output becomes the list over iterations
         for node in nodes:
             for key, value in node.outputs.parameters.items():
@@ -290,6 +288,12 @@ class PipelineRun:
             }
             for name, outputs in self.leaf_outputs.items()
         }
+
+
+def _first_failure(nodes) -> Node | None:
+    """A DAG fails with its first failed task's error, once all its tasks have ended."""
+    failed = next((n for n in nodes if n.status == "failed"), None)
+    return failed and Node("failed", error=failed.error, failed_task=failed.failed_task)
 
 
 def coerce_arguments(ir: PipelineIR, arguments: dict) -> dict:
