@@ -5,6 +5,8 @@ logic, because KFP ships only the function's source to the executor. No
 ``from __future__ import annotations`` here: KFP reads the annotations as types.
 """
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -149,21 +151,22 @@ def register(
     decision: Output[Artifact],
     model_name: str,
     run_id: str = "",
-):
+) -> NamedTuple("Gate", [("promoted", bool), ("version", str)]):
     """Register an MLflow model version; move `champion` only if the gate promotes it."""
+    from collections import namedtuple
     from pathlib import Path
 
     from components.settings import load_settings
     from components.steps import register_step
 
-    decision.metadata.update(
-        register_step(
-            Path(model.path),
-            Path(dataset.path),
-            Path(evaluation.path),
-            Path(decision.path),
-            run_id=run_id,
-            model_name=model_name,
-            settings=load_settings(),
-        )
+    result = register_step(
+        Path(model.path),
+        Path(dataset.path),
+        Path(evaluation.path),
+        Path(decision.path),
+        run_id=run_id,
+        model_name=model_name,
+        settings=load_settings(),
     )
+    decision.metadata.update(result)
+    return namedtuple("Gate", ["promoted", "version"])(result["promoted"], result["version"])

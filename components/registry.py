@@ -99,6 +99,9 @@ class Registry:
         except MlflowException:
             return None
 
+    def version(self, name: str, version: str) -> VersionInfo:
+        return self._info(self.client.get_model_version(name, version))
+
     def promote(self, name: str, version: str) -> None:
         self.client.set_registered_model_alias(name, CHAMPION, version)
 

@@ -39,6 +39,14 @@ class Settings:
     def ray_storage(self) -> Path:
         return self.home / "ray"
 
+    @property
+    def prediction_log(self) -> Path:
+        return self.home / "predictions" / "predictions.db"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
 
 GATE_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
 

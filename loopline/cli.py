@@ -317,6 +317,88 @@ def server(
             process.terminate()
 
 
+@app.command()
+def package(
+    version: Annotated[
+        str | None, typer.Option(help="Registry version to package [default: the champion].")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model", help="Registered model name.")
+    ] = None,
+) -> None:
+    """Build a Bento for the champion: service, Python packages, model reference."""
+    import dataclasses
+
+    from serving.bento import PackageError, build_bento
+
+    settings = _settings()
+    if model_name:
+        settings = dataclasses.replace(settings, model_name=model_name)
+    try:
+        built = build_bento(settings, version=version)
+    except PackageError as exc:
+        console.print(f"[red]cannot package[/]: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"built Bento {built.tag} for {built.model_name} version {built.model_version}")
+    console.print(f"  files: {built.path}")
+    console.print(
+        f"  container image: BENTOML_HOME={settings.bentoml_home} bentoml containerize {built.tag}"
+    )
+    typer.echo(built.tag)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port on the host.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    version: Annotated[
+        str | None, typer.Option(help="Serve this registry version [default: follow the champion].")
+    ] = None,
+    bento: Annotated[
+        str | None, typer.Option(help="Serve a built Bento tag instead of the project's service.")
+    ] = None,
+    batching: Annotated[bool, typer.Option(help="Adaptive batching across requests.")] = True,
+) -> None:
+    """Serve the champion over HTTP with `bentoml serve` (KServe v1 `/predict`)."""
+    from serving.server import SERVICE, start_server
+
+    settings = _settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    server_ = start_server(
+        settings, port=port, host=host, target=bento or SERVICE,
+        version=version, batching="on" if batching else "off",
+    )  # fmt: skip
+    try:
+        if version or _has_champion(settings):
+            server_.wait_ready(timeout=300)
+        else:
+            console.print(
+                f"[yellow]model {settings.model_name!r} has no champion yet[/]: the server "
+                "answers 503 until `loopline run training` promotes one."
+            )
+        console.print(
+            f"[green]serving[/] {settings.model_name} ({version or 'champion'}) at {server_.url}"
+        )
+        console.print(
+            f"  POST {server_.url}/predict   Swagger UI: {server_.url}/   metrics: {server_.url}/metrics"
+        )
+        console.print(f"  prediction log: {settings.prediction_log}.  Ctrl-C stops the server.")
+        server_.process.wait()
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]the server did not start[/]: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server_.stop()
+
+
+def _has_champion(settings) -> bool:
+    from components.registry import Registry
+
+    return Registry(settings).champion(settings.model_name) is not None
+
+
 def _interval(text: str):
     from datetime import timedelta
 

@@ -1,15 +1,18 @@
-"""The training pipeline: ingest -> validate -> Ray training -> evaluate -> register."""
+"""The training pipeline: ingest -> validate -> Ray training -> evaluate -> register, then
+package a Bento when the gate promoted the new model."""
 
 from kfp import dsl
 
 from components.kfp_components import evaluate, ingest, register, train, validate_data
+from serving.package_step import package
 
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 
 @dsl.pipeline(
     name="training",
-    description="Ingest, validate, train on Ray, evaluate, and register behind the champion gate.",
+    description="Ingest, validate, train on Ray, evaluate, register behind the champion gate, "
+    "and package the new champion as a Bento.",
 )
 def training(
     dataset: str = "digits",
@@ -64,4 +67,7 @@ def training(
         run_id=RUN_ID,
     )
     gate.set_caching_options(False)  # reads the registry's current champion every run
+    with dsl.If(gate.outputs["promoted"] == True, name="promoted"):  # noqa: E712 - KFP needs ==
+        bento = package(model_name=model_name, version=gate.outputs["version"])
+        bento.set_caching_options(False)
     return gate.outputs["decision"]

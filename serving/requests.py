@@ -2,18 +2,21 @@
 
 The HTTP contract follows KServe v1: ``{"instances": [...]}``, where each instance is a list
 of numbers (flat or nested to the input shape) or, for tabular models, an object of
-feature -> value. Every problem becomes a :class:`RequestError` that names the field and
+feature -> value. Image models also take one PNG upload (``Content-Type: image/png``),
+converted to grey levels and scaled into the schema's value range. Every problem becomes a :class:`RequestError` that names the field and
 what was expected; the service turns it into a 4xx answer.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from components.dataset import DatasetSchema
 
@@ -30,18 +33,28 @@ class RequestError(ValueError):
 class Limits:
     max_bytes: int = 1_000_000
     max_instances: int = 256
+    max_pixels: int = 4096 * 4096  # refuse decompression bombs before decoding
+
+
+JSON = "application/json"
+PNG = "image/png"
 
 
 def parse(
     body: bytes, content_type: str | None, schema: DatasetSchema, limits: Limits = Limits()
 ) -> np.ndarray:
-    """The instances of a JSON request as a float32 array ``(n, features)``."""
-    if not (content_type or "").split(";")[0].strip() == "application/json":
-        raise RequestError(415, f"content-type must be application/json, got {content_type!r}")
+    """The instances of a request as a float32 array ``(n, features)``."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type not in (JSON, PNG):
+        raise RequestError(
+            415, f"content-type must be {JSON} (or {PNG} for image models), got {content_type!r}"
+        )
     if len(body) > limits.max_bytes:
         raise RequestError(413, f"body is {len(body)} bytes; the limit is {limits.max_bytes}")
     if not body.strip():
         raise RequestError(400, 'body is empty; send {"instances": [...]}')
+    if media_type == PNG:
+        return parse_png(body, schema, limits)
     try:
         payload = json.loads(body, parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -123,3 +136,28 @@ def _check_range(where: str, numbers: list[float], schema: DatasetSchema) -> Non
     for j, v in enumerate(numbers):
         if not low <= v <= high:
             raise RequestError(422, f"{where}[{j}] is {v}; expected a value in [{low}, {high}]")
+
+
+def parse_png(body: bytes, schema: DatasetSchema, limits: Limits = Limits()) -> np.ndarray:
+    """One PNG as a ``(1, features)`` row: grey levels, resized to the model's input, and
+    scaled from 0..255 into the schema's value range (bright = high, as in MNIST)."""
+    if schema.kind != "image":
+        raise RequestError(415, f"model {schema.name!r} is tabular; send {JSON} records")
+    height, width = schema.input_shape[-2:]
+    try:
+        with Image.open(io.BytesIO(body), formats=["PNG"]) as image:
+            if image.width * image.height > limits.max_pixels:
+                raise RequestError(
+                    413,
+                    f"image is {image.width}x{image.height}; the limit is {limits.max_pixels} px",
+                )
+            grey = image.convert("L").resize((width, height), Image.Resampling.BILINEAR)
+    except Image.DecompressionBombError as exc:
+        raise RequestError(413, f"image is too large ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(
+            400, f"body is not a readable PNG ({exc}); send a whole PNG file"
+        ) from None
+    low, high = schema.value_range or (0.0, 1.0)
+    pixels = np.asarray(grey, dtype=np.float32) / 255.0 * (high - low) + low
+    return pixels.reshape(1, -1)

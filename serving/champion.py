@@ -1,0 +1,122 @@
+"""The model a server answers with: the registry's champion, or a pinned version.
+
+A background thread follows the ``champion`` alias. A new version is downloaded and
+loaded beside the old one, then swapped in with one reference assignment, so requests in
+flight finish on the model they started with and none is dropped. A version that fails
+to load is reported and the current model keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.dataset import DatasetSchema
+from components.registry import Registry, VersionInfo
+from components.settings import Settings
+from components.steps import INPUT_SCHEMA
+from components.weights import load_model
+
+log = logging.getLogger("loopline.serving")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    model: nn.Module
+    schema: DatasetSchema
+    folder: Path
+
+    @torch.no_grad()
+    def predict(self, rows: np.ndarray) -> list[dict]:
+        """One ``{label, probabilities, model_version}`` per row."""
+        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        probabilities = torch.softmax(self.model(x), dim=1).numpy()
+        classes = self.schema.classes
+        return [
+            {
+                "label": classes[int(p.argmax())],
+                "probabilities": [round(float(v), 6) for v in p],
+                "model_version": self.version,
+            }
+            for p in probabilities
+        ]
+
+
+def load_version(registry: Registry, info: VersionInfo) -> LoadedModel:
+    folder = registry.download(info)
+    model, _ = load_model(folder)
+    schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+    return LoadedModel(info.name, info.version, model, schema, folder)
+
+
+class ChampionHolder:
+    """The current model, kept in step with the registry by a polling thread."""
+
+    def __init__(self, settings: Settings, *, pinned: str | None, poll_s: float):
+        self.settings = settings
+        self.pinned = pinned
+        self.poll_s = poll_s
+        self.current: LoadedModel | None = None
+        self.problem: str | None = "the model is still loading"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="champion", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def refresh(self) -> bool:
+        """Load the version the registry names now; True when the model changed."""
+        name = self.settings.model_name
+        if _missing_sqlite(self.settings.tracking_uri):
+            # Creating the database here would race a first training run's migrations.
+            self.problem = (
+                f"model {name!r} has no champion yet (no registry); run `loopline run` first"
+            )
+            return False
+        registry = Registry(self.settings)
+        info = registry.version(name, self.pinned) if self.pinned else registry.champion(name)
+        if info is None:
+            self.problem = f"model {name!r} has no champion yet; run `loopline run` first"
+            return False
+        if self.current is not None and self.current.version == info.version:
+            return False
+        loaded = load_version(registry, info)
+        previous, self.current = self.current, loaded
+        self.problem = None
+        log.info(
+            "serving %s version %s (was %s)",
+            name,
+            loaded.version,
+            previous.version if previous else "none",
+        )
+        return True
+
+    def _follow(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except Exception as exc:  # keep serving the current model; say why not switched
+                self.problem = f"cannot load the registry's model: {exc}"
+                log.warning("%s; still serving %s", self.problem, self._serving())
+            if self.pinned and self.current is not None:
+                return
+            if self._stop.wait(self.poll_s):
+                return
+
+    def _serving(self) -> str:
+        return f"version {self.current.version}" if self.current else "nothing"
+
+
+def _missing_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()

@@ -1,0 +1,26 @@
+"""The ``package`` KFP component: a Bento for the newly promoted champion.
+
+It is the training pipeline's last step and runs only when the gate promoted. No
+``from __future__ import annotations`` here: KFP reads the annotations as types.
+"""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+from components.settings import PLATFORM_IMAGE
+
+
+@dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
+def package(model_name: str, version: str, bento: Output[Artifact]):
+    """Build a Bento (service, Python packages, model reference) for ``version``."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from components.settings import load_settings
+    from serving.bento import build_bento
+
+    settings = dataclasses.replace(load_settings(), model_name=model_name)
+    built = dataclasses.asdict(build_bento(settings, version=version))
+    Path(bento.path).write_text(json.dumps(built, indent=2))
+    bento.metadata.update(built)

@@ -1,0 +1,218 @@
+"""loopline's model server: two BentoML services in one graph.
+
+``Predictor`` is the front door. It owns the HTTP contract (KServe v1 ``/predict``), checks
+the API key, validates every request against the model's recorded schema, writes the
+prediction log and answers with an envelope (model version, request id). ``ModelRunner``
+holds the champion and has one batchable API, so BentoML's adaptive batching merges rows
+from concurrent requests into one forward pass. The split follows BentoML's rule that a
+batchable API returns exactly one item per input: the envelope cannot live there.
+
+Run it with ``loopline serve``, or ``bentoml serve serving.service:Predictor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from dataclasses import asdict
+
+import aiohttp
+import bentoml
+import numpy as np
+from bentoml.exceptions import ServiceUnavailable
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from components.dataset import DatasetSchema
+from components.settings import load_settings
+from serving.auth import HEADER, load_api_key
+from serving.champion import ChampionHolder
+from serving.options import load_options
+from serving.prediction_log import Prediction, PredictionLog
+from serving.requests import JSON, PNG, Limits, RequestError, parse
+
+log = logging.getLogger("loopline.serving")
+OPTIONS = load_options()
+RUNNER_ATTEMPTS = 4
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+api = FastAPI(title="loopline prediction API", docs_url=None, redoc_url=None)
+
+
+@bentoml.service(name="loopline-model", workers=1, traffic={"timeout": 60})
+class ModelRunner:
+    """The champion model; follows the registry's alias while it runs."""
+
+    def __init__(self) -> None:
+        self.holder = ChampionHolder(load_settings(), pinned=OPTIONS.version, poll_s=OPTIONS.poll_s)
+        self.holder.start()
+
+    def __is_ready__(self) -> bool:
+        return self.holder.current is not None
+
+    @bentoml.api(
+        batchable=OPTIONS.batching,
+        max_batch_size=OPTIONS.max_batch,
+        max_latency_ms=OPTIONS.max_latency_ms,
+    )
+    def predict(self, rows: np.ndarray) -> list[dict]:
+        current = self.holder.current  # one model for the whole batch, even mid-switch
+        if current is None:
+            raise ServiceUnavailable(self.holder.problem or "no model loaded")
+        return current.predict(rows)
+
+    @bentoml.api
+    def describe(self) -> dict:
+        current = self.holder.current
+        return {
+            "version": current.version if current else None,
+            "schema": asdict(current.schema) if current else None,
+            "problem": self.holder.problem,
+        }
+
+    @bentoml.on_shutdown
+    def stop_following(self) -> None:
+        self.holder.stop()
+
+
+class Unavailable(Exception):
+    """The model server has no model to answer with (yet)."""
+
+
+@bentoml.service(name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60})
+@bentoml.asgi_app(api, path="/")
+class Predictor:
+    runner = bentoml.depends(ModelRunner)
+
+    def __init__(self) -> None:
+        settings = load_settings()
+        self.log = PredictionLog(settings.prediction_log)
+        self.key = load_api_key()
+        self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
+        self.schema: tuple[str, DatasetSchema] | None = None  # (version, schema) of the model
+        self.counter = bentoml.metrics.Counter(
+            name="loopline_predictions",
+            documentation="Predictions served, by model version and predicted class",
+            labelnames=["model_version", "label"],
+        )
+
+    @bentoml.on_shutdown
+    def close_log(self) -> None:
+        self.log.close()  # commits whatever is still queued
+
+    async def answer(self, request: Request) -> JSONResponse:
+        request_id = _request_id(request.headers.get("x-request-id"))
+        headers = {"X-Request-ID": request_id}
+        if not self.key.allows(request.headers.get(HEADER)):
+            return _error(401, f"missing or wrong API key; send it in the {HEADER} header", headers)
+        try:
+            body = await _read_body(request, self.limits.max_bytes)
+            schema = await self._schema()
+            rows = parse(body, request.headers.get("content-type"), schema, self.limits)
+            outputs = await self._predict(rows)
+        except RequestError as exc:
+            return _error(exc.status, str(exc), headers)
+        except Unavailable as exc:
+            return _error(503, f"{exc}; retry once /readyz answers 200", headers)
+        except Exception:
+            log.exception("prediction %s failed", request_id)
+            return _error(500, f"internal error; the server log has request {request_id}", headers)
+        version = outputs[0]["model_version"]
+        records = [
+            Prediction(request_id, i, version, row.tolist(), o["label"], o["probabilities"])
+            for i, (row, o) in enumerate(zip(rows, outputs, strict=True))
+        ]
+        # Answer only once the log has it: a response the client saw is never lost.
+        await asyncio.wrap_future(self.log.submit(records))
+        for output in outputs:
+            self.counter.labels(model_version=version, label=output["label"]).inc()
+        predictions = [{"label": o["label"], "probabilities": o["probabilities"]} for o in outputs]
+        return JSONResponse(
+            {"predictions": predictions, "model_version": version, "request_id": request_id},
+            headers=headers,
+        )
+
+    async def _schema(self) -> DatasetSchema:
+        if self.schema is None:
+            described = await self._call_runner("describe")
+            if described["version"] is None:
+                raise Unavailable(described["problem"] or "no model loaded")
+            self.schema = (described["version"], DatasetSchema(**described["schema"]))
+        return self.schema[1]
+
+    async def _predict(self, rows: np.ndarray) -> list[dict]:
+        """Outputs from one model version; a request split across a champion switch is
+        answered again, so its envelope names the model that made every prediction."""
+        for _ in range(3):
+            outputs = await self._call_runner("predict", rows)
+            versions = {o["model_version"] for o in outputs}
+            if len(versions) == 1:
+                if self.schema is not None and self.schema[0] != outputs[0]["model_version"]:
+                    self.schema = None  # the champion moved; take its schema next time
+                return outputs
+        raise Unavailable("the champion kept changing during the request")
+
+    async def _call_runner(self, method: str, *args):
+        """Call the model service, retrying a dropped connection: the runner's server may
+        close a pooled keep-alive connection just as a request goes out on it, and a
+        prediction is safe to repeat."""
+        for attempt in range(RUNNER_ATTEMPTS):
+            try:
+                return await getattr(self.runner.to_async, method)(*args)
+            except (aiohttp.ClientConnectionError, RuntimeError) as exc:
+                # aiohttp reports a connection closed mid-response as a bare RuntimeError.
+                dropped = not isinstance(exc, RuntimeError) or "Connection closed" in str(exc)
+                if not dropped or attempt == RUNNER_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+
+
+@api.post(
+    "/predict",
+    summary="Predict the class of each instance (KServe v1)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["instances"],
+                        "properties": {"instances": {"type": "array", "items": {}}},
+                    },
+                    "example": {"instances": [[0.0] * 64]},
+                },
+                PNG: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def predict(request: Request) -> JSONResponse:
+    service: Predictor = bentoml.get_current_service()
+    return await service.answer(request)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` rather than after reading it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_id(offered: str | None) -> str:
+    if offered and REQUEST_ID.fullmatch(offered):
+        return offered  # a client's retry with the same id is logged once
+    return uuid.uuid4().hex
+
+
+def _error(status: int, message: str, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

@@ -1,0 +1,78 @@
+"""One real `bentoml serve` per session on loopback, over a registry with two versions."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import httpx
+import pytest
+
+from components.registry import Registry
+from components.settings import Settings, load_settings
+from components.steps import evaluate_step, register_step, train_step
+from components.training import TrainConfig
+from serving.server import Server, start_server
+from tests.conftest import free_port
+
+
+@dataclasses.dataclass
+class Served:
+    settings: Settings
+    server: Server
+    before_model: dict  # what the server answered while the registry had no champion
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def register(settings: Settings, dataset: Path, folder: Path, config: TrainConfig) -> dict:
+    name = settings.model_name
+    model = folder / "model"
+    train_step(dataset, model, config, run_id=folder.name, workers=0, model_name=name, settings=settings)  # fmt: skip
+    evaluate_step(model, dataset, folder / "eval", run_id=folder.name, settings=settings)
+    return register_step(
+        model, dataset, folder / "eval", folder / "decision",
+        run_id=folder.name, model_name=name, settings=settings,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> Served:
+    """v1 is the champion; v2 (worse) is registered but not promoted."""
+    root = tmp_path_factory.mktemp("serving")
+    settings = load_settings({"LOOPLINE_HOME": str(root / "home")})
+    settings.home.mkdir(parents=True)
+    server = start_server(settings, port=free_port(), log_path=root / "serve.log", poll_s="0.5")
+    try:
+        before = _answers_without_a_model(server)
+        first = register(settings, digits_dir, root / "v1", TrainConfig(epochs=4))
+        second = register(settings, digits_dir, root / "v2", TrainConfig(epochs=1, lr=1e-4))
+        assert first["promoted"] and not second["promoted"], (first, second)
+        server.wait_ready()
+        yield Served(settings, server, before)
+    finally:
+        server.stop()
+
+
+def _answers_without_a_model(server: Server) -> dict:
+    """Wait for the HTTP server, then record /readyz and /predict before any model exists."""
+    for _ in range(300):
+        try:
+            ready = httpx.get(f"{server.url}/readyz", timeout=2)
+            break
+        except httpx.TransportError:
+            assert server.process.poll() is None, "bentoml serve exited"
+            import time
+
+            time.sleep(0.3)
+    predict = httpx.post(f"{server.url}/predict", json={"instances": [[0.0] * 64]}, timeout=10)
+    return {"readyz": ready.status_code, "predict": predict.status_code, "body": predict.json()}
+
+
+@pytest.fixture
+def champion_v1(served: Served):
+    """Leave the champion at v1 after the test, whatever it moved."""
+    yield
+    Registry(served.settings).promote(served.settings.model_name, "1")

@@ -1,0 +1,87 @@
+"""Servers of their own: one with an API key, one killed with SIGKILL under load.
+
+Both share the session's registry (its tracking URI) but keep a private LOOPLINE_HOME,
+so their prediction logs hold only their own requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import httpx
+import pytest
+from sklearn.datasets import load_digits
+
+from serving.prediction_log import PredictionLog
+from serving.server import start_server
+from tests.conftest import free_port
+
+ROW = (load_digits().data[:1] / 16.0).tolist()
+
+
+@pytest.fixture
+def own_settings(served, tmp_path):
+    return dataclasses.replace(served.settings, home=tmp_path / "home")
+
+
+def test_api_key_is_required_when_configured(own_settings, tmp_path):
+    key_file = tmp_path / "api-key"
+    key_file.write_text("s3cret-key\n")
+    log_path = tmp_path / "serve.log"
+    server = start_server(
+        own_settings, port=free_port(), log_path=log_path,
+        env={"LOOPLINE_API_KEY_FILE": str(key_file)},
+    )  # fmt: skip
+    try:
+        server.wait_ready()
+        url = f"{server.url}/predict"
+        missing = httpx.post(url, json={"instances": ROW})
+        wrong = httpx.post(url, json={"instances": ROW}, headers={"X-API-Key": "s3cret-kex"})
+        right = httpx.post(url, json={"instances": ROW}, headers={"X-API-Key": "s3cret-key"})
+        assert missing.status_code == wrong.status_code == 401
+        assert "X-API-Key" in missing.json()["error"]
+        assert right.status_code == 200, right.text
+        assert httpx.get(f"{server.url}/readyz").status_code == 200  # probes stay open
+    finally:
+        server.stop()
+    assert "s3cret" not in log_path.read_text()
+
+
+def test_every_answered_prediction_survives_kill_9(own_settings, tmp_path):
+    server = start_server(own_settings, port=free_port(), log_path=tmp_path / "serve.log")
+    server.wait_ready()
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        with httpx.Client(timeout=10) as http:
+            for n in range(100_000):
+                if stop.is_set():
+                    return
+                request_id = f"w{worker}-{n}"
+                try:
+                    r = http.post(
+                        f"{server.url}/predict",
+                        json={"instances": ROW * 3},
+                        headers={"X-Request-ID": request_id},
+                    )
+                except httpx.HTTPError:
+                    return  # the server is gone; this request was never answered
+                if r.status_code == 200:
+                    answered.append(r.json()["request_id"])
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    server.kill()  # SIGKILL to every server process: no shutdown hook, no flush
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(answered) > 50, "the load did not get going"
+    logged = PredictionLog(own_settings.prediction_log).read_window()
+    per_request = logged.groupby("request_id")["item"].count()
+    missing = [r for r in answered if per_request.get(r, 0) != 3]
+    assert not missing, f"{len(missing)} answered requests are not (wholly) in the log"

@@ -1,0 +1,138 @@
+"""The real BentoML server on loopback, driven by a real HTTP client."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from components.registry import Registry
+from serving.prediction_log import PredictionLog
+
+DIGITS = load_digits()
+ROWS = (DIGITS.data / 16.0).round(4)  # the dataset's [0, 1] scale
+
+
+def post(url: str, payload=None, **kwargs) -> httpx.Response:
+    if payload is not None:
+        kwargs["json"] = payload
+    return httpx.post(f"{url}/predict", timeout=30, **kwargs)
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_readiness_waits_for_the_model(served):
+    assert served.before_model["readyz"] == 503
+    assert served.before_model["predict"] == 503
+    assert "has no champion yet" in served.before_model["body"]["error"]
+    assert httpx.get(f"{served.url}/readyz").status_code == 200
+    assert httpx.get(f"{served.url}/healthz").status_code == 200
+
+
+def test_predictions_carry_version_and_request_id_and_are_logged(served):
+    answer = post(served.url, {"instances": ROWS[:20].tolist()}, headers={"X-Request-ID": "rq-1"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_version"] == "1" and body["request_id"] == "rq-1"
+    labels = [int(p["label"]) for p in body["predictions"]]
+    assert np.mean(np.array(labels) == DIGITS.target[:20]) >= 0.7
+    assert all(abs(sum(p["probabilities"]) - 1) < 1e-3 for p in body["predictions"])
+    # Nested 1x8x8 instances are the same input as flat ones.
+    nested = post(served.url, {"instances": [ROWS[0].reshape(1, 8, 8).tolist()]}).json()
+    assert nested["predictions"][0] == body["predictions"][0]
+    logged = PredictionLog(served.settings.prediction_log).read_window()
+    mine = logged[logged.request_id == "rq-1"]
+    assert sorted(mine["item"]) == list(range(20))
+    assert mine["label"].tolist() == [p["label"] for p in body["predictions"]]
+    assert np.allclose(np.stack(mine["inputs"].map(np.asarray)), ROWS[:20], atol=1e-6)
+    metrics = httpx.get(f"{served.url}/metrics").text
+    assert 'loopline_predictions_total{label="0",model_version="1"}' in metrics
+
+
+def test_png_upload_is_classified_like_the_array(served):
+    image = DIGITS.images[0] / 16.0 * 255.0
+    answer = post(served.url, content=png(image), headers={"Content-Type": "image/png"})
+    assert answer.status_code == 200, answer.text
+    as_array = post(served.url, {"instances": [(image / 255.0).reshape(-1).tolist()]}).json()
+    assert answer.json()["predictions"][0]["label"] == as_array["predictions"][0]["label"]
+
+
+def _corpus() -> list[tuple[str, dict, int, str]]:
+    good = ROWS[0].tolist()
+    whole_png = png(DIGITS.images[0] / 16.0 * 255.0)
+    as_json = {"Content-Type": "application/json"}
+    return [
+        ("wrong shape", {"json": {"instances": [good[:10]]}}, 422, "has 10 values; expected 64"),
+        ("wrong nesting", {"json": {"instances": [[good]]}}, 422, "is nested as [1, 64]"),
+        ("string for a number", {"json": {"instances": [["a"] * 64]}}, 422, "instances[0][0] is str"),
+        ("NaN", {"content": json.dumps({"instances": [[float("nan")] * 64]}), "headers": as_json}, 422, "NaN is not a number"),
+        ("inf", {"content": b'{"instances": [[Infinity' + b", 0" * 63 + b"]]}", "headers": as_json}, 422, "Infinity is not a number"),
+        ("out of range", {"json": {"instances": [[5.0] * 64]}}, 422, "expected a value in [0.0, 1.0]"),
+        ("empty body", {"content": b"", "headers": as_json}, 400, "body is empty"),
+        ("not JSON", {"content": b"{\"instances\": [[0", "headers": as_json}, 400, "not valid JSON"),
+        ("wrong content-type", {"content": b"1,2,3", "headers": {"Content-Type": "text/csv"}}, 415, "must be application/json"),
+        ("over the size limit", {"content": b"[" + b"0," * 600_000 + b"0]", "headers": as_json}, 413, "the limit is 1000000"),
+        ("too many instances", {"json": {"instances": [good] * 300}}, 413, "the limit is 256"),
+        ("unknown field", {"json": {"instances": [good], "extra": 1}}, 422, "unknown field(s) extra"),
+        ("no instances", {"json": {"inputs": [good]}}, 422, 'must be an object {"instances"'),
+        ("feature object for an image model", {"json": {"instances": [{"px_0": 1}]}}, 422, "must be a list of numbers"),
+        ("truncated PNG", {"content": whole_png[: len(whole_png) // 2], "headers": {"Content-Type": "image/png"}}, 400, "not a readable PNG"),
+        ("not a PNG", {"content": b"GIF89a....", "headers": {"Content-Type": "image/png"}}, 400, "not a readable PNG"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "request_kwargs", "status", "says"), _corpus())
+def test_malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving(
+    served, case, request_kwargs, status, says
+):
+    answer = post(served.url, **request_kwargs)
+    assert answer.status_code == status, (case, answer.text)
+    error = answer.json()["error"]
+    assert says in error, (case, error)
+    assert "Traceback" not in answer.text
+    assert post(served.url, {"instances": ROWS[:1].tolist()}).status_code == 200
+
+
+def test_champion_switch_under_load_drops_no_request(served, champion_v1):
+    results: list[tuple[float, int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    r = http.post(f"{served.url}/predict", json={"instances": ROWS[:4].tolist()})
+                    version = r.json().get("model_version") if r.status_code == 200 else None
+                    results.append((time.monotonic(), r.status_code, version))
+                except httpx.HTTPError as exc:
+                    results.append((time.monotonic(), 0, repr(exc)))
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    switched_at = time.monotonic()
+    Registry(served.settings).promote(served.settings.model_name, "2")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(v == "2" for _, _, v in results):
+        time.sleep(0.2)
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    failures = [r for r in results if r[1] != 200]
+    assert not failures, failures[:5]
+    assert {v for at, _, v in results if at < switched_at} == {"1"}
+    last = sorted(results)[-20:]
+    assert {v for _, _, v in last} == {"2"}, "responses carry the new version from then on"
