@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import uuid
 from dataclasses import asdict
 
@@ -36,6 +37,7 @@ from serving.requests import JSON, PNG, Limits, RequestError, parse
 log = logging.getLogger("loopline.serving")
 OPTIONS = load_options()
 RUNNER_ATTEMPTS = 4
+RUNNER_ATTEMPT_S = max(5.0, 3 * OPTIONS.max_latency_ms / 1000)  # well above a batch's wait
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 api = FastAPI(title="loopline prediction API", docs_url=None, redoc_url=None)
@@ -92,6 +94,7 @@ class Predictor:
         self.key = load_api_key()
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         self.schema: tuple[str, DatasetSchema] | None = None  # (version, schema) of the model
+        _keep_one_session(self.runner)
         self.counter = bentoml.metrics.Counter(
             name="loopline_predictions",
             documentation="Predictions served, by model version and predicted class",
@@ -155,18 +158,23 @@ class Predictor:
         raise Unavailable("the champion kept changing during the request")
 
     async def _call_runner(self, method: str, *args):
-        """Call the model service, retrying a dropped connection: the runner's server may
-        close a pooled keep-alive connection just as a request goes out on it, and a
-        prediction is safe to repeat."""
+        """Call the model service, retrying a dropped or stalled connection.
+
+        BentoML 1.4's client may close its HTTP session under requests still in flight
+        (see ``_keep_one_session``); those fail with a closed connection or never
+        complete. A prediction is safe to repeat, so each attempt gets a deadline and a
+        lost one is sent again.
+        """
         for attempt in range(RUNNER_ATTEMPTS):
             try:
-                return await getattr(self.runner.to_async, method)(*args)
-            except (aiohttp.ClientConnectionError, RuntimeError) as exc:
+                call = getattr(self.runner.to_async, method)(*args)
+                return await asyncio.wait_for(call, RUNNER_ATTEMPT_S)
+            except (aiohttp.ClientConnectionError, RuntimeError, TimeoutError) as exc:
                 # aiohttp reports a connection closed mid-response as a bare RuntimeError.
-                dropped = not isinstance(exc, RuntimeError) or "Connection closed" in str(exc)
-                if not dropped or attempt == RUNNER_ATTEMPTS - 1:
+                lost = not isinstance(exc, RuntimeError) or "Connection closed" in str(exc)
+                if not lost or attempt == RUNNER_ATTEMPTS - 1:
                     raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+                log.warning("model service call lost (%s); retrying", type(exc).__name__)
 
 
 @api.post(
@@ -192,6 +200,22 @@ class Predictor:
 async def predict(request: Request) -> JSONResponse:
     service: Predictor = bentoml.get_current_service()
     return await service.answer(request)
+
+
+def _keep_one_session(proxy: object) -> None:
+    """Stop BentoML's client from replacing its session every 100 requests.
+
+    Since 1.4.31 the proxy to a dependency closes its aiohttp session after 100 requests
+    or 300 s, while other requests are still in flight on it; under load about one
+    request in ten then fails (bentoml/BentoML#5540 reports the same change). The model
+    service is a local socket, so there is nothing to rebalance: keep one session.
+    """
+    manager = getattr(getattr(proxy, "_async", None), "_session_manager", None)
+    if manager is not None and hasattr(manager, "max_requests"):
+        manager.max_requests = sys.maxsize
+        manager.max_age = float("inf")
+    else:
+        log.warning("BentoML's client changed; relying on retries for dropped calls")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
