@@ -95,7 +95,10 @@ def champion_home(root: Path):
 def bench_mode(settings, batching: bool, levels: list[int], seconds: float, port: int) -> list:
     mode = "on" if batching else "off"
     server = start_server(
-        settings, port=port, batching=mode, log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log"
+        settings,
+        port=port,
+        batching=mode,
+        log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log",
     )
     rows = []
     try:

@@ -7,6 +7,7 @@ moves it in one database write. Model files are logged as plain run artifacts
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from components.settings import Settings
 
 CHAMPION = "champion"
 METRIC_TAG = "metric."
+HISTORY_TAG = "loopline.champion_history"  # the versions that held the alias, oldest first
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done (e.g. no earlier champion to roll back to)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,35 @@ class Registry:
 
     def promote(self, name: str, version: str) -> None:
         self.client.set_registered_model_alias(name, CHAMPION, version)
+        history = self.champion_history(name)
+        if not history or history[-1] != version:
+            self._save_history(name, [*history, version])
+
+    def rollback(self, name: str) -> tuple[str, str]:
+        """Move ``champion`` back to the version that held it before; (from, to)."""
+        current = self.champion(name)
+        history = self.champion_history(name)
+        if current is None or len(history) < 2 or history[-1] != current.version:
+            raise RegistryError(
+                f"model {name!r} has no earlier champion recorded to roll back to; "
+                "name one with `loopline rollback --to VERSION`"
+            )
+        previous = history[-2]
+        self.client.set_registered_model_alias(name, CHAMPION, previous)
+        self._save_history(name, history[:-1])
+        return current.version, previous
+
+    def champion_history(self, name: str) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(name).tags or {}
+        except MlflowException:
+            return []
+        return json.loads(tags.get(HISTORY_TAG, "[]"))
+
+    def _save_history(self, name: str, history: list[str]) -> None:
+        self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-100:]))
 
     def download(self, info: VersionInfo) -> Path:
         """A local folder with the version's model files (the folder itself when local)."""

@@ -7,6 +7,7 @@ validation included), 2 a usage error.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -327,8 +328,6 @@ def package(
     ] = None,
 ) -> None:
     """Build a Bento for the champion: service, Python packages, model reference."""
-    import dataclasses
-
     from serving.bento import PackageError, build_bento
 
     settings = _settings()
@@ -391,6 +390,110 @@ def serve(
         pass
     finally:
         server_.stop()
+
+
+@app.command()
+def monitor(
+    every: Annotated[
+        str | None, typer.Option(help="Repeat at this interval (30s, 5m, 2h, 1d) until Ctrl-C.")
+    ] = None,
+    retrain: Annotated[bool, typer.Option(help="Start retraining when the policy fires.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Check the prediction log for drift with Evidently; start retraining when due."""
+    from loopline.monitor_view import render_monitor
+    from monitoring.monitor import run_monitor
+    from monitoring.policy import PolicyError, load_policy
+
+    settings = _settings()
+    try:
+        policy = load_policy(settings)
+    except PolicyError as exc:
+        console.print(f"[red]monitoring configuration error[/]: {exc}")
+        raise typer.Exit(2) from None
+    pause = _interval(every).total_seconds() if every else None
+    while True:
+        result = run_monitor(settings, policy, retrain=retrain)
+        if json_output:
+            typer.echo(json.dumps(dataclasses.asdict(result), default=str))
+        else:
+            render_monitor(result, console)
+        if pause is None:
+            raise typer.Exit(1 if any(r.get("state") == "failed" for r in result.retraining) else 0)
+        try:
+            time.sleep(pause)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+@app.command()
+def feedback(
+    labels: Annotated[
+        Path, typer.Argument(help="CSV with request_id, label and optionally item columns.")
+    ],
+) -> None:
+    """Attach ground-truth labels to served predictions (by request id)."""
+    import pandas as pd
+
+    from serving.feedback import FeedbackStore, Label
+    from serving.requests import RequestError
+
+    settings = _settings()
+    try:
+        frame = pd.read_csv(labels, dtype={"request_id": str, "label": str})
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read {labels}[/]: {exc}")
+        raise typer.Exit(2) from None
+    missing = {"request_id", "label"} - set(frame.columns)
+    if missing:
+        console.print(f"[red]{labels} lacks column(s) {', '.join(sorted(missing))}[/]; "
+                      "expected request_id,label[,item]")  # fmt: skip
+        raise typer.Exit(2)
+    items = frame["item"] if "item" in frame else [0] * len(frame)
+    parsed = [
+        Label(str(r), int(i), str(lb))
+        for r, i, lb in zip(frame["request_id"], items, frame["label"], strict=True)
+    ]
+    try:
+        result = FeedbackStore(settings.prediction_log).attach(parsed)
+    except RequestError as exc:
+        console.print(f"[red]labels refused[/]: {exc}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"stored {result['stored']} label(s); {result['unknown_count']} had no logged prediction"
+    )
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def rollback(
+    to: Annotated[str | None, typer.Option(help="Make this version champion instead.")] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model", help="Registered model name.")
+    ] = None,
+) -> None:
+    """Move `champion` back to the previous champion (or to --to VERSION)."""
+    from components.registry import Registry, RegistryError
+
+    settings = _settings()
+    name = model_name or settings.model_name
+    registry = Registry(settings)
+    try:
+        if to is not None:
+            before = registry.champion(name)
+            registry.version(name, to)  # fails clearly on an unknown version
+            registry.promote(name, to)
+            moved = (before.version if before else "none", to)
+        else:
+            moved = registry.rollback(name)
+    except RegistryError as exc:
+        console.print(f"[red]cannot roll back[/]: {exc}")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # MLflow's "version not found"
+        console.print(f"[red]cannot roll back[/]: {_first_line(str(exc))}")
+        raise typer.Exit(1) from None
+    console.print(f"{name}: champion moved from v{moved[0]} to v{moved[1]}; "
+                  "running servers switch within their poll interval")  # fmt: skip
 
 
 def _has_champion(settings) -> bool:

@@ -1,6 +1,9 @@
-"""`loopline status`: the champion of a registered model and its metrics."""
+"""`loopline status`: the champion and its metrics, the last drift check, the last
+retraining and the triggers still pending."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 from rich.console import Console
 from rich.table import Table
@@ -12,8 +15,9 @@ from components.settings import Settings
 def champion_status(settings: Settings, model_name: str) -> dict:
     champion = Registry(settings).champion(model_name)
     if champion is None:
-        return {"model": model_name, "champion": None}
+        return {"model": model_name, "champion": None, **monitoring_status(settings, model_name)}
     return {
+        **monitoring_status(settings, model_name),
         "model": model_name,
         "champion": {
             "version": champion.version,
@@ -23,6 +27,22 @@ def champion_status(settings: Settings, model_name: str) -> dict:
             "code_version": champion.tags.get("loopline.code_version"),
             "dataset": champion.tags.get("loopline.dataset"),
         },
+    }
+
+
+def monitoring_status(settings: Settings, model_name: str) -> dict:
+    from monitoring.monitor import monitor_folder
+    from monitoring.state import MonitorState
+
+    if not (monitor_folder(settings) / "state.db").exists():
+        return {"last_check": None, "last_retraining": None, "pending_triggers": []}
+    state = MonitorState(monitor_folder(settings))
+    triggers = state.triggers(model_name)
+    finished = [t for t in triggers if t.state != "pending"]
+    return {
+        "last_check": state.last_check(model_name),
+        "last_retraining": asdict(finished[-1]) if finished else None,
+        "pending_triggers": [asdict(t) for t in triggers if t.state == "pending"],
     }
 
 
@@ -39,4 +59,16 @@ def render(status: dict, console: Console) -> None:
         table.add_row(name, f"{value:.4f}")
     for key in ("source", "mlflow_run_id", "code_version", "dataset"):
         table.add_row(key, str(champion[key]))
+    check, retraining = status["last_check"], status["last_retraining"]
+    if check:
+        summary = check["summary"]
+        table.add_row("last drift check", f"{check['verdict']} on v{check['model_version']}, "
+                      f"{check['rows']} rows, drifted share {summary.get('drifted_share') or 0:.0%}")  # fmt: skip
+        if summary.get("reports"):
+            table.add_row("drift report", summary["reports"].get("html", ""))
+    if retraining:
+        result = retraining["result"] or {}
+        table.add_row("last retraining", f"{retraining['state']} (trigger {retraining['id']}"
+                      + (f", v{result['version']}" if result.get("version") else "") + ")")  # fmt: skip
+    table.add_row("pending triggers", str(len(status["pending_triggers"])))
     console.print(table)

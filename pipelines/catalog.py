@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pipelines.retraining import retraining
 from pipelines.training import training
 
-PIPELINES = {"training": training}
+PIPELINES = {"training": training, "retraining": retraining}
 
 
 def get(name: str):

@@ -28,11 +28,12 @@ def schedule_prefect(
     arguments: dict | None = None,
     name: str | None = None,
 ) -> str:
-    """Create (or update) a Prefect deployment that runs ``ir`` on a schedule; return its id."""
+    """Create (or update) a Prefect deployment that runs ``ir`` on a schedule; return its id.
+    With neither ``cron`` nor ``interval`` it runs only when asked (``run_deployment``)."""
     from pipelines.prefect_flow import pipeline_flow
 
-    if (cron is None) == (interval is None):
-        raise ValueError("give exactly one of cron or interval")
+    if cron is not None and interval is not None:
+        raise ValueError("give at most one of cron or interval")
     check_supported(ir)
     name = name or ir.name
     frozen = write_ir(ir, settings.home / "schedules" / f"{_slug(name)}.yaml")
@@ -50,6 +51,19 @@ def schedule_prefect(
             print_next_steps=False,
         )
     )
+
+
+def run_prefect_deployment(ir: PipelineIR, settings: Settings, arguments: dict) -> str:
+    """Start one run of ``ir`` through an on-demand deployment (a worker picks it up);
+    return the flow run id."""
+    from prefect.deployments import run_deployment
+
+    name = f"{ir.name}-on-demand"
+    schedule_prefect(ir, settings, name=name)
+    run = run_deployment(
+        f"loopline-pipeline/{name}", parameters={"arguments": arguments}, timeout=0
+    )
+    return str(run.id)
 
 
 def kfp_cron(cron: str) -> str:

@@ -9,6 +9,27 @@ from serving.package_step import package
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 
+def train_gate_package(dataset, checks, *, model_name, **train_params):
+    """Train after ``checks``, evaluate, register behind the gate, and package the new
+    champion; the register task's decision artifact is the pipeline's output."""
+    trained = train(dataset=dataset, model_name=model_name, run_id=RUN_ID, **train_params).after(
+        checks
+    )
+    scored = evaluate(model=trained.outputs["model"], dataset=dataset, run_id=RUN_ID)
+    gate = register(
+        model=trained.outputs["model"],
+        dataset=dataset,
+        evaluation=scored.outputs["evaluation"],
+        model_name=model_name,
+        run_id=RUN_ID,
+    )
+    gate.set_caching_options(False)  # reads the registry's current champion every run
+    with dsl.If(gate.outputs["promoted"] == True, name="promoted"):  # noqa: E712 - KFP needs ==
+        bento = package(model_name=model_name, version=gate.outputs["version"])
+        bento.set_caching_options(False)
+    return gate.outputs["decision"]
+
+
 @dsl.pipeline(
     name="training",
     description="Ingest, validate, train on Ray, evaluate, register behind the champion gate, "
@@ -41,33 +62,8 @@ def training(
         min_class_ratio=min_class_ratio,
         run_id=RUN_ID,
     )
-    trained = train(
-        dataset=data.outputs["dataset"],
-        model_name=model_name,
-        arch=arch,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        dropout=dropout,
-        augment=augment,
-        patience=patience,
-        seed=seed,
-        workers=workers,
-        run_id=RUN_ID,
-    ).after(checks)
-    scored = evaluate(
-        model=trained.outputs["model"], dataset=data.outputs["dataset"], run_id=RUN_ID
-    )
-    gate = register(
-        model=trained.outputs["model"],
-        dataset=data.outputs["dataset"],
-        evaluation=scored.outputs["evaluation"],
-        model_name=model_name,
-        run_id=RUN_ID,
-    )
-    gate.set_caching_options(False)  # reads the registry's current champion every run
-    with dsl.If(gate.outputs["promoted"] == True, name="promoted"):  # noqa: E712 - KFP needs ==
-        bento = package(model_name=model_name, version=gate.outputs["version"])
-        bento.set_caching_options(False)
-    return gate.outputs["decision"]
+    return train_gate_package(
+        data.outputs["dataset"], checks, model_name=model_name, arch=arch, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,
+        augment=augment, patience=patience, seed=seed, workers=workers,
+    )  # fmt: skip

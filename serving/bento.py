@@ -16,7 +16,10 @@ from components.registry import Registry
 from components.settings import Settings
 from serving.server import PROJECT_ROOT, SERVICE
 
-INCLUDE = ["components/**/*.py", "serving/**/*.py", "pyproject.toml"]
+# Anchored patterns: BENTOML_HOME may sit inside the project (under .loopline), and an
+# unanchored "pyproject.toml" would match the Bento being built, recursively.
+INCLUDE = ["/components/**/*.py", "/serving/**/*.py", "/pyproject.toml"]
+EXCLUDE = [".loopline/", ".venv/", "**/__pycache__/"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ def build_bento(settings: Settings, *, version: str | None = None) -> BuiltBento
         },
         description=f"loopline model server for {name} (built for version {info.version})",
         include=INCLUDE,
+        exclude=EXCLUDE,
         envs=[BentoEnvSchema(name="LOOPLINE_MODEL_NAME", value=name)],
         python={"packages": runtime_packages(), "lock_packages": False},
         docker={"python_version": "3.11"},

@@ -103,12 +103,15 @@ class ChampionHolder:
         return True
 
     def _follow(self) -> None:
+        reported = None
         while True:
             try:
                 self.refresh()
             except Exception as exc:  # keep serving the current model; say why not switched
                 self.problem = f"cannot load the registry's model: {exc}"
-                log.warning("%s; still serving %s", self.problem, self._serving())
+            if self.problem != reported and self.problem:
+                log.warning("%s; serving %s", self.problem, self._serving())
+            reported = self.problem
             if self.pinned and self.current is not None:
                 return
             if self._stop.wait(self.poll_s):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,12 @@ class Server:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "; last log lines:\n" + "\n".join(self.log_path.read_text().splitlines()[-15:])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def serve_env(

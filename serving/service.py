@@ -30,6 +30,7 @@ from components.dataset import DatasetSchema
 from components.settings import load_settings
 from serving.auth import HEADER, load_api_key
 from serving.champion import ChampionHolder
+from serving.feedback import FeedbackStore, parse_labels
 from serving.options import load_options
 from serving.prediction_log import Prediction, PredictionLog
 from serving.requests import JSON, PNG, Limits, RequestError, parse
@@ -91,6 +92,7 @@ class Predictor:
     def __init__(self) -> None:
         settings = load_settings()
         self.log = PredictionLog(settings.prediction_log)
+        self.feedback = FeedbackStore(settings.prediction_log)
         self.key = load_api_key()
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         self.schema: tuple[str, DatasetSchema] | None = None  # (version, schema) of the model
@@ -136,6 +138,19 @@ class Predictor:
             {"predictions": predictions, "model_version": version, "request_id": request_id},
             headers=headers,
         )
+
+    async def attach_feedback(self, request: Request) -> JSONResponse:
+        if not self.key.allows(request.headers.get(HEADER)):
+            return _error(401, f"missing or wrong API key; send it in the {HEADER} header", {})
+        try:
+            labels = parse_labels(await _read_body(request, self.limits.max_bytes))
+            classes = (await self._schema()).classes
+            result = await asyncio.to_thread(self.feedback.attach, labels, classes)
+        except RequestError as exc:
+            return _error(exc.status, str(exc), {})
+        except Unavailable as exc:
+            return _error(503, f"{exc}; retry once /readyz answers 200", {})
+        return JSONResponse(result)
 
     async def _schema(self) -> DatasetSchema:
         if self.schema is None:
@@ -216,6 +231,12 @@ def _keep_one_session(proxy: object) -> None:
         manager.max_age = float("inf")
     else:
         log.warning("BentoML's client changed; relying on retries for dropped calls")
+
+
+@api.post("/feedback", summary="Attach ground-truth labels to served predictions")
+async def feedback(request: Request) -> JSONResponse:
+    service: Predictor = bentoml.get_current_service()
+    return await service.attach_feedback(request)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

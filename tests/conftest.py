@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from components.settings import Settings, load_settings
 from components.sources import ingest
+from serving.server import free_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -60,12 +60,6 @@ def _wait_for_ray(address: str, head: subprocess.Popen, timeout: float = 120) ->
             return
         time.sleep(1)
     raise TimeoutError(f"Ray head at {address} did not come up in {timeout:.0f} s")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +136,18 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def train_and_register(settings, dataset, folder, config, name=None) -> dict:
+    """Train in-process, evaluate and register behind the gate (a real MLflow registry)."""
+    from components.steps import evaluate_step, register_step, train_step
+
+    name = name or settings.model_name
+    model = folder / "model"
+    train_step(dataset, model, config, run_id="run-" + folder.name, workers=0,
+               model_name=name, settings=settings)  # fmt: skip
+    evaluate_step(model, dataset, folder / "eval", run_id="r", settings=settings)
+    return register_step(
+        model, dataset, folder / "eval", folder / "decision",
+        run_id="r", model_name=name, settings=settings,
+    )  # fmt: skip

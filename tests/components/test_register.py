@@ -7,31 +7,9 @@ import pytest
 from components import lineage
 from components.registry import Registry
 from components.sources import ingest
-from components.steps import evaluate_step, register_step, train_step
+from components.steps import register_step
 from components.training import TrainConfig
-
-
-def train_and_register(settings, dataset, folder, config, name="digits-classifier"):
-    model = folder / "model"
-    train_step(
-        dataset,
-        model,
-        config,
-        run_id="run-" + folder.name,
-        workers=0,
-        model_name=name,
-        settings=settings,
-    )
-    evaluate_step(model, dataset, folder / "eval", run_id="r", settings=settings)
-    return register_step(
-        model,
-        dataset,
-        folder / "eval",
-        folder / "decision",
-        run_id="r",
-        model_name=name,
-        settings=settings,
-    )
+from tests.conftest import train_and_register
 
 
 @pytest.fixture

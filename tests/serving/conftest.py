@@ -10,10 +10,9 @@ import pytest
 
 from components.registry import Registry
 from components.settings import Settings, load_settings
-from components.steps import evaluate_step, register_step, train_step
 from components.training import TrainConfig
 from serving.server import Server, start_server
-from tests.conftest import free_port
+from tests.conftest import free_port, train_and_register
 
 
 @dataclasses.dataclass
@@ -27,17 +26,6 @@ class Served:
         return self.server.url
 
 
-def register(settings: Settings, dataset: Path, folder: Path, config: TrainConfig) -> dict:
-    name = settings.model_name
-    model = folder / "model"
-    train_step(dataset, model, config, run_id=folder.name, workers=0, model_name=name, settings=settings)  # fmt: skip
-    evaluate_step(model, dataset, folder / "eval", run_id=folder.name, settings=settings)
-    return register_step(
-        model, dataset, folder / "eval", folder / "decision",
-        run_id=folder.name, model_name=name, settings=settings,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> Served:
     """v1 is the champion; v2 (worse) is registered but not promoted."""
@@ -47,8 +35,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> Served
     server = start_server(settings, port=free_port(), log_path=root / "serve.log", poll_s="0.5")
     try:
         before = _answers_without_a_model(server)
-        first = register(settings, digits_dir, root / "v1", TrainConfig(epochs=4))
-        second = register(settings, digits_dir, root / "v2", TrainConfig(epochs=1, lr=1e-4))
+        first = train_and_register(settings, digits_dir, root / "v1", TrainConfig(epochs=4))
+        second = train_and_register(
+            settings, digits_dir, root / "v2", TrainConfig(epochs=1, lr=1e-4)
+        )
         assert first["promoted"] and not second["promoted"], (first, second)
         server.wait_ready()
         yield Served(settings, server, before)

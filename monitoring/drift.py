@@ -1,0 +1,112 @@
+"""Drift between the reference and a window of production inputs, with Evidently 0.7.
+
+Per-feature data drift (Evidently picks the test by size and type: K-S or Wasserstein
+for numbers, chi-square or Jensen-Shannon for classes) and prediction drift (the served
+labels against the reference's labels). Windows and references larger than ``max_rows``
+are sampled: a drift test's verdict needs a sample, not every row (benchmarks/drift.py
+measures the agreement with full-data runs).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
+from evidently.metrics import ValueDrift
+from evidently.presets import DataDriftPreset
+
+PREDICTION = "prediction"
+
+
+@dataclass
+class DriftResult:
+    columns: dict[str, dict]  # feature -> score, method, threshold, drifted
+    drifted_share: float
+    data_drift: bool
+    prediction: dict | None  # score, method, threshold, drifted
+    rows: dict[str, int]
+    snapshot: Snapshot | None = field(default=None, repr=False)
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [name for name, c in self.columns.items() if c["drifted"]]
+
+    def to_dict(self) -> dict:
+        result = asdict(self)
+        result.pop("snapshot")
+        result["drifted_columns"] = self.drifted_columns
+        return result
+
+
+def detect_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: list[str],
+    *,
+    drift_share: float,
+    max_rows: int,
+    seed: int = 0,
+) -> DriftResult:
+    """Evidently's verdicts on ``features`` (and ``prediction`` when both sides have it)."""
+    rows = {"reference": len(reference), "current": len(current)}
+    reference, current = _sample(reference, max_rows, seed), _sample(current, max_rows, seed)
+    rows.update(reference_used=len(reference), current_used=len(current))
+    with_prediction = PREDICTION in reference and PREDICTION in current
+    definition = DataDefinition(
+        numerical_columns=features, categorical_columns=[PREDICTION] if with_prediction else []
+    )
+    metrics = [DataDriftPreset(columns=features, drift_share=drift_share)]
+    if with_prediction:
+        metrics.append(ValueDrift(column=PREDICTION))
+    columns = features + ([PREDICTION] if with_prediction else [])
+    current_data = Dataset.from_pandas(_typed(current, columns, with_prediction), definition)
+    reference_data = Dataset.from_pandas(_typed(reference, columns, with_prediction), definition)
+    with warnings.catch_warnings():  # constant columns (blank pixels) divide by zero inside
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report(metrics, include_tests=True).run(current_data, reference_data)
+    verdicts = _column_verdicts(snapshot.dict())
+    per_feature = {name: verdicts[name] for name in features}
+    share = sum(c["drifted"] for c in per_feature.values()) / max(len(features), 1)
+    return DriftResult(
+        columns=per_feature,
+        drifted_share=share,
+        data_drift=share >= drift_share,
+        prediction=verdicts.get(PREDICTION) if with_prediction else None,
+        rows=rows,
+        snapshot=snapshot,
+    )
+
+
+def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    return frame.sample(n=max_rows, random_state=seed) if len(frame) > max_rows else frame
+
+
+def _typed(frame: pd.DataFrame, columns: list[str], with_prediction: bool) -> pd.DataFrame:
+    typed = frame[columns].copy()
+    if with_prediction:
+        typed[PREDICTION] = typed[PREDICTION].astype(str)
+    return typed
+
+
+def _column_verdicts(report: dict) -> dict[str, dict]:
+    """Score and method from each ValueDrift metric; the verdict from its bound test."""
+    scores = {
+        m["id"]: m
+        for m in report["metrics"]
+        if m["config"].get("type") == "evidently:metric_v2:ValueDrift"
+    }
+    verdicts = {}
+    for test in report["tests"]:
+        metric = scores.get(test["metric_config"]["metric_id"])
+        if metric is None:
+            continue
+        verdicts[metric["config"]["column"]] = {
+            "score": float(metric["value"]),
+            "method": metric["config"]["method"],
+            "threshold": metric["config"]["threshold"],
+            "drifted": test["status"] == "FAIL",
+        }
+    return verdicts

@@ -1,0 +1,123 @@
+"""The retraining dataset: the champion's reference data plus newly labelled production data.
+
+The labelled rows are split so that the most useful part, a held-out share, becomes the
+test split: the gate then scores the challenger and the champion on recent labelled data,
+which is where the champion is failing. No ``from __future__ import annotations`` below
+the step: KFP reads the component's annotations as types.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components import lineage
+from components.dataset import LABEL, DatasetSchema, Split, write_dataset
+from components.registry import Registry
+from components.settings import PLATFORM_IMAGE, Settings
+from components.steps import INPUT_SCHEMA, REFERENCE, reports_failure
+from serving.feedback import FeedbackStore
+
+TRIGGER = "trigger.json"
+MIN_LABELLED = 20
+
+
+class RetrainingDataError(ValueError):
+    """Not enough labelled data to retrain on, or no champion to start from."""
+
+
+@reports_failure
+def assemble_step(
+    out: Path,
+    *,
+    model_name: str,
+    since: float,
+    trigger: dict,
+    settings: Settings,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+) -> dict:
+    registry = Registry(settings)
+    champion = registry.champion(model_name)
+    if champion is None:
+        raise RetrainingDataError(f"model {model_name!r} has no champion to retrain")
+    folder = registry.download(champion)
+    schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+    reference = pd.read_parquet(folder / REFERENCE)
+    labelled = FeedbackStore(settings.prediction_log).labelled(since)
+    labelled = labelled[labelled["label"].isin(schema.classes)]
+    if len(labelled) < MIN_LABELLED:
+        raise RetrainingDataError(
+            f"{len(labelled)} labelled predictions since the drift window; need {MIN_LABELLED}."
+            " Send labels with `loopline feedback` or POST /feedback, then monitor again."
+        )
+    new = pd.DataFrame(np.stack(labelled["inputs"].to_numpy()), columns=schema.features)
+    new[LABEL] = labelled["label"].map(schema.classes.index).to_numpy()
+    splits = _splits(
+        reference, new.sample(frac=1.0, random_state=seed), schema, test_fraction, seed
+    )
+    write_dataset(out, schema, splits)
+    (out / TRIGGER).write_text(json.dumps(trigger, indent=2))
+    summary = {
+        "champion_version": champion.version,
+        "reference_rows": len(reference),
+        "labelled_rows": len(new),
+        "rows": {name: len(split.y) for name, split in splits.items()},
+        "trigger": trigger,
+    }
+    summary["lineage"] = lineage.record(
+        out, run_id=str(trigger.get("run_id", "")), step="assemble",
+        inputs={"champion": champion.tags.get("loopline.content_hash", champion.version)},
+        parameters={"since": since, "test_fraction": test_fraction, "trigger": trigger},
+    )  # fmt: skip
+    return summary
+
+
+def _splits(
+    reference: pd.DataFrame,
+    new: pd.DataFrame,
+    schema: DatasetSchema,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, Split]:
+    """test: held-out new rows; val: new and reference rows; train: the rest of both."""
+    n_test = max(1, int(len(new) * test_fraction))
+    n_val_new = max(1, int(len(new) * 0.15))
+    test, val_new, train_new = (
+        new[:n_test],
+        new[n_test : n_test + n_val_new],
+        new[n_test + n_val_new :],
+    )
+    reference = reference.sample(frac=1.0, random_state=seed)
+    n_val_ref = max(1, int(len(reference) * 0.15))
+    val = pd.concat([val_new, reference[:n_val_ref]])
+    train = pd.concat([train_new, reference[n_val_ref:]]).sample(frac=1.0, random_state=seed)
+    return {name: _split(frame, schema) for name, frame in
+            (("train", train), ("val", val), ("test", test))}  # fmt: skip
+
+
+def _split(frame: pd.DataFrame, schema: DatasetSchema) -> Split:
+    return Split(
+        x=frame[schema.features].to_numpy(dtype=np.float32),
+        y=frame[LABEL].to_numpy(dtype=np.int64),
+    )
+
+
+@dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
+def assemble(dataset: Output[Dataset], model_name: str, since: float, trigger: str, seed: int = 0):
+    """Reference data + labelled production data since ``since`` (a Unix time)."""
+    import json
+    from pathlib import Path
+
+    from components.settings import load_settings
+    from pipelines.retraining_data import assemble_step
+
+    dataset.metadata.update(
+        assemble_step(
+            Path(dataset.path), model_name=model_name, since=since,
+            trigger=json.loads(trigger or "{}"), settings=load_settings(), seed=seed,
+        )
+    )  # fmt: skip

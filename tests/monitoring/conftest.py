@@ -1,0 +1,80 @@
+"""A real loop for monitoring tests: a registry with a v1 champion, a real `bentoml serve`
+following it, and real Prefect runs of the retraining pipeline (in-process engine)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from components.dataset import read_split
+from components.settings import Settings, load_settings
+from components.training import TrainConfig
+from monitoring.policy import Policy
+from serving.server import Server, free_port, start_server
+from tests.conftest import train_and_register
+
+POLICY = Policy(
+    drift_share=0.5, min_rows=100, min_labels=100, cooldown_s=0,
+    retrain_engine="inprocess", retrain_epochs=15,
+)  # fmt: skip
+
+
+@dataclasses.dataclass
+class Loop:
+    settings: Settings
+    server: Server
+    dataset: Path
+
+    def send(self, x: np.ndarray) -> list[str]:
+        """One request per row; the request ids, in order."""
+        with httpx.Client(timeout=30) as http:
+            ids = []
+            for row in x:
+                answer = http.post(f"{self.server.url}/predict", json={"instances": [row.tolist()]})
+                assert answer.status_code == 200, answer.text
+                ids.append(answer.json()["request_id"])
+        return ids
+
+    def label(self, request_ids: list[str], y: np.ndarray) -> dict:
+        labels = [
+            {"request_id": r, "label": str(int(v))} for r, v in zip(request_ids, y, strict=True)
+        ]
+        answer = httpx.post(f"{self.server.url}/feedback", json={"labels": labels}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def serving_version(self) -> str:
+        probe = {"instances": [[0.0] * 64]}
+        return httpx.post(f"{self.server.url}/predict", json=probe, timeout=30).json()[
+            "model_version"
+        ]
+
+    def split(self, name: str):
+        return read_split(self.dataset, name)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, digits_dir, prefect_api):
+    root = tmp_path_factory.mktemp("loop")
+    saved = {k: os.environ.get(k) for k in ("LOOPLINE_HOME", "LOOPLINE_TRACKING_URI")}
+    os.environ["LOOPLINE_HOME"] = str(root / "home")  # the pipeline's steps read it
+    os.environ.pop("LOOPLINE_TRACKING_URI", None)
+    settings = load_settings()
+    first = train_and_register(settings, digits_dir, root / "v1", TrainConfig(epochs=8))
+    assert first["promoted"]
+    server = start_server(settings, port=free_port(), log_path=root / "serve.log", poll_s="0.5")
+    try:
+        server.wait_ready()
+        yield Loop(settings, server, digits_dir)
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
