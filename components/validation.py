@@ -43,6 +43,9 @@ class DataValidationError(RuntimeError):
         super().__init__("\n".join(lines))
         self.failures = failures
 
+    def __reduce__(self):  # rebuilt from the checks, so it survives a process boundary
+        return type(self), (self.failures,)
+
 
 def validate(folder: Path, config: ValidationConfig = ValidationConfig()) -> list[CheckResult]:
     schema = read_schema(folder)

@@ -11,6 +11,7 @@ starts the retraining pipeline once ``min_labels`` labelled predictions exist.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -164,13 +165,22 @@ def _write_reports(settings: Settings, result: MonitorResult, drift: DriftResult
 
 
 def _add_to_workspace(settings: Settings, model: str, drift: DriftResult) -> None:
+    """Add the snapshot to the Evidently workspace that `evidently ui` shows.
+
+    Evidently's file workspace reads every snapshot when it opens, so a monitor opening it
+    while another writes one reads half a file: writers take turns under a file lock.
+    """
     from evidently.ui.workspace import Workspace
 
-    workspace = Workspace.create(str(monitor_folder(settings) / "workspace"))
-    title = f"loopline {model}"
-    found = workspace.search_project(title)
-    project = found[0] if found else workspace.create_project(title, description="prediction drift")
-    workspace.add_run(project.id, drift.snapshot)
+    folder = monitor_folder(settings) / "workspace"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / "workspace.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        workspace = Workspace.create(str(folder))
+        title = f"loopline {model}"
+        found = workspace.search_project(title)
+        project = found[0] if found else workspace.create_project(title, description="drift")
+        workspace.add_run(project.id, drift.snapshot)
 
 
 def _brief(result: MonitorResult) -> dict:

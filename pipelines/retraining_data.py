@@ -54,8 +54,15 @@ def assemble_step(
             f"{len(labelled)} labelled predictions since the drift window; need {MIN_LABELLED}."
             " Send labels with `loopline feedback` or POST /feedback, then monitor again."
         )
-    new = pd.DataFrame(np.stack(labelled["inputs"].to_numpy()), columns=schema.features)
+    inputs = np.stack(labelled["inputs"].to_numpy()).astype(np.float32)
+    new = pd.DataFrame(inputs, columns=schema.features)
     new[LABEL] = labelled["label"].map(schema.classes.index).to_numpy()
+    new = _unseen(new, reference, schema.features)
+    if len(new) < MIN_LABELLED:
+        raise RetrainingDataError(
+            f"only {len(new)} labelled predictions are new to the champion's training data; "
+            f"need {MIN_LABELLED}"
+        )
     splits = _splits(
         reference, new.sample(frac=1.0, random_state=seed), schema, test_fraction, seed
     )
@@ -74,6 +81,16 @@ def assemble_step(
         parameters={"since": since, "test_fraction": test_fraction, "trigger": trigger},
     )  # fmt: skip
     return summary
+
+
+def _unseen(new: pd.DataFrame, reference: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """Distinct labelled rows the champion did not train on. A repeated request, or a row
+    labelled again after an earlier retraining took it in, would otherwise sit in two
+    splits at once (validation refuses that) and flatter the gate."""
+    new = new.drop_duplicates(subset=features)
+    known = set(pd.util.hash_pandas_object(reference[features].astype(np.float32), index=False))
+    hashes = pd.util.hash_pandas_object(new[features], index=False)
+    return new[~hashes.isin(known).to_numpy()]
 
 
 def _splits(

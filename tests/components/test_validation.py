@@ -124,3 +124,15 @@ def test_passing_step_adds_evidently_data_summary(digits_dir, tmp_path):
     result = validate_step(digits_dir, tmp_path / "r", run_id="r", config=ValidationConfig())
     summary = (tmp_path / "r" / "data_summary.html").read_text()
     assert result["passed"] and "px_0" in summary  # the summary covers the pixel columns
+
+
+def test_validation_error_survives_a_process_boundary():
+    """Worker processes hand exceptions back pickled; a broken round trip used to look
+    like a crashed worker."""
+    import pickle
+
+    from components.validation import CheckResult, DataValidationError
+
+    error = DataValidationError([CheckResult("duplicates", False, "3 duplicate rows", ["row 1"])])
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) and again.failures[0].name == "duplicates"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-import threading
+import multiprocessing
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +18,13 @@ from monitoring.state import MonitorState
 from tests.monitoring.conftest import POLICY
 
 pytestmark = pytest.mark.slow
+
+
+def race_for_retraining(policy, answers) -> None:
+    from components.settings import load_settings
+
+    settings = load_settings()  # LOOPLINE_HOME and PREFECT_API_URL come from the parent
+    answers.put(start_due_retraining(settings, policy, MonitorState(monitor_folder(settings))))
 
 
 def wait_for_version(loop, version: str, timeout: float = 30) -> str:
@@ -61,11 +68,13 @@ def test_shifted_traffic_is_drift_and_two_concurrent_monitors_start_one_retraini
     waiting = start_due_retraining(loop.settings, POLICY, state)
     assert waiting[0]["state"] == "pending" and "0/100" in waiting[0]["waiting_for"]
     assert loop.label(ids, y)["stored"] == 400
-    started: list[list[dict]] = []
-    racers = [threading.Thread(target=lambda: started.append(
-        start_due_retraining(loop.settings, POLICY, state))) for _ in range(2)]  # fmt: skip
+    # Two monitor processes race for the trigger, as two `loopline monitor` would.
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    racers = [context.Process(target=race_for_retraining, args=(POLICY, answers)) for _ in range(2)]
     for racer in racers:
         racer.start()
+    started = [answers.get(timeout=600) for _ in racers]
     for racer in racers:
         racer.join()
     runs = [run for batch in started for run in batch]
@@ -107,3 +116,8 @@ def test_rollback_moves_the_champion_back_and_the_server_follows(loop):
     assert answer.exit_code == 0, answer.output
     assert Registry(loop.settings).champion(loop.settings.model_name).version == "1"
     assert wait_for_version(loop, "1") == "1"
+    status = json.loads(CliRunner().invoke(app, ["status", "--json"]).stdout)
+    assert status["champion"]["version"] == "1"
+    assert status["last_check"]["verdict"] == "drift"
+    assert status["last_retraining"]["state"] in ("promoted", "refused")
+    assert status["pending_triggers"] == []

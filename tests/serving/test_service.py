@@ -136,3 +136,21 @@ def test_champion_switch_under_load_drops_no_request(served, champion_v1):
     assert {v for at, _, v in results if at < switched_at} == {"1"}
     last = sorted(results)[-20:]
     assert {v for _, _, v in last} == {"2"}, "responses carry the new version from then on"
+
+
+def test_feedback_attaches_labels_to_logged_predictions_and_refuses_bad_ones(served):
+    answer = post(served.url, {"instances": ROWS[:2].tolist()}, headers={"X-Request-ID": "fb-1"})
+    assert answer.status_code == 200
+    url = f"{served.url}/feedback"
+    good = httpx.post(url, json={"labels": [
+        {"request_id": "fb-1", "item": 1, "label": "1"}, {"request_id": "nope", "label": "3"}]})  # fmt: skip
+    assert good.status_code == 200, good.text
+    assert good.json()["stored"] == 1 and good.json()["unknown"] == ["nope#0"]
+    bad_class = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "eleven"}]})
+    assert (
+        bad_class.status_code == 422 and "is not a class of the model" in bad_class.json()["error"]
+    )
+    not_json = httpx.post(url, content=b"{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
+    extra = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "1", "x": 1}]})
+    assert extra.status_code == 422 and "unknown field(s) x" in extra.json()["error"]
