@@ -37,6 +37,8 @@ format: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) -m benchmarks.train_overhead
 	$(PY) -m benchmarks.orchestration --training
+	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.drift
 
 clean:
 	rm -rf .loopline .pytest_cache

@@ -57,6 +57,8 @@ class Registry:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        if not self.settings.tracking_uri.startswith(("sqlite:", "file:")):
+            return self.client.create_experiment(name)  # a tracking server stores artifacts
         # With a SQLite store MLflow would put artifacts under ./mlruns of the current
         # directory; pin them under LOOPLINE_HOME instead.
         location = (self.settings.mlflow_artifact_root / name).as_uri()

@@ -11,7 +11,8 @@ cooldown: 1h            # no new retraining this soon after the last one for the
 triggers: [data_drift, prediction_drift]   # and/or quality
 min_accuracy: 0.8       # the quality trigger: accuracy on labelled rows below this
 min_labels: 100         # labelled rows a pending retraining waits for
-alert_url: https://hooks.example.com/loopline   # webhook (JSON POST) or an apprise URL
+alert_url: https://hooks.example.com/loopline   # webhook (JSON POST) or an apprise URL;
+                                                # LOOPLINE_ALERT_URL overrides it
 retrain_engine: auto    # auto, inprocess, deployment (Prefect) or kubeflow
 retrain_epochs: 20
 ```
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml
@@ -59,14 +60,20 @@ def policy_path(settings: Settings) -> Path:
 def load_policy(settings: Settings) -> Policy:
     path = policy_path(settings)
     if not path.exists():
-        return Policy()
+        return _with_env(Policy())
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path} is not valid YAML ({exc}); fix the file.") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"{path} must be a mapping of setting: value.")
-    return parse_policy(raw, str(path))
+    return _with_env(parse_policy(raw, str(path)))
+
+
+def _with_env(policy: Policy) -> Policy:
+    """``LOOPLINE_ALERT_URL`` (from a Secret: it usually carries a token) wins over the file."""
+    url = os.environ.get("LOOPLINE_ALERT_URL")
+    return replace(policy, alert_url=url) if url else policy
 
 
 def parse_policy(raw: dict, where: str = "the policy") -> Policy:
