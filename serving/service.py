@@ -129,8 +129,11 @@ class Predictor:
             Prediction(request_id, i, version, row.tolist(), o["label"], o["probabilities"])
             for i, (row, o) in enumerate(zip(rows, outputs, strict=True))
         ]
-        # Answer only once the log has it: a response the client saw is never lost.
-        await asyncio.wrap_future(self.log.submit(records))
+        try:  # answer only once the log has it: a response the client saw is never lost
+            await asyncio.wrap_future(self.log.submit(records))
+        except Exception:
+            log.exception("prediction log write for %s failed", request_id)
+            return _error(503, "the prediction log cannot record predictions; retry later", headers)
         for output in outputs:
             self.counter.labels(model_version=version, label=output["label"]).inc()
         predictions = [{"label": o["label"], "probabilities": o["probabilities"]} for o in outputs]
