@@ -53,6 +53,10 @@ def test_training_pipeline_crowns_its_first_model(trained):
     lineage = json.loads((Path(summary["paths"]["model files"]) / "lineage.json").read_text())
     assert lineage["step"] == "train" and lineage["inputs"]["dataset"].startswith("sha256:")
     assert lineage["parameters"]["workers"] == 2
+    # The gate promoted, so the pipeline's last step packaged a Bento.
+    packaged = [t for t in summary["tasks"] if t["name"].endswith("package")]
+    assert [t["status"] for t in packaged] == ["succeeded"], summary["tasks"]
+    assert list((home / "bentoml" / "bentos" / "loopline-digits-classifier").glob("v1-*"))
 
 
 def test_failed_validation_exits_1_lists_checks_and_keeps_the_champion(trained, tmp_path):
@@ -100,6 +104,8 @@ def test_worse_model_is_not_promoted(trained):
     home, _ = trained
     result = loopline("run", "training", "--epochs", "1", "--json", home=home)
     assert result.returncode == 0, result.stderr[-3000:]
-    decision = json.loads(result.stdout)["decision"]
+    summary = json.loads(result.stdout)
+    decision = summary["decision"]
     assert decision["promoted"] is False and decision["version"] not in ("1",)
+    assert not [t for t in summary["tasks"] if t["name"].endswith("package")]
     assert champion(home)["version"] == "1"
