@@ -111,7 +111,7 @@ class Predictor:
         request_id = _request_id(request.headers.get("x-request-id"))
         headers = {"X-Request-ID": request_id}
         if not self.key.allows(request.headers.get(HEADER)):
-            return _error(401, f"missing or wrong API key; send it in the {HEADER} header", headers)
+            return _unauthorized(headers)
         try:
             body = await _read_body(request, self.limits.max_bytes)
             schema = await self._schema()
@@ -144,7 +144,7 @@ class Predictor:
 
     async def attach_feedback(self, request: Request) -> JSONResponse:
         if not self.key.allows(request.headers.get(HEADER)):
-            return _error(401, f"missing or wrong API key; send it in the {HEADER} header", {})
+            return _unauthorized({})
         try:
             labels = parse_labels(await _read_body(request, self.limits.max_bytes))
             classes = (await self._schema()).classes
@@ -260,6 +260,10 @@ def _request_id(offered: str | None) -> str:
     if offered and REQUEST_ID.fullmatch(offered):
         return offered  # a client's retry with the same id is logged once
     return uuid.uuid4().hex
+
+
+def _unauthorized(headers: dict[str, str]) -> JSONResponse:
+    return _error(401, f"missing or wrong API key; send it in the {HEADER} header", headers)
 
 
 def _error(status: int, message: str, headers: dict[str, str]) -> JSONResponse:
