@@ -25,13 +25,26 @@ def send_alert(url: str | None, event: str, message: str, details: dict) -> bool
             )
             answer.raise_for_status()
             return True
-        import apprise
+        return _apprise(url, scheme, f"loopline: {event}", message)
+    except Exception as exc:  # an unreachable receiver must not stop monitoring
+        log.warning("alert %s to %s://… failed: %s", event, scheme, type(exc).__name__)
+        return False
 
+
+def _apprise(url: str, scheme: str, title: str, body: str) -> bool:
+    import apprise
+
+    quiet = logging.getLogger("apprise")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # apprise logs whole URLs, tokens included
+    try:
         notifier = apprise.Apprise()
         if not notifier.add(url):
             log.warning("alert URL (%s://…) is not one apprise knows; alert dropped", scheme)
             return False
-        return bool(notifier.notify(title=f"loopline: {event}", body=message))
-    except Exception as exc:  # an unreachable receiver must not stop monitoring
-        log.warning("alert %s to %s://… failed: %s", event, scheme, type(exc).__name__)
-        return False
+        delivered = bool(notifier.notify(title=title, body=body))
+    finally:
+        quiet.setLevel(level)
+    if not delivered:
+        log.warning("alert to %s://… was not delivered", scheme)
+    return delivered

@@ -56,3 +56,20 @@ def test_compile_writes_kfp_ir(home, tmp_path):
     ir = yaml.safe_load(target.read_text())
     assert ir["pipelineInfo"]["name"] == "training"
     assert ir["schemaVersion"].startswith("2.")
+
+
+def test_feedback_attaches_labels_from_a_csv(home, tmp_path):
+    from components.settings import load_settings
+    from serving.prediction_log import Prediction, PredictionLog
+
+    log = PredictionLog(load_settings().prediction_log)
+    log.append([Prediction("req-1", 0, "1", [0.0], "3", [1.0])])
+    log.close()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\nreq-1,5\nreq-404,2\n")
+    result = runner.invoke(app, ["feedback", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"stored": 1, "unknown": ["req-404#0"], "unknown_count": 1}
+    (tmp_path / "bad.csv").write_text("id,label\nreq-1,5\n")
+    bad = runner.invoke(app, ["feedback", str(tmp_path / "bad.csv")])
+    assert bad.exit_code == 2 and "column(s) request_id" in " ".join(bad.output.split())
