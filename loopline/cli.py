@@ -363,12 +363,13 @@ def serve(
 
     settings = _settings()
     settings.home.mkdir(parents=True, exist_ok=True)
+    servable = version or _has_champion(settings)  # before the server polls the registry
     server_ = start_server(
         settings, port=port, host=host, target=bento or SERVICE,
         version=version, batching="on" if batching else "off",
     )  # fmt: skip
     try:
-        if version or _has_champion(settings):
+        if servable:
             server_.wait_ready(timeout=300)
         else:
             console.print(
