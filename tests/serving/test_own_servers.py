@@ -85,3 +85,33 @@ def test_every_answered_prediction_survives_kill_9(own_settings, tmp_path):
     per_request = logged.groupby("request_id")["item"].count()
     missing = [r for r in answered if per_request.get(r, 0) != 3]
     assert not missing, f"{len(missing)} answered requests are not (wholly) in the log"
+
+
+def test_loopline_serve_prints_where_it_serves_and_stops_on_ctrl_c(served):
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import VENV_BIN
+
+    port = free_port()
+    env = {**os.environ, "LOOPLINE_HOME": str(served.settings.home)}
+    process = subprocess.Popen(
+        [str(VENV_BIN / "loopline"), "serve", "--port", str(port)],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = " ".join("".join(lines).split())
+        assert f"at http://127.0.0.1:{port}" in text and "Swagger UI" in text, text
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": ROW})
+        assert answer.status_code == 200 and answer.json()["model_version"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
