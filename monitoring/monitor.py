@@ -100,7 +100,7 @@ def _judge(settings, policy, state, registry, champion: VersionInfo, start, end)
     result.quality = _quality(settings, version, start, end)
     result.reasons = _reasons(policy, drift, result.quality)
     result.status = "drift" if result.reasons else "ok"
-    result.reports = _write_reports(settings, result, drift)
+    _write_reports(settings, result, drift)
     state.record_check(name, version, start, end, len(window), result.status, _brief(result))
     if result.reasons:
         result.trigger = _add_trigger(settings, policy, state, result)
@@ -150,7 +150,7 @@ def _reasons(policy: Policy, drift: DriftResult, quality: dict | None) -> list[s
     return reasons
 
 
-def _write_reports(settings: Settings, result: MonitorResult, drift: DriftResult) -> dict[str, str]:
+def _write_reports(settings: Settings, result: MonitorResult, drift: DriftResult) -> None:
     stamp = datetime.fromtimestamp(result.window["end"], UTC).strftime("%Y%m%dT%H%M%S")
     folder = (
         monitor_folder(settings) / "reports" / f"{result.model}-v{result.champion_version}-{stamp}"
@@ -158,10 +158,9 @@ def _write_reports(settings: Settings, result: MonitorResult, drift: DriftResult
     folder.mkdir(parents=True, exist_ok=True)
     html, summary = folder / "drift.html", folder / "summary.json"
     drift.snapshot.save_html(str(html))
-    result.reports = {"html": str(html), "json": str(summary)}
+    result.reports = {"html": str(html), "json": str(summary)}  # the summary names them too
     summary.write_text(json.dumps(_brief(result) | {"drift": result.drift}, indent=2))
     _add_to_workspace(settings, result.model, drift)
-    return result.reports
 
 
 def _add_to_workspace(settings: Settings, model: str, drift: DriftResult) -> None:

@@ -86,15 +86,15 @@ class FeedbackStore:
                     f"label {bad[0].label!r} is not a class of the model; expected one of {classes}",
                 )
         now = time.time()
+        request_ids = sorted({lb.request_id for lb in labels})
         with self._connect() as db:
-            known = {
-                (r, i)
-                for r, i in db.execute(
+            known = set(
+                db.execute(
                     "SELECT request_id, item FROM predictions WHERE request_id IN "
-                    f"({','.join('?' * len({lb.request_id for lb in labels}))})",
-                    sorted({lb.request_id for lb in labels}),
+                    f"({','.join('?' * len(request_ids))})",
+                    request_ids,
                 )
-            }
+            )
             stored = [lb for lb in labels if (lb.request_id, lb.item) in known]
             db.executemany(
                 "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?)",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import time
@@ -97,7 +98,7 @@ def test_worse_challenger_is_refused_and_the_champion_keeps_serving(loop):
     ids = loop.send(1.0 - val.x[:120])
     loop.label(ids, val.y[:120])
     trigger = state.add_trigger(loop.settings.model_name, champion, time.time() - 60, ["test"], "")
-    weak = POLICY.__class__(**{**POLICY.__dict__, "retrain_epochs": 1, "min_labels": 50})
+    weak = dataclasses.replace(POLICY, retrain_epochs=1, min_labels=50)
     [run] = start_due_retraining(loop.settings, weak, state)
     assert run["trigger_id"] == trigger.id
     assert run["state"] == "refused", run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import httpx
@@ -54,8 +55,6 @@ def _answers_without_a_model(server: Server) -> dict:
             break
         except httpx.TransportError:
             assert server.process.poll() is None, "bentoml serve exited"
-            import time
-
             time.sleep(0.3)
     predict = httpx.post(f"{server.url}/predict", json={"instances": [[0.0] * 64]}, timeout=10)
     return {"readyz": ready.status_code, "predict": predict.status_code, "body": predict.json()}
