@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def start(digits_dir, storage, target):
     )
 
 
-def recorded_checkpoint(run_dir) -> bool:
+def recorded_checkpoint(run_dir: Path) -> bool:
     """Ray resumes only from checkpoints its controller wrote into the run's snapshot.
 
     A checkpoint folder appears before the controller registers it, so a kill between the
