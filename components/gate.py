@@ -1,22 +1,74 @@
-"""The champion/challenger gate: promote only a model that beats the champion.
+"""The champion/challenger gate: promote only a model that is better on evidence.
 
-Both models are scored on the same test set. The decision and every reason behind it
-are recorded, so an operator can see why a model was or was not promoted.
+Both models predict the same rows, and the gate compares them row by row:
+- **Evidence** (the run's test split; for a retraining, held-out recent labelled data):
+  the challenger must be better by a statistically significant margin. For accuracy that
+  is McNemar's exact test on the rows where exactly one model is right; for the macro
+  metrics, a paired bootstrap of the difference. One-sided, at level ``alpha``.
+- **Guardrail** (held-out rows kept with the champion): the challenger must not lose more
+  than ``tolerance`` there, so a model fitted to a new slice of traffic cannot quietly
+  forget the old one.
+- **Too few rows** to decide is a refusal, with that reason.
+
+A one-row difference on a few hundred noisy labels is noise: the test says so, and the
+champion stays. Every decision records its test, p-value, interval and sample sizes.
+Pure functions over label arrays: no model, registry or file is touched here.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
+METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
+BOOTSTRAP_SAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    metric: str = "accuracy"
+    alpha: float = 0.05  # the test's one-sided significance level
+    margin: float = 0.0  # the challenger must also beat the champion by more than this
+    min_rows: int = 30  # fewer labelled rows than this cannot decide
+    tolerance: float = 0.02  # the most the challenger may lose on the guardrail set
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One set of rows both models predicted: the truth and each model's class index."""
+
+    truth: np.ndarray
+    challenger: np.ndarray
+    champion: np.ndarray
+
+
+@dataclass
+class Comparison:
+    rows: int
+    challenger: float
+    champion: float
+    test: str
+    p_value: float  # one-sided, for "the challenger is better"
+    interval: list[float]  # (1 - 2 alpha) interval of challenger - champion
+    challenger_only: int  # rows only the challenger got right
+    champion_only: int  # rows only the champion got right
+
+    @property
+    def difference(self) -> float:
+        return self.challenger - self.champion
+
 
 @dataclass
 class GateDecision:
     promote: bool
     metric: str
-    margin: float
+    policy: dict
     challenger_score: float
     champion_version: str | None = None
     champion_score: float | None = None
+    evidence: Comparison | None = None
+    guardrail: Comparison | None = None
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -24,30 +76,172 @@ class GateDecision:
 
 
 def decide(
+    policy: GatePolicy,
     *,
-    metric: str,
-    margin: float,
-    challenger: dict[str, float],
-    champion: dict[str, float] | None,
+    challenger_score: float,
+    evidence: Rows | None,
+    guardrail: Rows | None = None,
     champion_version: str | None = None,
     incompatible: str | None = None,
+    num_classes: int | None = None,
 ) -> GateDecision:
-    """Promote if there is no champion, or the challenger's ``metric`` beats it by ``margin``."""
-    score = challenger[metric]
-    decision = GateDecision(False, metric, margin, score, champion_version)
+    """Promote when there is no champion, or when the challenger is significantly better
+    on ``evidence`` and does not regress on ``guardrail``."""
+    decision = GateDecision(
+        False, policy.metric, asdict(policy), challenger_score, champion_version
+    )
     if incompatible:
         decision.reasons.append(f"champion v{champion_version} cannot be compared: {incompatible}")
         return decision
-    if champion is None:
+    if champion_version is None or evidence is None:
         decision.promote = True
         decision.reasons.append("there is no champion yet")
         return decision
-    decision.champion_score = champion[metric]
-    delta = score - champion[metric]
-    decision.promote = delta > margin
-    verb = "beats" if decision.promote else "does not beat"
-    decision.reasons.append(
-        f"challenger {metric} {score:.4f} {verb} champion v{champion_version} "
-        f"{champion[metric]:.4f} by more than {margin:g} (difference {delta:+.4f})"
+    classes = num_classes or _classes(evidence, guardrail)
+    rows = len(evidence.truth)
+    decision.evidence = compare(policy, evidence, classes)
+    decision.champion_score = decision.evidence.champion
+    if rows < policy.min_rows:
+        decision.reasons.append(
+            f"too few labelled rows to decide: {rows} < {policy.min_rows}; "
+            "collect more labels (or lower LOOPLINE_GATE_MIN_ROWS) and retrain"
+        )
+        return decision
+    better = (
+        decision.evidence.p_value < policy.alpha and decision.evidence.difference > policy.margin
     )
+    decision.reasons.append(_describe(policy, decision.evidence, champion_version, better))
+    if not better:
+        return decision
+    if guardrail is not None and len(guardrail.truth):
+        decision.guardrail = compare(policy, guardrail, classes)
+        loss = -decision.guardrail.difference
+        holds = loss <= policy.tolerance
+        decision.reasons.append(
+            f"guardrail ({decision.guardrail.rows} held-out rows kept with v{champion_version}): "
+            f"{policy.metric} {decision.guardrail.challenger:.4f} vs {decision.guardrail.champion:.4f}"
+            + (" holds" if holds else f", a loss of {loss:.4f} > tolerance {policy.tolerance:g}")
+        )
+        if not holds:
+            return decision
+    decision.promote = True
     return decision
+
+
+def compare(policy: GatePolicy, rows: Rows, num_classes: int) -> Comparison:
+    """Both models' ``policy.metric`` on the same rows, with a one-sided paired test."""
+    truth, challenger, champion = (
+        np.asarray(a) for a in (rows.truth, rows.challenger, rows.champion)
+    )
+    right_chal, right_champ = challenger == truth, champion == truth
+    only_chal = int(np.sum(right_chal & ~right_champ))
+    only_champ = int(np.sum(right_champ & ~right_chal))
+    score = METRIC_FUNCTIONS[policy.metric]
+    if policy.metric == "accuracy":
+        test, p_value = "McNemar exact (one-sided)", mcnemar_p(only_chal, only_champ)
+        interval = _accuracy_interval(right_chal, right_champ, policy.alpha)
+    else:
+        test = f"paired bootstrap, {BOOTSTRAP_SAMPLES} resamples (one-sided)"
+        p_value, interval = _bootstrap(
+            score, truth, challenger, champion, num_classes, policy.alpha
+        )
+    return Comparison(
+        rows=len(truth),
+        challenger=float(score(truth, challenger, num_classes)),
+        champion=float(score(truth, champion, num_classes)),
+        test=test,
+        p_value=float(p_value),
+        interval=[float(v) for v in interval],
+        challenger_only=only_chal,
+        champion_only=only_champ,
+    )
+
+
+def mcnemar_p(challenger_only: int, champion_only: int) -> float:
+    """P(at least ``challenger_only`` of the discordant rows favour the challenger) if
+    both models were equally good: the exact binomial tail at 1/2."""
+    from scipy.stats import binom
+
+    discordant = challenger_only + champion_only
+    if discordant == 0:
+        return 1.0
+    return float(binom.sf(challenger_only - 1, discordant, 0.5))
+
+
+def _accuracy_interval(right_chal, right_champ, alpha: float) -> list[float]:
+    """A normal-approximation interval of the paired accuracy difference."""
+    diff = right_chal.astype(float) - right_champ.astype(float)
+    n = max(len(diff), 1)
+    from scipy.stats import norm
+
+    half = norm.ppf(1 - alpha) * float(np.std(diff, ddof=1) if n > 1 else 0.0) / np.sqrt(n)
+    return [float(diff.mean() - half), float(diff.mean() + half)]
+
+
+def _bootstrap(score, truth, challenger, champion, num_classes: int, alpha: float):
+    rng = np.random.default_rng(0)  # the same data always gets the same decision
+    n = len(truth)
+    differences = np.empty(BOOTSTRAP_SAMPLES)
+    for b in range(BOOTSTRAP_SAMPLES):
+        pick = rng.integers(0, n, n)
+        differences[b] = score(truth[pick], challenger[pick], num_classes) - score(
+            truth[pick], champion[pick], num_classes
+        )
+    p_value = (np.sum(differences <= 0) + 1) / (BOOTSTRAP_SAMPLES + 1)
+    low, high = np.quantile(differences, [alpha, 1 - alpha])
+    return p_value, [low, high]
+
+
+def _describe(policy: GatePolicy, evidence: Comparison, champion_version: str, better: bool) -> str:
+    verdict = "is significantly better than" if better else "is not significantly better than"
+    return (
+        f"challenger {policy.metric} {evidence.challenger:.4f} {verdict} champion "
+        f"v{champion_version} {evidence.champion:.4f} on the same {evidence.rows} labelled rows "
+        f"({evidence.test}: p = {evidence.p_value:.3g}, needs < {policy.alpha:g}; "
+        f"only the challenger right on {evidence.challenger_only} rows, only the champion on "
+        f"{evidence.champion_only}; difference interval [{evidence.interval[0]:+.4f}, "
+        f"{evidence.interval[1]:+.4f}]"
+        + (f"; margin {policy.margin:g}" if policy.margin else "")
+        + ")"
+    )
+
+
+def _classes(*sets: Rows | None) -> int:
+    return int(max(int(np.max(a)) for r in sets if r is not None for a in
+                   (r.truth, r.challenger, r.champion) if len(a)) + 1)  # fmt: skip
+
+
+def _confusion(truth: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
+
+
+def _macro(kind: str):
+    def score(truth: np.ndarray, predicted: np.ndarray, k: int) -> float:
+        matrix = _confusion(
+            np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64), k
+        )
+        hits = np.diag(matrix).astype(float)
+        predicted_counts, true_counts = matrix.sum(0), matrix.sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(predicted_counts > 0, hits / predicted_counts, 0.0)
+            recall = np.where(true_counts > 0, hits / true_counts, 0.0)
+            f1 = np.where(
+                precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0
+            )
+        # Averaged over every class of the model, as the evaluation report does.
+        values = {"macro_precision": precision, "macro_recall": recall, "macro_f1": f1}[kind]
+        return float(values.mean())
+
+    return score
+
+
+def _accuracy(truth: np.ndarray, predicted: np.ndarray, k: int) -> float:
+    return float(np.mean(np.asarray(truth) == np.asarray(predicted))) if len(truth) else 0.0
+
+
+METRIC_FUNCTIONS = {
+    "accuracy": _accuracy,
+    "macro_f1": _macro("macro_f1"),
+    "macro_precision": _macro("macro_precision"),
+    "macro_recall": _macro("macro_recall"),
+}

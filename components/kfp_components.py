@@ -128,8 +128,9 @@ def evaluate(
     import shutil
     from pathlib import Path
 
+    from components.layout import EVALUATION
     from components.settings import load_settings
-    from components.steps import EVALUATION, evaluate_step
+    from components.steps import evaluate_step
 
     out = Path(evaluation.path)
     summary = evaluate_step(

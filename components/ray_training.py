@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from components import progress
 from components.training import TrainConfig, TrainState, fit, read_state
 
 
 class RaySession:
     """The :class:`TrainSession` seam over ``ray.train``'s worker context."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress_file: str | None = None) -> None:
         import ray.train
         import ray.train.torch
 
@@ -31,6 +32,7 @@ class RaySession:
         checkpoint = ray.train.get_checkpoint()
         # Checkpoints on a cluster live in object storage; as_directory fetches a copy.
         self._restored = Path(checkpoint.to_directory()) if checkpoint else None
+        self._progress_file = progress_file
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -49,6 +51,8 @@ class RaySession:
     def progress(self, total: int, initial: int):
         if self.rank != 0:
             return _Silent()
+        if self._progress_file:  # the driver's runner draws the bar from this file
+            return progress.FileProgress(self._progress_file, total, initial)
         from ray.experimental.tqdm_ray import tqdm
 
         bar = tqdm(total=total, desc="training epochs")
@@ -80,7 +84,7 @@ def _worker_loop(loop_config: dict) -> None:
     fit(
         TrainConfig(**loop_config["train"]),
         Path(loop_config["data_dir"]),
-        RaySession(),
+        RaySession(loop_config.get("progress_file")),
         mlflow_run_id=loop_config.get("mlflow_run_id"),
         tracking_uri=loop_config.get("tracking_uri"),
     )
@@ -98,10 +102,15 @@ def train_with_ray(
     ray_address: str | None = None,
     mlflow_run_id: str | None = None,
     tracking_uri: str | None = None,
+    max_failures: int = 2,
 ) -> tuple[Path, TrainState]:
-    """Fit on ``workers`` Ray workers; copy the final checkpoint into ``target``."""
+    """Fit on ``workers`` Ray workers; copy the final checkpoint into ``target``.
+
+    A worker that dies (killed, preempted, out of memory) makes Ray Train restart the
+    worker group from the last checkpoint, up to ``max_failures`` times in this run.
+    """
     import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if use_gpu is None:
@@ -121,12 +130,14 @@ def train_with_ray(
             "data_dir": str(Path(data_dir).resolve()),
             "mlflow_run_id": mlflow_run_id,
             "tracking_uri": tracking_uri,
+            "progress_file": progress.target(),
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(
             name=run_name,
             storage_path=str(Path(storage).resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=max_failures),
         ),
     )
     result = trainer.fit()

@@ -3,13 +3,25 @@
 Versions are immutable; the ``champion`` alias is the only thing that moves, and MLflow
 moves it in one database write. Model files are logged as plain run artifacts
 (safetensors + architecture JSON), never as a pickled MLflow flavor.
+
+:class:`Registry` reads and writes through MLflow's client. :func:`reader` gives the
+reads that everyday commands need (the champion, a version, a version by content) and,
+for the default local SQLite store, answers them with plain SQL on MLflow's model
+registry tables: importing MLflow alone takes 2 s, more than `loopline status` may take.
+A missing store reads as empty and is never created by a read. The contract tests run
+both readers over one registry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from components.settings import Settings
 
@@ -39,6 +51,23 @@ class VersionInfo:
         }
 
 
+class RegistryReader(Protocol):
+    def champion(self, name: str) -> VersionInfo | None: ...
+    def version(self, name: str, version: str) -> VersionInfo: ...
+    def find_version(self, name: str, content_hash: str) -> VersionInfo | None: ...
+    def champion_history(self, name: str) -> list[str]: ...
+
+
+def reader(settings: Settings) -> RegistryReader:
+    """The cheapest reader for the configured store (see the module's docstring)."""
+    path = sqlite_path(settings.tracking_uri)
+    return SqliteReader(path) if path is not None else Registry(settings)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 class Registry:
     def __init__(self, settings: Settings):
         from mlflow import MlflowClient
@@ -46,6 +75,12 @@ class Registry:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+        if (path := sqlite_path(settings.tracking_uri)) is not None:
+            with _creation_lock(path):
+                # Concurrent first commands would both create and migrate the database:
+                # the first query of each store creates it, one command at a time.
+                self.client.search_experiments(max_results=1)
+                self.client.search_registered_models(max_results=1)
 
     def start_run(self, experiment: str, *, params: dict, tags: dict[str, str]) -> str:
         run = self.client.create_run(self._experiment_id(experiment), tags=tags)
@@ -160,3 +195,87 @@ class Registry:
             run_id=version.run_id,
             tags=dict(version.tags or {}),
         )
+
+
+@contextlib.contextmanager
+def _creation_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+DELETED = "Deleted_Internal"  # MLflow marks a deleted version instead of removing its row
+
+
+class SqliteReader:
+    """Registry reads straight from a local MLflow SQLite store, opened read-only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def champion(self, name: str) -> VersionInfo | None:
+        row = self._one(
+            "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+            (name, CHAMPION),
+        )
+        return self._version(name, str(row[0])) if row else None
+
+    def version(self, name: str, version: str) -> VersionInfo:
+        found = self._version(name, version)
+        if found is None:
+            raise RegistryError(f"model {name!r} has no version {version}")
+        return found
+
+    def find_version(self, name: str, content_hash: str) -> VersionInfo | None:
+        row = self._one(
+            "SELECT v.version FROM model_versions v JOIN model_version_tags t"
+            " ON t.name = v.name AND t.version = v.version"
+            " WHERE v.name = ? AND t.key = 'loopline.content_hash' AND t.value = ?"
+            " AND v.current_stage != ? ORDER BY v.version LIMIT 1",
+            (name, content_hash, DELETED),
+        )
+        return self._version(name, str(row[0])) if row else None
+
+    def champion_history(self, name: str) -> list[str]:
+        row = self._one(
+            "SELECT value FROM registered_model_tags WHERE name = ? AND key = ?",
+            (name, HISTORY_TAG),
+        )
+        return json.loads(row[0]) if row else []
+
+    def _version(self, name: str, version: str) -> VersionInfo | None:
+        row = self._one(
+            "SELECT source, run_id FROM model_versions"
+            " WHERE name = ? AND version = ? AND current_stage != ?",
+            (name, int(version), DELETED),
+        )
+        if row is None:
+            return None
+        with self._connect() as db:
+            tags = dict(
+                db.execute(
+                    "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
+                    (name, int(version)),
+                ).fetchall()
+            )
+        return VersionInfo(name, str(version), row[0], row[1], tags)
+
+    def _one(self, query: str, params: tuple) -> tuple | None:
+        if not self.path.exists():
+            return None
+        with self._connect() as db:
+            try:
+                return db.execute(query, params).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # created, not yet migrated
+                    return None
+                raise
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            yield db
+        finally:
+            db.close()

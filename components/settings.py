@@ -7,14 +7,21 @@ engines are selected by pointing a setting elsewhere (a tracking server, a Ray c
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.errors import UsageError
+
+if TYPE_CHECKING:
+    from components.gate import GatePolicy
 
 PLATFORM_IMAGE = "ghcr.io/loopline-dev/loopline:0.1.0-python3.11"
 """The image every built-in component runs in; built from ``infra/``."""
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError):
     """A ``LOOPLINE_*`` variable holds a value loopline cannot use."""
 
 
@@ -26,6 +33,24 @@ class Settings:
     model_name: str
     gate_metric: str
     gate_margin: float
+    gate_alpha: float = 0.05
+    gate_min_rows: int = 30
+    gate_tolerance: float = 0.02
+    prefect_port: int = 4200
+    prefect_idle_s: float = 600.0
+    train_max_failures: int = 2  # worker-group restarts from the last checkpoint, per run
+
+    @property
+    def gate(self) -> GatePolicy:
+        from components.gate import GatePolicy
+
+        return GatePolicy(
+            metric=self.gate_metric,
+            alpha=self.gate_alpha,
+            margin=self.gate_margin,
+            min_rows=self.gate_min_rows,
+            tolerance=self.gate_tolerance,
+        )
 
     @property
     def artifact_root(self) -> Path:
@@ -46,6 +71,15 @@ class Settings:
     @property
     def bentoml_home(self) -> Path:
         return self.home / "bentoml"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def logs(self) -> Path:
+        """Where engines' internals log (Prefect, Ray, MLflow, the servers)."""
+        return self.home / "logs"
 
 
 GATE_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
@@ -69,7 +103,43 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         model_name=env.get("LOOPLINE_MODEL_NAME", "digits-classifier"),
         gate_metric=gate_metric,
         gate_margin=_float(env, "LOOPLINE_GATE_MARGIN", 0.0),
+        gate_alpha=_fraction(env, "LOOPLINE_GATE_ALPHA", 0.05),
+        gate_min_rows=_count(env, "LOOPLINE_GATE_MIN_ROWS", 30),
+        gate_tolerance=_fraction(env, "LOOPLINE_GATE_TOLERANCE", 0.02),
+        prefect_port=_count(env, "LOOPLINE_PREFECT_PORT", 4200),
+        train_max_failures=_count(env, "LOOPLINE_TRAIN_MAX_FAILURES", 2),
+        prefect_idle_s=duration_seconds(
+            env.get("LOOPLINE_PREFECT_IDLE", "10m"), "LOOPLINE_PREFECT_IDLE", allow_zero=True
+        ),
     )
+
+
+DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str, where: str, *, allow_zero: bool = False) -> float:
+    """``30s``, ``5m``, ``2h`` or ``1d`` in seconds; SettingsError naming ``where`` otherwise."""
+    match = DURATION.match(str(text).strip())
+    if not match or (int(match.group(1)) == 0 and not allow_zero):
+        raise SettingsError(f"{where} is {text!r}; use a number and a unit: 30s, 5m, 2h or 1d.")
+    return float(int(match.group(1)) * SECONDS[match.group(2)])
+
+
+def _count(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit():
+        raise SettingsError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}.")
+    return int(raw)
+
+
+def _fraction(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 <= value < 1:
+        raise SettingsError(f"{name}={value!r} must be in [0, 1); set it to e.g. {default}.")
+    return value
 
 
 def _float(env: dict[str, str], name: str, default: float) -> float:

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from components import mnist
+from components.builtin import BUILTIN
 from components.dataset import LABEL, MISSING_LABEL, DatasetSchema, Split, write_dataset
+from components.errors import UsageError
 
-BUILTIN = ("digits", "breast_cancer")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-class SourceError(ValueError):
+class SourceError(UsageError):
     """The dataset reference cannot be read; the message says what to change."""
 
 
@@ -109,6 +109,10 @@ def _table(path: Path, label_column: str) -> RawDataset:
             f"{path} has no label column {label_column!r} (columns: {', '.join(map(str, frame.columns[:10]))}); "
             "pass --label-column with the right name."
         )
+    if frame.empty:
+        raise SourceError(
+            f"{path} has a header but no rows; add data rows (one example per row) and run again."
+        )
     labels = frame.pop(label_column)
     non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
@@ -168,6 +172,8 @@ def split(
     raw: RawDataset, *, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> dict[str, Split]:
     """A stratified train/val/test split that depends only on the data order and ``seed``."""
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(raw.y))
     counts = np.bincount(raw.y[raw.y >= 0])
     stratify = raw.y if counts.size and counts.min() >= 3 else None

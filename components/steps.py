@@ -15,32 +15,31 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components import lineage
-from components.dataset import read_frame, read_schema, read_split
-from components.evaluation import (
-    Evaluation,
-    evaluate,
-    html_report,
-    plot_confusion_matrix,
-    plot_training_curves,
+from components.layout import (
+    DECISION,
+    ERROR,
+    EVALUATION,
+    GUARDRAIL,
+    INPUT_SCHEMA,
+    MODEL_PATH,
+    REFERENCE,
+    TRAINING,
 )
-from components.gate import decide
-from components.registry import METRIC_TAG, Registry
+from components.registry import METRIC_TAG, reader
 from components.settings import Settings
-from components.sources import ingest
-from components.training import BEST, LocalSession, TrainConfig, TrainState, fit
-from components.validation import DataValidationError, ValidationConfig, validate, write_reports
-from components.weights import ARCHITECTURE, WEIGHTS, load_model
 
-ERROR = "error.txt"
-TRAINING = "training.json"
-EVALUATION = "evaluation.json"
-DECISION = "decision.json"
-INPUT_SCHEMA = "input_schema.json"
-REFERENCE = "reference.parquet"
+if TYPE_CHECKING:
+    from components.training import TrainConfig, TrainState
+    from components.validation import ValidationConfig
+
+# The data stack (torch, pandas, scikit-learn, MLflow) is imported inside the steps that
+# use it: a re-run that only confirms an existing registration then starts in a blink.
+
 REFERENCE_ROWS = 5000
-MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts
+GUARDRAIL_ROWS = 5000
 
 
 def reports_failure(step: Callable) -> Callable:
@@ -67,6 +66,8 @@ def reports_failure(step: Callable) -> Callable:
 def ingest_step(
     source: str, out: Path, *, run_id: str, label_column: str, image_size: int, seed: int
 ) -> dict:
+    from components.sources import ingest
+
     schema = ingest(source, out, label_column=label_column, image_size=image_size, seed=seed)
     source_path = Path(source).expanduser()
     origin = lineage.content_hash(source_path) if source_path.exists() else f"builtin:{source}"
@@ -85,6 +86,8 @@ def ingest_step(
 @reports_failure
 def validate_step(dataset: Path, out: Path, *, run_id: str, config: ValidationConfig) -> dict:
     """Run every check, write the reports, then raise if any check failed."""
+    from components.validation import DataValidationError, validate, write_reports
+
     checks = validate(dataset, config)
     reports = write_reports(dataset, checks, out)
     lineage.record(
@@ -113,6 +116,11 @@ def train_step(
     use_gpu: bool | None = None,
 ) -> dict:
     """Train on ``workers`` Ray workers (0: in this process, without Ray) into ``out``."""
+    from components.dataset import read_schema
+    from components.registry import Registry
+    from components.training import BEST
+    from components.weights import ARCHITECTURE, WEIGHTS
+
     schema = read_schema(dataset)
     spec = config.spec_for(schema)
     data_hash = lineage.content_hash(dataset)
@@ -141,6 +149,7 @@ def train_step(
                 target=Path(tmp),
                 use_gpu=use_gpu,
                 ray_address=settings.ray_address,
+                max_failures=settings.train_max_failures,
                 **tracking,
             )
         out.mkdir(parents=True, exist_ok=True)
@@ -167,11 +176,24 @@ def train_step(
 
 def _write_serving_files(dataset: Path, out: Path, *, seed: int) -> None:
     """What travels with the model: its input schema (serving validates requests against
-    it) and a sample of its training data (the drift reference for monitoring)."""
+    it), a sample of its training data (the drift reference for monitoring) and its
+    guardrail set (held-out rows the gate checks later challengers on)."""
+    import pandas as pd
+
+    from components.dataset import read_frame
+
     shutil.copy(dataset / "schema.json", out / INPUT_SCHEMA)
     train = read_frame(dataset, "train")
     train.sample(n=min(len(train), REFERENCE_ROWS), random_state=seed).to_parquet(
         out / REFERENCE, index=False
+    )
+    # This run's test rows, plus the guardrail a retraining inherited from its champion.
+    held_out = [read_frame(dataset, "test")]
+    if (dataset / GUARDRAIL).exists():
+        held_out.append(pd.read_parquet(dataset / GUARDRAIL))
+    guardrail = pd.concat(held_out, ignore_index=True)
+    guardrail.sample(n=min(len(guardrail), GUARDRAIL_ROWS), random_state=seed).to_parquet(
+        out / GUARDRAIL, index=False
     )
 
 
@@ -179,6 +201,8 @@ def _train_in_process(
     config: TrainConfig, dataset: Path, folder: Path, use_gpu: bool | None, tracking: dict
 ) -> tuple[TrainState, Path]:
     import torch
+
+    from components.training import LocalSession, fit
 
     gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
     session = LocalSession(folder, device="cuda" if gpu else "cpu")
@@ -190,6 +214,16 @@ def _train_in_process(
 def evaluate_step(
     model: Path, dataset: Path, out: Path, *, run_id: str, settings: Settings
 ) -> dict:
+    from components.dataset import read_schema, read_split
+    from components.evaluation import (
+        evaluate,
+        html_report,
+        plot_confusion_matrix,
+        plot_training_curves,
+    )
+    from components.registry import Registry
+    from components.weights import load_model
+
     net, spec = load_model(model)
     schema = read_schema(dataset)
     result = evaluate(net, read_split(dataset, "test", schema), schema.classes)
@@ -232,27 +266,104 @@ def register_step(
     settings: Settings,
 ) -> dict:
     """Create a registry version, then move ``champion`` only if the gate says so."""
-    registry = Registry(settings)
-    training = json.loads((model / TRAINING).read_text())
-    challenger = Evaluation.from_json((evaluation / EVALUATION).read_text())
-    schema = read_schema(dataset)
-    champion = registry.champion(model_name)
-    champion_metrics, incompatible = None, None
-    if champion is not None:
-        champion_metrics, incompatible = _score_champion(registry, champion, dataset)
-    decision = decide(
-        metric=settings.gate_metric,
-        margin=settings.gate_margin,
-        challenger=challenger.headline(),
-        champion=champion_metrics,
-        champion_version=champion.version if champion else None,
-        incompatible=incompatible,
-    )
+    from components.evaluation import Evaluation
+
     model_lineage = lineage.read(model)
-    existing = registry.find_version(model_name, model_lineage["content_hash"])
-    if existing is not None:  # idempotent: the same model files are one version
-        decision = _already_registered(decision, existing, champion)
-    tags = {
+    reads = reader(settings)
+    champion = reads.champion(model_name)
+    existing = reads.find_version(model_name, model_lineage["content_hash"])
+    challenger = Evaluation.from_json((evaluation / EVALUATION).read_text()).headline()
+    training = json.loads((model / TRAINING).read_text())
+    if existing is not None and champion is not None:
+        # The same files again (a re-run): one version, and nothing new to decide.
+        from components.gate import GateDecision
+
+        decision = GateDecision(
+            False, settings.gate_metric, asdict(settings.gate), challenger[settings.gate_metric],
+            champion.version,
+            reasons=[f"same files as v{existing.version} (already registered); "
+                     f"champion stays v{champion.version}"],
+        )  # fmt: skip
+        return _record_decision(out, run_id, model_name, existing.version, decision,
+                                challenger, training, model_lineage, evaluation, settings)  # fmt: skip
+    from components.registry import Registry
+
+    registry = Registry(settings)
+    decision = _gate(settings, registry, champion, model, dataset, challenger)
+    if existing is not None:  # registered before, and there is no champion: crown it
+        decision.reasons = [f"same files as v{existing.version}, and there is no champion"]
+    version = existing or registry.create_version(
+        model_name,
+        source=registry.artifact_uri(training["mlflow_run_id"], MODEL_PATH),
+        run_id=training["mlflow_run_id"],
+        tags=_version_tags(run_id, model_lineage, training, dataset, challenger),
+    )
+    registry.set_tags(model_name, version.version, _decision_tags(decision))
+    if decision.promote:
+        registry.promote(model_name, version.version)
+    return _record_decision(out, run_id, model_name, version.version, decision, challenger,
+                            training, model_lineage, evaluation, settings)  # fmt: skip
+
+
+def _gate(settings: Settings, registry, champion, model: Path, dataset: Path, challenger: dict):
+    """The gate's decision: both models predict the test split and the champion's
+    guardrail rows (see :mod:`components.gate`)."""
+    from components.gate import decide
+
+    policy = settings.gate
+    score = challenger[policy.metric]
+    if champion is None:
+        return decide(policy, challenger_score=score, evidence=None)
+    try:
+        evidence, guardrail, classes = _predictions(registry, champion, model, dataset)
+    except _Incomparable as exc:
+        return decide(policy, challenger_score=score, evidence=None,
+                      champion_version=champion.version, incompatible=str(exc))  # fmt: skip
+    return decide(
+        policy, challenger_score=score, evidence=evidence, guardrail=guardrail,
+        champion_version=champion.version, num_classes=classes,
+    )  # fmt: skip
+
+
+class _Incomparable(Exception):
+    """The champion cannot be scored on this data."""
+
+
+def _predictions(registry, champion, model: Path, dataset: Path):
+    import pandas as pd
+
+    from components.dataset import LABEL, read_schema, read_split
+    from components.evaluation import predict
+    from components.gate import Rows
+    from components.weights import load_model
+
+    schema = read_schema(dataset)
+    try:
+        champion_dir = registry.download(champion)
+        champion_net, spec = load_model(champion_dir)
+    except Exception as exc:  # a missing or corrupt file must not crash the gate
+        raise _Incomparable(f"its model files cannot be loaded ({exc})") from None
+    if list(spec.input_shape) != list(schema.input_shape) or spec.num_classes != schema.num_classes:
+        raise _Incomparable(
+            f"it takes input {spec.input_shape} with {spec.num_classes} classes, this data "
+            f"{schema.input_shape} with {schema.num_classes}; register under another model name"
+        )
+    challenger_net, _ = load_model(model)
+    test = read_split(dataset, "test", schema)
+    evidence = Rows(test.y, predict(challenger_net, test.x), predict(champion_net, test.x))
+    guardrail = None
+    if (champion_dir / GUARDRAIL).exists():
+        frame = pd.read_parquet(champion_dir / GUARDRAIL)
+        x, y = frame[schema.features].to_numpy("float32"), frame[LABEL].to_numpy("int64")
+        guardrail = Rows(y, predict(challenger_net, x), predict(champion_net, x))
+    return evidence, guardrail, schema.num_classes
+
+
+def _version_tags(run_id, model_lineage, training, dataset: Path, challenger: dict) -> dict:
+    from components.dataset import read_schema
+
+    schema = read_schema(dataset)
+    return {
         "loopline.run_id": run_id,
         "loopline.dataset": model_lineage["inputs"]["dataset"],
         "loopline.code_version": model_lineage["code_version"],
@@ -261,22 +372,40 @@ def register_step(
         "loopline.schema": json.dumps(
             {"input_shape": schema.input_shape, "classes": schema.classes}
         ),
-        "gate.promoted": str(decision.promote).lower(),
-        "gate.reasons": "; ".join(decision.reasons),
-        **{f"{METRIC_TAG}{k}": f"{v:.6f}" for k, v in challenger.headline().items()},
+        **{f"{METRIC_TAG}{k}": f"{v:.6f}" for k, v in challenger.items()},
     }
-    source = registry.artifact_uri(training["mlflow_run_id"], MODEL_PATH)
-    version = existing or registry.create_version(
-        model_name, source=source, run_id=training["mlflow_run_id"], tags=tags
-    )
-    if decision.promote:
-        registry.promote(model_name, version.version)
+
+
+def _decision_tags(decision) -> dict[str, str]:
+    """The gate's verdict on a version, where `loopline status` and the MLflow UI see it."""
+    brief = {
+        key: getattr(decision, key)
+        and {
+            "test": getattr(decision, key).test,
+            "rows": getattr(decision, key).rows,
+            "p_value": round(getattr(decision, key).p_value, 6),
+            "interval": [round(v, 6) for v in getattr(decision, key).interval],
+            "challenger": round(getattr(decision, key).challenger, 6),
+            "champion": round(getattr(decision, key).champion, 6),
+        }
+        for key in ("evidence", "guardrail")
+    }
+    return {
+        "gate.promoted": str(decision.promote).lower(),
+        "gate.reasons": "; ".join(decision.reasons)[:4000],
+        "gate.champion_version": decision.champion_version or "",
+        "gate.decision": json.dumps({"metric": decision.metric, **brief}),
+    }
+
+
+def _record_decision(out, run_id, model_name, version, decision, challenger, training,
+                     model_lineage, evaluation: Path, settings: Settings) -> dict:  # fmt: skip
     result = {
         "model_name": model_name,
-        "version": version.version,
+        "version": version,
         "promoted": decision.promote,
         "decision": decision.to_dict(),
-        "metrics": challenger.headline(),
+        "metrics": challenger,
         "mlflow_run_id": training["mlflow_run_id"],
         "tracking_uri": settings.tracking_uri,
     }
@@ -290,33 +419,6 @@ def register_step(
             "model": model_lineage["content_hash"],
             "evaluation": lineage.content_hash(evaluation),
         },
-        parameters={"metric": decision.metric, "margin": decision.margin, "model_name": model_name},
+        parameters={**decision.policy, "model_name": model_name},
     )
     return result
-
-
-def _already_registered(decision, existing, champion):
-    """A re-registered model keeps its version; it is promoted only if nothing is champion."""
-    if champion is None:
-        decision.reasons = [f"same files as v{existing.version}, and there is no champion"]
-        return decision
-    decision.promote = False
-    decision.reasons = [
-        f"same files as v{existing.version} (already registered); champion stays v{champion.version}"
-    ]
-    return decision
-
-
-def _score_champion(registry: Registry, champion, dataset: Path) -> tuple[dict | None, str | None]:
-    """The champion's metrics on this run's test set, or why it cannot be scored."""
-    schema = read_schema(dataset)
-    try:
-        net, spec = load_model(registry.download(champion))
-    except Exception as exc:  # a missing or corrupt file must not crash the gate
-        return None, f"its model files cannot be loaded ({exc})"
-    if list(spec.input_shape) != list(schema.input_shape) or spec.num_classes != schema.num_classes:
-        return None, (
-            f"it takes input {spec.input_shape} with {spec.num_classes} classes, this data "
-            f"{schema.input_shape} with {schema.num_classes}; register under another model name"
-        )
-    return evaluate(net, read_split(dataset, "test", schema), schema.classes).headline(), None

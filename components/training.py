@@ -27,9 +27,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from components import progress
 from components.augment import random_affine
 from components.dataset import DatasetSchema, read_schema, read_split
-from components.models import ModelSpec, build_model, default_arch
+from components.model_spec import ModelSpec, default_arch
+from components.models import build_model
 from components.weights import save_weights, unwrap
 
 STATE = "state.json"
@@ -317,6 +319,8 @@ class LocalSession:
             shutil.copytree(checkpoint_dir, self.folder / f"checkpoint_{metrics['epoch']:06d}")
 
     def progress(self, total: int, initial: int) -> ProgressBar:
+        if path := progress.target():
+            return progress.FileProgress(path, total, initial)
         from tqdm import tqdm
 
         return tqdm(total=total, initial=initial, desc="epochs", unit="epoch")

@@ -1,7 +1,8 @@
 """The data checklist as checks: every check runs, and a failure lists them all.
 
-Checks: schema and dtypes, missing values, valid labels, samples per class, class
-balance, value range, normalization, duplicate rows, and rows leaking across splits.
+Checks: schema and dtypes, missing values, valid labels, at least two classes, samples
+per class, class balance, value range, normalization, duplicate rows, and rows leaking
+across splits.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def validate(folder: Path, config: ValidationConfig = ValidationConfig()) -> lis
         schema_check,
         check_missing(full),
         check_labels(schema, full),
+        check_classes(schema, full),
         check_samples_per_class(schema, full, config.min_samples_per_class),
         check_class_balance(schema, full, config.min_class_ratio),
         check_value_range(schema, full),
@@ -105,6 +107,18 @@ def check_labels(schema: DatasetSchema, full: pd.DataFrame) -> CheckResult:
             "(missing or unknown); fix or drop them"
         )
     return _result("labels", details, f"all labels in {schema.num_classes} classes")
+
+
+def check_classes(schema: DatasetSchema, full: pd.DataFrame) -> CheckResult:
+    """A classifier needs two classes at least: with one, every prediction is 'right'."""
+    present = int((_class_counts(schema, full) > 0).sum())
+    details = []
+    if present < 2:
+        details.append(
+            f"the data holds {present} class(es) ({', '.join(schema.classes) or 'none'}); "
+            "a classifier needs examples of at least 2 classes"
+        )
+    return _result("classes", details, f"{present} classes present")
 
 
 def check_samples_per_class(schema: DatasetSchema, full: pd.DataFrame, minimum: int) -> CheckResult:

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from components.models import ModelSpec, build_model
+from components.model_spec import ModelSpec
+from components.models import build_model
 
 WEIGHTS = "model.safetensors"
 ARCHITECTURE = "architecture.json"

@@ -1,5 +1,9 @@
 """`loopline status`: the champion and its metrics, the last drift check, the last
-retraining and the triggers still pending."""
+retraining and the triggers still pending.
+
+It only reads: it creates no database and starts no engine, and answers without
+importing MLflow or Evidently.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +12,38 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
-from components.registry import Registry
+from components.registry import reader
 from components.settings import Settings
 
 
-def champion_status(settings: Settings, model_name: str) -> dict:
-    champion = Registry(settings).champion(model_name)
+def collect(settings: Settings) -> dict:
+    name = settings.model_name
+    champion = reader(settings).champion(name)
+    found = {"model": name, "champion": None, **monitoring_status(settings)}
     if champion is None:
-        return {"model": model_name, "champion": None, **monitoring_status(settings, model_name)}
-    return {
-        **monitoring_status(settings, model_name),
-        "model": model_name,
-        "champion": {
-            "version": champion.version,
-            "metrics": champion.metrics,
-            "source": champion.source,
-            "mlflow_run_id": champion.run_id,
-            "code_version": champion.tags.get("loopline.code_version"),
-            "dataset": champion.tags.get("loopline.dataset"),
-        },
+        return found
+    found["champion"] = {
+        "version": champion.version,
+        "metrics": champion.metrics,
+        "source": champion.source,
+        "mlflow_run_id": champion.run_id,
+        "code_version": champion.tags.get("loopline.code_version"),
+        "dataset": champion.tags.get("loopline.dataset"),
     }
+    return found
 
 
-def monitoring_status(settings: Settings, model_name: str) -> dict:
-    from monitoring.monitor import monitor_folder
+def monitoring_status(settings: Settings) -> dict:
     from monitoring.state import MonitorState
 
-    if not (monitor_folder(settings) / "state.db").exists():
+    state = MonitorState.existing(settings.home / "monitoring")
+    if state is None:
         return {"last_check": None, "last_retraining": None, "pending_triggers": []}
-    state = MonitorState(monitor_folder(settings))
-    triggers = state.triggers(model_name)
+    name = settings.model_name
+    triggers = state.triggers(name)
     finished = [t for t in triggers if t.state != "pending"]
     return {
-        "last_check": state.last_check(model_name),
+        "last_check": state.last_check(name),
         "last_retraining": asdict(finished[-1]) if finished else None,
         "pending_triggers": [asdict(t) for t in triggers if t.state == "pending"],
     }

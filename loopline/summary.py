@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from components.layout import ERROR
 from components.settings import Settings
-from components.steps import ERROR
 from pipelines.artifacts import read_json
 from pipelines.results import RunResult
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from components.dataset import LABEL, DatasetSchema
+from components.layout import INPUT_SCHEMA, REFERENCE
 from components.registry import Registry, VersionInfo
 from components.settings import Settings
-from components.steps import INPUT_SCHEMA, REFERENCE
 from monitoring.alerts import send_alert
 from monitoring.drift import PREDICTION, DriftResult, detect_drift
 from monitoring.policy import Policy

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from components.errors import UsageError
 from components.settings import Settings
 
 TRIGGERS = ("data_drift", "prediction_drift", "quality")
@@ -35,7 +36,7 @@ DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class PolicyError(ValueError):
+class PolicyError(UsageError):
     """The monitoring configuration holds a value loopline cannot use."""
 
 

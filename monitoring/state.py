@@ -56,11 +56,18 @@ class Trigger:
 
 
 class MonitorState:
-    def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path, *, create: bool = True):
         self.path = folder / "state.db"
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        self.read_only = not create
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(SCHEMA)
+
+    @classmethod
+    def existing(cls, folder: Path) -> MonitorState | None:
+        """The state for reading only, or None when monitoring never ran (nothing is created)."""
+        return cls(folder, create=False) if (folder / "state.db").exists() else None
 
     def last_check(self, model_name: str) -> dict | None:
         with self._connect() as db:
@@ -153,6 +160,8 @@ class MonitorState:
         ]  # fmt: skip
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit
         db.execute("PRAGMA journal_mode=WAL")
         return db

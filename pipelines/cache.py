@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import uuid
 from pathlib import Path
 from threading import Lock
+from typing import Any
 
 from components.lineage import content_hash
 
@@ -45,7 +46,8 @@ class TaskCache:
 
     def put(self, key: str, entry: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{key}.json.{os.getpid()}.tmp"
+        # Unique per writer: concurrent tasks of one process share its pid.
+        tmp = self.folder / f"{key}.json.{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(entry, indent=2, default=str))
         tmp.replace(self.folder / f"{key}.json")  # atomic: readers never see half an entry
 
@@ -67,3 +69,45 @@ def _is_placeholder(value: object) -> bool:
 
 def _artifacts(entry: dict) -> list[dict]:
     return [a for items in entry["artifacts"].values() for a in items]
+
+
+def to_cache(parameters: dict, artifacts: dict, *, task: str, run: str) -> dict:
+    """A cache entry for a task's outputs: parameter values and artifact descriptions."""
+
+    def describe(artifact) -> dict:
+        return {
+            "name": artifact.name,
+            "uri": artifact.uri,
+            "path": artifact.path,
+            "had_file": Path(artifact.path).exists(),
+            "metadata": artifact.metadata,
+            "type": {
+                "schemaTitle": artifact.schema_title,
+                "schemaVersion": artifact.schema_version,
+            },
+        }
+
+    return {
+        "task": task,
+        "run": run,
+        "parameters": parameters,
+        "artifacts": {
+            k: [describe(a) for a in (v if isinstance(v, list) else [v])]
+            for k, v in artifacts.items()
+        },
+        "lists": [k for k, v in artifacts.items() if isinstance(v, list)],
+    }
+
+
+def from_cache(entry: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (parameters, artifacts) an entry describes, artifacts rebuilt as KFP objects."""
+    from kfp.dsl.executor import create_artifact_instance
+
+    artifacts = {}
+    for key, items in entry["artifacts"].items():
+        rebuilt = [
+            create_artifact_instance({k: v for k, v in a.items() if k not in ("path", "had_file")})
+            for a in items
+        ]
+        artifacts[key] = rebuilt if key in entry["lists"] else rebuilt[0]
+    return dict(entry["parameters"]), artifacts

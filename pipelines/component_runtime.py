@@ -14,12 +14,14 @@ image, since that image is this environment.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -37,14 +39,17 @@ class PythonCall:
     function: str
     executor_input: dict
     env: dict[str, str]
+    log_path: str | None = None  # the task's stdout and stderr go here when set
 
 
-def python_call(command: list[str], args: list[str], executor_input: dict, env: dict) -> PythonCall:
+def python_call(
+    command: list[str], args: list[str], executor_input: dict, env: dict, *, log_path=None
+) -> PythonCall:
     """The component source and function name from a lightweight component's command."""
     if not any(EXECUTOR_MODULE in part for part in command):
         raise ValueError("not a lightweight Python component")
     function = args[args.index("--function_to_execute") + 1]
-    return PythonCall(command[-1], function, executor_input, env)
+    return PythonCall(command[-1], function, executor_input, env, log_path)
 
 
 def packages_to_install(command: list[str]) -> list[str]:
@@ -58,7 +63,7 @@ def packages_to_install(command: list[str]) -> list[str]:
 def run_in_this_process(call: PythonCall) -> None:
     from kfp.dsl.executor import Executor
 
-    with _environment(call.env), tempfile.TemporaryDirectory() as tmp:
+    with _output_to(call.log_path), _environment(call.env), tempfile.TemporaryDirectory() as tmp:
         name = f"loopline_component_{uuid.uuid4().hex}"
         path = Path(tmp) / f"{name}.py"
         path.write_text(call.source)
@@ -69,8 +74,36 @@ def run_in_this_process(call: PythonCall) -> None:
             spec.loader.exec_module(module)
             component = getattr(module, call.function)
             Executor(executor_input=call.executor_input, function_to_execute=component).execute()
+        except BaseException:
+            traceback.print_exc()  # the whole story goes to the task's log
+            raise
         finally:
             sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def _output_to(path: str | None) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so native code and
+    child processes too) to ``path`` for the duration of one task."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 @contextlib.contextmanager
@@ -127,22 +160,30 @@ class ProcessPool:
 
 
 class InProcess:
-    """Runs component calls on the calling thread (benchmarks; no isolation)."""
+    """Runs component calls on the calling thread (benchmarks; no isolation). Output stays
+    on the terminal: redirecting it would capture every thread of the process."""
 
     def run(self, call: PythonCall) -> None:
-        run_in_this_process(call)
+        run_in_this_process(dataclasses.replace(call, log_path=None))
 
     def shutdown(self) -> None: ...
 
 
-def run_container(command: list[str], env: dict[str, str], cwd: Path) -> None:
-    """A platform-image container component's command, run as a local subprocess."""
+def run_container(
+    command: list[str], env: dict[str, str], cwd: Path, log_path: str | None = None
+) -> None:
+    """A platform-image container component's command, run as a local subprocess; its
+    output goes to ``log_path`` (or to this process's output)."""
     command = [sys.executable if part == "python3" else part for part in command]
-    result = subprocess.run(
-        command, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True
-    )
-    sys.stdout.write(result.stdout)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"command exited with {result.returncode}: {result.stderr.strip()[-2000:]}"
+    with open(log_path, "ab") if log_path else contextlib.nullcontext() as log:
+        result = subprocess.run(
+            command, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.PIPE
         )
+    stderr = result.stderr.decode(errors="replace")
+    if log_path:
+        with open(log_path, "a") as log:
+            log.write(stderr)
+    else:
+        sys.stderr.write(stderr)
+    if result.returncode != 0:
+        raise RuntimeError(f"command exited with {result.returncode}: {stderr.strip()[-2000:]}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.settings import Settings
-from pipelines.results import RunResult
+from pipelines.results import RunListener, RunResult
 
 ENGINES = ("prefect", "kfp-local")
 
@@ -15,6 +15,8 @@ def run_pipeline(
     *,
     engine: str = "prefect",
     enable_cache: bool = True,
+    listener: RunListener | None = None,
+    capture_output: bool = True,
 ) -> RunResult:
     if engine == "kfp-local":
         from pipelines.local_run import run_local
@@ -22,7 +24,7 @@ def run_pipeline(
         return run_local(source, arguments, settings)
     from pipelines.prefect_engine import PrefectEngine
 
-    runner = PrefectEngine(settings)
+    runner = PrefectEngine(settings, listener=listener, capture_output=capture_output)
     try:
         return runner.run(source, arguments, enable_cache=enable_cache)
     finally:

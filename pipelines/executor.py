@@ -30,11 +30,13 @@ from kfp.dsl.executor import create_artifact_instance
 from kfp.local import executor_input_utils, executor_output_utils, placeholder_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components import progress
+from components.errors import UsageError
 from pipelines import component_runtime
-from pipelines.cache import TaskCache
+from pipelines.cache import TaskCache, from_cache, to_cache
 from pipelines.conditions import evaluate
 from pipelines.ir import EXECUTOR_MODULE, PipelineIR
-from pipelines.results import TaskRecord
+from pipelines.results import PROGRESS, TASK_LOG, RunListener, TaskRecord
 
 log = logging.getLogger("loopline.executor")
 
@@ -57,7 +59,7 @@ class PipelineFailed(RuntimeError):
         self.error = error
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """Pipeline arguments do not match the pipeline's inputs."""
 
 
@@ -88,6 +90,8 @@ class PipelineRun:
         cache: TaskCache | None,
         runtime: component_runtime.ProcessPool | component_runtime.InProcess,
         task_wrapper=None,
+        listener: RunListener | None = None,
+        capture_output: bool = True,
     ):
         self.ir = ir
         self.run_id = uuid.uuid4().hex
@@ -98,8 +102,12 @@ class PipelineRun:
         self.runtime = runtime
         # Wraps each leaf call (the Prefect layer makes it a named Prefect task).
         self.task_wrapper = task_wrapper or (lambda name, spec, fn: fn)
+        self.listener = listener
+        # Each task's stdout and stderr go to its task.log instead of the terminal.
+        self.capture_output = capture_output
         self.records: list[TaskRecord] = []
         self.leaf_outputs: dict[str, Outputs] = {}
+        self._cache_hits: set[str] = set()
 
     def execute(self, arguments: dict) -> dict[str, Any]:
         inputs = Outputs(parameters=coerce_arguments(self.ir, arguments))
@@ -136,12 +144,12 @@ class PipelineRun:
             log.info(
                 "task %s skipped: upstream task %s failed", prefix + name, broken[0].failed_task
             )
-            return Node("skipped")
+            return self._skipped(prefix + name)
         try:
             inputs = _resolve_inputs(task, scope, upstream)
             condition = task.get("triggerPolicy", {}).get("condition")
             if condition and not evaluate(condition, inputs.parameters):
-                return Node("skipped")
+                return self._skipped(prefix + name)
             component = self.ir.component(task["componentRef"]["name"])
             if "parameterIterator" in task:
                 return self._run_loop(name, task, component, inputs, prefix)
@@ -194,15 +202,37 @@ class PipelineRun:
 
     def _run_leaf(self, name: str, task: dict, component: dict, inputs: Outputs) -> Outputs:
         executor = self.ir.executor(component)
-        if "importer" in executor:
-            return self._import(name, component, executor["importer"], inputs)
-        call = self.task_wrapper(name, task, self._run_container)
-        return call(name, task, component, executor["container"], inputs)
+        started = time.perf_counter()
+        if self.listener:
+            self.listener.task_started(name, self.run_dir / _folder(name))
+        try:
+            if "importer" in executor:
+                outputs = self._import(name, component, executor["importer"], inputs)
+            else:
+                call = self.task_wrapper(name, task, self._run_container)
+                outputs = call(name, task, component, executor["container"], inputs)
+        except Exception:
+            self._record(name, "failed", started)
+            raise
+        self.leaf_outputs[name] = outputs
+        self._record(name, "succeeded", started)
+        return outputs
+
+    def _record(self, name: str, status: str, started: float | None = None) -> None:
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        folder = self.run_dir / _folder(name)
+        record = TaskRecord(name, status, name in self._cache_hits, seconds, folder)
+        self.records.append(record)
+        if self.listener:
+            self.listener.task_finished(record)
+
+    def _skipped(self, name: str) -> Node:
+        self._record(name, "skipped")
+        return Node("skipped")
 
     def _run_container(
         self, name: str, task: dict, component: dict, container: dict, inputs: Outputs
     ) -> Outputs:
-        started = time.perf_counter()
         spec = json_format.ParseDict(component, pipeline_spec_pb2.ComponentSpec())
         caching = self.cache is not None and task.get("cachingOptions", {}).get(
             "enableCache", False
@@ -214,10 +244,10 @@ class PipelineRun:
         )
         if key and (entry := self.cache.get(key)):
             log.info("task %s: served from cache (%s)", name, key[:12])
-            self.records.append(TaskRecord(name, "succeeded", True, time.perf_counter() - started))
-            self.leaf_outputs[name] = _from_cache(entry)
-            return self.leaf_outputs[name]
+            self._cache_hits.add(name)
+            return Outputs(*from_cache(entry))
         task_root = self.run_dir / _folder(name)
+        task_log = str(task_root / TASK_LOG) if self.capture_output else None
         executor_input = executor_input_utils.construct_executor_input(
             component_spec=spec,
             arguments={**inputs.parameters, **inputs.artifacts},
@@ -226,6 +256,7 @@ class PipelineRun:
         )
         as_dict = executor_input_utils.executor_input_to_dict(executor_input, spec)
         env = {e["name"]: e["value"] for e in container.get("env", [])}
+        env[progress.ENV] = str(task_root / PROGRESS)
         _warn_resources(name, container)
         command, args = container.get("command", []), container.get("args", [])
         if any(EXECUTOR_MODULE in part for part in command):
@@ -243,7 +274,9 @@ class PipelineRun:
                 pipeline_task_id=uuid.uuid4().hex,
             )
             _integral_list_items(component, resolved)
-            self.runtime.run(component_runtime.python_call(command, args, resolved, env))
+            self.runtime.run(
+                component_runtime.python_call(command, args, resolved, env, log_path=task_log)
+            )
         else:
             full = placeholder_utils.replace_placeholders(
                 full_command=[*command, *args],
@@ -254,13 +287,12 @@ class PipelineRun:
                 unique_pipeline_id=self.run_id,
             )
             task_root.mkdir(parents=True, exist_ok=True)
-            component_runtime.run_container(full, env, cwd=task_root)
+            component_runtime.run_container(full, env, cwd=task_root, log_path=task_log)
         raw = executor_output_utils.get_outputs_for_task(executor_input, spec)
         outputs = _split(component, raw)
         if key:
-            self.cache.put(key, _to_cache(outputs, task=name, run=self.run_name))
-        self.records.append(TaskRecord(name, "succeeded", False, time.perf_counter() - started))
-        self.leaf_outputs[name] = outputs
+            entry = to_cache(outputs.parameters, outputs.artifacts, task=name, run=self.run_name)
+            self.cache.put(key, entry)
         return outputs
 
     def _import(self, name: str, component: dict, importer: dict, inputs: Outputs) -> Outputs:
@@ -275,9 +307,7 @@ class PipelineRun:
                 "type": importer["typeSchema"],
             }
         )
-        self.records.append(TaskRecord(name, "succeeded", False, 0.0))
-        self.leaf_outputs[name] = Outputs(artifacts={output_name: artifact})
-        return self.leaf_outputs[name]
+        return Outputs(artifacts={output_name: artifact})
 
     def task_outputs_json(self) -> dict[str, dict[str, Any]]:
         """Each leaf task's outputs: parameter values, and artifact paths (cache hits included)."""
@@ -412,43 +442,6 @@ def _split(component: dict, raw: dict) -> Outputs:
         parameters={k: v for k, v in raw.items() if k not in artifact_names},
         artifacts={k: v for k, v in raw.items() if k in artifact_names},
     )
-
-
-def _to_cache(outputs: Outputs, *, task: str, run: str) -> dict:
-    def describe(artifact) -> dict:
-        return {
-            "name": artifact.name,
-            "uri": artifact.uri,
-            "path": artifact.path,
-            "had_file": Path(artifact.path).exists(),
-            "metadata": artifact.metadata,
-            "type": {
-                "schemaTitle": artifact.schema_title,
-                "schemaVersion": artifact.schema_version,
-            },
-        }
-
-    return {
-        "task": task,
-        "run": run,
-        "parameters": outputs.parameters,
-        "artifacts": {
-            k: [describe(a) for a in (v if isinstance(v, list) else [v])]
-            for k, v in outputs.artifacts.items()
-        },
-        "lists": [k for k, v in outputs.artifacts.items() if isinstance(v, list)],
-    }
-
-
-def _from_cache(entry: dict) -> Outputs:
-    artifacts = {}
-    for key, items in entry["artifacts"].items():
-        rebuilt = [
-            create_artifact_instance({k: v for k, v in a.items() if k not in ("path", "had_file")})
-            for a in items
-        ]
-        artifacts[key] = rebuilt if key in entry["lists"] else rebuilt[0]
-    return Outputs(dict(entry["parameters"]), artifacts)
 
 
 def _integral_list_items(component: dict, executor_input: dict) -> None:

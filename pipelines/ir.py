@@ -15,12 +15,13 @@ from pathlib import Path
 
 import yaml
 
+from components.errors import UsageError
 from components.settings import PLATFORM_IMAGE
 
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 
 
-class UnsupportedPipeline(ValueError):
+class UnsupportedPipeline(UsageError):
     """The pipeline uses something this engine cannot run; the message names it."""
 
 

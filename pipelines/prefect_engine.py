@@ -1,8 +1,8 @@
 """The Prefect engine: each pipeline run is a Prefect flow run, each KFP task a task run.
 
 Retries come from the task's ``set_retry`` policy; metrics, confusion matrices and HTML
-reports become Prefect artifacts, so the Prefect UI shows them beside the run. Without a
-configured Prefect API, Prefect starts a temporary local server for the process.
+reports become Prefect artifacts, so the Prefect UI shows them beside the run. Without an
+exported ``PREFECT_API_URL``, runs go to the home's Prefect server (``prefect_server``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import Settings
-from pipelines import component_runtime
+from pipelines import component_runtime, prefect_server
 from pipelines.cache import TaskCache
 from pipelines.executor import PipelineRun, coerce_arguments
 from pipelines.ir import check_supported, load
-from pipelines.results import RunResult
+from pipelines.results import RunListener, RunResult
 
 RUNTIMES = {"process": component_runtime.ProcessPool, "inprocess": component_runtime.InProcess}
 
@@ -25,9 +25,18 @@ RUNTIMES = {"process": component_runtime.ProcessPool, "inprocess": component_run
 class PrefectEngine:
     """Runs compiled pipelines as Prefect flows; owns the worker pool for its lifetime."""
 
-    def __init__(self, settings: Settings, *, runtime: str = "process"):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        runtime: str = "process",
+        listener: RunListener | None = None,
+        capture_output: bool = True,
+    ):
         self.settings = settings
         self.runtime = RUNTIMES[runtime]()
+        self.listener = listener
+        self.capture_output = capture_output
 
     def run(
         self, source: object, arguments: dict | None = None, *, enable_cache: bool = True
@@ -41,8 +50,11 @@ class PrefectEngine:
             cache=TaskCache(self.settings.home / "cache") if enable_cache else None,
             runtime=self.runtime,
             task_wrapper=_prefect_task,
+            listener=self.listener,
+            capture_output=self.capture_output,
         )
-        state = _flow(run)(arguments or {}, return_state=True)
+        with prefect_server.api(self.settings) as api_url, _using(api_url):
+            state = _flow(run)(arguments or {}, return_state=True)
         result = RunResult(
             succeeded=state.is_completed(),
             pipeline=ir.name,
@@ -62,6 +74,13 @@ class PrefectEngine:
 
     def close(self) -> None:
         self.runtime.shutdown()
+
+
+def _using(api_url: str):
+    """Point this process's Prefect client at ``api_url``, even if Prefect loaded earlier."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings({PREFECT_API_URL: api_url})
 
 
 def _flow(run: PipelineRun):
@@ -145,14 +164,14 @@ def _confusion_markdown(metadata: dict) -> str:
 
 
 def _attach_loopline_logs() -> None:
-    """Send loopline's own log lines (cache hits, skips, warnings) to the Prefect UI too."""
+    """Send loopline's own log lines (cache hits, skips, warnings) to the Prefect UI too;
+    they also reach the root logger's handler (a log file, or the terminal with --verbose)."""
     from prefect.logging.handlers import APILogHandler
 
     logger = logging.getLogger("loopline")
     logger.setLevel(logging.INFO)
     if not any(isinstance(h, APILogHandler) for h in logger.handlers):
         logger.addHandler(APILogHandler())
-        logger.addHandler(logging.StreamHandler())
 
 
 def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:

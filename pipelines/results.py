@@ -1,18 +1,30 @@
-"""What a pipeline run hands back, whichever engine ran it."""
+"""What a pipeline run reports while it runs, and hands back at the end, whichever engine
+ran it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+TASK_LOG = "task.log"  # a task's stdout and stderr, beside its outputs
+PROGRESS = "progress.json"  # a long task's progress (components.progress writes it)
 
 
 @dataclass
 class TaskRecord:
     name: str
-    status: str
+    status: str  # succeeded, failed or skipped
     cached: bool
     seconds: float
+    folder: Path | None = None  # the task's folder under the run: outputs, task.log
+
+
+class RunListener(Protocol):
+    """Told as tasks start and end (from the executor's threads), e.g. to show progress."""
+
+    def task_started(self, name: str, folder: Path) -> None: ...
+    def task_finished(self, record: TaskRecord) -> None: ...
 
 
 @dataclass

@@ -16,9 +16,10 @@ from kfp.dsl import Dataset, Output
 
 from components import lineage
 from components.dataset import LABEL, DatasetSchema, Split, write_dataset
+from components.layout import INPUT_SCHEMA, REFERENCE
 from components.registry import Registry
 from components.settings import PLATFORM_IMAGE, Settings
-from components.steps import INPUT_SCHEMA, REFERENCE, reports_failure
+from components.steps import reports_failure
 from serving.feedback import FeedbackStore
 
 TRIGGER = "trigger.json"

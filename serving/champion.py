@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from components.dataset import DatasetSchema
+from components.layout import INPUT_SCHEMA
 from components.registry import Registry, VersionInfo
 from components.settings import Settings
-from components.steps import INPUT_SCHEMA
 from components.weights import load_model
 
 log = logging.getLogger("loopline.serving")

@@ -49,11 +49,42 @@ def parse_labels(body: bytes) -> list[Label]:
     entries = payload["labels"]
     if not entries or len(entries) > MAX_LABELS:
         raise RequestError(422, f"labels must hold 1 to {MAX_LABELS} entries")
-    return [_label(i, entry) for i, entry in enumerate(entries)]
+    return [_label(f"labels[{i}]", entry) for i, entry in enumerate(entries)]
 
 
-def _label(index: int, entry: Any) -> Label:
-    where = f"labels[{index}]"
+def read_labels_csv(path: Path) -> list[Label]:
+    """A ``request_id,label[,item]`` CSV, checked row by row as POST /feedback checks its
+    body; the first bad row refuses the whole file (a RequestError naming the line)."""
+    import csv
+
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = set(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RequestError(400, f"cannot read {path}: {exc}") from None
+    missing = {"request_id", "label"} - columns
+    if missing:
+        raise RequestError(
+            422,
+            f"{path} lacks column(s) {', '.join(sorted(missing))}; expected request_id,label[,item]",
+        )
+    if not rows or len(rows) > MAX_LABELS:
+        raise RequestError(422, f"{path} must hold 1 to {MAX_LABELS} label rows")
+    labels = []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row:
+            raise RequestError(422, f"line {line}: more fields than the header's columns")
+        entry = {"request_id": row.get("request_id"), "label": row.get("label")}
+        item = (row.get("item") or "").strip()
+        if item:  # an empty cell is an item left out, as in a JSON entry without one
+            entry["item"] = int(item) if item.isdigit() else item
+        labels.append(_label(f"line {line}", entry))
+    return labels
+
+
+def _label(where: str, entry: Any) -> Label:
     if not isinstance(entry, dict):
         raise RequestError(422, f"{where} must be an object with request_id and label")
     unknown = sorted(set(entry) - {"request_id", "item", "label"})
@@ -64,7 +95,7 @@ def _label(index: int, entry: Any) -> Label:
         raise RequestError(422, f"{where}.request_id must be the request id of a prediction")
     if isinstance(item, bool) or not isinstance(item, int) or item < 0:
         raise RequestError(422, f"{where}.item must be the instance's position (0, 1, ...)")
-    if isinstance(label, bool) or not isinstance(label, str | int):
+    if isinstance(label, bool) or not isinstance(label, str | int) or str(label) == "":
         raise RequestError(422, f'{where}.label must be a class name, e.g. "3"')
     return Label(request_id, item, str(label))
 
@@ -83,7 +114,8 @@ class FeedbackStore:
             if bad:
                 raise RequestError(
                     422,
-                    f"label {bad[0].label!r} is not a class of the model; expected one of {classes}",
+                    f"label {bad[0].label!r} (request {bad[0].request_id}) is not a class of the "
+                    f"model; expected one of {classes}; nothing was stored",
                 )
         now = time.time()
         request_ids = sorted({lb.request_id for lb in labels})

@@ -1,13 +1,14 @@
-"""Start and stop ``bentoml serve`` for loopline's service, as a child process group.
+"""Start and stop ``bentoml serve`` for loopline's service, as a child process tree.
 
 One helper serves the CLI (`loopline serve`), the demo, the tests and the benchmark, so
-they all run the real server the same way.
+they all run the real server the same way. BentoML's workers run in process groups of
+their own, so stopping signals the whole tree; the server dies with the process that
+started it (even by ``kill -9``), and its workers die with the server (``service.py``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.settings import Settings
+from components import processes
+from components.settings import Settings, SettingsError
 
 SERVICE = "serving.service:Predictor"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,19 +50,15 @@ class Server:
             f"the server at {self.url} was not ready in {timeout:.0f} s{self._tail()}"
         )
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        """Signal the whole process group (BentoML runs one process per worker)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+    def stop(self, timeout: float = 25) -> None:
+        """SIGTERM to every server process (the workers flush the prediction log on the
+        way out), SIGKILL to any still alive after ``timeout`` seconds."""
+        processes.stop_tree(self.process.pid, grace=timeout)
+        self.process.wait()
 
     def kill(self) -> None:
         """``kill -9`` every process of the server: no shutdown hook runs."""
-        os.killpg(self.process.pid, signal.SIGKILL)
+        processes.kill_tree(self.process.pid)
         self.process.wait()
 
     def _tail(self) -> str:
@@ -115,6 +113,25 @@ def start_server(
         env=serve_env(settings, env, **options),
         stdout=output,
         stderr=subprocess.STDOUT if output else None,
-        start_new_session=True,
+        start_new_session=True,  # Ctrl-C in the terminal reaches loopline, which stops it
+        preexec_fn=processes.die_with_parent,
     )
     return Server(process, f"http://{host}:{port}", log_path)
+
+
+def preflight(settings: Settings, version: str | None) -> bool:
+    """Whether there is a model to serve: the pinned ``version``, else a champion. Reads
+    only; an unknown pinned version is a usage error."""
+    from components.registry import RegistryError, reader
+
+    reads = reader(settings)
+    if version is None:
+        return reads.champion(settings.model_name) is not None
+    try:
+        reads.version(settings.model_name, version)
+    except (RegistryError, Exception) as exc:
+        raise SettingsError(
+            f"--version {version}: model {settings.model_name!r} has no such version ({exc}); "
+            "list versions in the MLflow UI or serve the champion"
+        ) from None
+    return True

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import signal
 import sys
 import uuid
 from dataclasses import asdict
@@ -26,6 +28,7 @@ from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from components import processes
 from components.dataset import DatasetSchema
 from components.settings import load_settings
 from serving.auth import HEADER, load_api_key
@@ -49,6 +52,7 @@ class ModelRunner:
     """The champion model; follows the registry's alias while it runs."""
 
     def __init__(self) -> None:
+        _die_with_the_server()
         self.holder = ChampionHolder(load_settings(), pinned=OPTIONS.version, poll_s=OPTIONS.poll_s)
         self.holder.start()
 
@@ -90,6 +94,7 @@ class Predictor:
     runner = bentoml.depends(ModelRunner)
 
     def __init__(self) -> None:
+        _die_with_the_server()
         settings = load_settings()
         self.log = PredictionLog(settings.prediction_log)
         self.feedback = FeedbackStore(settings.prediction_log)
@@ -218,6 +223,15 @@ class Predictor:
 async def predict(request: Request) -> JSONResponse:
     service: Predictor = bentoml.get_current_service()
     return await service.answer(request)
+
+
+def _die_with_the_server() -> None:
+    """A worker runs in a process group of its own: make the kernel stop it (SIGTERM, so
+    the log is flushed) when the server process that started it dies, even by kill -9."""
+    parent = os.getppid()
+    processes.die_with_parent()
+    if os.getppid() != parent:  # the server died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _keep_one_session(proxy: object) -> None:

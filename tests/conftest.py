@@ -1,4 +1,5 @@
-"""Shared fixtures: one Ray runtime per session, a private LOOPLINE_HOME per test."""
+"""Shared fixtures: one Ray runtime and one Prefect server per session, a private
+LOOPLINE_HOME per test, and a check that the session leaves no process behind."""
 
 from __future__ import annotations
 
@@ -8,16 +9,61 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
+from components import engine_env
 from components.settings import Settings, load_settings
 from components.sources import ingest
 from serving.server import free_port
 
 VENV_BIN = Path(sys.executable).parent
+
+# Every process this session starts inherits this mark; any still alive at the end leaked.
+SESSION_MARK = "LOOPLINE_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+# The engines' state (Prefect's database first of all) lives in a session folder, never in
+# the user's ~/.prefect; this must be set before anything imports Prefect.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="loopline-tests-"))
+engine_env.apply(load_settings({"LOOPLINE_HOME": str(_SESSION_HOME)}))
+
+
+def _leftovers() -> list[psutil.Process]:
+    mark, me = os.environ[SESSION_MARK], os.getpid()
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.pid != me and process.environ().get(SESSION_MARK) == mark:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a server, worker or Ray process it started is still alive."""
+    deadline = time.monotonic() + 15  # processes told to stop get a moment to go
+    while (survivors := _leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not survivors:
+        return
+    described = []
+    for process in survivors:
+        try:
+            described.append(f"{process.pid}: {' '.join(process.cmdline())[:160]}")
+            process.kill()
+        except psutil.Error:
+            continue
+    session.config.get_terminal_writer().line(
+        "these processes outlived the test session (now killed):\n  " + "\n  ".join(described),
+        red=True,
+    )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -64,18 +110,14 @@ def _wait_for_ray(address: str, head: subprocess.Popen, timeout: float = 120) ->
 
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One real Prefect server per session; CLI subprocesses reach it via PREFECT_API_URL."""
-    from pipelines.prefect_server import start_server, wait_healthy
+    """One real Prefect server per session (a home server, as `loopline` starts them);
+    CLI subprocesses reach it through PREFECT_API_URL."""
+    from pipelines import prefect_server
 
-    folder = tmp_path_factory.mktemp("prefect")
-    port = free_port()
-    server = start_server(port, folder, folder / "server.log")
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_healthy(api)
-    except TimeoutError:
-        server.kill()
-        raise
+    settings = load_settings(
+        {"LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")), "LOOPLINE_PREFECT_IDLE": "0s"}
+    )
+    api = prefect_server.ensure(settings).api_url
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     os.environ["PREFECT_API_URL"] = api  # for CLI subprocesses
@@ -85,8 +127,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
 
         APILogHandler().flush()  # send the last log batch while the server still listens
     os.environ.pop("PREFECT_API_URL", None)
-    server.terminate()
-    server.wait(timeout=30)
+    prefect_server.stop(settings)
 
 
 @pytest.fixture(scope="session")

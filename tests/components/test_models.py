@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from components.augment import random_affine
-from components.models import ModelSpec, build_model
+from components.model_spec import ModelSpec
+from components.models import build_model
 from components.weights import load_model, save_model
 
 

@@ -29,6 +29,7 @@ def test_first_model_becomes_champion_with_lineage(settings, digits_dir, champio
         "architecture.json",
         "input_schema.json",
         "reference.parquet",
+        "guardrail.parquet",
     } <= model_files
     record = lineage.read(tmp_path / "v1" / "model")
     assert record["run_id"] == "run-v1" and record["parameters"]["epochs"] == 8
@@ -43,7 +44,8 @@ def test_worse_challenger_is_registered_but_not_promoted(settings, digits_dir, c
     gate = worse["decision"]
     # The champion is re-scored on the same test set as the challenger.
     assert gate["champion_score"] == pytest.approx(champion["metrics"]["accuracy"])
-    assert "does not beat champion v1" in gate["reasons"][0]
+    assert "is not significantly better than champion v1" in gate["reasons"][0]
+    assert gate["evidence"]["rows"] == 270 and gate["evidence"]["p_value"] > 0.05
     assert Registry(settings).champion("digits-classifier").version == "1"
     saved = json.loads((tmp_path / "v2" / "decision" / "decision.json").read_text())
     assert saved["promoted"] is False

@@ -72,6 +72,10 @@ def test_table_errors_name_the_problem_and_the_fix(tmp_path):
         load(str(tmp_path / "bad.parquet"))
     with pytest.raises(SourceError, match="neither a built-in"):
         load(str(tmp_path / "missing.csv"))
+    # A header and no rows says so, instead of "feature columns ... are not numeric".
+    (tmp_path / "header.csv").write_text(",".join(f"f{i}" for i in range(64)) + ",label\n")
+    with pytest.raises(SourceError, match="has a header but no rows"):
+        load(str(tmp_path / "header.csv"))
 
 
 def _image_folder(root, size=12):

@@ -1,7 +1,8 @@
 import pytest
 
+from components.layout import ERROR
 from components.sources import SourceError
-from components.steps import ERROR, ingest_step
+from components.steps import ingest_step
 
 
 def test_a_failing_step_leaves_its_error_beside_its_output(tmp_path):

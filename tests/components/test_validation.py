@@ -26,7 +26,7 @@ def failed(folder, config=None):
 def test_clean_digits_pass_every_check(digits_dir):
     checks = validate(digits_dir)
     assert [c.name for c in checks] == [
-        "schema", "missing_values", "labels", "samples_per_class", "class_balance",
+        "schema", "missing_values", "labels", "classes", "samples_per_class", "class_balance",
         "value_range", "normalization", "duplicates", "split_leakage",
     ]  # fmt: skip
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
@@ -49,6 +49,19 @@ def test_labels_outside_the_classes(dataset_copy):
     edit(dataset_copy, "test", lambda f: f.assign(label=f["label"].where(f.index >= 2, 99)))
     details = failed(dataset_copy)["labels"].details
     assert details and details[0].startswith("2 rows have a label outside the 10 known classes")
+
+
+def test_a_single_class_is_refused(tmp_path):
+    # The case: 400 random rows, all labelled "a", trained to accuracy 1.0.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.random((400, 8)), columns=[f"f{i}" for i in range(8)])
+    frame["label"] = "a"
+    frame.to_csv(tmp_path / "one.csv", index=False)
+    ingest(str(tmp_path / "one.csv"), tmp_path / "dataset")
+    check = failed(tmp_path / "dataset")["classes"]
+    assert check.details == [
+        "the data holds 1 class(es) (a); a classifier needs examples of at least 2 classes"
+    ]
 
 
 def _drop_class(frame, label, keep_fraction):

@@ -22,16 +22,16 @@ def test_usage_errors_exit_2(home):
     missing = runner.invoke(app, ["run", "training", "--dataset", str(home / "none.csv")])
     assert missing.exit_code == 2 and "neither a built-in dataset" in missing.output
     assert runner.invoke(app, ["run", "training", "--epochs", "0"]).exit_code == 2
-    assert runner.invoke(app, ["run", "training", "--model", "resnet"]).exit_code == 2
+    assert runner.invoke(app, ["run", "training", "--arch", "resnet"]).exit_code == 2
     unknown = runner.invoke(app, ["run", "training", "--param", "learning_rate=1"])
     assert unknown.exit_code == 2 and "weight_decay" in unknown.output  # lists the real names
     assert runner.invoke(app, ["run", "training", "--param", "lr"]).exit_code == 2
 
 
 def test_params_are_json_when_they_parse():
-    from loopline.cli import _parse_params
+    from loopline.cli.options import parse_params
 
-    parsed = _parse_params(["lr=0.01", "augment=false", "model_name=x-1", "patience=3"])
+    parsed = parse_params(["lr=0.01", "augment=false", "model_name=x-1", "patience=3"])
     assert parsed == {"lr": 0.01, "augment": False, "model_name": "x-1", "patience": 3}
 
 
@@ -60,16 +60,29 @@ def test_compile_writes_kfp_ir(home, tmp_path):
 
 def test_feedback_attaches_labels_from_a_csv(home, tmp_path):
     from components.settings import load_settings
+    from serving.feedback import FeedbackStore
     from serving.prediction_log import Prediction, PredictionLog
 
     log = PredictionLog(load_settings().prediction_log)
     log.append([Prediction("req-1", 0, "1", [0.0], "3", [1.0])])
     log.close()
     labels = tmp_path / "labels.csv"
-    labels.write_text("request_id,label\nreq-1,5\nreq-404,2\n")
+    labels.write_text("request_id,label,item\nreq-1,5,\nreq-404,2,0\n")  # empty item: 0
     result = runner.invoke(app, ["feedback", str(labels)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"stored": 1, "unknown": ["req-404#0"], "unknown_count": 1}
-    (tmp_path / "bad.csv").write_text("id,label\nreq-1,5\n")
-    bad = runner.invoke(app, ["feedback", str(tmp_path / "bad.csv")])
-    assert bad.exit_code == 2 and "column(s) request_id" in " ".join(bad.output.split())
+
+    def stored() -> list[str]:
+        return FeedbackStore(load_settings().prediction_log).labelled()["label"].tolist()
+
+    # Bad rows refuse the whole file, name the line, and store nothing (exit 2).
+    for name, text, says in [
+        ("bad.csv", "id,label\nreq-1,5\n", "column(s) request_id"),
+        ("empty-label.csv", "request_id,label\nreq-1,7\nreq-1,\n", "line 3.label must be a class"),
+        ("item.csv", "request_id,label,item\nreq-1,7,x\n", "line 2.item must be the instance"),
+        ("ragged.csv", "request_id,label\nreq-1,7,0\n", "line 2: more fields"),
+    ]:
+        (tmp_path / name).write_text(text)
+        bad = runner.invoke(app, ["feedback", str(tmp_path / name)])
+        assert bad.exit_code == 2 and says in " ".join(bad.output.split()), (name, bad.output)
+        assert stored() == ["5"], name

@@ -115,3 +115,53 @@ def test_loopline_serve_prints_where_it_serves_and_stops_on_ctrl_c(served):
         assert process.wait(timeout=60) == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill", "sigkill-server-group"])
+def test_loopline_serve_leaves_no_process_when_stopped_or_killed(served, tmp_path, how):
+    """SIGTERM stops every process within the grace period, with the log flushed; a
+    killed `loopline serve` (or a killed server group) takes its workers along."""
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    from tests.conftest import VENV_BIN
+
+    port = free_port()
+    home = tmp_path / "home"
+    env = {**os.environ, "LOOPLINE_HOME": str(home),
+           "LOOPLINE_TRACKING_URI": served.settings.tracking_uri}  # fmt: skip
+    process = subprocess.Popen(
+        [str(VENV_BIN / "loopline"), "serve", "--port", str(port)],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    for line in process.stderr:
+        if "Ctrl-C" in line:
+            break
+    ids = [
+        httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": ROW}).json()["request_id"]
+        for _ in range(20)
+    ]
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    workers = [p for p in tree if "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    assert len(workers) == 2, [p.cmdline() for p in tree]
+    started = time.monotonic()
+    if how == "sigterm":
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    elif how == "sigkill":
+        process.kill()
+        process.wait()
+    else:
+        server = next(p for p in tree if "bentoml" in " ".join(p.cmdline()[:2]))
+        os.killpg(server.pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs([p for p in tree if p.pid != process.pid], timeout=40)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+    assert time.monotonic() - started < 40
+    if how != "sigterm":
+        process.kill()
+        process.wait()
+    logged = PredictionLog(home / "predictions" / "predictions.db").read_window()
+    assert set(ids) <= set(logged["request_id"])

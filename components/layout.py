@@ -1,0 +1,11 @@
+"""The file names inside loopline's artifact and model folders: a contract between the
+steps that write them and the serving, monitoring and summary code that reads them."""
+
+ERROR = "error.txt"  # a failed step's message, beside its outputs
+TRAINING = "training.json"
+EVALUATION = "evaluation.json"
+DECISION = "decision.json"
+INPUT_SCHEMA = "input_schema.json"  # the model's inputs; serving validates requests with it
+REFERENCE = "reference.parquet"  # a training-data sample; monitoring's drift reference
+GUARDRAIL = "guardrail.parquet"  # held-out labelled rows the gate checks for regressions
+MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts

@@ -1,0 +1,69 @@
+"""The `loopline` command line: one module per noun, assembled here.
+
+- pipeline: run, compile, schedule, submit, server
+- model: status, rollback, package
+- serve: serve
+- monitor: monitor, feedback
+
+Every command goes through :func:`loopline.cli.errors.handled`, the one place that maps
+errors to exit codes. Commands import their engines when they run, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from loopline.cli import model, monitor, options, pipeline, serve
+from loopline.cli.errors import handled
+
+app = typer.Typer(
+    name="loopline",
+    help="Kubeflow-style MLOps on one machine or a cluster: KFP pipelines, Ray training, "
+    "an MLflow registry with a champion gate, BentoML serving, Evidently monitoring.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show the engines' logs (Prefect, Ray, MLflow) and tracebacks."
+        ),
+    ] = False,
+) -> None:
+    ctx.obj = {"verbose": verbose}
+
+
+def demo(ctx: typer.Context) -> None:
+    """The whole loop on embedded data: train, serve, drift, retrain, promote."""
+    from loopline.demo import run_demo
+
+    raise typer.Exit(run_demo(options.settings(ctx), options.console))
+
+
+COMMANDS = {
+    "run": pipeline.run,
+    "compile": pipeline.compile_,
+    "schedule": pipeline.schedule,
+    "submit": pipeline.submit,
+    "server": pipeline.server,
+    "status": model.status,
+    "rollback": model.rollback,
+    "package": model.package,
+    "serve": serve.serve,
+    "monitor": monitor.monitor,
+    "feedback": monitor.feedback,
+    "demo": demo,
+}
+for name, command in COMMANDS.items():
+    app.command(name)(handled(command))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,70 @@
+"""The one place that turns an exception into a message and an exit code.
+
+Exit codes (scripts rely on them): 0 success; 1 the work failed (a pipeline, a server);
+2 a usage or configuration error (:class:`components.errors.UsageError`, or a bad flag).
+A traceback goes to ``LOOPLINE_HOME/logs/errors.log``, and to the terminal with
+``--verbose``; the terminal always gets the message and where the details are.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from typer.exceptions import TyperException
+
+from components.errors import UsageError
+from loopline.cli.options import console, first_line, verbose
+
+USAGE = 2
+FAILED = 1
+
+
+def handled(command: Callable) -> Callable:
+    """Wrap a command so that its errors leave as a clear message and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException):  # typer's own exits and usage errors
+            raise
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except UsageError as exc:
+            console.print(f"[red]error[/]: {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(USAGE) from None
+        except Exception as exc:
+            where = _record(exc)
+            console.print(
+                f"[red]error[/]: {escape(type(exc).__name__)}: {escape(first_line(str(exc)))}",
+                soft_wrap=True,
+            )
+            if verbose(kwargs.get("ctx")):
+                console.print(escape("".join(traceback.format_exception(exc))), soft_wrap=True)
+            elif where:
+                console.print(f"details: {where} (or run again with --verbose)", soft_wrap=True)
+            raise typer.Exit(FAILED) from None
+
+    return wrapper
+
+
+def _record(exc: BaseException) -> Path | None:
+    """Append the traceback to the home's error log; None when it cannot be written."""
+    home = Path(os.environ.get("LOOPLINE_HOME", ".loopline")).expanduser()
+    target = home / "logs" / "errors.log"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a") as log:
+            log.write(f"--- {datetime.now().isoformat(timespec='seconds')}\n")
+            log.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return target

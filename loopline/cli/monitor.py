@@ -1,0 +1,89 @@
+"""Monitoring: drift checks over the prediction log, and the ground truth that arrives."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loopline.cli import options
+from loopline.cli.options import Every, JsonOutput, ModelName, console
+
+
+def monitor(
+    ctx: typer.Context,
+    every: Every = None,
+    retrain: Annotated[bool, typer.Option(help="Start retraining when the policy fires.")] = True,
+    json_output: JsonOutput = False,
+    model: ModelName = None,
+) -> None:
+    """Check the prediction log for drift with Evidently; start retraining when due.
+
+    With --every it repeats until Ctrl-C or SIGTERM, paying its imports once.
+    """
+    from components import engine_env, processes
+    from loopline.monitor_view import render_monitor
+    from monitoring.monitor import run_monitor
+    from monitoring.policy import load_policy
+
+    settings = options.settings(ctx, model)
+    policy = load_policy(settings)
+    pause = options.seconds(every, "--every") if every else None
+    engine_env.prepare_logs(settings)
+    with processes.sigterm_as_interrupt():
+        while True:
+            result = run_monitor(settings, policy, retrain=retrain)
+            if json_output:
+                typer.echo(json.dumps(dataclasses.asdict(result), default=str))
+            else:
+                render_monitor(result, console)
+            if pause is None:
+                failed = any(r.get("state") == "failed" for r in result.retraining)
+                raise typer.Exit(1 if failed else 0)
+            try:
+                time.sleep(pause)
+            except KeyboardInterrupt:
+                raise typer.Exit(0) from None
+
+
+def feedback(
+    ctx: typer.Context,
+    labels: Annotated[
+        Path, typer.Argument(help="CSV with request_id, label and optionally item columns.")
+    ],
+    model: ModelName = None,
+) -> None:
+    """Attach ground-truth labels to served predictions (by request id).
+
+    The file is checked as POST /feedback checks a body; one bad row refuses the whole
+    file (exit 2) and nothing is stored.
+    """
+    from serving.feedback import FeedbackStore, read_labels_csv
+    from serving.requests import RequestError
+
+    settings = options.settings(ctx, model)
+    store = FeedbackStore(settings.prediction_log)
+    try:
+        parsed = read_labels_csv(labels)
+        result = store.attach(parsed, classes=_classes(settings))
+    except RequestError as exc:
+        console.print(f"[red]labels refused, none stored[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(
+        f"stored {result['stored']} label(s); {result['unknown_count']} had no logged prediction"
+    )
+    typer.echo(json.dumps(result))
+
+
+def _classes(settings) -> list[str] | None:
+    """The champion's classes, which a label must be one of (None: no champion yet)."""
+    from components.registry import Registry
+
+    champion = Registry(settings).champion(settings.model_name)
+    if champion is None:
+        return None
+    return json.loads(champion.tags.get("loopline.schema", "{}")).get("classes")

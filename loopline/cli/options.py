@@ -1,0 +1,113 @@
+"""What the commands share: option types, choices, the console and settings.
+
+Importing this module stays cheap (no engine is imported), so `loopline --help` and
+`loopline status` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from components import engine_env
+from components.builtin import BUILTIN
+from components.model_spec import ARCHITECTURES
+from components.settings import Settings, duration_seconds, load_settings
+
+console = Console(stderr=True)  # stdout is kept for --json answers and printed ids
+
+
+class Engine(StrEnum):
+    prefect = "prefect"
+    kfp_local = "kfp-local"
+
+
+Arch = Enum("Arch", {name: name for name in ("auto", *ARCHITECTURES)}, type=str)
+
+ModelName = Annotated[
+    str | None,
+    typer.Option("--model", help="Registered model name [default: LOOPLINE_MODEL_NAME]."),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+Params = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="A pipeline parameter as NAME=VALUE (repeatable), e.g. lr=0.01, augment=false. "
+        "VALUE is read as JSON when it parses, else as a string.",
+    ),
+]
+PipelineSource = Annotated[
+    str,
+    typer.Argument(
+        help="A built-in pipeline (training, retraining), a .py file with a @dsl.pipeline, "
+        "or a compiled KFP IR .yaml."
+    ),
+]
+Every = Annotated[
+    str | None, typer.Option(help="An interval: 30s, 5m, 2h or 1d.", metavar="DURATION")
+]
+DATASET_HELP = (
+    f"A built-in dataset ({', '.join(BUILTIN)}) or a path: a CSV/Parquet file, an image "
+    "folder (one sub-folder per class) or an MNIST IDX folder."
+)
+
+
+def verbose(ctx: typer.Context | None) -> bool:
+    """Whether the global ``--verbose`` flag was given."""
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root and isinstance(root.obj, dict) and root.obj.get("verbose"))
+
+
+def settings(ctx: typer.Context, model_name: str | None = None) -> Settings:
+    """The settings from ``LOOPLINE_*``, with the engines' environment exported for this
+    process (state under LOOPLINE_HOME; engine logs to files unless ``--verbose``)."""
+    loaded = load_settings()
+    if model_name:
+        import dataclasses
+
+        loaded = dataclasses.replace(loaded, model_name=model_name)
+    engine_env.apply(loaded, verbose=verbose(ctx))
+    return loaded
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs; unknown names are caught with the pipeline's parameter list."""
+    parsed = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        try:
+            parsed[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[name] = raw
+    return parsed
+
+
+def dataset(value: str) -> str:
+    if value in BUILTIN:
+        return value
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise typer.BadParameter(
+            f"{value!r} is neither a built-in dataset ({', '.join(BUILTIN)}) nor an existing path",
+            param_hint="--dataset",
+        )
+    return str(path.resolve())
+
+
+def seconds(text: str, option: str) -> float:
+    try:
+        return duration_seconds(text, option)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def first_line(text: str | None) -> str:
+    return (text or "unknown error").strip().splitlines()[0]

@@ -1,0 +1,272 @@
+"""Pipelines: run, compile, schedule, submit, and the Prefect server they run on."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loopline.cli import options
+from loopline.cli.options import (
+    Arch,
+    Engine,
+    Every,
+    JsonOutput,
+    ModelName,
+    Params,
+    PipelineSource,
+    console,
+    first_line,
+)
+
+# Convenience flags of `run` and the pipeline parameters they set.
+FLAG_PARAMS = {
+    "dataset": "dataset",
+    "label_column": "label_column",
+    "epochs": "epochs",
+    "workers": "workers",
+    "arch": "arch",
+    "model": "model_name",
+    "seed": "seed",
+}
+
+
+def run(
+    ctx: typer.Context,
+    pipeline: PipelineSource,
+    dataset: Annotated[str | None, typer.Option(help=options.DATASET_HELP)] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column of a CSV/Parquet file.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Ray Train workers; 0 trains in-process without Ray.")
+    ] = None,
+    arch: Annotated[Arch | None, typer.Option(help="Model architecture.")] = None,
+    model: ModelName = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for the split, initialisation and shuffling.")
+    ] = None,
+    param: Params = None,
+    engine: Annotated[
+        Engine, typer.Option(help="prefect (caching, retries, run history) or kfp-local.")
+    ] = Engine.prefect,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every task again.")] = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Run a pipeline on this machine and print a summary of where everything went."""
+    from loopline import summary as run_summary
+    from loopline.run_view import RunView
+    from pipelines.engines import run_pipeline
+    from pipelines.executor import coerce_arguments
+    from pipelines.ir import check_supported
+
+    settings = options.settings(ctx)
+    ir = load_pipeline(pipeline)
+    flags = {
+        "dataset": options.dataset(dataset) if dataset is not None else None,
+        "label_column": label_column,
+        "epochs": epochs,
+        "workers": workers,
+        "arch": arch.value if arch is not None else None,
+        "model": model,
+        "seed": seed,
+    }
+    arguments = {FLAG_PARAMS[k]: v for k, v in flags.items() if v is not None}
+    if dataset is not None and model is None and "model_name" in ir.parameter_names():
+        arguments["model_name"] = f"{Path(dataset).stem}-classifier"
+    arguments.update(options.parse_params(param or []))
+    check_supported(ir)
+    coerce_arguments(ir, arguments)
+    from components import engine_env
+
+    engine_env.prepare_logs(settings)
+    console.print(f"[bold]loopline[/]: running pipeline {ir.name} with the {engine.value} engine")
+    verbose = options.verbose(ctx)
+    try:
+        with (
+            _stdout_to_stderr() if json_output else contextlib.nullcontext(),
+            RunView(console) as view,
+        ):
+            result = run_pipeline(
+                ir, arguments, settings, engine=engine.value, enable_cache=not no_cache,
+                listener=view, capture_output=not verbose,
+            )  # fmt: skip
+    except Exception:
+        if api := os.environ.get("PREFECT_API_URL"):
+            console.print(
+                f"PREFECT_API_URL points at {api}: start a Prefect server there, or unset it "
+                "to use this home's own server."
+            )
+        raise
+    collected = run_summary.collect(result, settings)
+    if json_output:
+        typer.echo(json.dumps(collected, indent=2, default=str))
+    else:
+        run_summary.render(collected, console)
+    if not result.succeeded:
+        console.print(f"[red]pipeline {ir.name} failed[/]: {first_line(result.error)}")
+        raise typer.Exit(1)
+
+
+def load_pipeline(source: str):
+    from pipelines import catalog
+    from pipelines.ir import load
+
+    path = Path(source)
+    if source not in catalog.PIPELINES and not (
+        path.suffix in {".py", ".yaml", ".yml"} and path.exists()
+    ):
+        raise typer.BadParameter(
+            f"{source!r} is not a built-in pipeline ({', '.join(catalog.PIPELINES)}), "
+            "nor an existing .py or .yaml file",
+            param_hint="PIPELINE",
+        )
+    return load(source)
+
+
+def compile_(
+    ctx: typer.Context,
+    pipeline: PipelineSource,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the IR YAML.")],
+) -> None:
+    """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
+    from pipelines.compile import write_ir
+
+    console.print(f"wrote {write_ir(load_pipeline(pipeline), output)}")
+
+
+def schedule(
+    ctx: typer.Context,
+    pipeline: PipelineSource,
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')] = None,
+    every: Every = None,
+    param: Params = None,
+    name: Annotated[
+        str | None, typer.Option(help="Schedule name [default: the pipeline's].")
+    ] = None,
+    kfp_host: Annotated[
+        str | None,
+        typer.Option(help="Create a Kubeflow recurring run at this KFP API instead of Prefect."),
+    ] = None,
+) -> None:
+    """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run."""
+    from datetime import timedelta
+
+    from pipelines.executor import coerce_arguments
+
+    if (cron is None) == (every is None):
+        raise typer.BadParameter(
+            "give exactly one of --cron and --every", param_hint="--cron/--every"
+        )
+    interval = timedelta(seconds=options.seconds(every, "--every")) if every else None
+    ir = load_pipeline(pipeline)
+    arguments = options.parse_params(param or [])
+    coerce_arguments(ir, arguments)
+    if kfp_host:
+        from pipelines import kubeflow
+
+        if cron is None:
+            raise typer.BadParameter("Kubeflow recurring runs take --cron", param_hint="--cron")
+        recurring = kubeflow.schedule(ir, kfp_host, cron=cron, arguments=arguments, name=name)
+        console.print(f"created Kubeflow recurring run {recurring} ({cron}) at {kfp_host}")
+        return
+    from pipelines import prefect_server
+    from pipelines.schedules import schedule_prefect
+
+    settings = options.settings(ctx)
+    with prefect_server.api(settings) as api:
+        deployment = schedule_prefect(
+            ir, settings, cron=cron, interval=interval, arguments=arguments, name=name
+        )
+    console.print(
+        f"created Prefect deployment {deployment} for {ir.name} ({cron or 'every ' + every}) "
+        f"at {api}; scheduled runs start while `loopline server` runs its worker"
+    )
+
+
+def submit(
+    ctx: typer.Context,
+    pipeline: PipelineSource,
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080.")],
+    param: Params = None,
+    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "loopline",
+) -> None:
+    """Create a run of the compiled pipeline on Kubeflow Pipelines."""
+    from pipelines import kubeflow
+
+    ir = load_pipeline(pipeline)
+    arguments = options.parse_params(param or [])
+    run_id = kubeflow.submit(ir, host, arguments=arguments, experiment=experiment)
+    console.print(f"created Kubeflow run {run_id} of {ir.name} at {host}")
+    typer.echo(run_id)
+
+
+def server(
+    ctx: typer.Context,
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 [default: LOOPLINE_PREFECT_PORT, 4200].")
+    ] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop this home's server and exit.")] = False,
+) -> None:
+    """Run this home's Prefect server with a worker for scheduled pipelines, until Ctrl-C.
+
+    Every loopline command in this LOOPLINE_HOME uses the same server, which starts on
+    first use and stops after LOOPLINE_PREFECT_IDLE (10m) without a loopline command.
+    """
+    from components import processes
+    from pipelines import prefect_server
+
+    settings = options.settings(ctx)
+    if stop:
+        stopped = prefect_server.stop(settings)
+        console.print(
+            f"Prefect server of {settings.home}: {'stopped' if stopped else 'not running'}"
+        )
+        return
+    if port is not None:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, prefect_port=port)
+    home_server = prefect_server.ensure(settings)
+    logs = settings.logs
+    worker = None
+    with prefect_server.lease(settings), processes.sigterm_as_interrupt():
+        try:
+            os.environ["PREFECT_API_URL"] = home_server.api_url
+            worker = prefect_server.start_worker(home_server.api_url, logs / "prefect-worker.log")
+            console.print(f"Prefect UI: {home_server.ui_url}  (logs in {logs})")
+            console.print(f"Runs and schedules of {settings.home} use it; Ctrl-C stops it.")
+            worker.wait()
+            console.print("[red]the Prefect worker exited[/]; see its log above")
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if worker is not None:
+                processes.stop_tree(worker.pid)
+    if not prefect_server.other_leases(settings):
+        prefect_server.stop(settings)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for the JSON answer: step logs (ours and subprocesses') go to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Python-level writes, in-process too
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
