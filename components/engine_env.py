@@ -3,7 +3,8 @@ telemetry, and the engines' own log lines in files instead of the terminal.
 
 Prefect keeps its database and profiles in ``PREFECT_HOME`` (``~/.prefect`` unless set),
 which every Prefect project of the user shares; loopline gives each ``LOOPLINE_HOME`` its
-own. A value the user exported wins over these defaults. They must be in ``os.environ``
+own, always (a command run from another loopline process gets its own home's, too). The
+telemetry switches are defaults a user's export overrides. All must be in ``os.environ``
 before Prefect is imported, because Prefect reads its settings once, at import.
 """
 
@@ -33,11 +34,20 @@ def engine_environment(settings: Settings, *, verbose: bool = False) -> dict[str
     return env
 
 
+OWNED = ("PREFECT_HOME", "PREFECT_LOGGING_SETTINGS_PATH")
+
+
 def apply(settings: Settings, *, verbose: bool = False) -> None:
-    """Export :func:`engine_environment` for this process and its children (the user's
-    own exports stay). Writes nothing: commands that only read leave no files behind."""
-    for key, value in engine_environment(settings, verbose=verbose).items():
-        os.environ.setdefault(key, value)
+    """Export :func:`engine_environment` for this process and its children. Writes
+    nothing: commands that only read leave no files behind."""
+    env = engine_environment(settings, verbose=verbose)
+    for key, value in env.items():
+        if key in OWNED:
+            os.environ[key] = value
+        else:
+            os.environ.setdefault(key, value)
+    if verbose:
+        os.environ.pop("PREFECT_LOGGING_SETTINGS_PATH", None)
 
 
 def prepare_logs(settings: Settings) -> None:

@@ -28,6 +28,7 @@ from components.layout import (
     REFERENCE,
     TRAINING,
 )
+from components.gate import METRICS as HEADLINE
 from components.registry import METRIC_TAG, reader
 from components.settings import Settings
 
@@ -266,13 +267,12 @@ def register_step(
     settings: Settings,
 ) -> dict:
     """Create a registry version, then move ``champion`` only if the gate says so."""
-    from components.evaluation import Evaluation
-
     model_lineage = lineage.read(model)
     reads = reader(settings)
     champion = reads.champion(model_name)
     existing = reads.find_version(model_name, model_lineage["content_hash"])
-    challenger = Evaluation.from_json((evaluation / EVALUATION).read_text()).headline()
+    scores = json.loads((evaluation / EVALUATION).read_text())
+    challenger = {metric: scores[metric] for metric in HEADLINE}
     training = json.loads((model / TRAINING).read_text())
     if existing is not None and champion is not None:
         # The same files again (a re-run): one version, and nothing new to decide.

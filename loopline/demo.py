@@ -22,13 +22,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from components import engine_env, processes
 from components.dataset import read_schema, read_split
 from components.registry import Registry
 from components.settings import Settings, load_settings
 from loopline import summary
 from loopline.monitor_view import render_monitor
+from loopline.run_view import RunView
 from monitoring.monitor import MonitorResult, run_monitor
 from monitoring.policy import Policy
+from pipelines import prefect_server
 from pipelines.engines import run_pipeline
 from serving.server import Server, free_port, start_server
 
@@ -55,12 +58,24 @@ class Traffic:
 
 
 def run_demo(settings: Settings, console: Console) -> int:
+    """The whole loop; every process it starts (Prefect, Ray, BentoML) is stopped at the end,
+    on Ctrl-C and on SIGTERM too."""
     settings = _fresh_home(settings)
+    engine_env.prepare_logs(settings)
+    try:
+        with processes.sigterm_as_interrupt():
+            return _demo(settings, console)
+    finally:
+        prefect_server.stop(settings)
+
+
+def _demo(settings: Settings, console: Console) -> int:
     started = time.monotonic()
     console.rule(
         "1/6 train v1: digits -> validate -> Ray training (2 workers) -> evaluate -> gate -> Bento"
     )
-    result = run_pipeline("training", DEMO_ARGUMENTS, settings)
+    with RunView(console) as view:
+        result = run_pipeline("training", DEMO_ARGUMENTS, settings, listener=view)
     summary.render(summary.collect(result, settings), console)
     if not result.succeeded:
         console.print(f"[red]demo failed[/]: {result.error}")
@@ -68,7 +83,7 @@ def run_demo(settings: Settings, console: Console) -> int:
     dataset = result.artifact("ingest", "dataset")
     console.rule("2/6 serve the champion with BentoML")
     server = start_server(
-        settings, port=free_port(), log_path=settings.home / "serve.log", poll_s="1"
+        settings, port=free_port(), log_path=settings.logs / "serve.log", poll_s="1"
     )
     try:
         server.wait_ready()
@@ -110,14 +125,17 @@ def _loop(
 def _fresh_home(settings: Settings) -> Settings:
     """``<home>/demo``, emptied; set in the environment too, for the pipeline's steps."""
     home = settings.home / "demo"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
     os.environ.update(
         LOOPLINE_HOME=str(home),
         LOOPLINE_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
         LOOPLINE_MODEL_NAME=MODEL,
     )
-    return load_settings()
+    demo = load_settings()
+    prefect_server.stop(demo)  # a server left by an interrupted demo must not see its files go
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    engine_env.apply(demo)  # Prefect's state in the demo's home too
+    return demo
 
 
 def _replay(

@@ -12,7 +12,7 @@ from rich.table import Table
 from components.layout import ERROR
 from components.settings import Settings
 from pipelines.artifacts import read_json
-from pipelines.results import RunResult
+from pipelines.results import TASK_LOG, RunResult
 
 # (label, task, output, file inside the artifact folder)
 REPORTS = [
@@ -41,8 +41,10 @@ def collect(result: RunResult, settings: Settings) -> dict:
     if result.error:
         summary["error"] = result.error
     paths = {"run folder": result.run_dir} if result.run_dir else {}
-    for task in summary["errors"]:  # what a failed step left behind (e.g. its reports)
-        paths[f"{task} (failed) files"] = result.run_dir / task
+    for task in summary["errors"]:  # what a failed step left behind: its log and reports
+        folder = result.run_dir / task
+        for found in sorted([*folder.rglob("*.html"), *folder.rglob(TASK_LOG)]):
+            paths[f"{task}: {found.name}"] = found
     for label, task, output, name in REPORTS:
         folder = result.artifact(task, output)
         if folder is not None and (folder / name).exists():
@@ -76,8 +78,13 @@ def _errors(run_dir: Path | None) -> dict[str, str]:
 def render(summary: dict, console: Console) -> None:
     tasks = summary.get("tasks") or []
     if tasks:
-        cached = sum(t["cached"] for t in tasks)
-        console.print(f"{len(tasks)} tasks ran ({cached} served from cache)")
+        ran = [t for t in tasks if t["status"] != "skipped"]
+        cached = sum(t["cached"] for t in ran)
+        skipped = len(tasks) - len(ran)
+        console.print(
+            f"{len(ran)} tasks ran ({cached} served from cache)"
+            + (f", {skipped} skipped" if skipped else "")
+        )
     decision = summary.get("decision")
     if decision:
         table = Table(title="Test-set metrics", show_header=False)

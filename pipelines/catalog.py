@@ -1,17 +1,20 @@
-"""The built-in pipelines, by the name the CLI uses."""
+"""The built-in pipelines, by the name the CLI uses; each is imported only when asked for."""
 
 from __future__ import annotations
 
-from pipelines.retraining import retraining
-from pipelines.training import training
+import importlib
 
-PIPELINES = {"training": training, "retraining": retraining}
+PIPELINES = {
+    "training": "pipelines.training:training",
+    "retraining": "pipelines.retraining:retraining",
+}
 
 
 def get(name: str):
     try:
-        return PIPELINES[name]
+        module, attribute = PIPELINES[name].split(":")
     except KeyError:
         raise KeyError(
             f"unknown pipeline {name!r}; built-in pipelines are: {', '.join(PIPELINES)}"
         ) from None
+    return getattr(importlib.import_module(module), attribute)

@@ -141,6 +141,11 @@ class ProcessPool:
                 "crashed in native code)"
             ) from None
 
+    def warm(self) -> None:
+        """Start the workers now, so that their start-up (importing kfp) overlaps the
+        caller's own work instead of delaying the first task."""
+        self._executor().submit(int)
+
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
@@ -165,6 +170,8 @@ class InProcess:
 
     def run(self, call: PythonCall) -> None:
         run_in_this_process(dataclasses.replace(call, log_path=None))
+
+    def warm(self) -> None: ...
 
     def shutdown(self) -> None: ...
 

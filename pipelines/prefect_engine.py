@@ -44,6 +44,7 @@ class PrefectEngine:
         ir = load(source)
         check_supported(ir)
         coerce_arguments(ir, arguments or {})  # bad arguments fail before a flow starts
+        self.runtime.warm()  # on a second core while Prefect loads and the flow starts
         run = PipelineRun(
             ir,
             artifact_root=self.settings.artifact_root,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from components import engine_env
+from components import engine_env, processes
 from components.settings import Settings, load_settings
 from components.sources import ingest
 from serving.server import free_port
@@ -29,17 +28,26 @@ SESSION_MARK = "LOOPLINE_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
 # The engines' state (Prefect's database first of all) lives in a session folder, never in
 # the user's ~/.prefect; this must be set before anything imports Prefect.
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="loopline-tests-"))
-engine_env.apply(load_settings({"LOOPLINE_HOME": str(_SESSION_HOME)}))
+_SESSION_SETTINGS = load_settings({"LOOPLINE_HOME": tempfile.mkdtemp(prefix="loopline-tests-")})
+engine_env.apply(_SESSION_SETTINGS)
+engine_env.prepare_logs(_SESSION_SETTINGS)
+
+
+# multiprocessing's helpers of this very process exit with it, by design.
+OWN_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 
 
 def _leftovers() -> list[psutil.Process]:
     mark, me = os.environ[SESSION_MARK], os.getpid()
     found = []
-    for process in psutil.process_iter(["pid"]):
+    for process in psutil.process_iter(["pid", "ppid", "cmdline"]):
         try:
-            if process.pid != me and process.environ().get(SESSION_MARK) == mark:
-                found.append(process)
+            if process.pid == me or process.environ().get(SESSION_MARK) != mark:
+                continue
+            command = " ".join(process.info["cmdline"] or [])
+            if process.info["ppid"] == me and any(h in command for h in OWN_HELPERS):
+                continue
+            found.append(process)
         except psutil.Error:
             continue
     return found
@@ -170,8 +178,8 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
     _wait_for_ray(address, head)
     os.environ["RAY_ADDRESS"] = address
     yield address
-    os.killpg(head.pid, signal.SIGTERM)
-    head.wait(timeout=60)
+    processes.stop_tree(head.pid, grace=3)  # `ray start --block` and every Ray process
+    head.wait(timeout=30)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
