@@ -29,6 +29,7 @@ class SettingsError(UsageError):
 class Settings:
     home: Path
     tracking_uri: str
+    database_url: str
     ray_address: str | None
     model_name: str
     gate_metric: str
@@ -90,6 +91,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("LOOPLINE_HOME", ".loopline")).expanduser().resolve()
     tracking_uri = env.get("LOOPLINE_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+    database_url = _database_url(
+        env.get("LOOPLINE_DATABASE_URL") or f"sqlite:///{home / 'loopline.db'}"
+    )
     gate_metric = env.get("LOOPLINE_GATE_METRIC", "accuracy")
     if gate_metric not in GATE_METRICS:
         raise SettingsError(
@@ -99,6 +103,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         home=home,
         tracking_uri=tracking_uri,
+        database_url=database_url,
         ray_address=env.get("LOOPLINE_RAY_ADDRESS") or env.get("RAY_ADDRESS") or None,
         model_name=env.get("LOOPLINE_MODEL_NAME", "digits-classifier"),
         gate_metric=gate_metric,
@@ -124,6 +129,20 @@ def duration_seconds(text: str, where: str, *, allow_zero: bool = False) -> floa
     if not match or (int(match.group(1)) == 0 and not allow_zero):
         raise SettingsError(f"{where} is {text!r}; use a number and a unit: 30s, 5m, 2h or 1d.")
     return float(int(match.group(1)) * SECONDS[match.group(2)])
+
+
+def _database_url(url: str) -> str:
+    """SQLite (one host) or PostgreSQL; ``postgresql://`` is driven by psycopg 3."""
+    scheme, sep, rest = url.partition("://")
+    if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
+        return url
+    if sep and scheme in ("postgresql", "postgres", "postgresql+psycopg") and rest:
+        return f"postgresql+psycopg://{rest}"
+    shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)  # never print a password
+    raise SettingsError(
+        f"LOOPLINE_DATABASE_URL={shown!r} is not a database URL loopline can use; set it to "
+        "sqlite:////path/loopline.db (one host) or postgresql://user:password@host:5432/loopline"
+    )
 
 
 def _count(env: dict[str, str], name: str, default: int) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components import lineage
+from components.gate import METRICS as HEADLINE
 from components.layout import (
     DECISION,
     ERROR,
@@ -28,7 +29,6 @@ from components.layout import (
     REFERENCE,
     TRAINING,
 )
-from components.gate import METRICS as HEADLINE
 from components.registry import METRIC_TAG, reader
 from components.settings import Settings
 
