@@ -9,3 +9,5 @@ INPUT_SCHEMA = "input_schema.json"  # the model's inputs; serving validates requ
 REFERENCE = "reference.parquet"  # a training-data sample; monitoring's drift reference
 GUARDRAIL = "guardrail.parquet"  # held-out labelled rows the gate checks for regressions
 MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts
+TRIGGER = "trigger.json"  # in a retraining's dataset: the trigger that started it
+TRIGGER_TAG = "loopline.trigger_id"  # on the version a retraining registered

@@ -27,6 +27,7 @@ from components.settings import Settings
 
 CHAMPION = "champion"
 METRIC_TAG = "metric."
+CONTENT_TAG = "loopline.content_hash"
 HISTORY_TAG = "loopline.champion_history"  # the versions that held the alias, oldest first
 
 
@@ -55,6 +56,7 @@ class RegistryReader(Protocol):
     def champion(self, name: str) -> VersionInfo | None: ...
     def version(self, name: str, version: str) -> VersionInfo: ...
     def find_version(self, name: str, content_hash: str) -> VersionInfo | None: ...
+    def find_by_tag(self, name: str, key: str, value: str) -> VersionInfo | None: ...
     def champion_history(self, name: str) -> list[str]: ...
 
 
@@ -125,10 +127,12 @@ class Registry:
 
     def find_version(self, name: str, content_hash: str) -> VersionInfo | None:
         """The version whose model files have this content hash, if any."""
-        found = self.client.search_model_versions(
-            f"name = '{name}' and tags.`loopline.content_hash` = '{content_hash}'"
-        )
-        return self._info(found[0]) if found else None
+        return self.find_by_tag(name, CONTENT_TAG, content_hash)
+
+    def find_by_tag(self, name: str, key: str, value: str) -> VersionInfo | None:
+        """The newest version tagged ``key=value``, if any."""
+        found = self.client.search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
+        return self._info(max(found, key=lambda v: int(v.version))) if found else None
 
     def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
@@ -228,12 +232,15 @@ class SqliteReader:
         return found
 
     def find_version(self, name: str, content_hash: str) -> VersionInfo | None:
+        return self.find_by_tag(name, CONTENT_TAG, content_hash)
+
+    def find_by_tag(self, name: str, key: str, value: str) -> VersionInfo | None:
         row = self._one(
             "SELECT v.version FROM model_versions v JOIN model_version_tags t"
             " ON t.name = v.name AND t.version = v.version"
-            " WHERE v.name = ? AND t.key = 'loopline.content_hash' AND t.value = ?"
-            " AND v.current_stage != ? ORDER BY v.version LIMIT 1",
-            (name, content_hash, DELETED),
+            " WHERE v.name = ? AND t.key = ? AND t.value = ?"
+            " AND v.current_stage != ? ORDER BY v.version DESC LIMIT 1",
+            (name, key, value, DELETED),
         )
         return self._version(name, str(row[0])) if row else None
 

@@ -66,16 +66,17 @@ class Settings:
         return self.home / "ray"
 
     @property
-    def prediction_log(self) -> Path:
-        return self.home / "predictions" / "predictions.db"
-
-    @property
     def bentoml_home(self) -> Path:
         return self.home / "bentoml"
 
     @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
+
+    @property
+    def database_shown(self) -> str:
+        """The platform database's URL without its password, for messages and logs."""
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", self.database_url)
 
     @property
     def logs(self) -> Path:
@@ -138,7 +139,7 @@ def _database_url(url: str) -> str:
         return url
     if sep and scheme in ("postgresql", "postgres", "postgresql+psycopg") and rest:
         return f"postgresql+psycopg://{rest}"
-    shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)  # never print a password
+    shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)  # never print the password
     raise SettingsError(
         f"LOOPLINE_DATABASE_URL={shown!r} is not a database URL loopline can use; set it to "
         "sqlite:////path/loopline.db (one host) or postgresql://user:password@host:5432/loopline"

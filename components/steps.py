@@ -28,6 +28,8 @@ from components.layout import (
     MODEL_PATH,
     REFERENCE,
     TRAINING,
+    TRIGGER,
+    TRIGGER_TAG,
 )
 from components.registry import METRIC_TAG, reader
 from components.settings import Settings
@@ -363,7 +365,10 @@ def _version_tags(run_id, model_lineage, training, dataset: Path, challenger: di
     from components.dataset import read_schema
 
     schema = read_schema(dataset)
+    trigger = dataset / TRIGGER  # a retraining's: which trigger asked for this version
+    started_by = json.loads(trigger.read_text()).get("trigger_id") if trigger.exists() else None
     return {
+        **({TRIGGER_TAG: str(started_by)} if started_by is not None else {}),
         "loopline.run_id": run_id,
         "loopline.dataset": model_lineage["inputs"]["dataset"],
         "loopline.code_version": model_lineage["code_version"],

@@ -207,7 +207,7 @@ def _closing(settings, console, normal, shifted, after, checks, started) -> None
             table.add_row("  gate decision", run["decision_file"])
     champion = Registry(settings).champion(MODEL)
     table.add_row("champion now", f"v{champion.version} ({champion.tags.get('gate.reasons', '')})")
-    table.add_row("prediction log", str(settings.prediction_log))
+    table.add_row("prediction log", settings.database_shown)
     table.add_row(
         "Evidently workspace",
         f"evidently ui --workspace {settings.home / 'monitoring' / 'workspace'}",

@@ -34,18 +34,26 @@ def collect(settings: Settings) -> dict:
 
 
 def monitoring_status(settings: Settings) -> dict:
+    from components.database import open_for_reading
+    from components.tables import OPEN_TRIGGER_STATES
     from monitoring.state import MonitorState
 
-    state = MonitorState.existing(settings.home / "monitoring")
-    if state is None:
-        return {"last_check": None, "last_retraining": None, "pending_triggers": []}
-    name = settings.model_name
-    triggers = state.triggers(name)
-    finished = [t for t in triggers if t.state != "pending"]
+    database = open_for_reading(settings)
+    if database is None:
+        return {"last_check": None, "last_retraining": None, "open_trigger": None}
+    try:
+        state = MonitorState(database)
+        name = settings.model_name
+        triggers = state.triggers(name)
+        last_check = state.last_check(name)
+    finally:
+        database.close()
+    finished = [t for t in triggers if t.state not in OPEN_TRIGGER_STATES]
+    opened = [t for t in triggers if t.state in OPEN_TRIGGER_STATES]
     return {
-        "last_check": state.last_check(name),
+        "last_check": last_check,
         "last_retraining": asdict(finished[-1]) if finished else None,
-        "pending_triggers": [asdict(t) for t in triggers if t.state == "pending"],
+        "open_trigger": asdict(opened[0]) if opened else None,
     }
 
 
@@ -73,5 +81,7 @@ def render(status: dict, console: Console) -> None:
         result = retraining["result"] or {}
         table.add_row("last retraining", f"{retraining['state']} (trigger {retraining['id']}"
                       + (f", v{result['version']}" if result.get("version") else "") + ")")  # fmt: skip
-    table.add_row("pending triggers", str(len(status["pending_triggers"])))
+    opened = status["open_trigger"]
+    table.add_row("open trigger", f"{opened['state']} (trigger {opened['id']}): "
+                  + "; ".join(opened["reasons"]) if opened else "none")  # fmt: skip
     console.print(table)

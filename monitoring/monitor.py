@@ -1,12 +1,17 @@
-"""One monitoring pass: judge the newest window of the prediction log, then start any
-retraining that is due.
+"""One monitoring pass: judge the newest window of the prediction log, then start (or
+follow) the retraining that is due.
 
-The window runs from the end of the last judged window (or the champion's first
-prediction) to now, for the serving champion version only. A window smaller than
-``min_rows`` is left to grow. A judged window leaves an Evidently HTML report, a JSON
-summary and a snapshot in the Evidently workspace (``evidently ui --workspace
-LOOPLINE_HOME/monitoring/workspace``). When the policy fires, a trigger is recorded; it
-starts the retraining pipeline once ``min_labels`` labelled predictions exist.
+A window is a range of prediction numbers for the serving champion: from the end of the
+last judged window to the newest committed prediction, so nothing is skipped or judged
+twice whatever the replicas' clocks say. A window smaller than ``min_rows`` is left to
+grow; one larger than ``max_rows`` is sampled in the database. A judged window leaves an
+Evidently HTML report, a JSON summary and a snapshot in the Evidently workspace
+(``evidently ui --workspace LOOPLINE_HOME/monitoring/workspace``).
+
+When the policy fires, the model's open trigger takes the reasons (one drift episode, one
+retraining). It starts the retraining pipeline once ``min_labels`` labelled predictions
+exist, under a lease; a trigger recorded against a version that is no longer the
+champion is dropped (superseded) rather than run blindly.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
+import os
+import socket
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.database import Database, open_database
 from components.dataset import LABEL, DatasetSchema
 from components.layout import INPUT_SCHEMA, REFERENCE
 from components.registry import Registry, VersionInfo
@@ -29,7 +40,7 @@ from components.settings import Settings
 from monitoring.alerts import send_alert
 from monitoring.drift import PREDICTION, DriftResult, detect_drift
 from monitoring.policy import Policy
-from monitoring.retrain import start_retraining
+from monitoring.retrain import follow_retraining, start_retraining
 from monitoring.state import MonitorState, Trigger
 from serving.feedback import FeedbackStore
 from serving.prediction_log import PredictionLog
@@ -42,12 +53,12 @@ class MonitorResult:
     model: str
     status: str  # no_champion, waiting, ok, drift
     champion_version: str | None = None
-    window: dict = field(default_factory=dict)
+    window: dict = field(default_factory=dict)  # first_seq, last_seq, rows (, sampled)
     drift: dict | None = None
     quality: dict | None = None
     reasons: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)
-    trigger: str | None = None  # new, duplicate, cooldown
+    trigger: str | None = None  # new, joined, cooldown
     retraining: list[dict] = field(default_factory=list)
 
 
@@ -55,56 +66,166 @@ def monitor_folder(settings: Settings) -> Path:
     return settings.home / "monitoring"
 
 
-def run_monitor(
-    settings: Settings,
-    policy: Policy,
-    *,
-    start: float | None = None,
-    end: float | None = None,
-    retrain: bool = True,
-) -> MonitorResult:
-    """Judge one window (``start``/``end`` in Unix seconds override the automatic one)."""
-    name = settings.model_name
-    registry = Registry(settings)
-    champion = registry.champion(name)
-    state = MonitorState(monitor_folder(settings))
-    if champion is None:
-        return MonitorResult(name, "no_champion")
-    result = _judge(settings, policy, state, registry, champion, start, end)
-    if retrain:
-        result.retraining = start_due_retraining(settings, policy, state)
-    return result
+class Monitor:
+    """Monitoring for the settings' model, over one open database (reused pass to pass)."""
 
+    def __init__(self, settings: Settings, policy: Policy, database: Database | None = None):
+        self.settings = settings
+        self.policy = policy
+        self.database = database or open_database(settings, migrate=True)
+        self.log = PredictionLog(self.database)
+        self.feedback = FeedbackStore(self.database)
+        self.state = MonitorState(self.database)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
-def _judge(settings, policy, state, registry, champion: VersionInfo, start, end) -> MonitorResult:
-    name, version = settings.model_name, champion.version
-    last = state.last_check(name)
-    if start is None:
-        start = last["window_end"] if last and last["model_version"] == version else 0.0
-    end = time.time() if end is None else end
-    window = PredictionLog(settings.prediction_log).read_window(
-        _moment(start), _moment(end), model_version=version
-    )
-    result = MonitorResult(
-        name, "waiting", version, {"start": start, "end": end, "rows": len(window)}
-    )
-    if len(window) < policy.min_rows:
+    def run(self, *, retrain: bool = True, window: tuple[int, int] | None = None) -> MonitorResult:
+        """One pass; ``window`` = (after, upto) prediction numbers overrides the automatic one."""
+        name = self.settings.model_name
+        registry = Registry(self.settings)
+        champion = registry.champion(name)
+        if champion is None:
+            return MonitorResult(name, "no_champion")
+        result = self._judge(registry, champion, window)
+        if retrain:
+            result.retraining = self.start_due_retraining()
         return result
-    folder = registry.download(champion)
-    schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
-    drift = detect_drift(
-        _reference(folder, schema), _current(window, schema), schema.features,
-        drift_share=policy.drift_share, max_rows=policy.max_rows,
-    )  # fmt: skip
-    result.drift = drift.to_dict()
-    result.quality = _quality(settings, version, start, end)
-    result.reasons = _reasons(policy, drift, result.quality)
-    result.status = "drift" if result.reasons else "ok"
-    _write_reports(settings, result, drift)
-    state.record_check(name, version, start, end, len(window), result.status, _brief(result))
-    if result.reasons:
-        result.trigger = _add_trigger(settings, policy, state, result)
-    return result
+
+    def close(self) -> None:
+        self.log.close()
+        self.database.close()
+
+    def _judge(self, registry: Registry, champion: VersionInfo, window) -> MonitorResult:
+        name, version, policy = self.settings.model_name, champion.version, self.policy
+        if window is None:
+            last = self.state.last_check(name)
+            after = last["last_seq"] if last and last["model_version"] == version else 0
+            window = (after, self.log.last_seq())
+        after, upto = window
+        rows = self.log.count_window(after, upto, model_version=version)
+        result = MonitorResult(name, "waiting", version, {
+            "first_seq": after + 1, "last_seq": upto, "rows": rows,
+        })  # fmt: skip
+        if rows < policy.min_rows:
+            return result
+        every = max(1, math.ceil(rows / policy.max_rows))  # sampled in the database
+        current = self.log.read_window(after, upto, model_version=version, every=every)
+        result.window["sampled"] = len(current)
+        folder = registry.download(champion)
+        schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+        drift = detect_drift(
+            _reference(folder, schema), _current(current, schema), schema.features,
+            drift_share=policy.drift_share, max_rows=policy.max_rows,
+        )  # fmt: skip
+        result.drift = drift.to_dict()
+        result.quality = self._quality(version, after, upto)
+        result.reasons = _reasons(policy, drift, result.quality)
+        result.status = "drift" if result.reasons else "ok"
+        _write_reports(self.settings, result, drift)
+        self.state.record_check(name, version, after + 1, upto, rows, result.status, _brief(result))
+        if result.reasons:
+            result.trigger = self._raise(result)
+        return result
+
+    def _quality(self, version: str, after: int, upto: int) -> dict | None:
+        labelled = self.feedback.labelled(after, upto)
+        labelled = labelled[labelled.model_version == version]
+        if labelled.empty:
+            return None
+        return {
+            "rows": len(labelled),
+            "accuracy": float((labelled.prediction == labelled.label).mean()),
+        }
+
+    def _raise(self, result: MonitorResult) -> str:
+        last = self.state.last_finished(result.model)
+        if last is not None and time.time() - last < self.policy.cooldown_s:
+            return "cooldown"
+        trigger, how = self.state.raise_trigger(
+            result.model, result.champion_version, result.window["first_seq"], result.reasons,
+            result.reports.get("html", ""),
+        )  # fmt: skip
+        if how == "new":
+            send_alert(
+                self.policy.alert_url, "drift",
+                f"{result.model} v{result.champion_version}: " + "; ".join(result.reasons),
+                {"report": result.reports.get("html"), "trigger_id": trigger.id},
+            )  # fmt: skip
+        return how
+
+    def start_due_retraining(self) -> list[dict]:
+        """Start, take over or follow the model's open trigger (at most one)."""
+        trigger = self.state.open_trigger(self.settings.model_name)
+        if trigger is None:
+            return []
+        champion = Registry(self.settings).champion(trigger.model_name)
+        if trigger.state == "pending" and (
+            champion is None or champion.version != trigger.model_version
+        ):
+            self.state.finish(trigger.id, "superseded", {
+                "reason": f"the champion moved from v{trigger.model_version} to "
+                f"v{champion.version if champion else 'none'}; its windows are judged afresh",
+            })  # fmt: skip
+            return [{"trigger_id": trigger.id, "state": "superseded"}]
+        if trigger.state == "submitted":
+            return [self._follow(trigger)]
+        labelled = len(self.feedback.labelled(trigger.first_seq - 1))
+        if labelled < self.policy.min_labels:
+            return [{"trigger_id": trigger.id, "state": trigger.state,
+                     "waiting_for": f"{labelled}/{self.policy.min_labels} labelled predictions"}]  # fmt: skip
+        if not self.state.claim(trigger.id, self.owner, self.policy.lease_s):
+            return []  # another monitor runs it, under a live lease
+        return [self._retrain(trigger)]
+
+    def _retrain(self, trigger: Trigger) -> dict:
+        stop = threading.Event()
+        renewing = threading.Thread(target=self._renew, args=(trigger.id, stop), daemon=True)
+        renewing.start()
+        try:
+            outcome = start_retraining(
+                self.settings, trigger, engine=self.policy.retrain_engine,
+                epochs=self.policy.retrain_epochs,
+            )  # fmt: skip
+        except Exception as exc:  # recorded and alerted; the champion is untouched
+            outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            stop.set()
+            renewing.join()
+        if outcome["state"] == "submitted":
+            self.state.submitted(trigger.id, outcome)
+        else:
+            self._finish(trigger, outcome)
+        return {"trigger_id": trigger.id, **outcome}
+
+    def _renew(self, trigger_id: int, stop: threading.Event) -> None:
+        while not stop.wait(self.policy.lease_s / 3):
+            self.state.renew(trigger_id, self.owner, self.policy.lease_s)
+
+    def _follow(self, trigger: Trigger) -> dict:
+        outcome = follow_retraining(self.settings, trigger)
+        if outcome is None:
+            return {"trigger_id": trigger.id, "state": "submitted", **(trigger.run_ref or {})}
+        self._finish(trigger, outcome)
+        return {"trigger_id": trigger.id, **outcome}
+
+    def _finish(self, trigger: Trigger, outcome: dict) -> None:
+        self.state.finish(trigger.id, outcome["state"], outcome)
+        event = {"promoted": "promotion", "failed": "failure"}.get(outcome["state"])
+        if event:
+            send_alert(
+                self.policy.alert_url, event,
+                f"retraining for {trigger.model_name} (trigger {trigger.id}): {outcome['state']}"
+                + (f" v{outcome.get('version')}" if outcome["state"] == "promoted" else ""),
+                outcome,
+            )  # fmt: skip
+
+
+def run_monitor(settings: Settings, policy: Policy, **options) -> MonitorResult:
+    """One pass with a monitor of its own (the CLI keeps one for every pass)."""
+    monitor = Monitor(settings, policy)
+    try:
+        return monitor.run(**options)
+    finally:
+        monitor.close()
 
 
 def _reference(folder: Path, schema: DatasetSchema) -> pd.DataFrame:
@@ -117,17 +238,6 @@ def _current(window: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     current = pd.DataFrame(np.stack(window["inputs"].to_numpy()), columns=schema.features)
     current[PREDICTION] = window["label"].to_numpy()
     return current
-
-
-def _quality(settings: Settings, version: str, start: float, end: float) -> dict | None:
-    labelled = FeedbackStore(settings.prediction_log).labelled(start)
-    labelled = labelled[(labelled.model_version == version) & (labelled.ts < end)]
-    if labelled.empty:
-        return None
-    return {
-        "rows": len(labelled),
-        "accuracy": float((labelled.prediction == labelled.label).mean()),
-    }
 
 
 def _reasons(policy: Policy, drift: DriftResult, quality: dict | None) -> list[str]:
@@ -151,9 +261,12 @@ def _reasons(policy: Policy, drift: DriftResult, quality: dict | None) -> list[s
 
 
 def _write_reports(settings: Settings, result: MonitorResult, drift: DriftResult) -> None:
-    stamp = datetime.fromtimestamp(result.window["end"], UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    window = f"{result.window['first_seq']}-{result.window['last_seq']}"
     folder = (
-        monitor_folder(settings) / "reports" / f"{result.model}-v{result.champion_version}-{stamp}"
+        monitor_folder(settings)
+        / "reports"
+        / (f"{result.model}-v{result.champion_version}-{stamp}-seq{window}")
     )
     folder.mkdir(parents=True, exist_ok=True)
     html, summary = folder / "drift.html", folder / "summary.json"
@@ -195,61 +308,3 @@ def _brief(result: MonitorResult) -> dict:
         "reasons": result.reasons,
         "reports": result.reports,
     }
-
-
-def _add_trigger(
-    settings: Settings, policy: Policy, state: MonitorState, result: MonitorResult
-) -> str:
-    last = state.last_started(result.model)
-    if last is not None and time.time() - last < policy.cooldown_s:
-        return "cooldown"
-    trigger = state.add_trigger(
-        result.model, result.champion_version, result.window["start"], result.reasons,
-        result.reports.get("html", ""),
-    )  # fmt: skip
-    if trigger is None:
-        return "duplicate"
-    send_alert(
-        policy.alert_url, "drift",
-        f"{result.model} v{result.champion_version}: " + "; ".join(result.reasons),
-        {"report": result.reports.get("html"), "trigger_id": trigger.id},
-    )  # fmt: skip
-    return "new"
-
-
-def start_due_retraining(settings: Settings, policy: Policy, state: MonitorState) -> list[dict]:
-    """Start each pending trigger that has its labels; one claim wins per trigger."""
-    started = []
-    for trigger in state.triggers(settings.model_name, "pending"):
-        labelled = len(FeedbackStore(settings.prediction_log).labelled(trigger.window_start))
-        if labelled < policy.min_labels:
-            started.append({"trigger_id": trigger.id, "state": "pending",
-                            "waiting_for": f"{labelled}/{policy.min_labels} labelled predictions"})  # fmt: skip
-            continue
-        if not state.claim(trigger.id):
-            continue  # another monitor took it
-        started.append(_retrain(settings, policy, state, trigger))
-    return started
-
-
-def _retrain(settings: Settings, policy: Policy, state: MonitorState, trigger: Trigger) -> dict:
-    try:
-        outcome = start_retraining(
-            settings, trigger, engine=policy.retrain_engine, epochs=policy.retrain_epochs
-        )
-    except Exception as exc:  # recorded and alerted; the champion is untouched
-        outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    state.finish(trigger.id, outcome["state"], outcome)
-    event = {"promoted": "promotion", "failed": "failure"}.get(outcome["state"])
-    if event:
-        send_alert(
-            policy.alert_url, event,
-            f"retraining for {trigger.model_name} (trigger {trigger.id}): {outcome['state']}"
-            + (f" v{outcome.get('version')}" if outcome["state"] == "promoted" else ""),
-            outcome,
-        )  # fmt: skip
-    return {"trigger_id": trigger.id, **outcome}
-
-
-def _moment(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)

@@ -8,6 +8,7 @@ drift_share: 0.5        # share of drifted features that counts as data drift
 min_rows: 200           # a window smaller than this is not judged
 max_rows: 20000         # rows per side that Evidently sees; larger windows are sampled
 cooldown: 1h            # no new retraining this soon after the last one for the model
+lease: 10m              # a started retraining's claim; a dead monitor's expires, another takes over
 triggers: [data_drift, prediction_drift]   # and/or quality
 min_accuracy: 0.8       # the quality trigger: accuracy on labelled rows below this
 min_labels: 100         # labelled rows a pending retraining waits for
@@ -21,19 +22,17 @@ retrain_epochs: 20
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml
 
 from components.errors import UsageError
-from components.settings import Settings
+from components.settings import Settings, SettingsError
+from components.settings import duration_seconds as settings_duration
 
 TRIGGERS = ("data_drift", "prediction_drift", "quality")
 ENGINES = ("auto", "inprocess", "deployment", "kubeflow")
-DURATION = re.compile(r"^(\d+)\s*([smhd])$")
-SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class PolicyError(UsageError):
@@ -46,6 +45,7 @@ class Policy:
     min_rows: int = 200
     max_rows: int = 20_000
     cooldown_s: float = 3600.0
+    lease_s: float = 600.0
     triggers: tuple[str, ...] = ("data_drift", "prediction_drift")
     min_accuracy: float = 0.8
     min_labels: int = 100
@@ -78,7 +78,7 @@ def _with_env(policy: Policy) -> Policy:
 
 
 def parse_policy(raw: dict, where: str = "the policy") -> Policy:
-    known = {f.name for f in fields(Policy)} - {"cooldown_s"} | {"cooldown"}
+    known = {f.name for f in fields(Policy)} - {"cooldown_s", "lease_s"} | {"cooldown", "lease"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PolicyError(
@@ -93,6 +93,10 @@ def parse_policy(raw: dict, where: str = "the policy") -> Policy:
             values[name] = _count(raw[name], name, where)
     if "cooldown" in raw:
         values["cooldown_s"] = duration_seconds(str(raw["cooldown"]), f"{where}: cooldown")
+    if "lease" in raw:
+        values["lease_s"] = duration_seconds(str(raw["lease"]), f"{where}: lease")
+        if values["lease_s"] <= 0:
+            raise PolicyError(f"{where}: lease must be longer than 0s, e.g. 10m.")
     if "triggers" in raw:
         triggers = raw["triggers"]
         if not isinstance(triggers, list) or not set(triggers) <= set(TRIGGERS) or not triggers:
@@ -108,10 +112,10 @@ def parse_policy(raw: dict, where: str = "the policy") -> Policy:
 
 
 def duration_seconds(text: str, where: str) -> float:
-    match = DURATION.match(text.strip())
-    if not match or int(match.group(1)) < 0:
-        raise PolicyError(f"{where} is {text!r}; use a number and a unit: 30s, 5m, 2h or 1d.")
-    return float(int(match.group(1)) * SECONDS[match.group(2)])
+    try:
+        return settings_duration(text, where, allow_zero=True)
+    except SettingsError as exc:
+        raise PolicyError(str(exc)) from None
 
 
 def _fraction(value, name: str, where: str) -> float:

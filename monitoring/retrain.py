@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from components.layout import TRIGGER_TAG
 from components.settings import Settings
 from monitoring.policy import ENGINES
 from monitoring.state import Trigger
@@ -21,7 +22,7 @@ from pipelines.ir import load as load_ir
 def retraining_arguments(trigger: Trigger, epochs: int | None = None) -> dict:
     arguments = {
         "model_name": trigger.model_name,
-        "since": trigger.window_start,
+        "since": trigger.first_seq - 1,  # labels of the predictions numbered after this
         "trigger": json.dumps(
             {"trigger_id": trigger.id, "champion_version": trigger.model_version,
              "reasons": trigger.reasons, "report": trigger.report}
@@ -66,6 +67,35 @@ def start_retraining(
         "error": result.error,
         "decision_file": str(result.artifact("register", "decision") or ""),
     }
+
+
+def follow_retraining(settings: Settings, trigger: Trigger) -> dict | None:
+    """How a submitted run ended (promoted, refused or failed), or None while it runs."""
+    ref = dict(trigger.run_ref or {})
+    if ref.get("engine") == "kubeflow":
+        from pipelines import kubeflow
+
+        state = kubeflow.run_state(ref["host"], ref["run_id"])
+        ended, failed = state in kubeflow.FINAL_STATES, state != "SUCCEEDED"
+    else:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            run_state = client.read_flow_run(ref["run_id"]).state
+        state = run_state.name if run_state else "UNKNOWN"
+        ended = bool(run_state and run_state.is_final())
+        failed = not (run_state and run_state.is_completed())
+    if not ended:
+        return None
+    if failed:
+        return {**ref, "state": "failed", "error": f"the run ended {state}"}
+    from components.registry import reader
+
+    version = reader(settings).find_by_tag(trigger.model_name, TRIGGER_TAG, str(trigger.id))
+    if version is None:
+        return {**ref, "state": "failed", "error": "the run ended without registering a model"}
+    promoted = version.tags.get("gate.promoted") == "true"
+    return {**ref, "state": "promoted" if promoted else "refused", "version": version.version}
 
 
 def _choose(engine: str) -> str:

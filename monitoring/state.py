@@ -1,44 +1,22 @@
 """What monitoring remembers: every check, and retraining triggers with their life cycle.
 
-SQLite under ``LOOPLINE_HOME/monitoring``. A trigger is keyed by (model, version, window
-start): concurrent or repeated drift events for the same window insert one row, and only
-the caller whose insert (or whose ``pending -> running`` claim) succeeds starts a run.
+In the platform's database (:mod:`components.tables`), so monitors on several hosts share
+it. A check covers a range of prediction numbers. A model has at most one open trigger
+(pending, running or submitted): new evidence joins it instead of starting a second
+retraining. Starting a run is a claim with a lease: the claimer renews it while the run
+goes on, and a monitor that finds a lease expired (its holder was killed) takes the
+trigger over. A run handed to Kubeflow or a Prefect deployment stays ``submitted`` until
+a monitor records how it ended: promoted, refused or failed.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS checks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    window_start REAL NOT NULL,
-    window_end REAL NOT NULL,
-    rows INTEGER NOT NULL,
-    verdict TEXT NOT NULL,
-    summary TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS triggers (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    window_start REAL NOT NULL,
-    reasons TEXT NOT NULL,
-    report TEXT NOT NULL,
-    state TEXT NOT NULL,  -- pending, running, promoted, refused, failed
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    result TEXT,
-    UNIQUE (model_name, model_version, window_start)
-);
-"""
+from components.database import Database
+from components.tables import OPEN_TRIGGER_STATES, checks, triggers
 
 
 @dataclass(frozen=True)
@@ -46,122 +24,184 @@ class Trigger:
     id: int
     model_name: str
     model_version: str
-    window_start: float
+    first_seq: int  # labels count from this prediction on
     reasons: list[str]
     report: str
-    state: str
+    state: str  # pending running submitted | promoted refused failed superseded
     created: float
     updated: float
     result: dict | None
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    run_ref: dict | None = None
 
 
 class MonitorState:
-    def __init__(self, folder: Path, *, create: bool = True):
-        self.path = folder / "state.db"
-        self.read_only = not create
-        if create:
-            folder.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.executescript(SCHEMA)
+    def __init__(self, database: Database):
+        self.database = database
 
-    @classmethod
-    def existing(cls, folder: Path) -> MonitorState | None:
-        """The state for reading only, or None when monitoring never ran (nothing is created)."""
-        return cls(folder, create=False) if (folder / "state.db").exists() else None
+    # -- checks -------------------------------------------------------------------------
 
     def last_check(self, model_name: str) -> dict | None:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT ts, model_version, window_start, window_end, rows, verdict, summary"
-                " FROM checks WHERE model_name = ? ORDER BY id DESC LIMIT 1",
-                (model_name,),
-            ).fetchone()
+        from sqlalchemy import select
+
+        with self.database.read() as connection:
+            row = connection.execute(
+                select(checks).where(checks.c.model_name == model_name)
+                .order_by(checks.c.id.desc()).limit(1)
+            ).mappings().first()  # fmt: skip
         if row is None:
             return None
-        keys = ("ts", "model_version", "window_start", "window_end", "rows", "verdict")
-        return {**dict(zip(keys, row[:6], strict=True)), "summary": json.loads(row[6])}
+        found = {k: row[k] for k in ("ts", "model_version", "first_seq", "last_seq", "rows",
+                                     "verdict")}  # fmt: skip
+        return {**found, "summary": json.loads(row["summary"])}
 
     def record_check(
-        self,
-        model_name: str,
-        version: str,
-        start: float,
-        end: float,
-        rows: int,
-        verdict: str,
-        summary: dict,
-    ) -> None:
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO checks (ts, model_name, model_version, window_start, window_end,"
-                " rows, verdict, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), model_name, version, start, end, rows, verdict, json.dumps(summary)),
-            )
+        self, model_name: str, version: str, first_seq: int, last_seq: int, rows: int,
+        verdict: str, summary: dict,
+    ) -> None:  # fmt: skip
+        with self.database.write() as connection:
+            connection.execute(checks.insert().values(
+                ts=time.time(), model_name=model_name, model_version=version,
+                first_seq=first_seq, last_seq=last_seq, rows=rows, verdict=verdict,
+                summary=json.dumps(summary, default=str),
+            ))  # fmt: skip
 
-    def add_trigger(
-        self, model_name: str, version: str, window_start: float, reasons: list[str], report: str
-    ) -> Trigger | None:
-        """The new pending trigger, or None when this window already has one."""
+    # -- triggers -----------------------------------------------------------------------
+
+    def raise_trigger(
+        self, model_name: str, version: str, first_seq: int, reasons: list[str], report: str
+    ) -> tuple[Trigger, str]:
+        """A new pending trigger (``"new"``), or the model's open one with these reasons
+        added (``"joined"``): one drift episode, one retraining."""
+        from sqlalchemy.exc import IntegrityError
+
+        for _ in range(3):
+            try:
+                return self._raise(model_name, version, first_seq, reasons, report)
+            except IntegrityError:  # another monitor opened one between our read and insert
+                continue
+        raise RuntimeError(f"could not record a trigger for {model_name}")
+
+    def _raise(self, model_name, version, first_seq, reasons, report) -> tuple[Trigger, str]:
+        from sqlalchemy import select
+
         now = time.time()
-        with self._connect() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO triggers (model_name, model_version, window_start, reasons,"
-                " report, state, created, updated) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (model_name, version, window_start, json.dumps(reasons), report, now, now),
-            )
-            new_id = cursor.lastrowid if cursor.rowcount == 1 else None
-        return self.trigger(new_id) if new_id is not None else None
+        with self.database.write() as connection:
+            row = connection.execute(
+                select(triggers).where(
+                    triggers.c.model_name == model_name,
+                    triggers.c.state.in_(OPEN_TRIGGER_STATES),
+                )
+            ).mappings().first()  # fmt: skip
+            if row is not None:
+                known = json.loads(row["reasons"])
+                joined = known + [r for r in reasons if r not in known]
+                connection.execute(
+                    triggers.update().where(triggers.c.id == row["id"])
+                    .values(reasons=json.dumps(joined), updated=now)
+                )  # fmt: skip
+                return self._get(connection, row["id"]), "joined"
+            new_id = connection.execute(triggers.insert().values(
+                model_name=model_name, model_version=version, first_seq=first_seq,
+                reasons=json.dumps(reasons), report=report, state="pending",
+                created=now, updated=now,
+            )).inserted_primary_key[0]  # fmt: skip
+            return self._get(connection, new_id), "new"
 
-    def claim(self, trigger_id: int) -> bool:
-        """Move a pending trigger to running; exactly one caller gets True."""
-        with self._connect() as db:
-            cursor = db.execute(
-                "UPDATE triggers SET state = 'running', updated = ? WHERE id = ? AND state = 'pending'",
-                (time.time(), trigger_id),
-            )
-            return cursor.rowcount == 1
+    def claim(self, trigger_id: int, owner: str, lease_s: float) -> bool:
+        """Take a pending trigger, or a running one whose lease expired; exactly one
+        caller gets True."""
+        from sqlalchemy import and_, or_
+
+        now = time.time()
+        with self.database.write() as connection:
+            taken = connection.execute(
+                triggers.update()
+                .where(
+                    triggers.c.id == trigger_id,
+                    or_(
+                        triggers.c.state == "pending",
+                        and_(triggers.c.state == "running", triggers.c.lease_expires < now),
+                    ),
+                )
+                .values(state="running", lease_owner=owner, lease_expires=now + lease_s,
+                        updated=now)
+            ).rowcount  # fmt: skip
+        return taken == 1
+
+    def renew(self, trigger_id: int, owner: str, lease_s: float) -> bool:
+        now = time.time()
+        with self.database.write() as connection:
+            return connection.execute(
+                triggers.update()
+                .where(triggers.c.id == trigger_id, triggers.c.lease_owner == owner,
+                       triggers.c.state == "running")
+                .values(lease_expires=now + lease_s, updated=now)
+            ).rowcount == 1  # fmt: skip
+
+    def submitted(self, trigger_id: int, run_ref: dict) -> None:
+        """A run handed to another engine; its outcome is recorded once it ends."""
+        self._set(trigger_id, state="submitted", run_ref=json.dumps(run_ref), lease_owner=None,
+                  lease_expires=None)  # fmt: skip
 
     def finish(self, trigger_id: int, state: str, result: dict) -> None:
-        with self._connect() as db:
-            db.execute(
-                "UPDATE triggers SET state = ?, updated = ?, result = ? WHERE id = ?",
-                (state, time.time(), json.dumps(result), trigger_id),
-            )
+        self._set(trigger_id, state=state, result=json.dumps(result, default=str),
+                  lease_owner=None, lease_expires=None)  # fmt: skip
 
     def trigger(self, trigger_id: int) -> Trigger | None:
-        found = self._triggers("id = ?", (trigger_id,))
-        return found[0] if found else None
+        with self.database.read() as connection:
+            return self._get(connection, trigger_id)
 
     def triggers(self, model_name: str, state: str | None = None) -> list[Trigger]:
-        if state is None:
-            return self._triggers("model_name = ?", (model_name,))
-        return self._triggers("model_name = ? AND state = ?", (model_name, state))
+        from sqlalchemy import select
 
-    def last_started(self, model_name: str) -> float | None:
-        """When the model's latest retraining started (for the cooldown)."""
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT MAX(updated) FROM triggers WHERE model_name = ? AND state != 'pending'",
-                (model_name,),
-            ).fetchone()
-        return row[0]
+        query = select(triggers).where(triggers.c.model_name == model_name)
+        if state is not None:
+            query = query.where(triggers.c.state == state)
+        with self.database.read() as connection:
+            rows = connection.execute(query.order_by(triggers.c.id)).mappings().all()
+        return [_trigger(r) for r in rows]
 
-    def _triggers(self, where: str, params: tuple) -> list[Trigger]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT id, model_name, model_version, window_start, reasons, report, state,"
-                f" created, updated, result FROM triggers WHERE {where} ORDER BY id",
-                params,
-            ).fetchall()
-        return [
-            Trigger(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8],
-                    json.loads(r[9]) if r[9] else None)
-            for r in rows
-        ]  # fmt: skip
+    def open_trigger(self, model_name: str) -> Trigger | None:
+        found = [t for t in self.triggers(model_name) if t.state in OPEN_TRIGGER_STATES]
+        return found[0] if found else None
 
-    def _connect(self) -> sqlite3.Connection:
-        if self.read_only:
-            return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def last_finished(self, model_name: str) -> float | None:
+        """When the model's latest retraining ended (for the cooldown)."""
+        from sqlalchemy import func, select
+
+        with self.database.read() as connection:
+            return connection.execute(
+                select(func.max(triggers.c.updated)).where(
+                    triggers.c.model_name == model_name,
+                    triggers.c.state.not_in(OPEN_TRIGGER_STATES),
+                )
+            ).scalar()
+
+    def _set(self, trigger_id: int, **values) -> None:
+        with self.database.write() as connection:
+            connection.execute(
+                triggers.update().where(triggers.c.id == trigger_id)
+                .values(updated=time.time(), **values)
+            )  # fmt: skip
+
+    @staticmethod
+    def _get(connection, trigger_id: int) -> Trigger | None:
+        from sqlalchemy import select
+
+        row = connection.execute(
+            select(triggers).where(triggers.c.id == trigger_id)
+        ).mappings().first()  # fmt: skip
+        return _trigger(row) if row is not None else None
+
+
+def _trigger(row) -> Trigger:
+    return Trigger(
+        id=row["id"], model_name=row["model_name"], model_version=row["model_version"],
+        first_seq=row["first_seq"], reasons=json.loads(row["reasons"]), report=row["report"],
+        state=row["state"], created=row["created"], updated=row["updated"],
+        result=json.loads(row["result"]) if row["result"] else None,
+        lease_owner=row["lease_owner"], lease_expires=row["lease_expires"],
+        run_ref=json.loads(row["run_ref"]) if row["run_ref"] else None,
+    )  # fmt: skip

@@ -10,6 +10,7 @@ from pipelines.ir import PipelineIR
 from pipelines.schedules import kfp_cron
 
 DEFAULT_EXPERIMENT = "loopline"
+FINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
 def submit(
@@ -51,3 +52,10 @@ def schedule(
             params=arguments,
         )
     return recurring.recurring_run_id
+
+
+def run_state(host: str, run_id: str) -> str:
+    """A run's state on Kubeflow Pipelines: PENDING, RUNNING, SUCCEEDED, FAILED, ..."""
+    from kfp import Client
+
+    return str(Client(host=host).get_run(run_id).state)

@@ -20,7 +20,7 @@ from pipelines.training import RUN_ID, train_gate_package
 )
 def retraining(
     model_name: str = "digits-classifier",
-    since: float = 0.0,
+    since: int = 0,
     trigger: str = "{}",
     arch: str = "auto",
     epochs: int = 20,

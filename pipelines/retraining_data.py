@@ -15,14 +15,14 @@ from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 from components import lineage
+from components.database import open_for_reading
 from components.dataset import LABEL, DatasetSchema, Split, write_dataset
-from components.layout import INPUT_SCHEMA, REFERENCE
+from components.layout import GUARDRAIL, INPUT_SCHEMA, REFERENCE, TRIGGER
 from components.registry import Registry
 from components.settings import PLATFORM_IMAGE, Settings
 from components.steps import reports_failure
 from serving.feedback import FeedbackStore
 
-TRIGGER = "trigger.json"
 MIN_LABELLED = 20
 
 
@@ -35,7 +35,7 @@ def assemble_step(
     out: Path,
     *,
     model_name: str,
-    since: float,
+    since: int,
     trigger: dict,
     settings: Settings,
     test_fraction: float = 0.3,
@@ -48,7 +48,14 @@ def assemble_step(
     folder = registry.download(champion)
     schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
     reference = pd.read_parquet(folder / REFERENCE)
-    labelled = FeedbackStore(settings.prediction_log).labelled(since)
+    held_out = pd.read_parquet(folder / GUARDRAIL) if (folder / GUARDRAIL).exists() else None
+    database = open_for_reading(settings)
+    if database is None:
+        raise RetrainingDataError("the prediction log is empty: nothing was served yet")
+    try:
+        labelled = FeedbackStore(database).labelled(after=since)
+    finally:
+        database.close()
     labelled = labelled[labelled["label"].isin(schema.classes)]
     if len(labelled) < MIN_LABELLED:
         raise RetrainingDataError(
@@ -58,7 +65,8 @@ def assemble_step(
     inputs = np.stack(labelled["inputs"].to_numpy()).astype(np.float32)
     new = pd.DataFrame(inputs, columns=schema.features)
     new[LABEL] = labelled["label"].map(schema.classes.index).to_numpy()
-    new = _unseen(new, reference, schema.features)
+    # Neither the champion's training rows nor its held-out guardrail rows are new data.
+    new = _unseen(new, [reference, held_out], schema.features)
     if len(new) < MIN_LABELLED:
         raise RetrainingDataError(
             f"only {len(new)} labelled predictions are new to the champion's training data; "
@@ -69,6 +77,8 @@ def assemble_step(
     )
     write_dataset(out, schema, splits)
     (out / TRIGGER).write_text(json.dumps(trigger, indent=2))
+    if held_out is not None:  # the new model keeps guarding what the champion guarded
+        held_out.to_parquet(out / GUARDRAIL, index=False)
     summary = {
         "champion_version": champion.version,
         "reference_rows": len(reference),
@@ -84,12 +94,17 @@ def assemble_step(
     return summary
 
 
-def _unseen(new: pd.DataFrame, reference: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    """Distinct labelled rows the champion did not train on. A repeated request, or a row
-    labelled again after an earlier retraining took it in, would otherwise sit in two
-    splits at once (validation refuses that) and flatter the gate."""
+def _unseen(new: pd.DataFrame, known_frames: list, features: list[str]) -> pd.DataFrame:
+    """Distinct labelled rows the champion neither trained on nor holds out. A repeated
+    request, or a row labelled again after an earlier retraining took it in, would
+    otherwise sit in two splits at once (validation refuses that) and flatter the gate."""
     new = new.drop_duplicates(subset=features)
-    known = set(pd.util.hash_pandas_object(reference[features].astype(np.float32), index=False))
+    known = set()
+    for frame in known_frames:
+        if frame is not None:
+            known |= set(
+                pd.util.hash_pandas_object(frame[features].astype(np.float32), index=False)
+            )
     hashes = pd.util.hash_pandas_object(new[features], index=False)
     return new[~hashes.isin(known).to_numpy()]
 
@@ -125,8 +140,8 @@ def _split(frame: pd.DataFrame, schema: DatasetSchema) -> Split:
 
 
 @dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
-def assemble(dataset: Output[Dataset], model_name: str, since: float, trigger: str, seed: int = 0):
-    """Reference data + labelled production data since ``since`` (a Unix time)."""
+def assemble(dataset: Output[Dataset], model_name: str, since: int, trigger: str, seed: int = 0):
+    """Reference data + labelled production data served after prediction number ``since``."""
     import json
     from pathlib import Path
 

@@ -1,33 +1,24 @@
 """Ground truth for served predictions: labels attached by request id (and item).
 
-Labels live beside the prediction log, in the same SQLite database, so monitoring joins
-them without a second store. A label for a prediction that was never logged is refused,
-and a corrected label replaces the earlier one.
+Labels live beside the prediction log, in the platform's database, so monitoring joins
+them without a second store. A label for a prediction that was never logged is reported,
+not stored, and a corrected label replaces the earlier one.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from serving.prediction_log import SCHEMA as PREDICTIONS_SCHEMA
-from serving.requests import RequestError
+from components.database import Database
+from components.tables import feedback, predictions
+from serving.requests import JSON, Limits, RequestError, read_json
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    request_id TEXT NOT NULL,
-    item INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    ts REAL NOT NULL,
-    PRIMARY KEY (request_id, item)
-);
-"""
 MAX_LABELS = 10_000
 
 
@@ -38,14 +29,18 @@ class Label:
     label: str
 
 
-def parse_labels(body: bytes) -> list[Label]:
-    """``{"labels": [{"request_id": ..., "item": 0, "label": ...}, ...]}`` as Labels."""
-    try:
-        payload = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"body is not valid JSON: {exc}") from None
+def parse_labels(
+    body: bytes, content_type: str | None = JSON, limits: Limits | None = None
+) -> list[Label]:
+    """``{"labels": [{"request_id": ..., "item": 0, "label": ...}, ...]}`` as Labels,
+    under the same rules as a prediction request (content type, size, nesting, fields)."""
+    example = '{"labels": [{"request_id": ..., "label": ...}]}'
+    payload = read_json(body, content_type, limits or Limits(), example=example)
     if not isinstance(payload, dict) or not isinstance(payload.get("labels"), list):
-        raise RequestError(422, 'body must be {"labels": [{"request_id": ..., "label": ...}]}')
+        raise RequestError(422, f"body must be {example}")
+    unknown = sorted(set(payload) - {"labels"})
+    if unknown:
+        raise RequestError(422, f"unknown field(s) {', '.join(unknown)}; only 'labels' is accepted")
     entries = payload["labels"]
     if not entries or len(entries) > MAX_LABELS:
         raise RequestError(422, f"labels must hold 1 to {MAX_LABELS} entries")
@@ -101,14 +96,14 @@ def _label(where: str, entry: Any) -> Label:
 
 
 class FeedbackStore:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(PREDICTIONS_SCHEMA + SCHEMA)
+    def __init__(self, database: Database):
+        self.database = database
 
     def attach(self, labels: list[Label], classes: list[str] | None = None) -> dict:
-        """Store labels of logged predictions; return counts and what was refused."""
+        """Store labels of logged predictions; return counts and what was refused. A label
+        that is not a class refuses the whole set: nothing is stored."""
+        from sqlalchemy import select, tuple_
+
         if classes is not None:
             bad = [lb for lb in labels if lb.label not in classes]
             if bad:
@@ -118,38 +113,54 @@ class FeedbackStore:
                     f"model; expected one of {classes}; nothing was stored",
                 )
         now = time.time()
-        request_ids = sorted({lb.request_id for lb in labels})
-        with self._connect() as db:
-            known = set(
-                db.execute(
-                    "SELECT request_id, item FROM predictions WHERE request_id IN "
-                    f"({','.join('?' * len(request_ids))})",
-                    request_ids,
-                )
-            )
-            stored = [lb for lb in labels if (lb.request_id, lb.item) in known]
-            db.executemany(
-                "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?)",
-                [(lb.request_id, lb.item, lb.label, now) for lb in stored],
-            )
+        wanted = sorted({(lb.request_id, lb.item) for lb in labels})
+        with self.database.write() as connection:
+            known = set()
+            for chunk in range(0, len(wanted), 500):
+                part = wanted[chunk : chunk + 500]
+                known.update(
+                    tuple(row) for row in connection.execute(
+                        select(predictions.c.request_id, predictions.c.item).where(
+                            tuple_(predictions.c.request_id, predictions.c.item).in_(part)
+                        )
+                    )
+                )  # fmt: skip
+            latest = {
+                (lb.request_id, lb.item): lb for lb in labels if (lb.request_id, lb.item) in known
+            }
+            if latest:  # a corrected label replaces the earlier one
+                connection.execute(
+                    self.database.upsert(feedback, ["request_id", "item"], ["label", "ts"]),
+                    [{"request_id": r, "item": i, "label": lb.label, "ts": now}
+                     for (r, i), lb in latest.items()],
+                )  # fmt: skip
         unknown = [
             f"{lb.request_id}#{lb.item}" for lb in labels if (lb.request_id, lb.item) not in known
         ]
-        return {"stored": len(stored), "unknown": unknown[:20], "unknown_count": len(unknown)}
+        return {"stored": len(latest), "unknown": unknown[:20], "unknown_count": len(unknown)}
 
-    def labelled(self, since: float = 0.0) -> pd.DataFrame:
-        """Logged predictions (made at or after ``since``) that have a label."""
+    def labelled(self, after: int = 0, upto: int | None = None) -> pd.DataFrame:
+        """Logged predictions numbered ``after < seq <= upto`` that have a label, with
+        their inputs (decoded), the served label (``prediction``) and the true ``label``."""
+        from sqlalchemy import select
+
         query = (
-            "SELECT p.request_id, p.item, p.ts, p.model_version, p.inputs, p.label AS prediction,"
-            " f.label AS label FROM predictions p JOIN feedback f"
-            " ON p.request_id = f.request_id AND p.item = f.item WHERE p.ts >= ? ORDER BY p.ts"
-        )
-        with self._connect() as db:
-            frame = pd.read_sql_query(query, db, params=[since])
-        frame["inputs"] = frame["inputs"].map(json.loads)
+            select(
+                predictions.c.seq, predictions.c.request_id, predictions.c.item,
+                predictions.c.ts, predictions.c.model_version, predictions.c.inputs,
+                predictions.c.label.label("prediction"), feedback.c.label,
+            )
+            .join(feedback, (feedback.c.request_id == predictions.c.request_id)
+                  & (feedback.c.item == predictions.c.item))
+            .where(predictions.c.seq > after)
+            .order_by(predictions.c.seq)
+        )  # fmt: skip
+        if upto is not None:
+            query = query.where(predictions.c.seq <= upto)
+        with self.database.read() as connection:
+            rows = [dict(r) for r in connection.execute(query).mappings()]
+        frame = pd.DataFrame(rows, columns=[
+            "seq", "request_id", "item", "ts", "model_version", "inputs", "prediction", "label",
+        ])  # fmt: skip
+        frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
         return frame
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db

@@ -1,189 +1,253 @@
-"""The prediction log: every served prediction recorded exactly once, durably, cheaply.
+"""The prediction log: every served answer recorded exactly once, durably, cheaply.
 
-Embedded default: one SQLite database in WAL mode under ``LOOPLINE_HOME/predictions``.
-Writers hand records to a background thread that commits them in batches (group commit)
-and wakes each writer once its batch is on disk. A handler that waits for ``append``
-before answering therefore never answers for a prediction the log could lose, even if
-the process is killed right after, while one commit (and one fsync) covers many
-concurrent requests. ``(request_id, item)`` is the primary key, so a retried write is
-stored once.
+Writers hand whole requests to a background thread that commits them in batches (group
+commit) and wakes each writer once its batch is durable. A handler that waits for that
+before answering never answers for a prediction the log could lose, even if the process
+is killed right after, while one commit covers many concurrent requests. The thread
+commits as soon as it has work, and whatever arrives while a commit runs goes into the
+next one: a lone request pays for one commit and no waiting.
+
+Request ids are unique. A reused id with the same inputs is an idempotent retry: the
+stored answer is replayed and nothing is logged twice. A reused id with other inputs is
+a conflict (the service answers 409). Either way every answer a client saw is in the
+log, with the inputs and outputs it was given.
+
+Rows are numbered in commit order (``seq``, see :mod:`components.tables`), so monitoring
+reads windows by number, not by clock.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import queue
-import sqlite3
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    request_id TEXT NOT NULL,
-    item INTEGER NOT NULL,
-    ts REAL NOT NULL,
-    model_version TEXT NOT NULL,
-    inputs TEXT NOT NULL,
-    label TEXT NOT NULL,
-    probabilities TEXT NOT NULL,
-    PRIMARY KEY (request_id, item)
-);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-"""
+from components.database import Database
+from components.tables import predictions, requests
+
+COUNTER = "predictions"
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Answer:
+    """One request and what it was answered with: one label and one probability vector
+    per input row."""
+
     request_id: str
-    item: int  # position of the instance in its request
     model_version: str
-    inputs: list | dict
-    label: str
-    probabilities: list[float]
-    ts: float | None = None  # seconds since the epoch; now when omitted
+    inputs: np.ndarray  # (rows, features) float32
+    labels: list[str]
+    probabilities: np.ndarray  # (rows, classes) float64
+
+    @property
+    def digest(self) -> str:
+        return digest(self.inputs)
+
+
+def digest(inputs: np.ndarray) -> str:
+    rows = np.ascontiguousarray(inputs, dtype=np.float32)
+    return hashlib.sha256(str(rows.shape).encode() + rows.tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Logged:
+    """How the log took an answer: ``new``, a ``replay`` of the stored answer for the same
+    id and inputs, or a ``conflict`` (the id was used with other inputs)."""
+
+    outcome: str
+    stored: Answer | None = None
 
 
 class PredictionLog:
-    """Append predictions durably from many threads; read time windows as DataFrames."""
-
-    def __init__(self, path: Path, *, max_batch: int = 1024, max_wait_s: float = 0.002):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self._queue: queue.Queue[tuple[list[tuple], Future] | None] = queue.Queue()
+    def __init__(self, database: Database, *, max_batch_rows: int = 4096):
+        self.database = database
+        self.max_batch_rows = max_batch_rows
+        self._queue: queue.Queue[tuple[Answer, Future] | None] = queue.Queue()
         self._closed = False
-        with self._connect() as db:
-            db.executescript(SCHEMA)
-        self._writer = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
-        self._writer.start()
+        self._lock = threading.Lock()
+        self._writer: threading.Thread | None = None  # started by the first write
 
-    def append(self, predictions: Sequence[Prediction], timeout: float = 30) -> None:
-        """Return once ``predictions`` are committed to disk."""
-        self.submit(predictions).result(timeout=timeout)
+    def append(self, answer: Answer, timeout: float = 30) -> Logged:
+        """Return once ``answer`` is durable (or known to be a replay or a conflict)."""
+        return self.submit(answer).result(timeout=timeout)
 
-    def submit(self, predictions: Sequence[Prediction]) -> Future:
-        """Queue ``predictions``; the future completes when they are committed."""
+    def submit(self, answer: Answer) -> Future:
+        """Queue ``answer``; the future gives a :class:`Logged` once it is durable."""
         if self._closed:
             raise RuntimeError("the prediction log is closed")
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="prediction-log", daemon=True
+                )
+                self._writer.start()
         done: Future = Future()
-        now = time.time()
-        rows = [
-            (
-                p.request_id,
-                p.item,
-                p.ts if p.ts is not None else now,
-                p.model_version,
-                json.dumps(p.inputs),
-                p.label,
-                json.dumps(p.probabilities),
-            )
-            for p in predictions
-        ]
-        self._queue.put((rows, done))
+        self._queue.put((answer, done))
         return done
 
     def close(self) -> None:
         """Commit everything queued, then stop the writer (call on shutdown)."""
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            self._writer.join()
+            if self._writer is not None:
+                self._queue.put(None)
+                self._writer.join()
+
+    def lookup(self, request_id: str) -> Answer | None:
+        """The stored answer for ``request_id``, if any."""
+        with self.database.read() as connection:
+            return _stored(connection, request_id)
 
     def count(self) -> int:
-        with self._connect() as db:
-            return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        from sqlalchemy import func, select
+
+        with self.database.read() as connection:
+            return connection.execute(select(func.count()).select_from(predictions)).scalar()
+
+    def last_seq(self) -> int:
+        """The number of the newest committed prediction (0 when there is none)."""
+        from sqlalchemy import func, select
+
+        with self.database.read() as connection:
+            return connection.execute(select(func.max(predictions.c.seq))).scalar() or 0
+
+    def count_window(self, after: int, upto: int, *, model_version: str | None = None) -> int:
+        from sqlalchemy import func, select
+
+        query = (
+            select(func.count())
+            .select_from(predictions)
+            .where(predictions.c.seq > after, predictions.c.seq <= upto)
+        )
+        if model_version is not None:
+            query = query.where(predictions.c.model_version == model_version)
+        with self.database.read() as connection:
+            return connection.execute(query).scalar()
 
     def read_window(
         self,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        after: int = 0,
+        upto: int | None = None,
         *,
         model_version: str | None = None,
-    ) -> pd.DataFrame:
-        """Predictions with ``start <= ts < end``, oldest first; inputs and outputs decoded."""
-        query = "SELECT * FROM predictions WHERE ts >= ? AND ts < ?"
-        params: list = [_seconds(start, 0.0), _seconds(end, float("inf"))]
+        every: int = 1,
+    ):
+        """Predictions numbered ``after < seq <= upto``, oldest first, inputs decoded;
+        ``every`` > 1 keeps every n-th row (a sample drawn in the database)."""
+        import pandas as pd
+        from sqlalchemy import select
+
+        query = select(predictions).where(predictions.c.seq > after).order_by(predictions.c.seq)
+        if upto is not None:
+            query = query.where(predictions.c.seq <= upto)
         if model_version is not None:
-            query += " AND model_version = ?"
-            params.append(model_version)
-        with self._connect() as db:
-            frame = pd.read_sql_query(query + " ORDER BY ts, request_id, item", db, params=params)
-        frame["inputs"] = frame["inputs"].map(json.loads)
-        frame["probabilities"] = frame["probabilities"].map(json.loads)
+            query = query.where(predictions.c.model_version == model_version)
+        if every > 1:
+            query = query.where(predictions.c.seq % every == 0)
+        with self.database.read() as connection:
+            rows = connection.execute(query).mappings().all()
+        frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in predictions.c])
+        frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
+        frame["probabilities"] = [
+            np.frombuffer(b, dtype=np.float64) for b in frame["probabilities"]
+        ]
         frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
         return frame
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-        return db
-
     def _write_loop(self) -> None:
-        db = self._connect()
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch, stop = self._gather(first)
-                self._commit(db, batch)
-                if stop:
-                    self._drain(db)
-                    return
-        finally:
-            db.close()
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._gather(first)
+            self._commit(batch)
+            if stop:
+                return
 
     def _gather(self, first) -> tuple[list, bool]:
-        """The first request plus whatever arrives within ``max_wait_s``, up to a batch."""
-        batch, rows = [first], len(first[0])
-        deadline = time.monotonic() + self.max_wait_s
-        while rows < self.max_batch:
+        """The first answer plus whatever is already waiting, up to a batch."""
+        batch, rows = [first], len(first[0].inputs)
+        while rows < self.max_batch_rows:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
                 return batch, True
             batch.append(item)
-            rows += len(item[0])
+            rows += len(item[0].inputs)
         return batch, False
 
-    def _drain(self, db: sqlite3.Connection) -> None:
-        rest = []
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None:
-                rest.append(item)
-        if rest:
-            self._commit(db, rest)
-
-    def _commit(self, db: sqlite3.Connection, batch: list) -> None:
+    def _commit(self, batch: list[tuple[Answer, Future]]) -> None:
         try:
-            with db:
-                db.executemany(
-                    "INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [row for rows, _ in batch for row in rows],
-                )
-        except sqlite3.Error as exc:
+            outcomes = self._write(answer for answer, _ in batch)
+        except Exception as exc:  # nothing of the batch is durable: every writer hears it
             for _, done in batch:
                 done.set_exception(exc)
             return
-        for _, done in batch:
-            done.set_result(None)
+        for (_, done), outcome in zip(batch, outcomes, strict=True):
+            done.set_result(outcome)
+
+    def _write(self, answers) -> list[Logged]:
+        outcomes, rows, new = [], [], {}
+        now = time.time()
+        with self.database.write() as connection:
+            claim = self.database.insert_ignoring_conflicts(requests)
+            for answer in answers:
+                taken = connection.execute(claim.values(
+                    request_id=answer.request_id, ts=now, model_version=answer.model_version,
+                    digest=answer.digest, items=len(answer.inputs),
+                ).returning(requests.c.request_id)).first()  # fmt: skip
+                if taken is not None:
+                    outcomes.append(Logged("new"))
+                    rows += _rows(answer, now)
+                    new[answer.request_id] = answer
+                    continue
+                stored = new.get(answer.request_id) or _stored(connection, answer.request_id)
+                same = stored is not None and stored.digest == answer.digest
+                outcomes.append(Logged("replay" if same else "conflict", stored))
+            if rows:
+                first = self.database.take_numbers(connection, COUNTER, len(rows))
+                for offset, row in enumerate(rows):
+                    row["seq"] = first + offset
+                connection.execute(predictions.insert(), rows)
+        return outcomes
 
 
-def _seconds(moment: datetime | None, default: float) -> float:
-    if moment is None:
-        return default
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+def _rows(answer: Answer, now: float) -> list[dict]:
+    inputs = np.ascontiguousarray(answer.inputs, dtype=np.float32)
+    probabilities = np.ascontiguousarray(answer.probabilities, dtype=np.float64)
+    return [
+        {
+            "request_id": answer.request_id,
+            "item": item,
+            "ts": now,
+            "model_version": answer.model_version,
+            "inputs": inputs[item].tobytes(),
+            "label": label,
+            "probabilities": probabilities[item].tobytes(),
+        }
+        for item, label in enumerate(answer.labels)
+    ]
+
+
+def _stored(connection, request_id: str) -> Answer | None:
+    from sqlalchemy import select
+
+    found = connection.execute(
+        select(predictions).where(predictions.c.request_id == request_id).order_by(predictions.c.item)
+    ).mappings().all()  # fmt: skip
+    if not found:
+        return None
+    return Answer(
+        request_id,
+        found[0]["model_version"],
+        np.stack([np.frombuffer(r["inputs"], dtype=np.float32) for r in found]),
+        [r["label"] for r in found],
+        np.stack([np.frombuffer(r["probabilities"], dtype=np.float64) for r in found]),
+    )

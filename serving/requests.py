@@ -34,6 +34,10 @@ class Limits:
     max_bytes: int = 1_000_000
     max_instances: int = 256
     max_pixels: int = 4096 * 4096  # refuse decompression bombs before decoding
+    max_side: int = 4096  # and long thin images: 1 x 16,000,000 pixels takes seconds
+    max_depth: int = 32  # JSON nesting; an instance nests as deep as its input shape
+    max_digits: int = 20  # an integer literal; a 4,300-digit one stops Python's int()
+    max_number_chars: int = 64  # a float literal
 
 
 JSON = "application/json"
@@ -43,22 +47,14 @@ PNG = "image/png"
 def parse(
     body: bytes, content_type: str | None, schema: DatasetSchema, limits: Limits = Limits()
 ) -> np.ndarray:
-    """The instances of a request as a float32 array ``(n, features)``."""
-    media_type = (content_type or "").split(";")[0].strip().lower()
-    if media_type not in (JSON, PNG):
-        raise RequestError(
-            415, f"content-type must be {JSON} (or {PNG} for image models), got {content_type!r}"
-        )
-    if len(body) > limits.max_bytes:
-        raise RequestError(413, f"body is {len(body)} bytes; the limit is {limits.max_bytes}")
-    if not body.strip():
-        raise RequestError(400, 'body is empty; send {"instances": [...]}')
-    if media_type == PNG:
+    """The instances of a request as a float32 array ``(n, features)``. (A PNG body is
+    decoded by :func:`parse_png`; the service runs that off its event loop.)"""
+    if media_type(content_type) == PNG:
+        _check_body(body, limits, "body is empty; send a PNG file")
         return parse_png(body, schema, limits)
-    try:
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"body is not valid JSON: {exc}") from None
+    payload = read_json(
+        body, content_type, limits, accepts=(JSON, PNG), example='{"instances": [...]}'
+    )
     if not isinstance(payload, dict) or "instances" not in payload:
         raise RequestError(422, 'body must be an object {"instances": [...]}')
     unknown = sorted(set(payload) - {"instances"})
@@ -75,6 +71,85 @@ def parse(
         )
     rows = [_instance(i, value, schema) for i, value in enumerate(instances)]
     return np.asarray(rows, dtype=np.float32)
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def read_json(
+    body: bytes, content_type: str | None, limits: Limits, *, accepts=(JSON,), example: str
+):
+    """A JSON body within the limits (size, nesting, number length), or a RequestError
+    (4xx) that names the problem. Shared by every route that takes JSON."""
+    if media_type(content_type) not in accepts:
+        raise RequestError(
+            415, f"content-type must be {' or '.join(accepts)}, got {content_type!r}"
+        )
+    _check_body(body, limits, f"body is empty; send {example}")
+    numbers = _Numbers(limits)
+    try:
+        payload = json.loads(
+            body, parse_constant=_reject_constant, parse_int=numbers.integer,
+            parse_float=numbers.real,
+        )  # fmt: skip
+    except RequestError:
+        raise
+    except RecursionError:
+        raise RequestError(
+            422, f"body nests deeper than {limits.max_depth} levels; send flat or shaped arrays"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(400, f"body is not valid JSON: {exc}") from None
+    _check_depth(payload, limits.max_depth)
+    return payload
+
+
+def _check_body(body: bytes, limits: Limits, empty: str) -> None:
+    if len(body) > limits.max_bytes:
+        raise RequestError(413, f"body is {len(body)} bytes; the limit is {limits.max_bytes}")
+    if not body.strip():
+        raise RequestError(400, empty)
+
+
+class _Numbers:
+    """JSON number literals, refused when longer than the limits allow (before Python's
+    own conversion, which is slow or fails on thousands of digits)."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+
+    def integer(self, text: str) -> int:
+        digits = len(text.lstrip("-"))
+        if digits > self.limits.max_digits:
+            raise RequestError(
+                422, f"a number has {digits} digits ({text[:12]}...); at most "
+                f"{self.limits.max_digits} are accepted",
+            )  # fmt: skip
+        return int(text)
+
+    def real(self, text: str) -> float:
+        if len(text) > self.limits.max_number_chars:
+            raise RequestError(
+                422, f"a number is written with {len(text)} characters ({text[:12]}...); at most "
+                f"{self.limits.max_number_chars} are accepted",
+            )  # fmt: skip
+        return float(text)
+
+
+def _check_depth(payload, limit: int) -> None:
+    """Walk the parsed body without recursion; refuse it past ``limit`` levels."""
+    pending = [(payload, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            raise RequestError(
+                422, f"body nests deeper than {limit} levels; send flat or shaped arrays"
+            )
+        if isinstance(value, list):
+            pending.extend((v, depth + 1) for v in value if isinstance(v, list | dict))
+        elif isinstance(value, dict):
+            pending.extend((v, depth + 1) for v in value.values() if isinstance(v, list | dict))
 
 
 def _reject_constant(name: str) -> float:
@@ -113,7 +188,10 @@ def _instance(index: int, value: Any, schema: DatasetSchema) -> list[float]:
 def _flatten(where: str, value: list, shape: list[int]) -> list:
     if all(not isinstance(v, list) for v in value):
         return value
-    array = np.asarray(value, dtype=object)
+    try:
+        array = np.asarray(value, dtype=object)
+    except ValueError:  # ragged nesting
+        raise RequestError(422, f"{where} is ragged; expected {shape} or flat") from None
     if array.ndim == 1 or list(array.shape[-len(shape) :]) != list(shape[-array.ndim :]):
         raise RequestError(
             422, f"{where} is nested as {list(array.shape)}; expected {shape} or flat"
@@ -145,13 +223,19 @@ def parse_png(body: bytes, schema: DatasetSchema, limits: Limits = Limits()) -> 
         raise RequestError(415, f"model {schema.name!r} is tabular; send {JSON} records")
     height, width = schema.input_shape[-2:]
     try:
-        with Image.open(io.BytesIO(body), formats=["PNG"]) as image:
-            if image.width * image.height > limits.max_pixels:
+        with Image.open(io.BytesIO(body), formats=["PNG"]) as image:  # reads the header only
+            too_big = max(image.width, image.height) > limits.max_side or (
+                image.width * image.height > limits.max_pixels
+            )
+            if too_big:
                 raise RequestError(
                     413,
-                    f"image is {image.width}x{image.height}; the limit is {limits.max_pixels} px",
+                    f"image is {image.width}x{image.height}; the limits are {limits.max_side} px "
+                    f"a side and {limits.max_pixels} px in all",
                 )
             grey = image.convert("L").resize((width, height), Image.Resampling.BILINEAR)
+    except RequestError:
+        raise
     except Image.DecompressionBombError as exc:
         raise RequestError(413, f"image is too large ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -82,6 +82,7 @@ def serve_env(
     env.update(
         LOOPLINE_HOME=str(settings.home),
         LOOPLINE_TRACKING_URI=settings.tracking_uri,
+        LOOPLINE_DATABASE_URL=settings.database_url,
         LOOPLINE_MODEL_NAME=settings.model_name,
         BENTOML_HOME=str(settings.bentoml_home),
         BENTOML_DO_NOT_TRACK="true",

@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import aiohttp
@@ -29,20 +30,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from components import processes
+from components.database import open_database
 from components.dataset import DatasetSchema
 from components.settings import load_settings
 from serving.auth import HEADER, load_api_key
 from serving.champion import ChampionHolder
 from serving.feedback import FeedbackStore, parse_labels
 from serving.options import load_options
-from serving.prediction_log import Prediction, PredictionLog
-from serving.requests import JSON, PNG, Limits, RequestError, parse
+from serving.prediction_log import Answer, PredictionLog, digest
+from serving.requests import JSON, PNG, Limits, RequestError, media_type, parse
 
 log = logging.getLogger("loopline.serving")
 OPTIONS = load_options()
 RUNNER_ATTEMPTS = 4
 RUNNER_ATTEMPT_S = max(5.0, 3 * OPTIONS.max_latency_ms / 1000)  # well above a batch's wait
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+DECODERS = 2
+PNG_BUDGET_S = 2.0
 
 api = FastAPI(title="loopline prediction API", docs_url=None, redoc_url=None)
 
@@ -95,11 +99,13 @@ class Predictor:
 
     def __init__(self) -> None:
         _die_with_the_server()
-        settings = load_settings()
-        self.log = PredictionLog(settings.prediction_log)
-        self.feedback = FeedbackStore(settings.prediction_log)
+        database = open_database(load_settings(), migrate=True)
+        self.log = PredictionLog(database)
+        self.feedback = FeedbackStore(database)
         self.key = load_api_key()
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
+        # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
+        self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
         self.schema: tuple[str, DatasetSchema] | None = None  # (version, schema) of the model
         _keep_one_session(self.runner)
         self.counter = bentoml.metrics.Counter(
@@ -111,17 +117,27 @@ class Predictor:
     @bentoml.on_shutdown
     def close_log(self) -> None:
         self.log.close()  # commits whatever is still queued
+        self.decoder.shutdown(wait=False, cancel_futures=True)
 
     async def answer(self, request: Request) -> JSONResponse:
-        request_id = _request_id(request.headers.get("x-request-id"))
+        offered = request.headers.get("x-request-id")
+        request_id = offered or uuid.uuid4().hex
         headers = {"X-Request-ID": request_id}
         if not self.key.allows(request.headers.get(HEADER)):
             return _unauthorized(headers)
         try:
+            if not REQUEST_ID.fullmatch(request_id):
+                raise RequestError(400, f"X-Request-ID must match {REQUEST_ID.pattern}")
             body = await _read_body(request, self.limits.max_bytes)
-            schema = await self._schema()
-            rows = parse(body, request.headers.get("content-type"), schema, self.limits)
+            rows = await self._rows(body, request.headers.get("content-type"))
+            if offered and (stored := await asyncio.to_thread(self.log.lookup, request_id)):
+                return self._again(stored, rows, headers)  # a retry, or a conflict
             outputs = await self._predict(rows)
+            answer = Answer(
+                request_id, outputs[0]["model_version"], rows,
+                [o["label"] for o in outputs],
+                np.asarray([o["probabilities"] for o in outputs], dtype=np.float64),
+            )  # fmt: skip
         except RequestError as exc:
             return _error(exc.status, str(exc), headers)
         except Unavailable as exc:
@@ -129,35 +145,58 @@ class Predictor:
         except Exception:
             log.exception("prediction %s failed", request_id)
             return _error(500, f"internal error; the server log has request {request_id}", headers)
-        version = outputs[0]["model_version"]
-        records = [
-            Prediction(request_id, i, version, row.tolist(), o["label"], o["probabilities"])
-            for i, (row, o) in enumerate(zip(rows, outputs, strict=True))
-        ]
         try:  # answer only once the log has it: a response the client saw is never lost
-            await asyncio.wrap_future(self.log.submit(records))
+            logged = await asyncio.wrap_future(self.log.submit(answer))
         except Exception:
             log.exception("prediction log write for %s failed", request_id)
             return _error(503, "the prediction log cannot record predictions; retry later", headers)
-        for output in outputs:
-            self.counter.labels(model_version=version, label=output["label"]).inc()
-        predictions = [{"label": o["label"], "probabilities": o["probabilities"]} for o in outputs]
-        return JSONResponse(
-            {"predictions": predictions, "model_version": version, "request_id": request_id},
-            headers=headers,
+        if logged.outcome != "new":  # the same id raced in from another request
+            return self._again(logged.stored, rows, headers)
+        for label in answer.labels:
+            self.counter.labels(model_version=answer.model_version, label=label).inc()
+        return _envelope(answer, headers)
+
+    def _again(self, stored: Answer, rows: np.ndarray, headers: dict) -> JSONResponse:
+        """A reused request id: the stored answer again when the inputs are the same (an
+        idempotent retry), 409 when they differ. Either way the log is unchanged."""
+        if stored.digest != digest(rows):
+            return _error(
+                409,
+                f"request id {stored.request_id} was already used with other inputs; send a "
+                "new X-Request-ID (or none) for a new request",
+                headers,
+            )
+        return _envelope(stored, {**headers, "X-Idempotent-Replay": "true"})
+
+    async def _rows(self, body: bytes, content_type: str | None) -> np.ndarray:
+        schema = await self._schema()
+        if media_type(content_type) != PNG:
+            return parse(body, content_type, schema, self.limits)
+        decoding = asyncio.get_running_loop().run_in_executor(
+            self.decoder, parse, body, content_type, schema, self.limits
         )
+        try:
+            return await asyncio.wait_for(decoding, PNG_BUDGET_S)
+        except TimeoutError:
+            raise RequestError(
+                413, f"the image took over {PNG_BUDGET_S:g} s to decode; send a smaller PNG"
+            ) from None
 
     async def attach_feedback(self, request: Request) -> JSONResponse:
         if not self.key.allows(request.headers.get(HEADER)):
             return _unauthorized({})
         try:
-            labels = parse_labels(await _read_body(request, self.limits.max_bytes))
+            body = await _read_body(request, self.limits.max_bytes)
+            labels = parse_labels(body, request.headers.get("content-type"), self.limits)
             classes = (await self._schema()).classes
             result = await asyncio.to_thread(self.feedback.attach, labels, classes)
         except RequestError as exc:
             return _error(exc.status, str(exc), {})
         except Unavailable as exc:
             return _error(503, f"{exc}; retry once /readyz answers 200", {})
+        except Exception:
+            log.exception("feedback failed")
+            return _error(500, "internal error; the server log has the details", {})
         return JSONResponse(result)
 
     async def _schema(self) -> DatasetSchema:
@@ -200,10 +239,89 @@ class Predictor:
                 log.warning("model service call lost (%s); retrying", type(exc).__name__)
 
 
+ERRORS = {
+    400: "Unreadable body or header: bad JSON, an empty body, a bad X-Request-ID",
+    401: "Missing or wrong API key (X-API-Key)",
+    409: "The X-Request-ID was already used with other inputs",
+    413: "Too large: body bytes, instances, image pixels, or an image too slow to decode",
+    415: "Unsupported Content-Type",
+    422: "Well-formed but wrong: shape, type, range, nesting, unknown fields or classes",
+    500: "Unexpected server error (the body names the request id in the server log)",
+    503: "No model loaded yet, or the prediction log cannot record; retry later",
+}
+ERROR_BODY = {
+    JSON: {
+        "schema": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        }
+    }
+}
+HEADERS = [
+    {"name": "X-API-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+    {
+        "name": "X-Request-ID",
+        "in": "header",
+        "required": False,
+        "description": "Reuse with the same inputs to replay the logged answer; other inputs get 409",
+        "schema": {"type": "string", "pattern": f"^{REQUEST_ID.pattern}$"},
+    },
+]
+
+
+def _responses(ok: dict, *codes: int) -> dict:
+    return {
+        "200": {"description": "OK", "content": {JSON: {"schema": ok}}},
+        **{str(c): {"description": ERRORS[c], "content": ERROR_BODY} for c in codes},
+    }
+
+
+ENVELOPE = {
+    "type": "object",
+    "required": ["predictions", "model_version", "request_id"],
+    "properties": {
+        "predictions": {"type": "array", "items": {"type": "object"}},
+        "model_version": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+}
+LABELS_BODY = {
+    "type": "object",
+    "required": ["labels"],
+    "additionalProperties": False,
+    "properties": {
+        "labels": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["request_id", "label"],
+                "additionalProperties": False,
+                "properties": {
+                    "request_id": {"type": "string"},
+                    "item": {"type": "integer", "minimum": 0},
+                    "label": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+ATTACHED = {
+    "type": "object",
+    "properties": {
+        "stored": {"type": "integer"},
+        "unknown": {"type": "array", "items": {"type": "string"}},
+        "unknown_count": {"type": "integer"},
+    },
+}
+
+
 @api.post(
     "/predict",
     summary="Predict the class of each instance (KServe v1)",
     openapi_extra={
+        "parameters": HEADERS,
         "requestBody": {
             "required": True,
             "content": {
@@ -211,13 +329,15 @@ class Predictor:
                     "schema": {
                         "type": "object",
                         "required": ["instances"],
-                        "properties": {"instances": {"type": "array", "items": {}}},
+                        "additionalProperties": False,
+                        "properties": {"instances": {"type": "array", "minItems": 1, "items": {}}},
                     },
                     "example": {"instances": [[0.0] * 64]},
                 },
                 PNG: {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
+        "responses": _responses(ENVELOPE, 400, 401, 409, 413, 415, 422, 500, 503),
     },
 )
 async def predict(request: Request) -> JSONResponse:
@@ -250,7 +370,15 @@ def _keep_one_session(proxy: object) -> None:
         log.warning("BentoML's client changed; relying on retries for dropped calls")
 
 
-@api.post("/feedback", summary="Attach ground-truth labels to served predictions")
+@api.post(
+    "/feedback",
+    summary="Attach ground-truth labels to served predictions",
+    openapi_extra={
+        "parameters": HEADERS[:1],
+        "requestBody": {"required": True, "content": {JSON: {"schema": LABELS_BODY}}},
+        "responses": _responses(ATTACHED, 400, 401, 413, 415, 422, 500, 503),
+    },
+)
 async def feedback(request: Request) -> JSONResponse:
     service: Predictor = bentoml.get_current_service()
     return await service.attach_feedback(request)
@@ -270,10 +398,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _request_id(offered: str | None) -> str:
-    if offered and REQUEST_ID.fullmatch(offered):
-        return offered  # a client's retry with the same id is logged once
-    return uuid.uuid4().hex
+def _envelope(answer: Answer, headers: dict[str, str]) -> JSONResponse:
+    predictions = [
+        {"label": label, "probabilities": probabilities.tolist()}
+        for label, probabilities in zip(answer.labels, answer.probabilities, strict=True)
+    ]
+    return JSONResponse(
+        {"predictions": predictions, "model_version": answer.model_version,
+         "request_id": answer.request_id},
+        headers=headers,
+    )  # fmt: skip
 
 
 def _unauthorized(headers: dict[str, str]) -> JSONResponse:

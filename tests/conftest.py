@@ -200,3 +200,98 @@ def train_and_register(settings, dataset, folder, config, name=None) -> dict:
         model, dataset, folder / "eval", folder / "decision",
         run_id="r", model_name=name, settings=settings,
     )  # fmt: skip
+
+
+# -- the platform database, on SQLite and on a real PostgreSQL ---------------------------
+
+
+def _postgres_bin(tool: str) -> str:
+    """Debian keeps PostgreSQL's server tools off PATH, under /usr/lib/postgresql/N/bin."""
+    found = shutil.which(tool) or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"), reverse=True)), None
+    )
+    if found is None:
+        pytest.skip(
+            f"PostgreSQL's {tool} is missing; `make test` installs it (apt-get install postgresql)"
+        )
+    return str(found)
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: run them as the postgres user then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """One real PostgreSQL server for the session, on loopback; its base URL."""
+    # Outside pytest's private (0700, root's) folders: the postgres user must reach it.
+    folder = Path(tempfile.mkdtemp(prefix="loopline-postgres-"))
+    data, port = folder / "data", free_port()
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    subprocess.run(
+        _as_postgres([_postgres_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "loopline",
+                      "--no-sync"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = subprocess.Popen(
+        _as_postgres([_postgres_bin("postgres"), "-D", str(data), "-p", str(port), "-k",
+                      str(folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                      "-c", "max_connections=200"]),
+        stdout=subprocess.DEVNULL, stderr=open(folder / "postgres.log", "wb"),  # noqa: SIM115
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"postgresql://loopline@127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while subprocess.run([_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                         capture_output=True).returncode != 0:  # fmt: skip
+        assert server.poll() is None, (folder / "postgres.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, "PostgreSQL did not start"
+        time.sleep(0.2)
+    yield url
+    processes.stop_tree(server.pid, grace=20)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres: str) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{postgres}/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{postgres}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same contract tests, once on each database loopline supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'loopline.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def database(database_url: str, tmp_path: Path):
+    from components.database import open_database
+
+    opened = open_database(
+        load_settings({"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": database_url}),
+        migrate=True,
+    )
+    yield opened
+    opened.close()
+
+
+def logged(settings: Settings):
+    """Everything the settings' prediction log holds, oldest first."""
+    from components.database import open_for_reading
+    from serving.prediction_log import PredictionLog
+
+    database = open_for_reading(settings)
+    try:
+        return PredictionLog(database).read_window()
+    finally:
+        database.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -27,16 +28,17 @@ def monitor(
     """
     from components import engine_env, processes
     from loopline.monitor_view import render_monitor
-    from monitoring.monitor import run_monitor
+    from monitoring.monitor import Monitor
     from monitoring.policy import load_policy
 
     settings = options.settings(ctx, model)
     policy = load_policy(settings)
     pause = options.seconds(every, "--every") if every else None
     engine_env.prepare_logs(settings)
-    with processes.sigterm_as_interrupt():
+    monitor_ = Monitor(settings, policy)  # one database and one set of imports for every pass
+    with processes.sigterm_as_interrupt(), contextlib.closing(monitor_):
         while True:
-            result = run_monitor(settings, policy, retrain=retrain)
+            result = monitor_.run(retrain=retrain)
             if json_output:
                 typer.echo(json.dumps(dataclasses.asdict(result), default=str))
             else:
@@ -62,17 +64,24 @@ def feedback(
     The file is checked as POST /feedback checks a body; one bad row refuses the whole
     file (exit 2) and nothing is stored.
     """
+    from components.database import open_database
     from serving.feedback import FeedbackStore, read_labels_csv
     from serving.requests import RequestError
 
     settings = options.settings(ctx, model)
-    store = FeedbackStore(settings.prediction_log)
     try:
         parsed = read_labels_csv(labels)
-        result = store.attach(parsed, classes=_classes(settings))
     except RequestError as exc:
         console.print(f"[red]labels refused, none stored[/]: {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+    database = open_database(settings, migrate=True)
+    try:
+        result = FeedbackStore(database).attach(parsed, classes=_classes(settings))
+    except RequestError as exc:
+        console.print(f"[red]labels refused, none stored[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        database.close()
     console.print(
         f"stored {result['stored']} label(s); {result['unknown_count']} had no logged prediction"
     )
@@ -81,9 +90,9 @@ def feedback(
 
 def _classes(settings) -> list[str] | None:
     """The champion's classes, which a label must be one of (None: no champion yet)."""
-    from components.registry import Registry
+    from components.registry import reader
 
-    champion = Registry(settings).champion(settings.model_name)
+    champion = reader(settings).champion(settings.model_name)
     if champion is None:
         return None
     return json.loads(champion.tags.get("loopline.schema", "{}")).get("classes")

@@ -28,6 +28,7 @@ def serve(
     Ctrl-C or SIGTERM stops every server process, after the prediction log is flushed.
     """
     from components import processes
+    from components.database import open_database
     from serving.auth import load_api_key
     from serving.options import load_options
     from serving.server import SERVICE, preflight, start_server
@@ -35,6 +36,7 @@ def serve(
     settings = options.settings(ctx, model)
     load_api_key()  # a bad key file or setting stops here, exit 2, before any process starts
     load_options()
+    open_database(settings, migrate=True).close()  # reachable, and at this code's schema
     servable = preflight(settings, version)
     settings.logs.mkdir(parents=True, exist_ok=True)
     with processes.sigterm_as_interrupt():
@@ -59,7 +61,7 @@ def serve(
                 f"metrics: {server_.url}/metrics"
             )
             console.print(
-                f"  prediction log: {settings.prediction_log}   server log: {server_.log_path}"
+                f"  prediction log: {settings.database_shown}   server log: {server_.log_path}"
             )
             console.print("  Ctrl-C stops the server.")
             server_.process.wait()

@@ -46,7 +46,7 @@ def test_status_json_without_a_champion(home):
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
         "model": "digits-classifier", "champion": None,
-        "last_check": None, "last_retraining": None, "pending_triggers": [],
+        "last_check": None, "last_retraining": None, "open_trigger": None,
     }  # fmt: skip
 
 
@@ -59,12 +59,16 @@ def test_compile_writes_kfp_ir(home, tmp_path):
 
 
 def test_feedback_attaches_labels_from_a_csv(home, tmp_path):
+    import numpy as np
+
+    from components.database import open_database
     from components.settings import load_settings
     from serving.feedback import FeedbackStore
-    from serving.prediction_log import Prediction, PredictionLog
+    from serving.prediction_log import Answer, PredictionLog
 
-    log = PredictionLog(load_settings().prediction_log)
-    log.append([Prediction("req-1", 0, "1", [0.0], "3", [1.0])])
+    database = open_database(load_settings(), migrate=True)
+    log = PredictionLog(database)
+    log.append(Answer("req-1", "1", np.zeros((1, 1), np.float32), ["3"], np.ones((1, 1))))
     log.close()
     labels = tmp_path / "labels.csv"
     labels.write_text("request_id,label,item\nreq-1,5,\nreq-404,2,0\n")  # empty item: 0
@@ -73,7 +77,7 @@ def test_feedback_attaches_labels_from_a_csv(home, tmp_path):
     assert json.loads(result.stdout) == {"stored": 1, "unknown": ["req-404#0"], "unknown_count": 1}
 
     def stored() -> list[str]:
-        return FeedbackStore(load_settings().prediction_log).labelled()["label"].tolist()
+        return FeedbackStore(database).labelled()["label"].tolist()
 
     # Bad rows refuse the whole file, name the line, and store nothing (exit 2).
     for name, text, says in [

@@ -6,7 +6,6 @@ so their prediction logs hold only their own requests.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
@@ -14,16 +13,22 @@ import httpx
 import pytest
 from sklearn.datasets import load_digits
 
-from serving.prediction_log import PredictionLog
+from components.settings import load_settings
 from serving.server import start_server
 from tests.conftest import free_port
+from tests.conftest import logged as read_log
 
 ROW = (load_digits().data[:1] / 16.0).tolist()
 
 
 @pytest.fixture
 def own_settings(served, tmp_path):
-    return dataclasses.replace(served.settings, home=tmp_path / "home")
+    return load_settings(
+        {
+            "LOOPLINE_HOME": str(tmp_path / "home"),
+            "LOOPLINE_TRACKING_URI": served.settings.tracking_uri,
+        }
+    )
 
 
 def test_api_key_is_required_when_configured(own_settings, tmp_path):
@@ -81,7 +86,7 @@ def test_every_answered_prediction_survives_kill_9(own_settings, tmp_path):
     for thread in threads:
         thread.join()
     assert len(answered) > 50, "the load did not get going"
-    logged = PredictionLog(own_settings.prediction_log).read_window()
+    logged = read_log(own_settings)
     per_request = logged.groupby("request_id")["item"].count()
     missing = [r for r in answered if per_request.get(r, 0) != 3]
     assert not missing, f"{len(missing)} answered requests are not (wholly) in the log"
@@ -163,5 +168,5 @@ def test_loopline_serve_leaves_no_process_when_stopped_or_killed(served, tmp_pat
     if how != "sigterm":
         process.kill()
         process.wait()
-    logged = PredictionLog(home / "predictions" / "predictions.db").read_window()
+    logged = read_log(load_settings({"LOOPLINE_HOME": str(home)}))
     assert set(ids) <= set(logged["request_id"])

@@ -1,78 +1,110 @@
-"""The prediction log: exactly once, durable through kill -9, batched, readable by window."""
+"""The prediction log, on SQLite and PostgreSQL: exactly once, durable through kill -9,
+numbered in commit order, and a reused request id never logged twice."""
 
 import os
 import signal
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
 
-from serving.prediction_log import Prediction, PredictionLog
+import numpy as np
 
-
-def prediction(request_id: str, item: int = 0, version: str = "1", ts: float | None = None):
-    return Prediction(request_id, item, version, [0.1, 0.2], "7", [0.1, 0.9], ts)
+from serving.prediction_log import Answer, PredictionLog
 
 
-def test_concurrent_writers_each_record_stored_once(tmp_path):
-    log = PredictionLog(tmp_path / "p.db")
+def answer(request_id: str, rows: int = 1, version: str = "1", value: float = 0.1) -> Answer:
+    inputs = np.full((rows, 2), value, dtype=np.float32)
+    return Answer(request_id, version, inputs, ["7"] * rows, np.tile([0.1, 0.9], (rows, 1)))
+
+
+def test_concurrent_writers_each_record_stored_once_and_numbered_without_gaps(database):
+    log = PredictionLog(database)
 
     def client(n: int) -> None:
-        for i in range(50):
-            log.append([prediction(f"c{n}-r{i}", item) for item in range(3)])
+        for i in range(25):
+            assert log.append(answer(f"c{n}-r{i}", rows=3)).outcome == "new"
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    log.append([prediction("c0-r0", 0)])  # a retried write of a stored prediction
-    assert log.count() == 8 * 50 * 3
+    assert log.count() == 8 * 25 * 3
+    window = log.read_window()
+    assert window["seq"].tolist() == list(range(1, 8 * 25 * 3 + 1))  # a prefix, in order
     log.close()
 
 
-def test_read_window_by_time_and_model_version(tmp_path):
-    log = PredictionLog(tmp_path / "p.db")
-    base = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-    log.append([prediction(f"r{i}", version="1" if i < 5 else "2", ts=base + i) for i in range(10)])
-    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=3)
-    window = log.read_window(start, start + timedelta(seconds=4))
+def test_a_reused_id_replays_the_same_inputs_and_refuses_others(database):
+    log = PredictionLog(database)
+    assert log.append(answer("r1", rows=2)).outcome == "new"
+    again = log.append(answer("r1", rows=2))
+    assert again.outcome == "replay" and again.stored.labels == ["7", "7"]
+    assert np.array_equal(again.stored.probabilities, np.tile([0.1, 0.9], (2, 1)))
+    assert log.append(answer("r1", rows=2, value=0.5)).outcome == "conflict"
+    assert log.append(answer("r1", rows=3)).outcome == "conflict"  # more items: other inputs
+    assert log.count() == 2  # nothing of the retries or conflicts was logged
+    # Racing writers with one id: exactly one is logged; the others replay or conflict.
+    values = [i % 2 for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda v: log.append(answer("race", value=v)).outcome, values))
+    assert outcomes.count("new") == 1 and log.count() == 3
+    kept = log.lookup("race").inputs[0][0]
+    for value, outcome in zip(values, outcomes, strict=True):
+        if outcome != "new":
+            assert outcome == ("replay" if value == kept else "conflict")
+    log.close()
+
+
+def test_read_window_by_number_and_model_version_and_sample(database):
+    log = PredictionLog(database)
+    for i in range(10):
+        log.append(answer(f"r{i}", version="1" if i < 5 else "2", value=i))
+    window = log.read_window(after=3, upto=7)
     assert window["request_id"].tolist() == ["r3", "r4", "r5", "r6"]
-    assert window["inputs"].iloc[0] == [0.1, 0.2] and window["probabilities"].iloc[0] == [0.1, 0.9]
+    assert window["inputs"].iloc[0].tolist() == [3.0, 3.0]
+    assert window["probabilities"].iloc[0].tolist() == [0.1, 0.9]
     assert log.read_window(model_version="2")["request_id"].tolist() == [
         f"r{i}" for i in range(5, 10)
     ]
+    assert log.count_window(0, 10, model_version="1") == 5
+    assert log.read_window(every=3)["seq"].tolist() == [3, 6, 9]
+    assert log.last_seq() == 10
     log.close()
 
 
-def test_close_commits_what_was_queued(tmp_path):
-    log = PredictionLog(tmp_path / "p.db", max_wait_s=0.5)
-    pending = [log.submit([prediction(f"r{i}")]) for i in range(20)]
+def test_close_commits_what_was_queued(database):
+    log = PredictionLog(database)
+    pending = [log.submit(answer(f"r{i}")) for i in range(20)]
     log.close()
     assert all(f.done() for f in pending)
-    assert PredictionLog(tmp_path / "p.db").count() == 20
+    assert PredictionLog(database).count() == 20
 
 
 WRITER = """
 import sys
-from serving.prediction_log import Prediction, PredictionLog
-log = PredictionLog(sys.argv[1])
+import numpy as np
+from components.database import open_database
+from components.settings import load_settings
+from serving.prediction_log import Answer, PredictionLog
+log = PredictionLog(open_database(load_settings(), migrate=True))
 i = 0
 while True:
-    log.append([Prediction(f"r{i}", 0, "1", [i], "0", [1.0])])
+    log.append(Answer(f"r{i}", "1", np.zeros((1, 1), np.float32), ["0"], np.ones((1, 1))))
     print(f"r{i}", flush=True)  # acknowledged only after append returned
     i += 1
 """
 
 
-def test_acknowledged_predictions_survive_kill_9(tmp_path):
-    path = tmp_path / "p.db"
+def test_acknowledged_predictions_survive_kill_9(database, database_url, tmp_path):
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [sys.executable, "-c", WRITER], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "LOOPLINE_HOME": str(tmp_path),
+             "LOOPLINE_DATABASE_URL": database_url},
     )  # fmt: skip
     acknowledged = [writer.stdout.readline().strip() for _ in range(200)]
     writer.send_signal(signal.SIGKILL)
     writer.wait()
-    stored = set(PredictionLog(path).read_window()["request_id"])
+    stored = set(PredictionLog(database).read_window()["request_id"])
     assert set(acknowledged) <= stored

@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from components.registry import Registry
-from serving.prediction_log import PredictionLog
+from tests.conftest import logged as read_log
 
 DIGITS = load_digits()
 ROWS = (DIGITS.data / 16.0).round(4)  # the dataset's [0, 1] scale
@@ -51,7 +51,7 @@ def test_predictions_carry_version_and_request_id_and_are_logged(served):
     # Nested 1x8x8 instances are the same input as flat ones.
     nested = post(served.url, {"instances": [ROWS[0].reshape(1, 8, 8).tolist()]}).json()
     assert nested["predictions"][0] == body["predictions"][0]
-    logged = PredictionLog(served.settings.prediction_log).read_window()
+    logged = read_log(served.settings)
     mine = logged[logged.request_id == "rq-1"]
     assert sorted(mine["item"]) == list(range(20))
     assert mine["label"].tolist() == [p["label"] for p in body["predictions"]]
@@ -89,6 +89,15 @@ def _corpus() -> list[tuple[str, dict, int, str]]:
         ("feature object for an image model", {"json": {"instances": [{"px_0": 1}]}}, 422, "must be a list of numbers"),
         ("truncated PNG", {"content": whole_png[: len(whole_png) // 2], "headers": {"Content-Type": "image/png"}}, 400, "not a readable PNG"),
         ("not a PNG", {"content": b"GIF89a....", "headers": {"Content-Type": "image/png"}}, 400, "not a readable PNG"),
+        # The issue's 500s: huge integers, deep nesting, ragged arrays.
+        ("a 400-digit integer", {"content": b'{"instances": [[' + b"9" * 400 + b"]]}", "headers": as_json}, 422, "has 400 digits"),
+        ("a 5000-digit integer", {"content": b'{"instances": [[' + b"9" * 5000 + b"]]}", "headers": as_json}, 422, "has 5000 digits"),
+        ("a 300-character float", {"content": b'{"instances": [[0.' + b"1" * 300 + b"]]}", "headers": as_json}, 422, "written with 302 characters"),
+        ("nested 1,000 deep", {"content": b'{"instances": ' + b"[" * 1000 + b"]" * 1000 + b"}", "headers": as_json}, 422, "nests deeper than 32"),
+        ("nested 10,000 deep", {"content": b'{"instances": ' + b"[" * 10000 + b"]" * 10000 + b"}", "headers": as_json}, 422, "nests deeper than 32"),
+        ("ragged nesting", {"json": {"instances": [[[0.0] * 8] * 7 + [[0.0] * 9]]}}, 422, "instances[0]"),
+        ("a bad request id", {"json": {"instances": [good]}, "headers": {"X-Request-ID": "spaces are not ok"}}, 400, "X-Request-ID must match"),
+        ("a 1 x 16,000,000 PNG", {"content": png(np.zeros((1, 16_000_000))), "headers": {"Content-Type": "image/png"}}, 413, "4096 px a side"),
     ]  # fmt: skip
 
 
@@ -138,6 +147,46 @@ def test_champion_switch_under_load_drops_no_request(served, champion_v1):
     assert {v for _, _, v in last} == {"2"}, "responses carry the new version from then on"
 
 
+def test_a_reused_request_id_replays_the_same_inputs_and_refuses_others(served):
+    headers = {"X-Request-ID": "reuse-1"}
+    first = post(served.url, {"instances": ROWS[:3].tolist()}, headers=headers)
+    again = post(served.url, {"instances": ROWS[:3].tolist()}, headers=headers)
+    other = post(served.url, {"instances": ROWS[3:6].tolist()}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["X-Idempotent-Replay"] == "true"
+    assert other.status_code == 409 and "already used with other inputs" in other.json()["error"]
+    # Every 200 matches the log: the inputs and outputs the client was given, once.
+    logged = read_log(served.settings)
+    mine = logged[logged.request_id == "reuse-1"].sort_values("item")
+    assert mine["item"].tolist() == [0, 1, 2]
+    assert mine["label"].tolist() == [p["label"] for p in first.json()["predictions"]]
+    assert np.allclose(np.stack(mine["inputs"]), ROWS[:3], atol=1e-6)
+
+
+def test_png_decoding_never_holds_other_clients(served):
+    """Four large (allowed) PNGs at once; a JSON request sent with them is answered first."""
+    big = png(np.full((4000, 4000), 128.0))  # small on the wire, 16 M pixels to decode
+    finished: dict[str, float] = {}
+
+    def send(name: str, **kwargs) -> None:
+        response = post(served.url, **kwargs)
+        assert response.status_code == 200, response.text
+        finished[name] = time.monotonic()
+
+    threads = [
+        threading.Thread(target=send, args=(f"png-{i}",),
+                         kwargs={"content": big, "headers": {"Content-Type": "image/png"}})
+        for i in range(4)
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    send("json", payload={"instances": ROWS[:1].tolist()})
+    for thread in threads:
+        thread.join()
+    assert finished["json"] < max(v for k, v in finished.items() if k.startswith("png")), finished
+
+
 def test_feedback_attaches_labels_to_logged_predictions_and_refuses_bad_ones(served):
     answer = post(served.url, {"instances": ROWS[:2].tolist()}, headers={"X-Request-ID": "fb-1"})
     assert answer.status_code == 200
@@ -154,3 +203,11 @@ def test_feedback_attaches_labels_to_logged_predictions_and_refuses_bad_ones(ser
     assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
     extra = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "1", "x": 1}]})
     assert extra.status_code == 422 and "unknown field(s) x" in extra.json()["error"]
+    # The same rules as /predict: content type, top-level fields, nesting.
+    as_text = httpx.post(url, content=b'{"labels": []}', headers={"Content-Type": "text/plain"})
+    assert as_text.status_code == 415, as_text.text
+    top = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "1"}], "why": 1})
+    assert top.status_code == 422 and "only 'labels'" in top.json()["error"]
+    deep = httpx.post(url, content=b'{"labels": ' + b"[" * 10000 + b"]" * 10000 + b"}",
+                      headers={"Content-Type": "application/json"})  # fmt: skip
+    assert deep.status_code == 422 and "nests deeper" in deep.json()["error"]
