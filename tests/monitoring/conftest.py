@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -14,13 +15,14 @@ import pytest
 from components.dataset import read_split
 from components.settings import Settings, load_settings
 from components.training import TrainConfig
+from monitoring.monitor import Monitor
 from monitoring.policy import Policy
 from serving.server import Server, free_port, start_server
 from tests.conftest import train_and_register
 
 POLICY = Policy(
     drift_share=0.5, min_rows=100, min_labels=100, cooldown_s=0,
-    retrain_engine="inprocess", retrain_epochs=15,
+    retrain_engine="inprocess", retrain_epochs=6,
 )  # fmt: skip
 
 
@@ -29,6 +31,7 @@ class Loop:
     settings: Settings
     server: Server
     dataset: Path
+    monitor: Monitor
 
     def send(self, x: np.ndarray) -> list[str]:
         """One request per row; the request ids, in order."""
@@ -57,6 +60,12 @@ class Loop:
     def split(self, name: str):
         return read_split(self.dataset, name)
 
+    def wait_for_version(self, version: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.serving_version() != version:
+            time.sleep(0.3)
+        return self.serving_version()
+
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, digits_dir, prefect_api):
@@ -65,14 +74,18 @@ def loop(tmp_path_factory, digits_dir, prefect_api):
     os.environ["LOOPLINE_HOME"] = str(root / "home")  # the pipeline's steps read it
     os.environ.pop("LOOPLINE_TRACKING_URI", None)
     settings = load_settings()
-    first = train_and_register(settings, digits_dir, root / "v1", TrainConfig(epochs=8))
+    first = train_and_register(settings, digits_dir, root / "v1", TrainConfig(epochs=6))
     assert first["promoted"]
     server = start_server(settings, port=free_port(), log_path=root / "serve.log", poll_s="0.5")
+    monitor = None
     try:
         server.wait_ready()
-        yield Loop(settings, server, digits_dir)
+        monitor = Monitor(settings, POLICY)
+        yield Loop(settings, server, digits_dir, monitor)
     finally:
         server.stop()
+        if monitor is not None:
+            monitor.close()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -18,6 +18,7 @@ from tests.pipelines.feature_pipelines import chain
 
 class RecordingKfpApi(BaseHTTPRequestHandler):
     requests: list[dict] = []
+    run_state = "RUNNING"  # what GET /runs/run-1 answers; a test moves it on
 
     def log_message(self, *args):  # keep test output quiet
         pass
@@ -28,6 +29,8 @@ class RecordingKfpApi(BaseHTTPRequestHandler):
             return self._answer({"multi_user": False})
         if self.path.startswith("/apis/v2beta1/experiments"):
             return self._answer({"experiments": [], "total_size": 0})
+        if self.path.startswith("/apis/v2beta1/runs/run-1"):
+            return self._answer({"run_id": "run-1", "state": RecordingKfpApi.run_state})
         self._answer({"error": "not found"}, 404)
 
     def do_POST(self):
@@ -56,6 +59,7 @@ class RecordingKfpApi(BaseHTTPRequestHandler):
 @pytest.fixture
 def kfp_api():
     RecordingKfpApi.requests = []
+    RecordingKfpApi.run_state = "RUNNING"
     server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingKfpApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", RecordingKfpApi.requests
