@@ -44,6 +44,7 @@ class Database:
 
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
+        self.migrated: tuple[str | None, str] | None = None  # (before, after) of an upgrade
         self.shown = self.url.render_as_string(hide_password=True)  # never log a password
         if self.dialect == "sqlite":
             target = self.url
@@ -155,7 +156,7 @@ def open_database(settings: Settings, *, migrate: bool = False) -> Database:
     database = _connect(settings.database_url)
     try:
         if migrate:
-            database.upgrade()
+            database.migrated = database.upgrade()
         else:
             database.check()
     except SchemaError:

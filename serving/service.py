@@ -120,13 +120,13 @@ class Predictor:
         self.decoder.shutdown(wait=False, cancel_futures=True)
 
     async def answer(self, request: Request) -> JSONResponse:
-        offered = request.headers.get("x-request-id")
-        request_id = offered or uuid.uuid4().hex
+        offered = request.headers.get("x-request-id")  # an empty one is a bad one
+        request_id = offered if offered is not None else uuid.uuid4().hex
         headers = {"X-Request-ID": request_id}
         if not self.key.allows(request.headers.get(HEADER)):
             return _unauthorized(headers)
         try:
-            if not REQUEST_ID.fullmatch(request_id):
+            if offered is not None and not REQUEST_ID.fullmatch(offered):
                 raise RequestError(400, f"X-Request-ID must match {REQUEST_ID.pattern}")
             body = await _read_body(request, self.limits.max_bytes)
             rows = await self._rows(body, request.headers.get("content-type"))

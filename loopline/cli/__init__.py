@@ -1,7 +1,7 @@
 """The `loopline` command line: one module per noun, assembled here.
 
 - pipeline: run, compile, schedule, submit, server
-- model: status, rollback, package
+- model: status, rollback, package, db upgrade
 - serve: serve
 - monitor: monitor, feedback
 
@@ -63,6 +63,10 @@ COMMANDS = {
 }
 for name, command in COMMANDS.items():
     app.command(name)(handled(command))
+
+db = typer.Typer(help="The platform database (LOOPLINE_DATABASE_URL).", no_args_is_help=True)
+db.command("upgrade")(handled(model.db_upgrade))
+app.add_typer(db, name="db")
 
 
 def main() -> None:

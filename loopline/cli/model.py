@@ -64,3 +64,17 @@ def package(
         f"  container image: BENTOML_HOME={settings.bentoml_home} bentoml containerize {built.tag}"
     )
     typer.echo(built.tag)
+
+
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the platform database (LOOPLINE_DATABASE_URL) to this schema."""
+    from components.database import open_database
+
+    settings = options.settings(ctx)
+    database = open_database(settings, migrate=True)
+    database.close()
+    before, after = database.migrated
+    console.print(
+        f"database {settings.database_shown}: schema {before or 'none'} -> {after}"
+        + (" (already current)" if before == after else "")
+    )
