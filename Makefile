@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format benchmarks clean
+.PHONY: install demo test test-fast lint format benchmarks clean postgres
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/loopline demo
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
@@ -39,6 +39,14 @@ benchmarks: $(STAMP)
 	$(PY) -m benchmarks.orchestration --training
 	$(PY) -m benchmarks.serving
 	$(PY) -m benchmarks.drift
+	$(PY) -m benchmarks.cli_latency
+
+# The tests start a real PostgreSQL server; Debian's package provides initdb and postgres
+# (off PATH, under /usr/lib/postgresql). Installed here when missing and we are root (CI).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
+	  echo "PostgreSQL is not installed: its tests will be skipped (apt-get install postgresql)"
 
 clean:
 	rm -rf .loopline .pytest_cache

@@ -92,7 +92,7 @@ class MonitorState:
                 select(triggers).where(
                     triggers.c.model_name == model_name,
                     triggers.c.state.in_(OPEN_TRIGGER_STATES),
-                )
+                ).with_for_update()  # joiners take turns: no reason is lost (PostgreSQL)
             ).mappings().first()  # fmt: skip
             if row is not None:
                 known = json.loads(row["reasons"])

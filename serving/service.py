@@ -277,6 +277,15 @@ def _responses(ok: dict, *codes: int) -> dict:
     }
 
 
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+INSTANCE = {  # flat, or nested to the input shape (up to 3 levels), or feature -> value
+    "anyOf": [
+        NUMBERS,
+        {"type": "array", "items": NUMBERS},
+        {"type": "array", "items": {"type": "array", "items": NUMBERS}},
+        {"type": "object", "additionalProperties": {"type": "number"}},
+    ]
+}
 ENVELOPE = {
     "type": "object",
     "required": ["predictions", "model_version", "request_id"],
@@ -330,7 +339,9 @@ ATTACHED = {
                         "type": "object",
                         "required": ["instances"],
                         "additionalProperties": False,
-                        "properties": {"instances": {"type": "array", "minItems": 1, "items": {}}},
+                        "properties": {
+                            "instances": {"type": "array", "minItems": 1, "items": INSTANCE}
+                        },
                     },
                     "example": {"instances": [[0.0] * 64]},
                 },

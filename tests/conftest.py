@@ -122,9 +122,11 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     CLI subprocesses reach it through PREFECT_API_URL."""
     from pipelines import prefect_server
 
-    settings = load_settings(
-        {"LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")), "LOOPLINE_PREFECT_IDLE": "0s"}
-    )
+    settings = load_settings({
+        "LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")),
+        "LOOPLINE_PREFECT_IDLE": "0s",
+        "LOOPLINE_PREFECT_PORT": str(free_port()),  # never a user's server on 4200
+    })  # fmt: skip
     api = prefect_server.ensure(settings).api_url
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -30,7 +30,7 @@ def champion(home):
 def trained(tmp_path_factory, ray_address, prefect_api):
     home = tmp_path_factory.mktemp("e2e")
     result = loopline(
-        "run", "training", "--dataset", "digits", "--epochs", "4", "--json", home=home
+        "run", "training", "--dataset", "digits", "--epochs", "3", "--json", home=home
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return home, json.loads(result.stdout)
@@ -42,7 +42,7 @@ def test_training_pipeline_crowns_its_first_model(trained):
     decision = summary["decision"]
     assert decision["promoted"] and decision["version"] == "1"
     assert decision["metrics"]["accuracy"] > 0.6
-    assert summary["training"]["epochs_run"] == 4
+    assert summary["training"]["epochs_run"] == 3
     for name in ("validation report", "evaluation report", "training curves", "confusion matrix"):
         assert os.path.exists(summary["paths"][name]), name
     status = champion(home)
@@ -83,7 +83,7 @@ def test_unchanged_rerun_comes_from_cache_and_a_new_parameter_reruns_only_what_i
     trained,
 ):
     home, first = trained
-    again = loopline("run", "training", "--dataset", "digits", "--epochs", "4", "--json", home=home)
+    again = loopline("run", "training", "--dataset", "digits", "--epochs", "3", "--json", home=home)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads(again.stdout)
     cached = {t["name"]: t["cached"] for t in summary["tasks"] if t["status"] == "succeeded"}
@@ -92,7 +92,7 @@ def test_unchanged_rerun_comes_from_cache_and_a_new_parameter_reruns_only_what_i
     assert summary["decision"]["version"] == "1"
     assert "already registered" in summary["decision"]["decision"]["reasons"][0]
     changed = loopline(
-        "run", "training", "--dataset", "digits", "--epochs", "4", "--workers", "0",
+        "run", "training", "--dataset", "digits", "--epochs", "3", "--workers", "0",
         "--json", home=home,
     )  # fmt: skip
     tasks = json.loads(changed.stdout)["tasks"]

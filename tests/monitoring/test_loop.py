@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,12 +18,11 @@ from tests.monitoring.conftest import POLICY
 pytestmark = pytest.mark.slow
 
 
-def race_for_retraining(policy, answers) -> None:
-    from components.settings import load_settings
-
-    monitor = Monitor(load_settings(), policy)  # LOOPLINE_HOME, PREFECT_API_URL: the parent's
+def race_for_retraining(settings) -> list[dict]:
+    """One monitor of its own (its own database connections), as another host would run."""
+    monitor = Monitor(settings, POLICY)
     try:
-        answers.put(monitor.start_due_retraining())
+        return monitor.start_due_retraining()
     finally:
         monitor.close()
 
@@ -68,14 +66,9 @@ def test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors(loo
     [waiting] = loop.monitor.start_due_retraining()
     assert waiting["state"] == "pending" and "0/100" in waiting["waiting_for"]
     assert loop.label(first_ids + second_ids, y)["stored"] == 400
-    context = multiprocessing.get_context("spawn")
-    answers = context.Queue()
-    racers = [context.Process(target=race_for_retraining, args=(POLICY, answers)) for _ in range(2)]
-    for racer in racers:
-        racer.start()
-    started = [answers.get(timeout=600) for _ in racers]
-    for racer in racers:
-        racer.join()
+    # (test_state.py races monitor processes for claims; here two whole monitors race.)
+    with ThreadPoolExecutor(2) as pool:
+        started = list(pool.map(race_for_retraining, [loop.settings] * 2))
     runs = [run for batch in started for run in batch]
     assert len(runs) == 1, runs
     assert runs[0]["state"] == "promoted", runs[0]

@@ -26,7 +26,7 @@ def test_fuzzing_predict_and_feedback_finds_no_5xx_and_no_undocumented_answer(se
     result = subprocess.run(
         [str(VENV_BIN / "schemathesis"), "run", f"{served.url}/docs.json",
          "--checks", CHECKS, "--include-path-regex", "^/(predict|feedback)$",
-         "--max-time", "25", "--workers", "2", "--report", "junit",
+         "--max-time", "15", "--workers", "2", "--report", "junit",
          "--report-dir", str(tmp_path), "--no-color"],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip

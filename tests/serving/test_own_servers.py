@@ -92,40 +92,11 @@ def test_every_answered_prediction_survives_kill_9(own_settings, tmp_path):
     assert not missing, f"{len(missing)} answered requests are not (wholly) in the log"
 
 
-def test_loopline_serve_prints_where_it_serves_and_stops_on_ctrl_c(served):
-    import os
-    import signal
-    import subprocess
-
-    from tests.conftest import VENV_BIN
-
-    port = free_port()
-    env = {**os.environ, "LOOPLINE_HOME": str(served.settings.home)}
-    process = subprocess.Popen(
-        [str(VENV_BIN / "loopline"), "serve", "--port", str(port)],
-        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        lines = []
-        for line in process.stderr:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        text = " ".join("".join(lines).split())
-        assert f"at http://127.0.0.1:{port}" in text and "Swagger UI" in text, text
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": ROW})
-        assert answer.status_code == 200 and answer.json()["model_version"]
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-
-
 @pytest.mark.parametrize("how", ["sigterm", "sigkill", "sigkill-server-group"])
 def test_loopline_serve_leaves_no_process_when_stopped_or_killed(served, tmp_path, how):
-    """SIGTERM stops every process within the grace period, with the log flushed; a
-    killed `loopline serve` (or a killed server group) takes its workers along."""
+    """`loopline serve` says where it serves. SIGTERM (Ctrl-C takes the same path) stops
+    every process within the grace period, with the log flushed; a killed `loopline
+    serve`, or a killed server group, takes its workers along."""
     import os
     import signal
     import subprocess
@@ -142,9 +113,13 @@ def test_loopline_serve_leaves_no_process_when_stopped_or_killed(served, tmp_pat
         [str(VENV_BIN / "loopline"), "serve", "--port", str(port)],
         env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
+    lines = []
     for line in process.stderr:
+        lines.append(line)
         if "Ctrl-C" in line:
             break
+    text = " ".join("".join(lines).split())
+    assert f"at http://127.0.0.1:{port}" in text and "Swagger UI" in text, text
     ids = [
         httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": ROW}).json()["request_id"]
         for _ in range(20)
