@@ -20,8 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/loopline demo
 
+# Two workers: tests sharing a session server stay on one (xdist groups, tests/conftest.py).
 test: $(STAMP) postgres
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

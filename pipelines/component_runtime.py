@@ -40,6 +40,7 @@ class PythonCall:
     executor_input: dict
     env: dict[str, str]
     log_path: str | None = None  # the task's stdout and stderr go here when set
+    exact_env: bool = False  # env is the task's whole environment, not additions
 
 
 def python_call(
@@ -63,7 +64,8 @@ def packages_to_install(command: list[str]) -> list[str]:
 def run_in_this_process(call: PythonCall) -> None:
     from kfp.dsl.executor import Executor
 
-    with _output_to(call.log_path), _environment(call.env), tempfile.TemporaryDirectory() as tmp:
+    environment = _exactly if call.exact_env else _adding
+    with _output_to(call.log_path), environment(call.env), tempfile.TemporaryDirectory() as tmp:
         name = f"loopline_component_{uuid.uuid4().hex}"
         path = Path(tmp) / f"{name}.py"
         path.write_text(call.source)
@@ -107,7 +109,19 @@ def _output_to(path: str | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
+def _exactly(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _adding(env: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -129,6 +143,9 @@ class ProcessPool:
         self._pool: ProcessPoolExecutor | None = None
 
     def run(self, call: PythonCall) -> None:
+        # A worker was forked with the environment of the pool's first use; the task gets
+        # the caller's environment of now (LOOPLINE_HOME, the settings), plus its own.
+        call = dataclasses.replace(call, env={**os.environ, **call.env}, exact_env=True)
         pool = self._executor()
         try:
             pool.submit(run_in_this_process, call).result()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,23 @@ def _leftovers() -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+# Tests that start servers, Ray or whole pipelines are slow (`make test-fast` skips them),
+# and tests sharing an expensive session fixture run on the same xdist worker.
+SLOW_FIXTURES = ("served", "loop", "ray_address", "prefect_api", "engine")
+GROUPS = {"served": "served", "ray_address": "ray"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & set(SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+        for fixture, group in GROUPS.items():
+            if fixture in used:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -252,7 +270,7 @@ def postgres() -> str:
         assert time.monotonic() < deadline, "PostgreSQL did not start"
         time.sleep(0.2)
     yield url
-    processes.stop_tree(server.pid, grace=20)
+    processes.stop_tree(server.pid, grace=20, sig=signal.SIGINT)  # "fast" shutdown
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ ahead by one noisy row was promoted, however much worse it truly was.
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from components.dataset import LABEL, Split, read_schema, read_split, write_dataset
 from components.evaluation import predict
@@ -18,13 +19,15 @@ from components.gate import GatePolicy, Rows, decide
 from components.training import BEST, LocalSession, TrainConfig, fit
 from components.weights import load_model
 
+pytestmark = pytest.mark.slow
+
 SEEDS = range(20)
-CONFIG = dict(arch="mlp", epochs=6, patience=100, augment=False)
+CONFIG = dict(arch="mlp", patience=100, augment=False)
 
 
-def trained(folder, dataset, seed: int):
+def trained(folder, dataset, seed: int, epochs: int = 8):
     session = LocalSession(folder)
-    fit(TrainConfig(seed=seed, **CONFIG), dataset, session)
+    fit(TrainConfig(seed=seed, epochs=epochs, **CONFIG), dataset, session)
     checkpoint = session.latest_checkpoint()
     model_dir = folder / "model"
     model_dir.mkdir()
@@ -40,7 +43,7 @@ def test_twenty_noisy_retrainings_never_promote_a_truly_worse_model(digits_dir, 
     own, truth = Split(train.x[:900], train.y[:900]), Split(train.x[900:], train.y[900:])
     champion_data = tmp_path / "champion-data"
     write_dataset(champion_data, schema, {"train": own, "val": val, "test": test})
-    champion = trained(tmp_path / "champion", champion_data, seed=0)
+    champion = trained(tmp_path / "champion", champion_data, seed=0, epochs=40)
     champion_truth = float(np.mean(predict(champion, truth.x) == truth.y))
     assert champion_truth > 0.9
 

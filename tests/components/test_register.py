@@ -14,7 +14,7 @@ from tests.conftest import train_and_register
 
 @pytest.fixture
 def champion(settings, digits_dir, tmp_path):
-    return train_and_register(settings, digits_dir, tmp_path / "v1", TrainConfig(epochs=8))
+    return train_and_register(settings, digits_dir, tmp_path / "v1", TrainConfig(epochs=3))
 
 
 def test_first_model_becomes_champion_with_lineage(settings, digits_dir, champion, tmp_path):
@@ -32,7 +32,7 @@ def test_first_model_becomes_champion_with_lineage(settings, digits_dir, champio
         "guardrail.parquet",
     } <= model_files
     record = lineage.read(tmp_path / "v1" / "model")
-    assert record["run_id"] == "run-v1" and record["parameters"]["epochs"] == 8
+    assert record["run_id"] == "run-v1" and record["parameters"]["epochs"] == 3
     assert record["content_hash"] == lineage.content_hash(tmp_path / "v1" / "model")
 
 
@@ -68,7 +68,7 @@ def test_champion_with_corrupt_files_blocks_promotion_instead_of_crashing(
     with open(f"{source}/model.safetensors", "wb") as fh:
         fh.write(b"garbage")
     result = train_and_register(
-        settings, digits_dir, tmp_path / "v2", TrainConfig(epochs=8, seed=1)
+        settings, digits_dir, tmp_path / "v2", TrainConfig(epochs=3, seed=1)
     )
     assert not result["promoted"]
     assert "cannot be loaded" in result["decision"]["reasons"][0]

@@ -133,6 +133,7 @@ def test_step_writes_reports_then_raises_listing_every_failure(dataset_copy, tmp
     assert json.loads((tmp_path / "report" / "lineage.json").read_text())["run_id"] == "r1"
 
 
+@pytest.mark.slow  # Evidently alone takes 5 s to import
 def test_passing_step_adds_evidently_data_summary(digits_dir, tmp_path):
     result = validate_step(digits_dir, tmp_path / "r", run_id="r", config=ValidationConfig())
     summary = (tmp_path / "r" / "data_summary.html").read_text()

@@ -90,3 +90,15 @@ def test_feedback_attaches_labels_from_a_csv(home, tmp_path):
         bad = runner.invoke(app, ["feedback", str(tmp_path / name)])
         assert bad.exit_code == 2 and says in " ".join(bad.output.split()), (name, bad.output)
         assert stored() == ["5"], name
+
+
+def test_serve_with_a_bad_key_file_exits_2_at_once_naming_it(home, monkeypatch, tmp_path):
+    """The issue's case restarted the service 18 times over 5 minutes, then exited 1."""
+    monkeypatch.setenv("LOOPLINE_API_KEY_FILE", str(tmp_path / "nonexistent" / "key"))
+    result = runner.invoke(app, ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "LOOPLINE_API_KEY_FILE" in result.output and "cannot be read" in result.output
+    (tmp_path / "empty").write_text("\n")
+    monkeypatch.setenv("LOOPLINE_API_KEY_FILE", str(tmp_path / "empty"))
+    empty = runner.invoke(app, ["serve", "--port", "1"])
+    assert empty.exit_code == 2 and "is empty" in empty.output

@@ -3,6 +3,11 @@ following it, and real Prefect runs of the retraining pipeline (in-process engin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitoring.monitor import Monitor
+
 import dataclasses
 import os
 import time
@@ -15,7 +20,6 @@ import pytest
 from components.dataset import read_split
 from components.settings import Settings, load_settings
 from components.training import TrainConfig
-from monitoring.monitor import Monitor
 from monitoring.policy import Policy
 from serving.server import Server, free_port, start_server
 from tests.conftest import train_and_register
@@ -31,7 +35,7 @@ class Loop:
     settings: Settings
     server: Server
     dataset: Path
-    monitor: Monitor
+    monitor: Monitor  # imported by the fixture: Evidently takes 3 s to import
 
     def send(self, x: np.ndarray) -> list[str]:
         """One request per row; the request ids, in order."""
@@ -69,6 +73,8 @@ class Loop:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, digits_dir, prefect_api):
+    from monitoring.monitor import Monitor
+
     root = tmp_path_factory.mktemp("loop")
     saved = {k: os.environ.get(k) for k in ("LOOPLINE_HOME", "LOOPLINE_TRACKING_URI")}
     os.environ["LOOPLINE_HOME"] = str(root / "home")  # the pipeline's steps read it

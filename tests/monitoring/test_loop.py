@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from evidently.ui.workspace import Workspace
 
 from components.registry import Registry
-from monitoring.monitor import Monitor, monitor_folder
 from tests.monitoring.conftest import POLICY
 
 pytestmark = pytest.mark.slow
@@ -20,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 def race_for_retraining(settings) -> list[dict]:
     """One monitor of its own (its own database connections), as another host would run."""
+    from monitoring.monitor import Monitor
+
     monitor = Monitor(settings, POLICY)
     try:
         return monitor.start_due_retraining()
@@ -45,6 +45,10 @@ def test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors(loo
     # Two monitors judge the same window at once, then the next window drifts too.
     last = loop.monitor.state.last_check(loop.settings.model_name)["last_seq"]
     window = (last, loop.monitor.log.last_seq())
+    from evidently.ui.workspace import Workspace
+
+    from monitoring.monitor import Monitor, monitor_folder
+
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(
             lambda _: Monitor(loop.settings, POLICY).run(retrain=False, window=window), range(2)
@@ -96,7 +100,7 @@ def test_noisy_labels_retrain_but_the_champion_stays(loop):
     trigger, _ = loop.monitor.state.raise_trigger(
         loop.settings.model_name, champion, after + 1, ["quality: accuracy 0.10"], ""
     )
-    [run] = Monitor(loop.settings, POLICY).start_due_retraining()
+    [run] = race_for_retraining(loop.settings)
     assert run["trigger_id"] == trigger.id
     assert run["state"] == "refused", run
     decision = json.loads((Path(run["decision_file"]) / "decision.json").read_text())
