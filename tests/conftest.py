@@ -57,9 +57,10 @@ def _leftovers() -> list[psutil.Process]:
 # Tests that start servers, Ray or whole pipelines are slow (`make test-fast` skips them),
 # and tests sharing an expensive session fixture run on the same xdist worker.
 SLOW_FIXTURES = ("served", "loop", "ray_address", "prefect_api", "engine")
-GROUPS = {"served": "served", "ray_address": "ray"}
+GROUPS = {"served": "served", "ray_address": "ray", "loop": "loop"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
