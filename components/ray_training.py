@@ -95,7 +95,7 @@ def train_with_ray(
     data_dir: Path,
     *,
     workers: int,
-    storage: Path,
+    storage: str | Path,
     run_name: str,
     target: Path,
     use_gpu: bool | None = None,
@@ -135,7 +135,8 @@ def train_with_ray(
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(Path(storage).resolve()),
+            # A folder here, or a URI (s3://...) that every Ray node reaches.
+            storage_path=str(storage) if "://" in str(storage) else str(Path(storage).resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=max_failures),
         ),

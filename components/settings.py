@@ -37,6 +37,7 @@ class Settings:
     gate_alpha: float = 0.05
     gate_min_rows: int = 30
     gate_tolerance: float = 0.02
+    ray_storage_uri: str | None = None
     prefect_port: int = 4200
     prefect_idle_s: float = 600.0
     train_max_failures: int = 2  # worker-group restarts from the last checkpoint, per run
@@ -62,8 +63,10 @@ class Settings:
         return self.home / "mlartifacts"
 
     @property
-    def ray_storage(self) -> Path:
-        return self.home / "ray"
+    def ray_storage(self) -> str:
+        """Where Ray Train keeps checkpoints: a folder here, or storage the cluster and the
+        pipeline both reach (``LOOPLINE_RAY_STORAGE``, e.g. s3://bucket/ray)."""
+        return self.ray_storage_uri or str(self.home / "ray")
 
     @property
     def bentoml_home(self) -> Path:
@@ -114,6 +117,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         gate_tolerance=_fraction(env, "LOOPLINE_GATE_TOLERANCE", 0.02),
         prefect_port=_count(env, "LOOPLINE_PREFECT_PORT", 4200),
         train_max_failures=_count(env, "LOOPLINE_TRAIN_MAX_FAILURES", 2),
+        ray_storage_uri=env.get("LOOPLINE_RAY_STORAGE") or None,
         prefect_idle_s=duration_seconds(
             env.get("LOOPLINE_PREFECT_IDLE", "10m"), "LOOPLINE_PREFECT_IDLE", allow_zero=True
         ),

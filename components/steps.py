@@ -138,7 +138,7 @@ def train_step(
     with tempfile.TemporaryDirectory() as tmp:
         if workers == 0:
             state, checkpoint = _train_in_process(
-                config, dataset, settings.ray_storage / f"local-{key[:16]}", use_gpu, tracking
+                config, dataset, settings.home / "ray" / f"local-{key[:16]}", use_gpu, tracking
             )
         else:
             from components.ray_training import train_with_ray

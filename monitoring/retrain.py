@@ -43,7 +43,9 @@ def start_retraining(
         from pipelines import kubeflow
 
         host = os.environ["LOOPLINE_KFP_HOST"]
-        run_id = kubeflow.submit(load_ir(get("retraining")), host, arguments=arguments)
+        run_id = kubeflow.submit(
+            load_ir(get("retraining")), host, arguments=arguments, settings=settings
+        )
         return {"engine": engine, "state": "submitted", "run_id": run_id, "host": host}
     if engine == "deployment":
         from pipelines.schedules import run_prefect_deployment

@@ -15,6 +15,7 @@ def compile_pipeline(source: object, target: Path) -> Path:
 
 
 def write_ir(ir: PipelineIR, target: Path) -> Path:
+    """The IR as KFP writes it: the pipeline spec, then the platform spec if there is one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(ir.spec, sort_keys=False))
+    target.write_text(yaml.safe_dump_all(ir.documents(), sort_keys=False))
     return target

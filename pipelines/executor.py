@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -35,7 +36,7 @@ from components.errors import UsageError
 from pipelines import component_runtime
 from pipelines.cache import TaskCache, from_cache, to_cache
 from pipelines.conditions import evaluate
-from pipelines.ir import EXECUTOR_MODULE, PipelineIR
+from pipelines.ir import EXECUTOR_MODULE, PipelineIR, declared_env
 from pipelines.results import PROGRESS, TASK_LOG, RunListener, TaskRecord
 
 log = logging.getLogger("loopline.executor")
@@ -256,6 +257,9 @@ class PipelineRun:
         )
         as_dict = executor_input_utils.executor_input_to_dict(executor_input, spec)
         env = {e["name"]: e["value"] for e in container.get("env", [])}
+        # What a pod would get from a Kubernetes Secret comes from this environment here.
+        platform = self.ir.kubernetes(component["executorLabel"])
+        env.update({k: os.environ[k] for k in declared_env(platform) if k in os.environ})
         env[progress.ENV] = str(task_root / PROGRESS)
         _warn_resources(name, container)
         command, args = container.get("command", []), container.get("args", [])

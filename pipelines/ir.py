@@ -8,9 +8,10 @@ the executor cannot run are refused here, at submission, naming the feature and 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -28,6 +29,7 @@ class UnsupportedPipeline(UsageError):
 @dataclass(frozen=True)
 class PipelineIR:
     spec: dict
+    platform: dict = field(default_factory=dict)  # kfp-kubernetes settings, when any
 
     @property
     def name(self) -> str:
@@ -46,6 +48,20 @@ class PipelineIR:
     def parameter_names(self) -> list[str]:
         return list(self.root.get("inputDefinitions", {}).get("parameters", {}))
 
+    def kubernetes(self, executor_label: str) -> dict:
+        """The kfp-kubernetes settings of one executor (secrets as env, node selectors ...)."""
+        executors = self.platform.get("platforms", {}).get("kubernetes", {})
+        return executors.get("deploymentSpec", {}).get("executors", {}).get(executor_label, {})
+
+    def documents(self) -> list[dict]:
+        """The IR file's YAML documents: the pipeline spec, then the platform spec."""
+        return [self.spec, self.platform] if self.platform else [self.spec]
+
+
+def from_documents(text: str) -> PipelineIR:
+    documents = [d for d in yaml.safe_load_all(text) if d]
+    return PipelineIR(documents[0], documents[1] if len(documents) > 1 else {})
+
 
 def load(source: object) -> PipelineIR:
     """IR from a pipeline object, a built-in name, a ``.py`` file or a compiled ``.yaml``."""
@@ -54,7 +70,7 @@ def load(source: object) -> PipelineIR:
     if isinstance(source, str | Path):
         path = Path(source)
         if path.suffix in {".yaml", ".yml", ".json"} and path.exists():
-            return PipelineIR(yaml.safe_load(path.read_text()))
+            return from_documents(path.read_text())
         if path.suffix == ".py" and path.exists():
             return compile_pipeline(_pipeline_in_file(path))
         from pipelines import catalog
@@ -69,7 +85,7 @@ def compile_pipeline(pipeline: object) -> PipelineIR:
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(pipeline, str(target))
-        return PipelineIR(yaml.safe_load(target.read_text()))
+        return from_documents(target.read_text())
 
 
 def _pipeline_in_file(path: Path) -> object:
@@ -107,14 +123,45 @@ def check_supported(ir: PipelineIR) -> None:
                 problems.append(f"dsl.OneOf over artifacts (output {output} of {name})")
     for task_name, task in ir.root["dag"]["tasks"].items():
         problems += _task_problems(ir, task_name, task)
-    if "platforms" in ir.spec or ir.spec.get("platformSpec"):
-        problems.append("Kubernetes platform config (kfp-kubernetes: volumes, secrets, ...)")
+    for label, config in (
+        ir.platform.get("platforms", {})
+        .get("kubernetes", {})
+        .get("deploymentSpec", {})
+        .get("executors", {})
+        .items()
+    ):
+        for feature in sorted(set(config) - LOCAL_KUBERNETES):
+            problems.append(f"kfp-kubernetes {feature} (executor {label}) needs a cluster")
+        for name in declared_env(config, required_only=True):
+            if name not in os.environ:
+                problems.append(
+                    f"executor {label} reads {name} from a Kubernetes Secret; locally it comes "
+                    f"from the environment: export {name}"
+                )
     if problems:
         raise UnsupportedPipeline(
             f"pipeline {ir.name} uses features the local engine cannot run: "
             + "; ".join(sorted(set(problems)))
             + ". Submit it to Kubeflow Pipelines with `loopline submit`."
         )
+
+
+# kfp-kubernetes settings the local engine honours: secrets as env come from its own
+# environment; scheduling hints (node selectors, tolerations, ...) only matter on a cluster.
+LOCAL_KUBERNETES = {
+    "secretAsEnv", "nodeSelector", "tolerations", "nodeAffinity", "podMetadata",
+    "imagePullPolicy", "imagePullSecret", "activeDeadlineSeconds", "securityContext",
+}  # fmt: skip
+
+
+def declared_env(config: dict, *, required_only: bool = False) -> list[str]:
+    """The variables an executor's kfp-kubernetes settings put in its environment."""
+    return [
+        pair["envVar"]
+        for secret in config.get("secretAsEnv", [])
+        if not (required_only and secret.get("optional"))
+        for pair in secret.get("keyToEnv", [])
+    ]
 
 
 def _task_problems(ir: PipelineIR, name: str, task: dict) -> list[str]:

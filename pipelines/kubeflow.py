@@ -1,10 +1,13 @@
-"""Kubeflow Pipelines: submit a run or a recurring run of the same compiled IR via kfp.Client."""
+"""Kubeflow Pipelines: submit a run or a recurring run of the same compiled IR via kfp.Client,
+and follow a run's state. Settings that only work on this machine are refused first."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+from components.settings import Settings
+from pipelines.cluster import check_reachable
 from pipelines.compile import write_ir
 from pipelines.ir import PipelineIR
 from pipelines.schedules import kfp_cron
@@ -14,11 +17,17 @@ FINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
 def submit(
-    ir: PipelineIR, host: str, *, arguments: dict, experiment: str = DEFAULT_EXPERIMENT
+    ir: PipelineIR,
+    host: str,
+    *,
+    arguments: dict,
+    settings: Settings,
+    experiment: str = DEFAULT_EXPERIMENT,
 ) -> str:
     """Create a run on the Kubeflow Pipelines API at ``host``; return the run id."""
     from kfp import Client
 
+    check_reachable(settings)
     client = Client(host=host)
     with tempfile.TemporaryDirectory() as tmp:
         package = write_ir(ir, Path(tmp) / f"{ir.name}.yaml")
@@ -34,12 +43,14 @@ def schedule(
     *,
     cron: str,
     arguments: dict,
+    settings: Settings,
     name: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> str:
     """Create a recurring run on Kubeflow Pipelines; return its id."""
     from kfp import Client
 
+    check_reachable(settings)
     client = Client(host=host)
     experiment_id = client.create_experiment(experiment).experiment_id
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ decision.
 from kfp import dsl
 
 from components.kfp_components import validate_data
+from pipelines.cluster import with_settings
 from pipelines.retraining_data import assemble
 from pipelines.training import RUN_ID, train_gate_package
 
@@ -43,6 +44,7 @@ def retraining(
         min_class_ratio=min_class_ratio,
         run_id=RUN_ID,
     )
+    with_settings(data, checks)
     return train_gate_package(
         data.outputs["dataset"], checks, model_name=model_name, arch=arch, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,

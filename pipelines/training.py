@@ -1,9 +1,11 @@
 """The training pipeline: ingest -> validate -> Ray training -> evaluate -> register, then
-package a Bento when the gate promoted the new model."""
+package a Bento when the gate promoted the new model. Every task takes the platform's
+settings from the ``loopline-settings`` Secret on Kubeflow (:mod:`pipelines.cluster`)."""
 
 from kfp import dsl
 
 from components.kfp_components import evaluate, ingest, register, train, validate_data
+from pipelines.cluster import with_settings
 from serving.package_step import package
 
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -24,9 +26,11 @@ def train_gate_package(dataset, checks, *, model_name, **train_params):
         run_id=RUN_ID,
     )
     gate.set_caching_options(False)  # reads the registry's current champion every run
+    with_settings(trained, scored, gate)
     with dsl.If(gate.outputs["promoted"] == True, name="promoted"):  # noqa: E712 - KFP needs ==
         bento = package(model_name=model_name, version=gate.outputs["version"])
         bento.set_caching_options(False)
+        with_settings(bento)
     return gate.outputs["decision"]
 
 
@@ -62,6 +66,7 @@ def training(
         min_class_ratio=min_class_ratio,
         run_id=RUN_ID,
     )
+    with_settings(data, checks)
     return train_gate_package(
         data.outputs["dataset"], checks, model_name=model_name, arch=arch, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,

@@ -54,22 +54,18 @@ def _leftovers() -> list[psutil.Process]:
     return found
 
 
-# Tests that start servers, Ray or whole pipelines are slow (`make test-fast` skips them),
-# and tests sharing an expensive session fixture run on the same xdist worker.
+# Tests that start servers, Ray or whole pipelines are slow (`make test-fast` skips them).
+# (Modules sharing an expensive session server also name an xdist group, so that
+# `make test`'s two workers do not both start it.)
 SLOW_FIXTURES = ("served", "loop", "ray_address", "prefect_api", "engine")
-GROUPS = {"served": "served", "ray_address": "ray", "loop": "loop"}
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # two workers, two cores: no oversubscription
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        used = set(getattr(item, "fixturenames", ()))
-        if used & set(SLOW_FIXTURES):
+        if set(getattr(item, "fixturenames", ())) & set(SLOW_FIXTURES):
             item.add_marker(pytest.mark.slow)
-        for fixture, group in GROUPS.items():
-            if fixture in used:
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -176,7 +176,9 @@ def schedule(
 
         if cron is None:
             raise typer.BadParameter("Kubeflow recurring runs take --cron", param_hint="--cron")
-        recurring = kubeflow.schedule(ir, kfp_host, cron=cron, arguments=arguments, name=name)
+        recurring = kubeflow.schedule(
+            ir, kfp_host, cron=cron, arguments=arguments, name=name, settings=options.settings(ctx)
+        )
         console.print(f"created Kubeflow recurring run {recurring} ({cron}) at {kfp_host}")
         return
     from pipelines import prefect_server
@@ -205,7 +207,9 @@ def submit(
 
     ir = load_pipeline(pipeline)
     arguments = options.parse_params(param or [])
-    run_id = kubeflow.submit(ir, host, arguments=arguments, experiment=experiment)
+    run_id = kubeflow.submit(
+        ir, host, arguments=arguments, experiment=experiment, settings=options.settings(ctx)
+    )
     console.print(f"created Kubeflow run {run_id} of {ir.name} at {host}")
     typer.echo(run_id)
 

@@ -53,7 +53,7 @@ def test_status_json_without_a_champion(home):
 def test_compile_writes_kfp_ir(home, tmp_path):
     target = tmp_path / "out" / "training.yaml"
     assert runner.invoke(app, ["compile", "training", "-o", str(target)]).exit_code == 0
-    ir = yaml.safe_load(target.read_text())
+    ir = next(yaml.safe_load_all(target.read_text()))  # then the platform spec
     assert ir["pipelineInfo"]["name"] == "training"
     assert ir["schemaVersion"].startswith("2.")
 

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 from tests.conftest import VENV_BIN
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 def loopline(*args, home):

@@ -13,7 +13,7 @@ import pytest
 from components.registry import Registry
 from tests.monitoring.conftest import POLICY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loop")]
 
 
 def race_for_retraining(settings) -> list[dict]:

@@ -7,13 +7,20 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from prefect import get_client
 from prefect.states import Completed
 
+from components.errors import UsageError
 from components.settings import load_settings
 from monitoring.retrain import follow_retraining, start_retraining
 from monitoring.state import Trigger
-from tests.pipelines.test_kubeflow import RecordingKfpApi, kfp_api, posted  # noqa: F401
+from tests.pipelines.test_kubeflow import (  # noqa: F401 - kfp_api is the fixture
+    CLUSTER,
+    RecordingKfpApi,
+    kfp_api,
+    posted,
+)
 
 TRIGGER = Trigger(7, "digits-classifier", "3", 1235, ["data drift: 97%"], "drift.html",
                   "running", 0.0, 0.0, None)  # fmt: skip
@@ -22,11 +29,14 @@ TRIGGER = Trigger(7, "digits-classifier", "3", 1235, ["data drift: 97%"], "drift
 def test_a_configured_kfp_host_gets_a_retraining_run(kfp_api, monkeypatch, tmp_path):  # noqa: F811
     host, requests = kfp_api
     monkeypatch.setenv("LOOPLINE_KFP_HOST", host)
-    settings = load_settings({"LOOPLINE_HOME": str(tmp_path)})
+    local = load_settings({"LOOPLINE_HOME": str(tmp_path)})
+    with pytest.raises(UsageError, match="LOOPLINE_TRACKING_URI"):  # pods cannot reach it
+        start_retraining(local, TRIGGER, epochs=5)
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path), **CLUSTER})
     outcome = start_retraining(settings, TRIGGER, epochs=5)
     assert outcome == {"engine": "kubeflow", "state": "submitted", "run_id": "run-1", "host": host}
     [run] = posted(requests, "/apis/v2beta1/runs")
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "retraining"
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "retraining"
     parameters = run["runtime_config"]["parameters"]
     assert parameters["since"] == 1234 and parameters["epochs"] == 5
     assert json.loads(parameters["trigger"])["reasons"] == ["data drift: 97%"]

@@ -1,6 +1,6 @@
 """Pipelines that exercise engine behaviour: concurrency, retries, failures, metrics, images."""
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 from kfp.dsl import Metrics, Output
 
 from components.settings import PLATFORM_IMAGE
@@ -114,3 +114,27 @@ def platform_echo(text: str, out: dsl.OutputPath(str)):
 @dsl.pipeline
 def platform_container(text: str = "from the platform image") -> str:
     return platform_echo(text=text).output
+
+
+@dsl.component
+def read_env(name: str) -> str:
+    import os
+
+    return os.environ.get(name, "<unset>")
+
+
+@dsl.pipeline
+def from_a_secret(optional: bool = False) -> str:
+    task = read_env(name="LOOPLINE_TEST_FROM_SECRET")
+    kubernetes.use_secret_as_env(
+        task, secret_name="team-secrets", secret_key_to_env={"v": "LOOPLINE_TEST_FROM_SECRET"}
+    )
+    kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")  # a cluster's matter
+    return task.output
+
+
+@dsl.pipeline
+def with_a_volume() -> str:
+    task = read_env(name="HOME")
+    kubernetes.mount_pvc(task, pvc_name="data", mount_path="/data")
+    return task.output

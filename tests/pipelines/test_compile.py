@@ -7,16 +7,17 @@ import json
 import os
 from pathlib import Path
 
-import yaml
-
 from components.settings import PLATFORM_IMAGE
 from pipelines.compile import compile_pipeline
+from pipelines.ir import PipelineIR, from_documents
 
 GOLDEN = Path(__file__).parent / "golden" / "training_structure.json"
 
 
-def structure(ir: dict) -> dict:
-    """What must not change by accident: tasks, wiring, interfaces, images, commands."""
+def structure(documents: PipelineIR) -> dict:
+    """What must not change by accident: tasks, wiring, interfaces, images, commands, and
+    the Kubernetes Secret each executor reads its settings from."""
+    ir = documents.spec
     executors = ir["deploymentSpec"]["executors"]
     tasks = {}
     for name, task in ir["root"]["dag"]["tasks"].items():
@@ -53,20 +54,26 @@ def structure(ir: dict) -> dict:
         "installs_at_run_time": any(
             "pip install" in " ".join(e["container"].get("command", [])) for e in executors.values()
         ),
+        "secrets": {
+            label: sorted(
+                s["secretName"] for s in documents.kubernetes(label).get("secretAsEnv", [])
+            )
+            for label in executors
+        },
     }
 
 
 def test_compiled_training_pipeline_matches_golden(tmp_path):
     target = compile_pipeline("training", tmp_path / "training.yaml")
-    got = structure(yaml.safe_load(target.read_text()))
+    got = structure(from_documents(target.read_text()))
     if os.environ.get("LOOPLINE_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
     assert got == json.loads(GOLDEN.read_text())
 
 
 def test_components_run_in_the_platform_image_and_install_nothing(tmp_path):
-    ir = yaml.safe_load(compile_pipeline("training", tmp_path / "t.yaml").read_text())
-    got = structure(ir)
+    got = structure(from_documents(compile_pipeline("training", tmp_path / "t.yaml").read_text()))
     assert got["images"] == [PLATFORM_IMAGE]
     assert got["installs_at_run_time"] is False
     assert got["tasks"]["train"]["after"] == ["ingest", "validate-data"]
+    assert all(secrets == ["loopline-settings"] for secrets in got["secrets"].values())

@@ -115,3 +115,17 @@ def test_bad_submissions_fail_before_anything_runs(engine):
         engine.run(chain, {"y": 1})
     with pytest.raises(InputError, match="parameter x must be number_integer"):
         engine.run(chain, {"x": "three"})
+
+
+def test_kubernetes_settings_are_honoured_locally_or_refused_up_front(engine, monkeypatch):
+    """A Secret's variables come from this environment; scheduling hints are a cluster's
+    matter; a volume cannot be mounted here, so the run is refused before anything runs."""
+    monkeypatch.delenv("LOOPLINE_TEST_FROM_SECRET", raising=False)
+    with pytest.raises(UnsupportedPipeline, match="export LOOPLINE_TEST_FROM_SECRET"):
+        engine.run(p.from_a_secret, {}, enable_cache=False)
+    monkeypatch.setenv("LOOPLINE_TEST_FROM_SECRET", "value-from-the-environment")
+    result = engine.run(p.from_a_secret, {}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": "value-from-the-environment"}
+    with pytest.raises(UnsupportedPipeline, match="kfp-kubernetes pvcMount .* needs a cluster"):
+        engine.run(p.with_a_volume, {})

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from components.settings import load_settings
 from pipelines import kubeflow
 from pipelines.ir import load
 from tests.pipelines.feature_pipelines import chain
@@ -66,24 +67,39 @@ def kfp_api():
     server.shutdown()
 
 
+CLUSTER = {  # settings a cluster's pods can reach (what the loopline-settings Secret holds)
+    "LOOPLINE_TRACKING_URI": "http://mlflow.loopline:5000",
+    "LOOPLINE_DATABASE_URL": "postgresql://loopline@postgres.loopline:5432/loopline",
+    "LOOPLINE_RAY_STORAGE": "s3://loopline/ray",
+}
+
+
+@pytest.fixture
+def cluster_settings(tmp_path):
+    return load_settings({"LOOPLINE_HOME": str(tmp_path), **CLUSTER})
+
+
 def posted(requests, prefix):
     return [r["body"] for r in requests if r["method"] == "POST" and r["path"].startswith(prefix)]
 
 
-def test_submit_sends_the_compiled_ir_and_arguments(kfp_api):
+def test_submit_sends_the_compiled_ir_and_arguments(kfp_api, cluster_settings):
     host, requests = kfp_api
     ir = load(chain)
-    assert kubeflow.submit(ir, host, arguments={"x": 5}) == "run-1"
+    assert kubeflow.submit(ir, host, arguments={"x": 5}, settings=cluster_settings) == "run-1"
     [run] = posted(requests, "/apis/v2beta1/runs")
     assert run["pipeline_spec"]["root"] == ir.spec["root"]
     assert run["runtime_config"]["parameters"] == {"x": 5}
     assert run["experiment_id"] == "exp-1"
 
 
-def test_schedule_creates_a_recurring_run_with_kfp_cron(kfp_api):
+def test_schedule_creates_a_recurring_run_with_kfp_cron(kfp_api, cluster_settings):
     host, requests = kfp_api
     ir = load(chain)
-    assert kubeflow.schedule(ir, host, cron="0 3 * * *", arguments={"x": 1}) == "rr-1"
+    scheduled = kubeflow.schedule(
+        ir, host, cron="0 3 * * *", arguments={"x": 1}, settings=cluster_settings
+    )
+    assert scheduled == "rr-1"
     [recurring] = posted(requests, "/apis/v2beta1/recurringruns")
     assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert recurring["pipeline_spec"]["pipelineInfo"]["name"] == "chain"
@@ -91,14 +107,34 @@ def test_schedule_creates_a_recurring_run_with_kfp_cron(kfp_api):
     assert posted(requests, "/apis/v2beta1/experiments")[0]["display_name"] == "loopline"
 
 
-def test_the_cli_submits_the_built_in_training_pipeline(kfp_api, home):
+def test_the_cli_submits_the_built_in_training_pipeline_with_its_settings_secret(
+    kfp_api, home, monkeypatch
+):
     from typer.testing import CliRunner
 
     from loopline.cli import app
 
     host, requests = kfp_api
+    # This machine's files: refused before anything is sent, naming the setting and the fix.
+    local = CliRunner().invoke(app, ["submit", "training", "--host", host])
+    assert local.exit_code == 2 and "LOOPLINE_TRACKING_URI=sqlite:" in local.output
+    assert "loopline-settings Secret's tracking-uri key" in " ".join(local.output.split())
+    assert not posted(requests, "/apis/v2beta1/runs")
+    for name, value in CLUSTER.items():
+        monkeypatch.setenv(name, value)
     result = CliRunner().invoke(app, ["submit", "training", "--host", host, "--param", "epochs=3"])
     assert result.exit_code == 0, result.output
     [run] = posted(requests, "/apis/v2beta1/runs")
     assert run["runtime_config"]["parameters"] == {"epochs": 3}
-    assert "train" in run["pipeline_spec"]["root"]["dag"]["tasks"]
+    # With a platform spec, KFP's API takes {"pipeline_spec": ..., "platform_spec": ...}.
+    spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
+    assert "train" in spec["root"]["dag"]["tasks"]
+    # Every task of the pipeline reads the platform's settings from the Secret.
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(executors) == 6  # ingest, validate, train, evaluate, register, package
+    for config in executors.values():
+        [secret] = config["secretAsEnv"]
+        assert secret["secretName"] == "loopline-settings" and secret["optional"] is True
+        assert {p["envVar"] for p in secret["keyToEnv"]} >= {
+            "LOOPLINE_TRACKING_URI", "LOOPLINE_DATABASE_URL", "LOOPLINE_RAY_ADDRESS",
+        }  # fmt: skip

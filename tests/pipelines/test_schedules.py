@@ -7,6 +7,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
+from components import processes
 from components.settings import load_settings
 from pipelines.ir import load
 from pipelines.prefect_server import start_worker
@@ -23,18 +24,20 @@ def test_kfp_cron_gains_a_seconds_field():
         kfp_cron("3 * *")
 
 
-def test_a_short_interval_deployment_produces_a_completed_flow_run(prefect_api, tmp_path):
+def test_a_short_interval_deployment_produces_a_completed_flow_run(
+    prefect_api, tmp_path, monkeypatch
+):
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
     deployment = schedule_prefect(
         load(chain), settings, interval=timedelta(seconds=5), arguments={"x": 2, "text": "tick"},
         name="chain-every-5s",
     )  # fmt: skip
+    monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")  # not 10: the test waits on it
     worker = start_worker(prefect_api, tmp_path / "worker.log")
     try:
         state = wait_for_completed_run(deployment, timeout=180)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        processes.stop_tree(worker.pid)
         with get_client(sync_client=True) as client:
             client.delete_deployment(deployment)
     assert state == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]

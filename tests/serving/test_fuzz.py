@@ -8,8 +8,11 @@ import json
 import subprocess
 
 import httpx
+import pytest
 
 from tests.conftest import VENV_BIN
+
+pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,negative_data_rejection"

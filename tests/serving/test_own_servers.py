@@ -18,6 +18,8 @@ from serving.server import start_server
 from tests.conftest import free_port
 from tests.conftest import logged as read_log
 
+pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
+
 ROW = (load_digits().data[:1] / 16.0).tolist()
 
 

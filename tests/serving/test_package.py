@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from loopline.cli import app
 from serving.bento import build_bento
+
+pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
 
 
 def test_bento_holds_the_service_the_packages_and_the_model_reference(served, tmp_path):

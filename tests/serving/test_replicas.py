@@ -17,6 +17,8 @@ from components.tables import predictions
 from serving.prediction_log import Answer, PredictionLog
 from serving.server import free_port, start_server
 
+pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
+
 ROW = (load_digits().data[:1] / 16.0).tolist()
 
 

@@ -16,6 +16,8 @@ from sklearn.datasets import load_digits
 from components.registry import Registry
 from tests.conftest import logged as read_log
 
+pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
+
 DIGITS = load_digits()
 ROWS = (DIGITS.data / 16.0).round(4)  # the dataset's [0, 1] scale
 
