@@ -75,3 +75,22 @@ def test_platform_dockerfile_runs_as_a_non_root_user():
     dockerfile = (K8S.parent / "docker" / "Dockerfile").read_text()
     assert "\nUSER 10001:10001" in dockerfile
     assert "torch==2.13.0" in dockerfile  # the same pin as pyproject.toml
+
+
+def test_the_platform_state_is_in_a_database_from_the_settings_secret_never_a_shared_file():
+    """The issue's case: 2-10 serving replicas wrote one SQLite file on a shared volume."""
+    for name, document in documents():
+        spec = pod_spec(document)
+        if spec is None:
+            continue
+        for container in spec["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            if "LOOPLINE_HOME" not in env:
+                continue
+            database = env.get("LOOPLINE_DATABASE_URL", {})
+            assert database.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == (
+                "loopline-settings"
+            ), f"{name} keeps the platform state in its LOOPLINE_HOME"
+        if document["kind"] == "Deployment" and document["spec"].get("replicas", 1) > 1:
+            claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
+            assert not claims, f"{name}: replicas must not share a volume for their state"
