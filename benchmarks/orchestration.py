@@ -25,6 +25,7 @@ from pathlib import Path
 from kfp import dsl
 
 from components.settings import load_settings
+from pipelines import prefect_server
 from pipelines.local_run import run_local
 from pipelines.prefect_engine import PrefectEngine
 
@@ -79,6 +80,7 @@ def main() -> None:
             engine.close()
         if args.training:
             results["training"] = cached_training_rerun(settings)
+        prefect_server.stop(settings)  # the scratch home's Prefect server, before it goes
     report(results)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "orchestration.json").write_text(json.dumps(results, indent=2))

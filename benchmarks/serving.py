@@ -1,14 +1,16 @@
-"""Serving throughput and latency: adaptive batching on vs off, in one run.
+"""Serving throughput and latency, in one run: the prediction log on SQLite vs on
+PostgreSQL (batching on), and adaptive batching off (SQLite).
 
 Run: ``.venv/bin/python -m benchmarks.serving [--seconds 5] [--levels 1 8 32 64]``.
 Writes ``benchmarks/results/serving.json``.
 
-A digits MLP is trained in-process and registered as champion in a scratch
-LOOPLINE_HOME. For each batching mode a real ``bentoml serve`` starts on loopback, and an
-asyncio load generator (httpx, one connection per client) keeps ``c`` requests in flight
-for a fixed time at each concurrency level. Each request is one 8x8 digit: online traffic,
-where batching can only come from merging concurrent requests. Every run checks zero
-errors and that the prediction log holds exactly the requests that were answered.
+A digits CNN is trained in-process and registered as champion in a scratch
+LOOPLINE_HOME. For each mode a real ``bentoml serve`` starts on loopback, and an asyncio
+load generator (httpx, one connection per client) keeps ``c`` requests in flight for a
+fixed time at each concurrency level. Each request is one 8x8 digit: online traffic, where
+batching can only come from merging concurrent requests. PostgreSQL is a real server that
+the benchmark starts (Debian's package). Every run checks zero errors and that the
+prediction log holds exactly the requests that were answered.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from pathlib import Path
 import httpx
 from sklearn.datasets import load_digits
 
+from components.database import open_database
 from components.settings import load_settings
 from components.sources import ingest
 from components.steps import evaluate_step, register_step, train_step
 from components.training import TrainConfig
 from serving.prediction_log import PredictionLog
 from serving.server import start_server
+from tests.postgres import new_database, running_postgres
 
 RESULTS = Path(__file__).parent / "results"
 ROWS = (load_digits().data / 16.0).round(4).tolist()
@@ -92,12 +96,14 @@ def champion_home(root: Path):
     return settings
 
 
-def bench_mode(settings, batching: bool, levels: list[int], seconds: float, port: int) -> list:
-    mode = "on" if batching else "off"
+def bench_mode(settings, database: str, batching: bool, levels: list[int], seconds: float,
+               port: int) -> list:  # fmt: skip
+    mode = f"{database}-{'on' if batching else 'off'}"
+    open_database(settings, migrate=True).close()
     server = start_server(
         settings,
         port=port,
-        batching=mode,
+        batching="on" if batching else "off",
         log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log",
     )
     rows = []
@@ -107,9 +113,12 @@ def bench_mode(settings, batching: bool, levels: list[int], seconds: float, port
         for level in levels:
             result = asyncio.run(load(server.url, level, seconds, f"{mode}-{level}"))
             ids = set(result.pop("answered_ids"))
-            logged = PredictionLog(settings.prediction_log).read_window()
+            log = open_database(settings)
+            logged = PredictionLog(log).read_window()
+            log.close()
             in_log = set(logged.request_id[logged.request_id.str.startswith(f"{mode}-{level}-")])
-            result.update(batching=mode, logged=len(in_log), log_matches=in_log == ids)
+            result.update(database=database, batching="on" if batching else "off",
+                          logged=len(in_log), log_matches=in_log == ids)  # fmt: skip
             print(json.dumps(result))
             rows.append(result)
     finally:
@@ -123,10 +132,17 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--port", type=int, default=3917)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = champion_home(Path(tmp))
-        rows = bench_mode(settings, True, args.levels, args.seconds, args.port)
-        rows += bench_mode(settings, False, args.levels, args.seconds, args.port + 1)
+    with tempfile.TemporaryDirectory() as tmp, running_postgres() as postgres:
+        sqlite = champion_home(Path(tmp))
+        on_postgres = load_settings({
+            "LOOPLINE_HOME": str(Path(tmp) / "home-pg"), "LOOPLINE_TRACKING_URI": sqlite.tracking_uri,
+            "LOOPLINE_DATABASE_URL": new_database(postgres, "bench"),
+        })  # fmt: skip
+        rows = bench_mode(sqlite, "sqlite", True, args.levels, args.seconds, args.port)
+        rows += bench_mode(
+            on_postgres, "postgresql", True, args.levels, args.seconds, args.port + 1
+        )
+        rows += bench_mode(sqlite, "sqlite", False, args.levels, args.seconds, args.port + 2)
     report = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "command": "python -m benchmarks.serving "
@@ -135,11 +151,13 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serving.json").write_text(json.dumps(report, indent=2))
-    print(f"{'batching':>8} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} log")
+    print(f"{'database':>10} {'batching':>8} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+          f" {'errors':>6} log")  # fmt: skip
     for r in rows:
         print(
-            f"{r['batching']:>8} {r['concurrency']:>5} {r['requests_per_s']:>8} {r['p50_ms']:>8}"
-            f" {r['p99_ms']:>8} {r['errors']:>6} {'ok' if r['log_matches'] else 'MISMATCH'}"
+            f"{r['database']:>10} {r['batching']:>8} {r['concurrency']:>5} {r['requests_per_s']:>8}"
+            f" {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>6}"
+            f" {'ok' if r['log_matches'] else 'MISMATCH'}"
         )
     if any(r["errors"] or not r["log_matches"] for r in rows):
         raise SystemExit("errors, or the log does not match the requests served")

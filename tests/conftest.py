@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -222,64 +221,24 @@ def train_and_register(settings, dataset, folder, config, name=None) -> dict:
 # -- the platform database, on SQLite and on a real PostgreSQL ---------------------------
 
 
-def _postgres_bin(tool: str) -> str:
-    """Debian keeps PostgreSQL's server tools off PATH, under /usr/lib/postgresql/N/bin."""
-    found = shutil.which(tool) or next(
-        iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"), reverse=True)), None
-    )
-    if found is None:
-        pytest.skip(
-            f"PostgreSQL's {tool} is missing; `make test` installs it (apt-get install postgresql)"
-        )
-    return str(found)
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    """initdb and postgres refuse to run as root: run them as the postgres user then."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
 @pytest.fixture(scope="session")
 def postgres() -> str:
     """One real PostgreSQL server for the session, on loopback; its base URL."""
-    # Outside pytest's private (0700, root's) folders: the postgres user must reach it.
-    folder = Path(tempfile.mkdtemp(prefix="loopline-postgres-"))
-    data, port = folder / "data", free_port()
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    subprocess.run(
-        _as_postgres([_postgres_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "loopline",
-                      "--no-sync"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
-    server = subprocess.Popen(
-        _as_postgres([_postgres_bin("postgres"), "-D", str(data), "-p", str(port), "-k",
-                      str(folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                      "-c", "max_connections=200"]),
-        stdout=subprocess.DEVNULL, stderr=open(folder / "postgres.log", "wb"),  # noqa: SIM115
-        start_new_session=True,
-    )  # fmt: skip
-    url = f"postgresql://loopline@127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while subprocess.run([_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                         capture_output=True).returncode != 0:  # fmt: skip
-        assert server.poll() is None, (folder / "postgres.log").read_text()[-2000:]
-        assert time.monotonic() < deadline, "PostgreSQL did not start"
-        time.sleep(0.2)
-    yield url
-    processes.stop_tree(server.pid, grace=20, sig=signal.SIGINT)  # "fast" shutdown
-    shutil.rmtree(folder, ignore_errors=True)
+    from tests.postgres import PostgresMissing, running_postgres
+
+    try:
+        with running_postgres() as url:
+            yield url
+    except PostgresMissing as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
 def postgres_url(postgres: str) -> str:
     """A fresh, empty PostgreSQL database for one test."""
-    import psycopg
+    from tests.postgres import new_database
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{postgres}/postgres", autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return f"{postgres}/{name}"
+    return new_database(postgres, f"t_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
