@@ -68,6 +68,7 @@ class InputError(UsageError):
 class Outputs:
     parameters: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    from_cache: bool = False
 
 
 @dataclass
@@ -108,7 +109,6 @@ class PipelineRun:
         self.capture_output = capture_output
         self.records: list[TaskRecord] = []
         self.leaf_outputs: dict[str, Outputs] = {}
-        self._cache_hits: set[str] = set()
 
     def execute(self, arguments: dict) -> dict[str, Any]:
         inputs = Outputs(parameters=coerce_arguments(self.ir, arguments))
@@ -216,13 +216,15 @@ class PipelineRun:
             self._record(name, "failed", started)
             raise
         self.leaf_outputs[name] = outputs
-        self._record(name, "succeeded", started)
+        self._record(name, "succeeded", started, cached=outputs.from_cache)
         return outputs
 
-    def _record(self, name: str, status: str, started: float | None = None) -> None:
+    def _record(
+        self, name: str, status: str, started: float | None = None, *, cached: bool = False
+    ) -> None:
         seconds = time.perf_counter() - started if started is not None else 0.0
         folder = self.run_dir / _folder(name)
-        record = TaskRecord(name, status, name in self._cache_hits, seconds, folder)
+        record = TaskRecord(name, status, cached, seconds, folder)
         self.records.append(record)
         if self.listener:
             self.listener.task_finished(record)
@@ -245,8 +247,7 @@ class PipelineRun:
         )
         if key and (entry := self.cache.get(key)):
             log.info("task %s: served from cache (%s)", name, key[:12])
-            self._cache_hits.add(name)
-            return Outputs(*from_cache(entry))
+            return Outputs(*from_cache(entry), from_cache=True)
         task_root = self.run_dir / _folder(name)
         task_log = str(task_root / TASK_LOG) if self.capture_output else None
         executor_input = executor_input_utils.construct_executor_input(

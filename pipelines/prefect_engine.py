@@ -78,10 +78,18 @@ class PrefectEngine:
 
 
 def _using(api_url: str):
-    """Point this process's Prefect client at ``api_url``, even if Prefect loaded earlier."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """Point this process's Prefect client at ``api_url``, even if Prefect loaded earlier.
 
-    return temporary_settings({PREFECT_API_URL: api_url})
+    Flow-run heartbeats are off: they only feed automations that loopline does not set
+    up, and waiting for the heartbeat thread costs up to a second at the end of each run.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
+    return temporary_settings({PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _flow(run: PipelineRun):
@@ -105,7 +113,8 @@ def _prefect_task(name: str, task_spec: dict, fn):
 
     def leaf(*args):
         outputs = fn(*args)
-        _publish(name, outputs.artifacts)
+        if not outputs.from_cache:  # published when they were made
+            _publish(name, outputs.artifacts)
         return outputs
 
     return task(
