@@ -130,8 +130,6 @@ class Predictor:
                 raise RequestError(400, f"X-Request-ID must match {REQUEST_ID.pattern}")
             body = await _read_body(request, self.limits.max_bytes)
             rows = await self._rows(body, request.headers.get("content-type"))
-            if offered and (stored := await asyncio.to_thread(self.log.lookup, request_id)):
-                return self._again(stored, rows, headers)  # a retry, or a conflict
             outputs = await self._predict(rows)
             answer = Answer(
                 request_id, outputs[0]["model_version"], rows,
@@ -150,7 +148,7 @@ class Predictor:
         except Exception:
             log.exception("prediction log write for %s failed", request_id)
             return _error(503, "the prediction log cannot record predictions; retry later", headers)
-        if logged.outcome != "new":  # the same id raced in from another request
+        if logged.outcome != "new":  # a reused id: the log kept the first answer
             return self._again(logged.stored, rows, headers)
         for label in answer.labels:
             self.counter.labels(model_version=answer.model_version, label=label).inc()
