@@ -29,19 +29,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 BIN = Path(sys.executable).parent
-ONE_STEP = """
-from kfp import dsl
-
-
-@dsl.component
-def add(a: int, b: int) -> int:
-    return a + b
-
-
-@dsl.pipeline
-def one_step(x: int = 1) -> int:
-    return add(a=x, b=1).output
-"""
+ONE_STEP = Path(__file__).parents[1] / "tests" / "pipelines" / "plus_one.py"
 PLAIN_PREFECT = """
 from prefect import flow, task
 
@@ -86,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "user").mkdir()
-        (root / "one_step.py").write_text(ONE_STEP)
+        (root / "one_step.py").write_text(ONE_STEP.read_text())
         (root / "plain_prefect.py").write_text(PLAIN_PREFECT)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOOPLINE_"))}
         env.update(HOME=str(root / "user"), LOOPLINE_HOME=str(root / "home"),

@@ -28,7 +28,11 @@ PREFECT_LOG = "prefect.log"
 
 
 def engine_environment(settings: Settings, *, verbose: bool = False) -> dict[str, str]:
-    env = {"PREFECT_HOME": str(settings.prefect_home), **TELEMETRY_OFF}
+    env = {
+        "PREFECT_HOME": str(settings.prefect_home),
+        "MPLCONFIGDIR": str(settings.home / "matplotlib"),  # its font cache, not in ~/.cache
+        **TELEMETRY_OFF,
+    }
     if not verbose:
         env["PREFECT_LOGGING_SETTINGS_PATH"] = str(_prefect_logging_file(settings))
     return env

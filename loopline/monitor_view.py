@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from rich.console import Console
 from rich.table import Table
 
@@ -15,11 +13,11 @@ COLOURS = {"ok": "green", "drift": "red", "waiting": "yellow", "no_champion": "y
 def render_monitor(result: MonitorResult, console: Console) -> None:
     colour = COLOURS.get(result.status, "white")
     window = result.window
-    span = (
-        f"{_time(window['start'])} -> {_time(window['end'])}, {window['rows']} predictions"
-        if window
-        else "no window"
-    )
+    span = "no window"
+    if window:
+        span = f"predictions {window['first_seq']}-{window['last_seq']}: {window['rows']} rows"
+        if window.get("sampled") and window["sampled"] < window["rows"]:
+            span += f" ({window['sampled']} sampled in the database)"
     console.print(
         f"[{colour}]{result.status}[/] {result.model} v{result.champion_version or '-'}: {span}"
     )
@@ -30,7 +28,7 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
     if result.drift:
         table = Table(show_header=False, box=None, padding=(0, 2))
         table.add_column()
-        table.add_column(overflow="fold")  # paths whole, so they can be copied
+        table.add_column()
         table.add_row("drifted features", f"{result.drift['drifted_share']:.0%}")
         prediction = result.drift.get("prediction")
         if prediction:
@@ -39,9 +37,9 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
         if result.quality:
             table.add_row("accuracy (labelled)", f"{result.quality['accuracy']:.3f} on "
                           f"{result.quality['rows']} rows")  # fmt: skip
-        for name, path in result.reports.items():
-            table.add_row(f"report ({name})", path)
         console.print(table)
+        for name, path in result.reports.items():  # whole, on their own line, to copy
+            console.print(f"  report ({name}): {path}", soft_wrap=True)
     for reason in result.reasons:
         console.print(f"  [red]![/] {reason}")
     if result.trigger:
@@ -51,9 +49,3 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
                       + (f", waiting for {run['waiting_for']}" if run.get("waiting_for") else "")
                       + (f", v{run['version']}" if run.get("version") else "")
                       + (f" - {run['error']}" if run.get("error") else ""))  # fmt: skip
-
-
-def _time(seconds: float) -> str:
-    if not seconds:
-        return "start"
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -15,25 +16,13 @@ from tests.conftest import VENV_BIN
 
 pytestmark = pytest.mark.slow
 
-ONE_STEP = """
-from kfp import dsl
-
-
-@dsl.component
-def add(a: int, b: int) -> int:
-    return a + b
-
-
-@dsl.pipeline
-def plus_one(x: int = 1) -> int:
-    return add(a=x, b=1).output
-"""
+ONE_STEP = Path(__file__).parents[1] / "pipelines" / "plus_one.py"
 
 
 def test_two_first_runs_and_a_status_at_once_on_a_fresh_machine(tmp_path):
     user_home, home = tmp_path / "user", tmp_path / "loopline"
     user_home.mkdir()
-    (tmp_path / "plus_one.py").write_text(ONE_STEP)
+    (tmp_path / "plus_one.py").write_text(ONE_STEP.read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOOPLINE_"))}
     env.update(HOME=str(user_home), LOOPLINE_HOME=str(home),
                LOOPLINE_PREFECT_PORT=str(free_port()))  # fmt: skip

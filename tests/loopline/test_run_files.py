@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,25 +11,13 @@ from typer.testing import CliRunner
 from loopline.cli import app
 from tests.conftest import VENV_BIN
 
-PIPELINE = """
-from kfp import dsl
-
-
-@dsl.component
-def add(a: int, b: int) -> int:
-    return a + b
-
-
-@dsl.pipeline
-def plus_one(x: int = 1) -> int:
-    return add(a=x, b=1).output
-"""
+PIPELINE = Path(__file__).parents[1] / "pipelines" / "plus_one.py"
 
 
 @pytest.fixture
 def pipeline_file(tmp_path):
     path = tmp_path / "plus_one.py"
-    path.write_text(PIPELINE)
+    path.write_text(PIPELINE.read_text())
     return path
 
 

@@ -38,6 +38,19 @@ def test_unshifted_traffic_is_not_drift(loop):
     assert result.window["rows"] == 200 and result.window["first_seq"] == 1
 
 
+def test_loopline_monitor_shows_the_window_its_verdict_and_its_reports(loop):
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    loop.send(loop.split("test").x[:220])  # the default policy judges 200 rows and more
+    shown = CliRunner().invoke(app, ["monitor", "--no-retrain"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "ok digits-classifier v1: predictions 201-420: 220 rows" in text, text
+    assert "report (html)" in text and "drift.html" in text
+
+
 def test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors(loop):
     train = loop.split("train")
     x, y = 1.0 - train.x[:400], train.y[:400]  # inverted digits
