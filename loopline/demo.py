@@ -185,34 +185,39 @@ def _wait_for_switch(url: str, version: str, console: Console, timeout: float = 
 def _closing(settings, console, normal, shifted, after, checks, started) -> None:
     table = Table(title="loopline demo: the closed loop", show_header=True)
     table.add_column("what")
-    table.add_column("result", overflow="fold")  # paths whole, so they can be copied
+    table.add_column("result")
+    places: list[tuple[str, str]] = []  # printed whole below the table, so they can be copied
     table.add_row("v1 on normal traffic", f"accuracy {normal.accuracy():.3f}")
     table.add_row("v1 on shifted traffic", f"accuracy {shifted.accuracy():.3f}")
     table.add_row(f"v{', v'.join(sorted(after.versions()))} on held-out shifted traffic",
                   f"accuracy {after.accuracy():.3f}")  # fmt: skip
-    for label, check in zip(
-        ("check 1 (normal)", "check 2 (shifted)", "check 3 (labels)"), checks, strict=True
+    for number, label, check in zip(
+        (1, 2, 3), ("normal", "shifted", "labels"), checks, strict=True
     ):
         drifted = check.drift["drifted_share"] if check.drift else None
-        table.add_row(label, f"{check.status}" + (f", drifted share {drifted:.0%}" if drifted is not None else "")
+        table.add_row(f"check {number} ({label})", f"{check.status}"
+                      + (f", drifted share {drifted:.0%}" if drifted is not None else "")
                       + (f", trigger {check.trigger}" if check.trigger else ""))  # fmt: skip
-        for kind, path in check.reports.items():
-            table.add_row(f"  report ({kind})", path)
+        places += [
+            (f"check {number} report ({kind})", path) for kind, path in check.reports.items()
+        ]
     for run in checks[-1].retraining:
         table.add_row(
             "retraining",
             f"{run['state']}" + (f" -> v{run['version']}" if run.get("version") else ""),
         )
         if run.get("decision_file"):
-            table.add_row("  gate decision", run["decision_file"])
+            places.append(("gate decision", run["decision_file"]))
     champion = Registry(settings).champion(MODEL)
     table.add_row("champion now", f"v{champion.version} ({champion.tags.get('gate.reasons', '')})")
-    table.add_row("prediction log", settings.database_shown)
-    table.add_row(
-        "Evidently workspace",
-        f"evidently ui --workspace {settings.home / 'monitoring' / 'workspace'}",
-    )
-    table.add_row("Bentos", f"BENTOML_HOME={settings.bentoml_home} bentoml list")
-    table.add_row("MLflow", f"mlflow ui --backend-store-uri {settings.tracking_uri}")
     table.add_row("took", f"{time.monotonic() - started:.0f} s")
     console.print(table)
+    places += [
+        ("prediction log", settings.database_shown),
+        ("Evidently", f"evidently ui --workspace {settings.home / 'monitoring' / 'workspace'}"),
+        ("Bentos", f"BENTOML_HOME={settings.bentoml_home} bentoml list"),
+        ("MLflow", f"mlflow ui --backend-store-uri {settings.tracking_uri}"),
+    ]
+    console.print("[bold]where everything went[/]")
+    for what, where in places:
+        console.print(f"  {what}: {where}", soft_wrap=True)

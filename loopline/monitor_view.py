@@ -16,6 +16,8 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
     span = "no window"
     if window:
         span = f"predictions {window['first_seq']}-{window['last_seq']}: {window['rows']} rows"
+        if not window["rows"]:
+            span = f"no predictions after {window['last_seq']} yet"
         if window.get("sampled") and window["sampled"] < window["rows"]:
             span += f" ({window['sampled']} sampled in the database)"
     console.print(
