@@ -31,6 +31,8 @@ def engine_environment(settings: Settings, *, verbose: bool = False) -> dict[str
     env = {
         "PREFECT_HOME": str(settings.prefect_home),
         "MPLCONFIGDIR": str(settings.home / "matplotlib"),  # its font cache, not in ~/.cache
+        # loopline's own loggers also run outside flows (monitor, alerts): no API warning.
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         **TELEMETRY_OFF,
     }
     if not verbose:
