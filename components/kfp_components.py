@@ -10,7 +10,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.settings import PLATFORM_IMAGE
+from components.images import PLATFORM_IMAGE
 
 component = dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
 

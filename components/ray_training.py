@@ -113,8 +113,6 @@ def train_with_ray(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if use_gpu is None:
-        use_gpu = torch.cuda.is_available()
     # Ray Train's controller polls workers every 2 s and each checkpointed report waits
     # for a poll; 0.25 s halves the cost of short epochs (benchmarks/train_overhead.md).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
@@ -122,6 +120,8 @@ def train_with_ray(
         # "local" starts a fresh local Ray: without it ray.init() joins whatever cluster
         # /tmp/ray last recorded, and waits forever if that cluster has died.
         ray.init(address=ray_address or "local")
+    if use_gpu is None:  # GPUs the cluster has now; one that scales them up from zero
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0  # needs LOOPLINE_TRAIN_GPU=on
     _check_capacity(workers, use_gpu, local=ray_address is None)
     trainer = TorchTrainer(
         _worker_loop,

@@ -17,9 +17,6 @@ from components.errors import UsageError
 if TYPE_CHECKING:
     from components.gate import GatePolicy
 
-PLATFORM_IMAGE = "ghcr.io/loopline-dev/loopline:0.1.0-python3.11"
-"""The image every built-in component runs in; built from ``infra/``."""
-
 
 class SettingsError(UsageError):
     """A ``LOOPLINE_*`` variable holds a value loopline cannot use."""
@@ -41,6 +38,7 @@ class Settings:
     prefect_port: int = 4200
     prefect_idle_s: float = 600.0
     train_max_failures: int = 2  # worker-group restarts from the last checkpoint, per run
+    train_gpu: bool | None = None  # None: train on GPUs when the machine or Ray cluster has them
 
     @property
     def gate(self) -> GatePolicy:
@@ -117,11 +115,30 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         gate_tolerance=_fraction(env, "LOOPLINE_GATE_TOLERANCE", 0.02),
         prefect_port=_count(env, "LOOPLINE_PREFECT_PORT", 4200),
         train_max_failures=_count(env, "LOOPLINE_TRAIN_MAX_FAILURES", 2),
+        train_gpu=_switch(env, "LOOPLINE_TRAIN_GPU"),
         ray_storage_uri=env.get("LOOPLINE_RAY_STORAGE") or None,
         prefect_idle_s=duration_seconds(
             env.get("LOOPLINE_PREFECT_IDLE", "10m"), "LOOPLINE_PREFECT_IDLE", allow_zero=True
         ),
     )
+
+
+SWITCH = {
+    "auto": None,
+    "on": True,
+    "true": True,
+    "1": True,
+    "off": False,
+    "false": False,
+    "0": False,
+}
+
+
+def _switch(env: dict[str, str], name: str) -> bool | None:
+    value = env.get(name, "auto").strip().lower()
+    if value not in SWITCH:
+        raise SettingsError(f"{name} is {value!r}; set it to auto, on or off.")
+    return SWITCH[value]
 
 
 DURATION = re.compile(r"^(\d+)\s*([smhd])$")

@@ -124,6 +124,7 @@ def train_step(
     from components.training import BEST
     from components.weights import ARCHITECTURE, WEIGHTS
 
+    use_gpu = settings.train_gpu if use_gpu is None else use_gpu
     schema = read_schema(dataset)
     spec = config.spec_for(schema)
     data_hash = lineage.content_hash(dataset)

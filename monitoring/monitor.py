@@ -303,8 +303,18 @@ def _brief(result: MonitorResult) -> dict:
         "status": result.status,
         "window": result.window,
         "drifted_share": drift.get("drifted_share"),
+        # per feature, for the metrics; the most drifted first, at most MAX_FEATURE_SCORES
+        "feature_scores": _top_scores(drift.get("columns") or {}),
         "prediction_drift": drift.get("prediction"),
         "quality": result.quality,
         "reasons": result.reasons,
         "reports": result.reports,
     }
+
+
+MAX_FEATURE_SCORES = 256  # keeps a wide table from flooding Prometheus with series
+
+
+def _top_scores(columns: dict[str, dict]) -> dict[str, float]:
+    ranked = sorted(columns.items(), key=lambda item: -float(item[1]["score"]))
+    return {name: float(c["score"]) for name, c in ranked[:MAX_FEATURE_SCORES]}

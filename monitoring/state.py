@@ -163,6 +163,18 @@ class MonitorState:
             rows = connection.execute(query.order_by(triggers.c.id)).mappings().all()
         return [_trigger(r) for r in rows]
 
+    def trigger_counts(self, model_name: str) -> dict[str, int]:
+        """How many of the model's triggers are in each state."""
+        from sqlalchemy import func, select
+
+        query = (
+            select(triggers.c.state, func.count())
+            .where(triggers.c.model_name == model_name)
+            .group_by(triggers.c.state)
+        )
+        with self.database.read() as connection:
+            return {state: count for state, count in connection.execute(query)}
+
     def open_trigger(self, model_name: str) -> Trigger | None:
         found = [t for t in self.triggers(model_name) if t.state in OPEN_TRIGGER_STATES]
         return found[0] if found else None

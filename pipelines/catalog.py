@@ -10,11 +10,14 @@ PIPELINES = {
 }
 
 
-def get(name: str):
+def get(name: str, target: str = "cpu"):
+    """The built-in pipeline ``name``, built for ``target`` (:mod:`pipelines.cluster`)."""
+    from pipelines import cluster
+
     try:
         module, attribute = PIPELINES[name].split(":")
     except KeyError:
         raise KeyError(
             f"unknown pipeline {name!r}; built-in pipelines are: {', '.join(PIPELINES)}"
         ) from None
-    return getattr(importlib.import_module(module), attribute)
+    return cluster.build(getattr(importlib.import_module(module), attribute), target)

@@ -483,8 +483,8 @@ def _warn_resources(name: str, container: dict) -> None:
                 "task %s asks for an accelerator; none is present here, it runs on CPU", name
             )
     requested = sorted(k for k in resources if k != "accelerator")
-    if requested:
-        log.warning(
+    if requested:  # every built-in task has them (pipelines/cluster.py): not worth a warning
+        log.info(
             "task %s: resource settings %s are not enforced on one machine; Kubernetes applies them",
             name,
             ", ".join(requested),

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from components.errors import UsageError
-from components.settings import PLATFORM_IMAGE
+from components.images import PLATFORM_IMAGE
 
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 

@@ -17,9 +17,10 @@ from kfp.dsl import Dataset, Output
 from components import lineage
 from components.database import open_for_reading
 from components.dataset import LABEL, DatasetSchema, Split, write_dataset
+from components.images import PLATFORM_IMAGE
 from components.layout import GUARDRAIL, INPUT_SCHEMA, REFERENCE, TRIGGER
 from components.registry import Registry
-from components.settings import PLATFORM_IMAGE, Settings
+from components.settings import Settings
 from components.steps import reports_failure
 from serving.feedback import FeedbackStore
 

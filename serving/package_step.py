@@ -7,7 +7,7 @@ It is the training pipeline's last step and runs only when the gate promoted. No
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from components.settings import PLATFORM_IMAGE
+from components.images import PLATFORM_IMAGE
 
 
 @dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)

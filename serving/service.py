@@ -36,6 +36,7 @@ from components.settings import load_settings
 from serving.auth import HEADER, load_api_key
 from serving.champion import ChampionHolder
 from serving.feedback import FeedbackStore, parse_labels
+from serving.metrics import ServingMetrics
 from serving.options import load_options
 from serving.prediction_log import Answer, PredictionLog, digest
 from serving.requests import JSON, PNG, Limits, RequestError, media_type, parse
@@ -99,7 +100,8 @@ class Predictor:
 
     def __init__(self) -> None:
         _die_with_the_server()
-        database = open_database(load_settings(), migrate=True)
+        settings = load_settings()
+        database = open_database(settings, migrate=True)
         self.log = PredictionLog(database)
         self.feedback = FeedbackStore(database)
         self.key = load_api_key()
@@ -108,11 +110,7 @@ class Predictor:
         self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
         self.schema: tuple[str, DatasetSchema] | None = None  # (version, schema) of the model
         _keep_one_session(self.runner)
-        self.counter = bentoml.metrics.Counter(
-            name="loopline_predictions",
-            documentation="Predictions served, by model version and predicted class",
-            labelnames=["model_version", "label"],
-        )
+        self.metrics = ServingMetrics(settings.model_name)
 
     @bentoml.on_shutdown
     def close_log(self) -> None:
@@ -150,8 +148,7 @@ class Predictor:
             return _error(503, "the prediction log cannot record predictions; retry later", headers)
         if logged.outcome != "new":  # a reused id: the log kept the first answer
             return self._again(logged.stored, rows, headers)
-        for label in answer.labels:
-            self.counter.labels(model_version=answer.model_version, label=label).inc()
+        self.metrics.predicted(answer.model_version, answer.labels)
         return _envelope(answer, headers)
 
     def _again(self, stored: Answer, rows: np.ndarray, headers: dict) -> JSONResponse:
@@ -351,7 +348,7 @@ ATTACHED = {
 )
 async def predict(request: Request) -> JSONResponse:
     service: Predictor = bentoml.get_current_service()
-    return await service.answer(request)
+    return await service.metrics.timed("predict", service.answer(request))
 
 
 def _die_with_the_server() -> None:
@@ -390,7 +387,7 @@ def _keep_one_session(proxy: object) -> None:
 )
 async def feedback(request: Request) -> JSONResponse:
     service: Predictor = bentoml.get_current_service()
-    return await service.attach_feedback(request)
+    return await service.metrics.timed("feedback", service.attach_feedback(request))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

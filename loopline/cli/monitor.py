@@ -21,6 +21,13 @@ def monitor(
     retrain: Annotated[bool, typer.Option(help="Start retraining when the policy fires.")] = True,
     json_output: JsonOutput = False,
     model: ModelName = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics of the checks on this port (with --every)."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for --metrics-port; 0.0.0.0 in a pod.")
+    ] = "127.0.0.1",
 ) -> None:
     """Check the prediction log for drift with Evidently; start retraining when due.
 
@@ -35,8 +42,20 @@ def monitor(
     policy = load_policy(settings)
     pause = options.seconds(every, "--every") if every else None
     engine_env.prepare_logs(settings)
+    if metrics_port is not None and pause is None:
+        raise typer.BadParameter("metrics need a monitor that keeps running: add --every")
     monitor_ = Monitor(settings, policy)  # one database and one set of imports for every pass
-    with processes.sigterm_as_interrupt(), contextlib.closing(monitor_):
+    with (
+        processes.sigterm_as_interrupt(),
+        contextlib.closing(monitor_),
+        contextlib.ExitStack() as stack,
+    ):
+        if metrics_port is not None:
+            from monitoring import metrics
+
+            server = metrics.serve(settings, monitor_.database, metrics_port, metrics_host)
+            stack.callback(server.shutdown)
+            console.print(f"metrics on http://{metrics_host}:{metrics_port}/metrics")
         while True:
             result = monitor_.run(retrain=retrain)
             if json_output:

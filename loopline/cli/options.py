@@ -27,6 +27,19 @@ class Engine(StrEnum):
     kfp_local = "kfp-local"
 
 
+class TargetName(StrEnum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+Target = Annotated[
+    TargetName,
+    typer.Option(
+        help="The cluster the pipeline is for: cpu, or gpu (the train task gets a GPU, the "
+        "CUDA image and GPU nodes; the gpu overlay's cluster)."
+    ),
+]
+
 Arch = Enum("Arch", {name: name for name in ("auto", *ARCHITECTURES)}, type=str)
 
 ModelName = Annotated[

@@ -117,8 +117,8 @@ def run(
         raise typer.Exit(1)
 
 
-def load_pipeline(source: str):
-    from pipelines import catalog
+def load_pipeline(source: str, target: str = "cpu"):
+    from pipelines import catalog, cluster
     from pipelines.ir import load
 
     path = Path(source)
@@ -130,6 +130,17 @@ def load_pipeline(source: str):
             "nor an existing .py or .yaml file",
             param_hint="PIPELINE",
         )
+    if source in catalog.PIPELINES:
+        return load(catalog.get(source, target))
+    if path.suffix == ".py":
+        with cluster.target(target):  # its tasks that call with_settings get the target's
+            return load(source)
+    if target != "cpu":
+        raise typer.BadParameter(
+            f"{source} is compiled IR, which keeps the target it was compiled for; "
+            f"pass the pipeline's .py file or a built-in name with --target {target}",
+            param_hint="--target",
+        )
     return load(source)
 
 
@@ -137,11 +148,12 @@ def compile_(
     ctx: typer.Context,
     pipeline: PipelineSource,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the IR YAML.")],
+    target: options.Target = options.Target.cpu,
 ) -> None:
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
     from pipelines.compile import write_ir
 
-    console.print(f"wrote {write_ir(load_pipeline(pipeline), output)}")
+    console.print(f"wrote {write_ir(load_pipeline(pipeline, target), output)}")
 
 
 def schedule(
@@ -201,11 +213,12 @@ def submit(
     host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080.")],
     param: Params = None,
     experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "loopline",
+    target: options.Target = options.Target.cpu,
 ) -> None:
     """Create a run of the compiled pipeline on Kubeflow Pipelines."""
     from pipelines import kubeflow
 
-    ir = load_pipeline(pipeline)
+    ir = load_pipeline(pipeline, target)
     arguments = options.parse_params(param or [])
     run_id = kubeflow.submit(
         ir, host, arguments=arguments, experiment=experiment, settings=options.settings(ctx)

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from components.settings import PLATFORM_IMAGE
+from components.images import PLATFORM_IMAGE
 from pipelines.compile import compile_pipeline
 from pipelines.ir import PipelineIR, from_documents
 

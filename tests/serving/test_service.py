@@ -62,6 +62,35 @@ def test_predictions_carry_version_and_request_id_and_are_logged(served):
     assert 'loopline_predictions_total{label="0",model_version="1"}' in metrics
 
 
+def test_metrics_count_requests_errors_latency_and_the_served_version(served):
+    """The names the Grafana dashboard and the alert rules use (tests/infra checks them)."""
+
+    def scrape() -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{served.url}/metrics").text
+        return {
+            sample.name + str(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    ok_key = "loopline_requests_total[('endpoint', 'predict'), ('status', '200')]"
+    bad_key = "loopline_requests_total[('endpoint', 'predict'), ('status', '422')]"
+    error_key = "loopline_request_errors_total[('endpoint', 'predict'), ('kind', 'client')]"
+    latency_key = "loopline_request_duration_seconds_count[('endpoint', 'predict')]"
+    before = scrape()
+    assert post(served.url, {"instances": ROWS[:3].tolist()}).status_code == 200
+    assert post(served.url, {"instances": [[1.0, 2.0]]}).status_code == 422
+    after = scrape()
+    assert after[ok_key] - before.get(ok_key, 0) == 1
+    assert after[bad_key] - before.get(bad_key, 0) == 1
+    assert after[error_key] - before.get(error_key, 0) == 1
+    assert after[latency_key] - before.get(latency_key, 0) == 2
+    served_version = "loopline_served_model_version[('model', 'digits-classifier')]"
+    assert after[served_version] == 1.0
+
+
 def test_png_upload_is_classified_like_the_array(served):
     image = DIGITS.images[0] / 16.0 * 255.0
     answer = post(served.url, content=png(image), headers={"Content-Type": "image/png"})

@@ -1,0 +1,102 @@
+"""Monitoring's Prometheus metrics: read from the stores at scrape time, so any replica's
+last check shows, and a broken store gives an error count rather than a failed scrape."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from components.settings import load_settings
+from monitoring import metrics
+from monitoring.state import MonitorState
+from serving.server import free_port
+
+
+def samples(text: str) -> dict[tuple, float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_the_last_check_and_triggers_by_state_are_exported(database, tmp_path):
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path)})
+    state = MonitorState(database)
+    summary = {"drifted_share": 0.75, "feature_scores": {"pixel_3": 0.9, "pixel_4": 0.01},
+               "prediction_drift": {"score": 0.4}}  # fmt: skip
+    state.record_check("other-model", "7", 1, 10, 10, "ok", {"drifted_share": 0.0})
+    state.record_check(settings.model_name, "3", 1, 500, 500, "drift", summary)
+    state.raise_trigger(settings.model_name, "3", 1, ["data drift"], "report")
+    registry = metrics.registry_for(settings, database)
+
+    got = samples(generate_latest(registry).decode())
+    mine = (("model", settings.model_name), ("version", "3"))
+    assert got[(metrics.DRIFTED_SHARE, mine)] == 0.75
+    assert got[(metrics.DRIFT_DETECTED, mine)] == 1.0
+    assert got[(metrics.WINDOW_ROWS, mine)] == 500
+    assert got[(metrics.PREDICTION_DRIFT, mine)] == 0.4
+    assert got[(metrics.FEATURE_SCORE, (("feature", "pixel_3"), *mine))] == 0.9
+    assert abs(got[(metrics.LAST_CHECK, mine)] - time.time()) < 60
+    trigger = (metrics.TRIGGERS, (("model", settings.model_name), ("state", "pending")))
+    assert got[trigger] == 1
+    assert got[(metrics.SCRAPE_ERRORS, ())] == 0
+    assert not any(dict(labels).get("model") == "other-model" for _, labels in got)
+
+
+def test_a_broken_database_counts_an_error_instead_of_failing_the_scrape(database, tmp_path):
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path)})
+    registry = metrics.registry_for(settings, database)
+    from sqlalchemy import text
+
+    with database.write() as connection:  # a damaged schema: every read of checks fails
+        connection.execute(text("DROP TABLE checks"))
+    got = samples(generate_latest(registry).decode())
+    assert got[(metrics.SCRAPE_ERRORS, ())] == 1
+
+
+def test_loopline_monitor_serves_metrics_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    env = {**os.environ, "LOOPLINE_HOME": str(tmp_path), "LOOPLINE_PREFECT_IDLE": "0s"}
+    monitor = subprocess.Popen(
+        [str(Path(sys.executable).with_name("loopline")), "monitor", "--every", "1s", "--no-retrain",
+         "--metrics-port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                break
+            except httpx.TransportError:
+                assert monitor.poll() is None, monitor.stdout.read()
+                assert time.monotonic() < deadline, "no metrics within 60 s"
+                time.sleep(0.3)
+        assert samples(text)[(metrics.SCRAPE_ERRORS, ())] == 0
+        monitor.send_signal(signal.SIGTERM)  # between passes: 0; mid-pass: 130, as Ctrl-C
+        assert monitor.wait(timeout=30) in (0, 130)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    finally:
+        monitor.kill()
+        monitor.wait()
+
+
+@pytest.mark.parametrize("flags", [["--metrics-port", "9"]])
+def test_metrics_without_every_are_refused(flags, tmp_path):
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    result = CliRunner().invoke(app, ["monitor", *flags], env={"LOOPLINE_HOME": str(tmp_path)})
+    assert result.exit_code == 2 and "--every" in result.output
