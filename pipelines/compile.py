@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from pipelines.ir import PipelineIR, load
 
 
@@ -17,5 +15,5 @@ def compile_pipeline(source: object, target: Path) -> Path:
 def write_ir(ir: PipelineIR, target: Path) -> Path:
     """The IR as KFP writes it: the pipeline spec, then the platform spec if there is one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump_all(ir.documents(), sort_keys=False))
+    target.write_text(ir.to_yaml())
     return target

@@ -57,6 +57,10 @@ class PipelineIR:
         """The IR file's YAML documents: the pipeline spec, then the platform spec."""
         return [self.spec, self.platform] if self.platform else [self.spec]
 
+    def to_yaml(self) -> str:
+        """The IR as KFP writes it (:func:`from_documents` reads it back)."""
+        return yaml.safe_dump_all(self.documents(), sort_keys=False)
+
 
 def from_documents(text: str) -> PipelineIR:
     documents = [d for d in yaml.safe_load_all(text) if d]

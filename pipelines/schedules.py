@@ -10,6 +10,8 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+from components import images
+from components.errors import UsageError
 from components.settings import Settings
 from pipelines.compile import write_ir
 from pipelines.ir import PipelineIR, check_supported
@@ -17,6 +19,7 @@ from pipelines.prefect_server import WORK_POOL, ensure_work_pool
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "pipelines/prefect_flow.py:pipeline_flow"
+IMAGE_ROOT = "/opt/loopline"  # where infra/docker/Dockerfile puts the project
 
 
 def schedule_prefect(
@@ -27,15 +30,20 @@ def schedule_prefect(
     interval: timedelta | None = None,
     arguments: dict | None = None,
     name: str | None = None,
+    work_pool: str | None = None,
 ) -> str:
     """Create (or update) a Prefect deployment that runs ``ir`` on a schedule; return its id.
-    With neither ``cron`` nor ``interval`` it runs only when asked (``run_deployment``)."""
+    With neither ``cron`` nor ``interval`` it runs only when asked (``run_deployment``).
+    ``work_pool`` names a Kubernetes pool to run it as Jobs there; by default this home's
+    process pool runs it (``loopline server``)."""
     from pipelines.prefect_flow import pipeline_flow
 
     if cron is not None and interval is not None:
         raise ValueError("give at most one of cron or interval")
     check_supported(ir)
     name = name or ir.name
+    if work_pool not in (None, WORK_POOL):
+        return _schedule_on_kubernetes(ir, name, work_pool, cron, interval, arguments or {})
     frozen = write_ir(ir, settings.home / "schedules" / f"{_slug(name)}.yaml")
     ensure_work_pool()
     source = pipeline_flow.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
@@ -51,6 +59,47 @@ def schedule_prefect(
             print_next_steps=False,
         )
     )
+
+
+def _schedule_on_kubernetes(ir, name, work_pool, cron, interval, arguments) -> str:
+    """A deployment whose runs are Jobs in the platform image, carrying the IR itself."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+    from prefect.exceptions import ObjectNotFound
+
+    from pipelines.kubernetes_pool import POOL_TYPE, TEMPLATE_FILE
+
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(work_pool)
+        except ObjectNotFound:
+            raise UsageError(
+                f"Prefect has no work pool {work_pool!r}; the worker in infra/k8s creates it "
+                f"(prefect worker start --pool {work_pool} --type {POOL_TYPE} "
+                f"--base-job-template {TEMPLATE_FILE.name}), or name an existing pool"
+            ) from None
+        if pool.type != POOL_TYPE:
+            raise UsageError(
+                f"work pool {work_pool!r} is a {pool.type!r} pool; loopline schedules on "
+                f"{POOL_TYPE!r} pools (or on this home's own pool without --work-pool)"
+            )
+        schedule = CronSchedule(cron=cron) if cron else IntervalSchedule(interval=interval)
+        flow_id = client.create_flow_from_name("loopline-pipeline")
+        deployment = client.create_deployment(
+            flow_id,
+            name,
+            work_pool_name=work_pool,
+            entrypoint=ENTRYPOINT,
+            path=IMAGE_ROOT,
+            pull_steps=[
+                {"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_ROOT}}
+            ],
+            parameters={"pipeline": ir.name, "ir": ir.to_yaml(), "arguments": arguments},
+            job_variables={"image": images.platform("cpu")},
+            schedules=[DeploymentScheduleCreate(schedule=schedule)] if cron or interval else [],
+        )
+    return str(deployment)
 
 
 def run_prefect_deployment(ir: PipelineIR, settings: Settings, arguments: dict) -> str:

@@ -148,7 +148,7 @@ def compile_(
     ctx: typer.Context,
     pipeline: PipelineSource,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the IR YAML.")],
-    target: options.Target = options.Target.cpu,
+    target: options.Target = options.TargetName.cpu,
 ) -> None:
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
     from pipelines.compile import write_ir
@@ -169,6 +169,14 @@ def schedule(
         str | None,
         typer.Option(help="Create a Kubeflow recurring run at this KFP API instead of Prefect."),
     ] = None,
+    work_pool: Annotated[
+        str | None,
+        typer.Option(
+            help="A Prefect Kubernetes work pool (loopline-kubernetes in infra/k8s) whose "
+            "worker runs each run as a Job; set PREFECT_API_URL to that Prefect server."
+        ),
+    ] = None,
+    target: options.Target = options.TargetName.cpu,
 ) -> None:
     """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run."""
     from datetime import timedelta
@@ -180,7 +188,7 @@ def schedule(
             "give exactly one of --cron and --every", param_hint="--cron/--every"
         )
     interval = timedelta(seconds=options.seconds(every, "--every")) if every else None
-    ir = load_pipeline(pipeline)
+    ir = load_pipeline(pipeline, target)
     arguments = options.parse_params(param or [])
     coerce_arguments(ir, arguments)
     if kfp_host:
@@ -199,11 +207,17 @@ def schedule(
     settings = options.settings(ctx)
     with prefect_server.api(settings) as api:
         deployment = schedule_prefect(
-            ir, settings, cron=cron, interval=interval, arguments=arguments, name=name
-        )
+            ir, settings, cron=cron, interval=interval, arguments=arguments, name=name,
+            work_pool=work_pool,
+        )  # fmt: skip
     console.print(
         f"created Prefect deployment {deployment} for {ir.name} ({cron or 'every ' + every}) "
-        f"at {api}; scheduled runs start while `loopline server` runs its worker"
+        f"at {api}; "
+        + (
+            f"the {work_pool} pool's worker runs each as a Job"
+            if work_pool
+            else "scheduled runs start while `loopline server` runs its worker"
+        )
     )
 
 
@@ -213,7 +227,7 @@ def submit(
     host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080.")],
     param: Params = None,
     experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "loopline",
-    target: options.Target = options.Target.cpu,
+    target: options.Target = options.TargetName.cpu,
 ) -> None:
     """Create a run of the compiled pipeline on Kubeflow Pipelines."""
     from pipelines import kubeflow

@@ -57,3 +57,83 @@ def wait_for_completed_run(deployment_id: str, timeout: float) -> str | None:
             seen = states or seen
             time.sleep(1)
     return f"no completed run; states seen: {seen}"
+
+
+def test_a_kubernetes_pool_schedule_carries_the_ir_and_renders_a_valid_hardened_job(
+    prefect_api, tmp_path
+):
+    """No cluster here: the real Prefect server stores the pool and the deployment, and
+    prefect-kubernetes renders the Job its worker would create; the Kubernetes schema
+    stands in for the API server."""
+    import asyncio
+    import json
+
+    import kubernetes_validate
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    from components import images
+    from components.errors import UsageError
+    from pipelines.ir import from_documents
+    from pipelines.kubernetes_pool import POOL, TEMPLATE_FILE
+
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
+    ir = load(chain)
+    with pytest.raises(UsageError, match="no work pool"):
+        schedule_prefect(ir, settings, cron="0 3 * * *", work_pool=POOL)
+    template = json.loads(TEMPLATE_FILE.read_text())
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(
+            WorkPoolCreate(name=POOL, type="kubernetes", base_job_template=template),
+            overwrite=True,
+        )
+        client.create_work_pool(WorkPoolCreate(name="plain", type="process"), overwrite=True)
+    with pytest.raises(UsageError, match="'process' pool"):
+        schedule_prefect(ir, settings, cron="0 3 * * *", work_pool="plain")
+
+    deployment_id = schedule_prefect(
+        ir, settings, cron="0 3 * * *", arguments={"x": 2, "text": "k8s"}, work_pool=POOL
+    )
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+        pool = client.read_work_pool(POOL)
+        client.delete_deployment(deployment_id)
+    assert deployment.work_pool_name == POOL
+    assert deployment.schedules[0].schedule.cron == "0 3 * * *"
+    assert from_documents(deployment.parameters["ir"]).spec == ir.spec  # no file path
+    assert deployment.job_variables["image"] == images.platform("cpu")
+
+    configuration = asyncio.run(
+        KubernetesWorkerJobConfiguration.from_template_and_values(
+            pool.base_job_template, deployment.job_variables
+        )
+    )
+    job = configuration.job_manifest
+    job["metadata"]["generateName"] = "chain-"  # the worker names it after the flow run
+    kubernetes_validate.validate(job, "1.30.0", strict=True)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == images.platform("cpu")
+    assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    secret_refs = {e["name"] for e in container["env"] if "valueFrom" in e}
+    assert {"LOOPLINE_DATABASE_URL", "LOOPLINE_TRACKING_URI"} <= secret_refs
+
+
+def test_the_flow_runs_a_pipeline_handed_over_as_ir_text(prefect_api, tmp_path, monkeypatch):
+    from pipelines.prefect_flow import pipeline_flow
+
+    monkeypatch.setenv("LOOPLINE_HOME", str(tmp_path / "home"))
+    outputs = pipeline_flow(pipeline="chain", ir=load(chain).to_yaml(),
+                            arguments={"x": 2, "text": "inline"})  # fmt: skip
+    assert outputs, "the pipeline produced no outputs"
+
+
+def test_the_checked_in_base_job_template_is_the_one_loopline_builds():
+    import json
+
+    from pipelines.kubernetes_pool import TEMPLATE_FILE, base_job_template
+
+    assert json.loads(TEMPLATE_FILE.read_text()) == base_job_template(), (
+        "run `python -m pipelines.kubernetes_pool` to rewrite the template"
+    )
