@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from loopline.cli import model, monitor, options, pipeline, serve
+from loopline.cli import infra, model, monitor, options, pipeline, serve
 from loopline.cli.errors import handled
 
 app = typer.Typer(
@@ -64,6 +64,8 @@ COMMANDS = {
     "monitor": monitor.monitor,
     "feedback": monitor.feedback,
     "demo": demo,
+    "images": infra.images,
+    "deploy": infra.deploy,
 }
 for name, command in COMMANDS.items():
     app.command(name)(handled(command))
