@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+
 from loopline.cli import options
 from loopline.cli.options import JsonOutput, console
 
