@@ -5,15 +5,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format benchmarks clean postgres
+.PHONY: install demo test test-fast lint format benchmarks clean postgres lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml requirements.lock | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# After a change of pyproject.toml's dependencies: install without the lock, then freeze.
+lock: | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 install: $(STAMP)
 

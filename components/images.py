@@ -2,7 +2,7 @@
 
 Every built-in KFP component, the monitor, the Prefect worker and the Ray cluster run in
 the platform image; it comes in a CPU and a CUDA variant that differ only in the torch
-wheel (infra/docker/Dockerfile, ``--build-arg VARIANT``). ``loopline images`` prints these
+wheel (infra/docker/Dockerfile, its ``VARIANT`` and ``TORCH_INDEX`` build arguments). ``loopline images`` prints these
 names, ``loopline deploy`` writes them into the manifests, and the GPU target of the
 compiler puts the CUDA variant on the train task.
 """
@@ -50,7 +50,7 @@ def release(model_name: str) -> list[Image]:
             f"platform ({variant})",
             platform(variant),
             f"docker build -f infra/docker/Dockerfile --build-arg VARIANT={variant} "
-            f"-t {platform(variant)} .",
+            f"--build-arg TORCH_INDEX={TORCH_INDEX[variant]} -t {platform(variant)} .",
         )
         for variant in TORCH_INDEX
     ]

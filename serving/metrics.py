@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from starlette.responses import Response
 
 REQUESTS = "loopline_requests"  # exported as loopline_requests_total
@@ -25,19 +25,19 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class ServingMetrics:
     """One set per API worker process."""
 
-    def __init__(self, model_name: str):
+    def __init__(self, model_name: str, registry: CollectorRegistry = REGISTRY):
         self.model_name = model_name
         self.requests = Counter(REQUESTS, "HTTP requests, by endpoint and status",
-                                ["endpoint", "status"])  # fmt: skip
+                                ["endpoint", "status"], registry=registry)  # fmt: skip
         self.latency = Histogram(LATENCY, "Time to answer, by endpoint", ["endpoint"],
-                                 buckets=BUCKETS)  # fmt: skip
+                                 buckets=BUCKETS, registry=registry)  # fmt: skip
         self.errors = Counter(ERRORS, "Answers with a 4xx or 5xx status, by endpoint and kind",
-                              ["endpoint", "kind"])  # fmt: skip
+                              ["endpoint", "kind"], registry=registry)  # fmt: skip
         self.predictions = Counter(PREDICTIONS, "Predictions served, by model version and class",
-                                   ["model_version", "label"])  # fmt: skip
+                                   ["model_version", "label"], registry=registry)  # fmt: skip
         # livemax: the highest version any live worker served last; a switch shows at once
         self.served = Gauge(SERVED_VERSION, "The model version this server answers with",
-                            ["model"], multiprocess_mode="livemax")  # fmt: skip
+                            ["model"], multiprocess_mode="livemax", registry=registry)  # fmt: skip
 
     async def timed(self, endpoint: str, answer: Awaitable[Response]) -> Response:
         started = time.perf_counter()

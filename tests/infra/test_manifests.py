@@ -1,96 +1,246 @@
-"""The Kubernetes manifests against the official schemas, plus the house rules: non-root,
-no privilege escalation, resource limits, and no secret values written into a manifest.
+"""The Kubernetes overlays, rendered as `loopline deploy` renders them, against the official
+schemas (core kinds), the published CRD schemas (KubeRay, prometheus-operator), and the
+house rules: non-root, no privilege escalation, resource limits, no secret values.
 
-There is no cluster here, so `kubernetes-validate` (the published OpenAPI schemas) stands
-in for an API server's admission checks.
+There is no cluster here: `kubernetes-validate` (the published OpenAPI schemas) and the
+vendored CRD schemas (tests/infra/crds) stand in for an API server's admission checks.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import shutil
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+from components import images
+from components.settings import load_settings
+from loopline import deploy
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = Path(__file__).resolve().parent / "crds"
 KUBERNETES = "1.30.0"
 SECRET_WORDS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 SECRET_URLS = {"LOOPLINE_ALERT_URL", "PREFECT_API_URL"}  # these URLs carry credentials
+CUSTOM = {
+    "RayCluster": "raycluster",
+    "PodMonitor": "podmonitor",
+    "PrometheusRule": "prometheusrule",
+}
+API_USERS = {"loopline-prefect-worker"}  # creates the Jobs of flow runs (rbac.yaml)
+OVERLAYS = deploy.overlays()
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("kubectl") is None,
+    reason="kubectl renders the overlays: apt-get install kubectl (make test does, as root)",
+)
 
 
-def documents() -> list[tuple[str, dict]]:
-    found = []
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        found += [(f"{path.name}:{d['kind']}/{d['metadata']['name']}", d)
-                  for d in yaml.safe_load_all(path.read_text()) if d]  # fmt: skip
-    return found
+@functools.cache
+def rendered(overlay: str) -> tuple[dict, ...]:
+    settings = load_settings({"LOOPLINE_HOME": "/nonexistent", "LOOPLINE_MODEL_NAME": "digits"})
+    return tuple(deploy.render(overlay, settings))
 
 
-def pod_spec(document: dict) -> dict | None:
+def named(document: dict) -> str:
+    return f"{document['kind']}/{document['metadata']['name']}"
+
+
+def pod_specs(document: dict) -> list[tuple[str, dict]]:
+    """Every pod spec in an object, with where it is."""
     spec = document.get("spec", {})
-    if document["kind"] == "CronJob":
-        return spec["jobTemplate"]["spec"]["template"]["spec"]
-    if document["kind"] in ("Deployment", "StatefulSet", "Job"):
-        return spec["template"]["spec"]
-    return None
+    kind = document["kind"]
+    if kind == "CronJob":
+        return [(named(document), spec["jobTemplate"]["spec"]["template"]["spec"])]
+    if kind in ("Deployment", "StatefulSet", "Job"):
+        return [(named(document), spec["template"]["spec"])]
+    if kind == "RayCluster":
+        groups = [("head", spec["headGroupSpec"])] + [
+            (g["groupName"], g) for g in spec.get("workerGroupSpecs", [])
+        ]
+        return [(f"{named(document)}:{n}", g["template"]["spec"]) for n, g in groups]
+    return []
 
 
-@pytest.mark.parametrize(("name", "document"), documents(), ids=[n for n, _ in documents()])
-def test_manifest_matches_the_kubernetes_schema(name, document):
-    kubernetes_validate.validate(document, KUBERNETES, strict=True)
+def strict(schema: object) -> object:
+    """Unknown fields are errors, as with `kubectl apply --validate=strict`."""
+    if isinstance(schema, dict):
+        schema = {k: strict(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_schema(kind: str) -> dict:
+    return strict(yaml.safe_load((CRDS / f"{CUSTOM[kind]}.yaml").read_text()))
+
+
+def validate_custom(document: dict) -> None:
+    jsonschema.validate(document, crd_schema(document["kind"]))
+    if document["kind"] == "RayCluster":  # KubeRay embeds Kubernetes' PodTemplateSpec
+        spec = document["spec"]
+        for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+            template = {"apiVersion": "v1", "kind": "PodTemplate",
+                        "metadata": {"name": "ray"}, "template": group["template"]}  # fmt: skip
+            kubernetes_validate.validate(template, KUBERNETES, strict=True)
+
+
+def every(predicate=lambda d: True) -> list[tuple[str, dict]]:
+    return [(f"{o}:{named(d)}", d) for o in OVERLAYS for d in rendered(o) if predicate(d)]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_renders_with_this_releases_images(overlay):
+    documents = rendered(overlay)
+    assert len(documents) > 20
+    found = {c["image"] for d in documents for _, spec in pod_specs(d) for c in spec["containers"]}
+    assert images.platform("cpu") in found
+    assert not found & (set(images.PLACEHOLDERS) | {images.BENTO_PLACEHOLDER}), found
+    assert images.bento("digits") in found
+    assert all(d["metadata"].get("namespace") == "loopline" for d in documents
+               if d["kind"] != "Namespace")  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "document"), every(), ids=[n for n, _ in every()])
+def test_every_object_matches_its_schema(name, document):
+    if document["kind"] in CUSTOM:
+        validate_custom(document)
+    else:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
 
 
 @pytest.mark.parametrize(
-    ("name", "document"),
-    [(n, d) for n, d in documents() if pod_spec(d)],
-    ids=[n for n, d in documents() if pod_spec(d)],
-)
+    ("mistake", "path"),
+    [
+        ("a misspelt RayCluster field", ("spec", "workerGroupSpecs", 0, "maxReplica")),
+        ("a misspelt pod field in a Ray template",
+         ("spec", "headGroupSpec", "template", "spec", "containers", 0, "imagePullPolcy")),
+        ("a misspelt PodMonitor endpoint field", ("spec", "podMetricsEndpoints", 0, "prot")),
+        ("a misspelt alert field", ("spec", "groups", 0, "rules", 0, "expression")),
+    ],
+)  # fmt: skip
+def test_the_custom_resource_checks_catch_unknown_fields(mistake, path):
+    target = {"workerGroupSpecs": "RayCluster", "headGroupSpec": "RayCluster",
+              "podMetricsEndpoints": "PodMonitor", "groups": "PrometheusRule"}[path[1]]  # fmt: skip
+    document = copy.deepcopy(next(d for d in rendered("gpu") if d["kind"] == target))
+    node = document
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = "oops"
+    with pytest.raises((jsonschema.ValidationError, kubernetes_validate.ValidationError)):
+        validate_custom(document)
+
+
+WORKLOADS = every(lambda d: bool(pod_specs(d)))
+
+
+@pytest.mark.parametrize(("name", "document"), WORKLOADS, ids=[n for n, _ in WORKLOADS])
 def test_workloads_run_non_root_with_limits_and_no_secret_values(name, document):
-    spec = pod_spec(document)
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["securityContext"]["runAsUser"] > 0
-    assert spec.get("automountServiceAccountToken") is False
-    for container in spec["containers"]:
-        security = container["securityContext"]
-        assert security["allowPrivilegeEscalation"] is False
-        assert security["capabilities"]["drop"] == ["ALL"]
-        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-        for env in container.get("env", []):
-            name = env["name"]
-            secret_like = any(word in name for word in SECRET_WORDS) or name in SECRET_URLS
-            if secret_like and not name.endswith("_FILE"):  # a _FILE names a mounted secret
-                assert "value" not in env, f"{name} must come from a Secret"
-
-
-def test_kustomization_lists_every_manifest():
-    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    present = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
-    assert sorted(listed) == present
-
-
-def test_platform_dockerfile_runs_as_a_non_root_user():
-    dockerfile = (K8S.parent / "docker" / "Dockerfile").read_text()
-    assert "\nUSER 10001:10001" in dockerfile
-    assert "torch==2.13.0" in dockerfile  # the same pin as pyproject.toml
-
-
-def test_the_platform_state_is_in_a_database_from_the_settings_secret_never_a_shared_file():
-    """The issue's case: 2-10 serving replicas wrote one SQLite file on a shared volume."""
-    for name, document in documents():
-        spec = pod_spec(document)
-        if spec is None:
-            continue
+    for where, spec in pod_specs(document):
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] > 0, where
+        token = spec.get("automountServiceAccountToken")
+        assert token is (spec.get("serviceAccountName") in API_USERS), where
         for container in spec["containers"]:
-            env = {e["name"]: e for e in container.get("env", [])}
-            if "LOOPLINE_HOME" not in env:
-                continue
-            database = env.get("LOOPLINE_DATABASE_URL", {})
-            assert database.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == (
-                "loopline-settings"
-            ), f"{name} keeps the platform state in its LOOPLINE_HOME"
-        if document["kind"] == "Deployment" and document["spec"].get("replicas", 1) > 1:
-            claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
-            assert not claims, f"{name}: replicas must not share a volume for their state"
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["capabilities"]["drop"] == ["ALL"], where
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), where
+            for env in container.get("env", []):
+                variable = env["name"]
+                secret_like = any(w in variable for w in SECRET_WORDS) or variable in SECRET_URLS
+                if secret_like and not variable.endswith("_FILE"):  # a _FILE names a mount
+                    assert "value" not in env, f"{where}: {variable} must come from a Secret"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_platform_state_is_in_the_settings_database_never_a_shared_file(overlay):
+    """The case of an earlier issue: serving replicas wrote one SQLite file on a volume."""
+    for document in rendered(overlay):
+        for where, spec in pod_specs(document):
+            for container in spec["containers"]:
+                env = {e["name"]: e for e in container.get("env", [])}
+                if "LOOPLINE_HOME" not in env or document["kind"] == "RayCluster":
+                    continue
+                database = env.get("LOOPLINE_DATABASE_URL", {})
+                secret = database.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+                assert secret == "loopline-settings", f"{where} keeps its state in LOOPLINE_HOME"
+            if document["kind"] == "Deployment" and document["spec"].get("replicas", 1) > 1:
+                claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
+                assert not claims, f"{where}: replicas must not share a volume for their state"
+
+
+def kinds(overlay: str, kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in rendered(overlay) if d["kind"] == kind}
+
+
+def test_local_is_one_replica_of_everything_and_small():
+    assert all(d["spec"].get("replicas", 1) == 1 for d in kinds("local", "Deployment").values())
+    assert not kinds("local", "HorizontalPodAutoscaler")
+    (ray,) = kinds("local", "RayCluster").values()
+    assert [g["maxReplicas"] for g in ray["spec"]["workerGroupSpecs"]] == [1]
+    requests = [c["resources"]["requests"]["cpu"] for d in rendered("local")
+                for _, s in pod_specs(d) for c in s["containers"]]  # fmt: skip
+    assert all(r.endswith("m") or float(r) <= 1 for r in requests), requests
+
+
+def test_production_scales_serving_spreads_it_and_guards_disruptions():
+    assert (
+        kinds("production", "HorizontalPodAutoscaler")["loopline-serving"]["spec"]["minReplicas"]
+        >= 2
+    )
+    budgets = kinds("production", "PodDisruptionBudget")
+    assert {"loopline-serving", "postgres", "loopline-ray-head"} <= set(budgets)
+    serving = kinds("production", "Deployment")["loopline-serving"]["spec"]["template"]["spec"]
+    assert serving["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert "postgres" in kinds("production", "StatefulSet")
+
+
+def test_the_gpu_overlay_adds_a_gpu_worker_group_on_gpu_nodes():
+    (ray,) = kinds("gpu", "RayCluster").values()
+    groups = {g["groupName"]: g for g in ray["spec"]["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    gpu = groups["gpu"]["template"]["spec"]
+    container = gpu["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"] == images.platform("cuda")
+    assert gpu["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert gpu["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert groups["gpu"]["minReplicas"] == 0  # idle GPUs scale to zero
+    assert ray["spec"]["enableInTreeAutoscaling"] is True
+
+
+def test_deploy_applies_the_rendered_overlay_with_kubectl(tmp_path, monkeypatch):
+    """No API server here: a stand-in `kubectl` on PATH records what `apply` receives and
+    hands `kustomize` to the real kubectl."""
+    real = shutil.which("kubectl")
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text(
+        f'#!/bin/sh\nif [ "$1" = kustomize ]; then exec {real} "$@"; fi\n'
+        f'echo "$@" > {tmp_path}/args\ncat > {tmp_path}/applied\necho "objects configured"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{Path(real).parent}")
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    result = CliRunner().invoke(app, ["deploy", "--overlay", "local"],
+                                env={"LOOPLINE_HOME": str(tmp_path / "home")})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "args").read_text().split() == ["apply", "-f", "-"]
+    applied = list(yaml.safe_load_all((tmp_path / "applied").read_text()))
+    assert len(applied) == len(rendered("local"))
+    assert "applied overlay local" in result.output
+    unknown = CliRunner().invoke(app, ["deploy", "--overlay", "staging", "--dry-run"])
+    assert unknown.exit_code == 2 and "gpu, local, production" in unknown.output

@@ -77,3 +77,42 @@ def test_components_run_in_the_platform_image_and_install_nothing(tmp_path):
     assert got["installs_at_run_time"] is False
     assert got["tasks"]["train"]["after"] == ["ingest", "validate-data"]
     assert all(secrets == ["loopline-settings"] for secrets in got["secrets"].values())
+
+
+def test_the_gpu_target_gives_the_train_task_a_gpu_the_cuda_image_and_the_settings(tmp_path):
+    """`loopline compile training --target gpu`, as the gpu overlay's cluster runs it."""
+    from typer.testing import CliRunner
+
+    from components import images
+    from loopline.cli import app
+    from pipelines.ir import load
+
+    out = tmp_path / "training-gpu.yaml"
+    result = CliRunner().invoke(
+        app, ["compile", "training", "--target", "gpu", "-o", str(out)],
+        env={"LOOPLINE_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ir = load(out)
+    executors = ir.spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert train["image"] == images.platform("cuda")
+    assert {"name": "LOOPLINE_TRAIN_GPU", "value": "on"} in train["env"]
+    kubernetes = ir.platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert kubernetes["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    for name, executor in executors.items():  # every task: the settings Secret and limits
+        assert kubernetes[name]["secretAsEnv"][0]["secretName"] == "loopline-settings", name
+        assert executor["container"]["resources"]["resourceMemoryLimit"], name
+        if name != "exec-train":
+            assert "accelerator" not in executor["container"]["resources"], name
+            assert executor["container"]["image"] == images.platform("cpu"), name
+    cpu = CliRunner().invoke(app, ["compile", "training", "-o", str(tmp_path / "cpu.yaml")])
+    assert cpu.exit_code == 0, cpu.output
+    assert (
+        "accelerator"
+        not in load(tmp_path / "cpu.yaml").spec["deploymentSpec"]["executors"]["exec-train"][
+            "container"
+        ]["resources"]
+    )
