@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins packaging<24, which breaks Ray: it gets a virtual environment of its own.
+CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install demo test test-fast lint format benchmarks clean postgres lock
+.PHONY: install demo test test-fast lint format benchmarks clean postgres kubectl lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/loopline demo
 
 # Two workers: tests sharing a session server stay on one (xdist groups, tests/conftest.py).
-test: $(STAMP) postgres
+test: $(STAMP) postgres kubectl $(CHECKOV)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
@@ -54,6 +56,16 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
 	  echo "PostgreSQL is not installed: its tests will be skipped (apt-get install postgresql)"
+
+# kubectl renders the Kubernetes overlays (its built-in kustomize) in tests/infra.
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null) ; } || \
+	  echo "kubectl is not installed: the manifest tests will be skipped (apt-get install kubectl)"
+
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q 'checkov==3.3.*'
 
 clean:
 	rm -rf .loopline .pytest_cache

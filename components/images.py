@@ -31,7 +31,7 @@ def platform(variant: str = "cpu") -> str:
     return f"{REGISTRY}/loopline:{VERSION}-py{PYTHON}-{variant}"
 
 
-def bento(model_name: str, version: str = "latest") -> str:
+def bento(model_name: str, version: str = VERSION) -> str:
     """The champion's Bento image (``bentoml containerize`` tags it so)."""
     return f"{REGISTRY}/loopline-{model_name}:{version}"
 
