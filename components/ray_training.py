@@ -7,7 +7,9 @@ from the last checkpoint Ray Train recorded under the same storage path and name
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,13 +83,32 @@ class _Silent:
 
 def _worker_loop(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    fit(
-        TrainConfig(**loop_config["train"]),
-        Path(loop_config["data_dir"]),
-        RaySession(loop_config.get("progress_file")),
-        mlflow_run_id=loop_config.get("mlflow_run_id"),
-        tracking_uri=loop_config.get("tracking_uri"),
-    )
+    with contextlib.ExitStack() as stack:
+        data_dir = loop_config.get("data_dir")
+        if data_dir is None:  # shipped through the object store (a remote cluster)
+            import ray
+
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="data-"))
+            data_dir = unpack(ray.get(loop_config["data"]), Path(scratch))
+        fit(
+            TrainConfig(**loop_config["train"]),
+            Path(data_dir),
+            RaySession(loop_config.get("progress_file")),
+            mlflow_run_id=loop_config.get("mlflow_run_id"),
+            tracking_uri=loop_config.get("tracking_uri"),
+        )
+
+
+def ship(data_dir: Path) -> dict[str, bytes]:
+    """The dataset's files, to put in Ray's object store: on a remote cluster the workers
+    cannot read the driver's disk (on Kubeflow, the train task's pod)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(data_dir).iterdir()) if p.is_file()}
+
+
+def unpack(files: dict[str, bytes], folder: Path) -> Path:
+    for name, content in files.items():
+        (folder / Path(name).name).write_bytes(content)  # a bare name: nothing outside
+    return folder
 
 
 def train_with_ray(
@@ -123,11 +144,17 @@ def train_with_ray(
     if use_gpu is None:  # GPUs the cluster has now; one that scales them up from zero
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0  # needs LOOPLINE_TRAIN_GPU=on
     _check_capacity(workers, use_gpu, local=ray_address is None)
+    # A local Ray's workers read the folder; a cluster's get the files through Ray.
+    data = (
+        {"data_dir": str(Path(data_dir).resolve())}
+        if ray_address is None
+        else {"data": ray.put(ship(data_dir))}
+    )
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={
             "train": asdict(config),
-            "data_dir": str(Path(data_dir).resolve()),
+            **data,
             "mlflow_run_id": mlflow_run_id,
             "tracking_uri": tracking_uri,
             "progress_file": progress.target(),

@@ -94,3 +94,44 @@ def test_a_worker_killed_mid_run_is_replaced_within_the_run(digits_dir, tmp_path
     state = state_of(out)
     assert state["resumed"] is not None, out[-4000:]  # the new worker group restored it
     assert state["epoch"] == 6 and state["epochs"] == list(range(6))
+
+
+def test_a_clusters_workers_train_on_data_the_driver_no_longer_has(
+    digits_dir, tmp_path, ray_address
+):
+    """On Kubeflow the driver is the train task's pod: the cluster's workers cannot read its
+    disk. Here the dataset folder is deleted as soon as it has been handed to Ray, so the
+    run can only finish if the workers got the data through the object store."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(digits_dir, data)
+    script = SCRIPT.replace(
+        "from components.ray_training import train_with_ray",
+        "import shutil\nimport components.ray_training as rt\nfrom components.ray_training import train_with_ray\n"
+        "original = rt.ship\n"
+        "def ship_then_delete(folder):\n"
+        "    files = original(folder)\n"
+        "    shutil.rmtree(folder)\n"
+        "    return files\n"
+        "rt.ship = ship_then_delete",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(data), str(tmp_path / "ray"), str(tmp_path / "out"), "2"],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert not data.exists()
+    assert state_of(done.stdout)["epoch"] == 2
+
+
+def test_shipped_files_unpack_byte_for_byte_and_stay_in_their_folder(digits_dir, tmp_path):
+    from components.ray_training import ship, unpack
+
+    files = ship(digits_dir)
+    assert files and all("/" not in name for name in files)
+    unpack({**files, "../escape.txt": b"x"}, tmp_path)
+    for name, content in files.items():
+        assert (tmp_path / name).read_bytes() == content
+    assert not (tmp_path.parent / "escape.txt").exists()
+    assert (tmp_path / "escape.txt").read_bytes() == b"x"
