@@ -134,11 +134,27 @@ def _adding(env: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-class ProcessPool:
-    """Worker processes that run one component call at a time each; rebuilt if one dies."""
+WORKERS_LOG = "component-workers.log"
 
-    def __init__(self, workers: int | None = None):
+
+def _output_between_tasks(path: str) -> None:
+    """A pool worker's output outside its tasks goes to ``path``, not the terminal: Ray's
+    log monitor, for one, prints a finished training's late lines (its controller's
+    shutdown) after the task has handed the terminal back."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+class ProcessPool:
+    """Worker processes that run one component call at a time each; rebuilt if one dies.
+    With ``between_tasks``, a worker's output outside its tasks goes to that file."""
+
+    def __init__(self, workers: int | None = None, between_tasks: Path | None = None):
         self.workers = workers or max(2, os.cpu_count() or 2)
+        self.between_tasks = between_tasks
         self._lock = Lock()
         self._pool: ProcessPoolExecutor | None = None
 
@@ -171,7 +187,13 @@ class ProcessPool:
                 # needs an `if __name__ == "__main__":` guard.
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["__main__", "kfp.dsl.executor"])
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+                quiet = self.between_tasks is not None
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=context,
+                    initializer=_output_between_tasks if quiet else None,
+                    initargs=(str(self.between_tasks),) if quiet else (),
+                )
             return self._pool
 
     def shutdown(self) -> None:

@@ -34,7 +34,12 @@ class PrefectEngine:
         capture_output: bool = True,
     ):
         self.settings = settings
-        self.runtime = RUNTIMES[runtime]()
+        if runtime == "process" and capture_output:
+            self.runtime = component_runtime.ProcessPool(
+                between_tasks=settings.logs / component_runtime.WORKERS_LOG
+            )
+        else:
+            self.runtime = RUNTIMES[runtime]()
         self.listener = listener
         self.capture_output = capture_output
 
