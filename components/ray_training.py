@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -97,6 +98,22 @@ def _worker_loop(loop_config: dict) -> None:
             mlflow_run_id=loop_config.get("mlflow_run_id"),
             tracking_uri=loop_config.get("tracking_uri"),
         )
+
+
+def keep_token_in(home: Path) -> None:
+    """Ray 2.60 protects a new local cluster with a token that it writes to ~/.ray; give it
+    one in loopline's home instead, unless the user has their own."""
+    names = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
+    if any(n in os.environ for n in names) or (Path.home() / ".ray" / "auth_token").exists():
+        return
+    path = home / "ray" / "auth_token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # a concurrent first training made it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as token:
+            token.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def ship(data_dir: Path) -> dict[str, bytes]:

@@ -142,8 +142,10 @@ def train_step(
                 config, dataset, settings.home / "ray" / f"local-{key[:16]}", use_gpu, tracking
             )
         else:
-            from components.ray_training import train_with_ray
+            from components.ray_training import keep_token_in, train_with_ray
 
+            if settings.ray_address is None:
+                keep_token_in(settings.home)
             checkpoint, state = train_with_ray(
                 config,
                 dataset,
