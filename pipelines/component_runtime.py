@@ -76,6 +76,10 @@ def run_in_this_process(call: PythonCall) -> None:
             spec.loader.exec_module(module)
             component = getattr(module, call.function)
             Executor(executor_input=call.executor_input, function_to_execute=component).execute()
+        except SystemExit as exc:  # on Kubeflow a failed task; here it must not end the flow
+            if exc.code not in (0, None):
+                traceback.print_exc()
+                raise ComponentExit(f"the component exited with code {exc.code}") from None
         except BaseException:
             traceback.print_exc()  # the whole story goes to the task's log
             raise
@@ -135,6 +139,10 @@ def _adding(env: dict[str, str]) -> Iterator[None]:
 
 
 WORKERS_LOG = "component-workers.log"
+
+
+class ComponentExit(RuntimeError):
+    """A component called ``sys.exit`` with a failure code."""
 
 
 def _output_between_tasks(path: str) -> None:

@@ -138,3 +138,17 @@ def with_a_volume() -> str:
     task = read_env(name="HOME")
     kubernetes.mount_pvc(task, pvc_name="data", mount_path="/data")
     return task.output
+
+
+@dsl.component
+def exit_with(code: int):
+    import sys
+
+    sys.exit(code)
+
+
+@dsl.pipeline
+def cleanup_after_exit(code: int, cleaned: str):
+    final = touch(path=cleaned)
+    with dsl.ExitHandler(final):
+        exit_with(code=code)

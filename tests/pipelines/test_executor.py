@@ -85,6 +85,17 @@ def test_exit_handler_runs_when_the_guarded_task_fails(engine, tmp_path):
     assert cleaned.exists()
 
 
+def test_a_component_calling_sys_exit_fails_its_task_and_the_exit_handler_runs(engine, tmp_path):
+    """The issue's case: Prefect saw a SystemExit and aborted the whole flow run."""
+    cleaned = tmp_path / "cleaned"
+    result = engine.run(p.cleanup_after_exit, {"code": 1, "cleaned": str(cleaned)},
+                        enable_cache=False)  # fmt: skip
+    assert not result.succeeded and result.failed_task == "exit-handler-1.exit-with"
+    assert "exited with code 1" in result.error
+    assert cleaned.exists()
+    assert engine.run(chain, {"x": 1, "text": "after"}, enable_cache=False).succeeded
+
+
 def test_platform_image_container_component_runs_its_command(engine):
     result = engine.run(p.platform_container, {"text": "hello"}, enable_cache=False)
     assert result.succeeded, result.error
