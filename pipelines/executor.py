@@ -340,6 +340,13 @@ def coerce_arguments(ir: PipelineIR, arguments: dict) -> dict:
             f"pipeline {ir.name} has no parameter(s) {', '.join(unknown)}; "
             f"its parameters are: {', '.join(declared) or 'none'}"
         )
+    for name, spec in ir.root.get("inputDefinitions", {}).get("artifacts", {}).items():
+        if not spec.get("isOptional"):  # fail now, not with a KeyError in the middle of a run
+            raise InputError(
+                f"pipeline {ir.name} takes the artifact {name}, which a run cannot be given "
+                f"from the command line; inside the pipeline, make it with "
+                f"dsl.importer(artifact_uri=...) and pass that task's output instead"
+            )
     values = {}
     for name, spec in declared.items():
         if name in arguments:

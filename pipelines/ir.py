@@ -67,8 +67,9 @@ def from_documents(text: str) -> PipelineIR:
     return PipelineIR(documents[0], documents[1] if len(documents) > 1 else {})
 
 
-def load(source: object) -> PipelineIR:
-    """IR from a pipeline object, a built-in name, a ``.py`` file or a compiled ``.yaml``."""
+def load(source: object, name: str | None = None) -> PipelineIR:
+    """IR from a pipeline object, a built-in name, a ``.py`` file (``name`` picks one of
+    several pipelines there) or a compiled ``.yaml``."""
     if isinstance(source, PipelineIR):
         return source
     if isinstance(source, str | Path):
@@ -76,7 +77,7 @@ def load(source: object) -> PipelineIR:
         if path.suffix in {".yaml", ".yml", ".json"} and path.exists():
             return from_documents(path.read_text())
         if path.suffix == ".py" and path.exists():
-            return compile_pipeline(_pipeline_in_file(path))
+            return compile_pipeline(_pipeline_in_file(path, name))
         from pipelines import catalog
 
         return compile_pipeline(catalog.get(str(source)))
@@ -92,21 +93,43 @@ def compile_pipeline(pipeline: object) -> PipelineIR:
         return from_documents(target.read_text())
 
 
-def _pipeline_in_file(path: Path) -> object:
+def _pipeline_in_file(path: Path, name: str | None = None) -> object:
     from kfp.dsl.graph_component import GraphComponent
 
     spec = importlib.util.spec_from_file_location(f"loopline_user_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    found = [v for v in vars(module).values() if isinstance(v, GraphComponent)]
-    pipelines = [p for p in found if p.__module__ == spec.name] or found
-    if len(pipelines) != 1:
-        raise UnsupportedPipeline(
-            f"{path} must define exactly one @dsl.pipeline, found {len(pipelines)}; "
-            "put the others in separate files."
-        )
-    return pipelines[0]
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: say where, without a traceback
+        import traceback
+
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        line = exc.lineno if isinstance(exc, SyntaxError) else frames[-1].lineno if frames else None
+        where = f"{path}, line {line}" if line else str(path)
+        raise UsageError(
+            f"{where} failed to import: {type(exc).__name__}: {exc}; fix the file"
+            + (" or install the module it needs" if isinstance(exc, ImportError) else "")
+        ) from None
+    pipelines = {
+        attribute: value for attribute, value in vars(module).items()
+        if isinstance(value, GraphComponent)
+    }  # fmt: skip
+    if name is not None:
+        if name not in pipelines:
+            raise UsageError(
+                f"{path} has no pipeline {name!r}; its pipelines are: "
+                f"{', '.join(pipelines) or 'none'}"
+            )
+        return pipelines[name]
+    own = {a: p for a, p in pipelines.items() if p.__module__ == spec.name} or pipelines
+    if len(own) != 1:
+        raise UsageError(
+            f"{path} defines {len(own)} pipelines"
+            + (f" ({', '.join(own)}); name one with --pipeline NAME" if own else
+               "; add a @dsl.pipeline function")
+        )  # fmt: skip
+    return next(iter(own.values()))
 
 
 def check_supported(ir: PipelineIR) -> None:

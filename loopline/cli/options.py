@@ -55,6 +55,11 @@ Params = Annotated[
         "VALUE is read as JSON when it parses, else as a string.",
     ),
 ]
+PipelineName = Annotated[
+    str | None,
+    typer.Option("--pipeline", help="Which @dsl.pipeline of a .py file that holds several."),
+]
+
 PipelineSource = Annotated[
     str,
     typer.Argument(

@@ -61,6 +61,7 @@ def run(
     ] = Engine.prefect,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every task again.")] = False,
     json_output: JsonOutput = False,
+    pipeline_name: options.PipelineName = None,
 ) -> None:
     """Run a pipeline on this machine and print a summary of where everything went."""
     from loopline import summary as run_summary
@@ -70,7 +71,7 @@ def run(
     from pipelines.ir import check_supported
 
     settings = options.settings(ctx)
-    ir = load_pipeline(pipeline)
+    ir = load_pipeline(pipeline, name=pipeline_name)
     flags = {
         "dataset": options.dataset(dataset) if dataset is not None else None,
         "label_column": label_column,
@@ -117,7 +118,7 @@ def run(
         raise typer.Exit(1)
 
 
-def load_pipeline(source: str, target: str = "cpu"):
+def load_pipeline(source: str, target: str = "cpu", name: str | None = None):
     from pipelines import catalog, cluster
     from pipelines.ir import load
 
@@ -130,11 +131,15 @@ def load_pipeline(source: str, target: str = "cpu"):
             "nor an existing .py or .yaml file",
             param_hint="PIPELINE",
         )
+    if name is not None and path.suffix != ".py":
+        raise typer.BadParameter(
+            "--pipeline picks one of a .py file's pipelines", param_hint="--pipeline"
+        )
     if source in catalog.PIPELINES:
         return load(catalog.get(source, target))
     if path.suffix == ".py":
         with cluster.target(target):  # its tasks that call with_settings get the target's
-            return load(source)
+            return load(source, name=name)
     if target != "cpu":
         raise typer.BadParameter(
             f"{source} is compiled IR, which keeps the target it was compiled for; "
@@ -149,11 +154,13 @@ def compile_(
     pipeline: PipelineSource,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the IR YAML.")],
     target: options.Target = options.TargetName.cpu,
+    pipeline_name: options.PipelineName = None,
 ) -> None:
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
     from pipelines.compile import write_ir
 
-    console.print(f"wrote {write_ir(load_pipeline(pipeline, target), output)}")
+    ir = load_pipeline(pipeline, target, pipeline_name)
+    console.print(f"wrote {write_ir(ir, output)}")
 
 
 def schedule(
@@ -177,6 +184,7 @@ def schedule(
         ),
     ] = None,
     target: options.Target = options.TargetName.cpu,
+    pipeline_name: options.PipelineName = None,
 ) -> None:
     """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run."""
     from datetime import timedelta
@@ -188,7 +196,7 @@ def schedule(
             "give exactly one of --cron and --every", param_hint="--cron/--every"
         )
     interval = timedelta(seconds=options.seconds(every, "--every")) if every else None
-    ir = load_pipeline(pipeline, target)
+    ir = load_pipeline(pipeline, target, pipeline_name)
     arguments = options.parse_params(param or [])
     coerce_arguments(ir, arguments)
     if kfp_host:
@@ -228,11 +236,12 @@ def submit(
     param: Params = None,
     experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "loopline",
     target: options.Target = options.TargetName.cpu,
+    pipeline_name: options.PipelineName = None,
 ) -> None:
     """Create a run of the compiled pipeline on Kubeflow Pipelines."""
     from pipelines import kubeflow
 
-    ir = load_pipeline(pipeline, target)
+    ir = load_pipeline(pipeline, target, pipeline_name)
     arguments = options.parse_params(param or [])
     run_id = kubeflow.submit(
         ir, host, arguments=arguments, experiment=experiment, settings=options.settings(ctx)

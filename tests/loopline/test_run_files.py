@@ -74,3 +74,66 @@ def test_a_steps_late_output_goes_to_the_workers_log_not_the_terminal(home, tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     assert "LATE LINE" not in result.stdout + result.stderr
     assert "LATE LINE FROM A FINISHED STEP" in (home / "logs" / "component-workers.log").read_text()
+
+
+TWO_PIPELINES = (
+    PIPELINE.read_text()
+    + """
+
+@dsl.pipeline
+def plus_two(x: int = 1) -> int:
+    return add(a=x, b=2).output
+"""
+)
+
+
+def test_a_file_with_several_pipelines_needs_pipeline_name_and_runs_the_one_named(home, tmp_path):
+    path = tmp_path / "two.py"
+    path.write_text(TWO_PIPELINES)
+    ambiguous = CliRunner().invoke(app, ["run", str(path), "--engine", "kfp-local"])
+    assert ambiguous.exit_code == 2
+    assert "plus_one, plus_two" in ambiguous.output and "--pipeline NAME" in ambiguous.output
+    unknown = CliRunner().invoke(app, ["run", str(path), "--pipeline", "plus_three"])
+    assert unknown.exit_code == 2 and "no pipeline 'plus_three'" in unknown.output
+    named = CliRunner().invoke(app, ["run", str(path), "--pipeline", "plus_two", "--engine",
+                                     "kfp-local", "--param", "x=40", "--json"])  # fmt: skip
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.stdout)["outputs"] == {"Output": 42}
+    compiled = CliRunner().invoke(app, ["compile", str(path), "--pipeline", "plus_one", "-o",
+                                        str(tmp_path / "one.yaml")])  # fmt: skip
+    assert compiled.exit_code == 0, compiled.output
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import not_a_module_anywhere\n", "line 1 failed to import: ModuleNotFoundError"),
+        ("from kfp import dsl\nx = 1 / 0\n", "line 2 failed to import: ZeroDivisionError"),
+        ("def broken(:\n", "failed to import: SyntaxError"),
+    ],
+)
+def test_a_file_that_fails_to_import_is_a_usage_error_without_a_traceback(
+    home, tmp_path, source, expected
+):
+    path = tmp_path / "bad.py"
+    path.write_text(source)
+    result = subprocess.run(
+        [str(VENV_BIN / "loopline"), "run", str(path)],
+        capture_output=True, text=True, env={**os.environ, "LOOPLINE_HOME": str(home)}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_required_artifact_input_is_refused_before_anything_runs(home, tmp_path):
+    path = tmp_path / "needs_artifact.py"
+    path.write_text(
+        "from kfp import dsl\nfrom kfp.dsl import Dataset, Input\n\n"
+        "@dsl.component\ndef size(data: Input[Dataset]) -> int:\n    return 1\n\n"
+        "@dsl.pipeline\ndef needs(in_dataset: Input[Dataset]) -> int:\n"
+        "    return size(data=in_dataset).output\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "takes the artifact in_dataset" in result.output
+    assert not (home / "artifacts").exists()  # nothing ran
