@@ -53,14 +53,6 @@ def python_call(
     return PythonCall(command[-1], function, executor_input, env, log_path)
 
 
-def packages_to_install(command: list[str]) -> list[str]:
-    """Packages a component asks pip for beyond kfp itself (they are not installed here)."""
-    script = next((part for part in command if "pip install" in part), "")
-    quoted = [w.strip("'\"") for w in script.split("pip install", 1)[-1].split("&&")[0].split()]
-    return [w for w in quoted if w and not w.startswith("-") and not w.startswith("kfp")
-            and "python_version" not in w and not w.startswith("typing-extensions")]  # fmt: skip
-
-
 def run_in_this_process(call: PythonCall) -> None:
     from kfp.dsl.executor import Executor
 

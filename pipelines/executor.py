@@ -33,7 +33,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components import progress
 from components.errors import UsageError
-from pipelines import component_runtime
+from pipelines import component_envs, component_runtime
 from pipelines.cache import TaskCache, from_cache, to_cache
 from pipelines.conditions import evaluate
 from pipelines.ir import EXECUTOR_MODULE, PipelineIR, declared_env
@@ -94,8 +94,11 @@ class PipelineRun:
         task_wrapper=None,
         listener: RunListener | None = None,
         capture_output: bool = True,
+        envs_home: Path | None = None,
     ):
         self.ir = ir
+        # Components that declare packages get environments under here (component_envs).
+        self.envs_home = envs_home or Path(artifact_root).parent
         self.run_id = uuid.uuid4().hex
         self.run_name = f"{ir.name}-{datetime.now().strftime('%Y-%m-%d-%H-%M-%S-%f')}"
         self.pipeline_root = Path(artifact_root)
@@ -265,11 +268,6 @@ class PipelineRun:
         _warn_resources(name, container)
         command, args = container.get("command", []), container.get("args", [])
         if any(EXECUTOR_MODULE in part for part in command):
-            skipped = component_runtime.packages_to_install(command)
-            if skipped:
-                log.warning(
-                    "task %s: not installing %s; this environment must provide them", name, skipped
-                )
             resolved = placeholder_utils.resolve_self_references_in_executor_input(
                 executor_input_dict=as_dict,
                 pipeline_resource_name=self.run_name,
@@ -279,9 +277,13 @@ class PipelineRun:
                 pipeline_task_id=uuid.uuid4().hex,
             )
             _integral_list_items(component, resolved)
-            self.runtime.run(
-                component_runtime.python_call(command, args, resolved, env, log_path=task_log)
-            )
+            call = component_runtime.python_call(command, args, resolved, env, log_path=task_log)
+            wanted = component_envs.requirements(command)
+            if wanted:  # its own environment; without packages, a warm pool worker
+                python = component_envs.python_for(self.envs_home, wanted)
+                component_envs.run_in_env(python, call, {**os.environ, **env})
+            else:
+                self.runtime.run(call)
         else:
             full = placeholder_utils.replace_placeholders(
                 full_command=[*command, *args],

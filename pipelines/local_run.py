@@ -6,6 +6,7 @@ Kept for parity checks and as the reference behaviour; the Prefect engine is the
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +17,22 @@ from components.settings import Settings
 from pipelines.artifacts import latest_run_dir, pipeline_root
 from pipelines.ir import load
 from pipelines.results import RunResult
+
+
+def installs_anything(ir) -> bool:
+    """Whether a component's command would pip-install anything: its packages, or a kfp
+    other than the one installed here."""
+    import kfp
+
+    from pipelines.component_envs import requirements
+
+    for executor in ir.spec.get("deploymentSpec", {}).get("executors", {}).values():
+        command = executor.get("container", {}).get("command", [])
+        script = " ".join(command)
+        pins = re.findall(r"kfp==([\w.]+)", script)
+        if requirements(command) or any(pin != kfp.__version__ for pin in pins):
+            return True
+    return False
 
 
 def run_local(source: object, arguments: dict, settings: Settings) -> RunResult:
@@ -29,7 +46,9 @@ def run_local(source: object, arguments: dict, settings: Settings) -> RunResult:
     # Steps are subprocesses: they read the same settings from the environment.
     os.environ["LOOPLINE_HOME"] = str(settings.home)
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        # kfp.local pip-installs a component's packages (and the kfp it was compiled with)
+        # into the interpreter it runs: in a virtual environment of its own, never loopline's.
+        runner=local.SubprocessRunner(use_venv=installs_anything(ir)),
         pipeline_root=str(pipeline_root(settings)),
         raise_on_error=True,
     )
