@@ -62,20 +62,6 @@ def test_unreachable_prefect_api_is_a_clear_error_not_a_traceback(home, pipeline
     assert "Traceback" not in result.stderr and "PREFECT_API_URL points at" in result.stderr
 
 
-@pytest.mark.slow
-def test_a_steps_late_output_goes_to_the_workers_log_not_the_terminal(home, tmp_path, prefect_api):
-    pipeline = tmp_path / "late_output.py"
-    pipeline.write_text((Path(__file__).parents[1] / "pipelines" / "late_output.py").read_text())
-    env = {**os.environ, "LOOPLINE_HOME": str(home)}
-    result = subprocess.run(
-        [str(VENV_BIN / "loopline"), "run", str(pipeline), "--no-cache"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "LATE LINE" not in result.stdout + result.stderr
-    assert "LATE LINE FROM A FINISHED STEP" in (home / "logs" / "component-workers.log").read_text()
-
-
 TWO_PIPELINES = (
     PIPELINE.read_text()
     + """
