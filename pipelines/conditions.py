@@ -25,6 +25,32 @@ class ConditionError(ValueError):
     """A trigger condition uses syntax outside the supported subset."""
 
 
+# A loop item's field (`item.a`, `item.a.b`) as the compiler writes it:
+# parseJson(string_value)["a"]["b"].
+_SELECTOR = re.compile(r'parseJson\(string_value\)((?:\["[^"]*"\]|\[\d+\])+)')
+_KEY = re.compile(r'\["([^"]*)"\]|\[(\d+)\]')
+
+
+def is_selector(expression: str) -> bool:
+    return _SELECTOR.fullmatch(expression) is not None
+
+
+def select(expression: str, value: object) -> object:
+    """The field of ``value`` (a JSON string or already parsed) that ``expression`` names."""
+    match = _SELECTOR.fullmatch(expression)
+    if match is None:
+        raise ConditionError(f"unsupported parameter selector {expression!r}")
+    import json
+
+    current = json.loads(value) if isinstance(value, str) else value
+    for key, index in _KEY.findall(match.group(1)):
+        try:
+            current = current[key] if key or not index else current[int(index)]
+        except (KeyError, IndexError, TypeError):
+            raise ConditionError(f"the loop item {value!r} has no field {expression!r}") from None
+    return current
+
+
 def evaluate(condition: str, parameter_values: dict) -> bool:
     python = _outside_strings(condition).strip()
     try:

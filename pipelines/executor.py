@@ -35,7 +35,7 @@ from components import progress
 from components.errors import UsageError
 from pipelines import component_envs, component_runtime
 from pipelines.cache import TaskCache, from_cache, to_cache
-from pipelines.conditions import evaluate
+from pipelines.conditions import evaluate, select
 from pipelines.ir import EXECUTOR_MODULE, PipelineIR, declared_env
 from pipelines.results import PROGRESS, TASK_LOG, RunListener, TaskRecord
 
@@ -408,7 +408,10 @@ def _resolve_inputs(task: dict, scope: Outputs, upstream: dict[str, Node]) -> Ou
     inputs = task.get("inputs", {})
     for key, spec in inputs.get("parameters", {}).items():
         if "componentInputParameter" in spec:
-            resolved.parameters[key] = scope.parameters[spec["componentInputParameter"]]
+            value = scope.parameters[spec["componentInputParameter"]]
+            if "parameterExpressionSelector" in spec:  # a loop item's field: item.a
+                value = select(spec["parameterExpressionSelector"], value)
+            resolved.parameters[key] = value
         elif "taskOutputParameter" in spec:
             source = spec["taskOutputParameter"]
             resolved.parameters[key] = upstream[source["producerTask"]].outputs.parameters[

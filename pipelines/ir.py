@@ -18,6 +18,7 @@ import yaml
 
 from components.errors import UsageError
 from components.images import PLATFORM_IMAGE
+from pipelines.conditions import is_selector
 
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 
@@ -197,8 +198,9 @@ def _task_problems(ir: PipelineIR, name: str, task: dict) -> list[str]:
     if task.get("artifactIterator"):
         problems.append(f"ParallelFor over artifacts (task {name})")
     for key, spec in task.get("inputs", {}).get("parameters", {}).items():
-        if "parameterExpressionSelector" in spec:
-            problems.append(f"field access on a loop item (task {name}, input {key})")
+        selector = spec.get("parameterExpressionSelector")
+        if selector is not None and not is_selector(selector):
+            problems.append(f"parameter selector {selector} (task {name}, input {key})")
     component = ir.component(task["componentRef"]["name"])
     if "dag" in component or iterator:
         return problems

@@ -116,6 +116,23 @@ def uncached(x: int = 1) -> int:
     return add(a=x, b=1).set_caching_options(False).output
 
 
+@dsl.component
+def pairs() -> list:
+    return [{"a": 1, "b": {"c": 10}}, {"a": 2, "b": {"c": 20}}, {"a": 3, "b": {"c": 30}}]
+
+
+@dsl.pipeline
+def item_fields(offset: int = 100) -> int:
+    """`item.a` on a list of dicts: a static list, and a task's list output (nested field)."""
+    with dsl.ParallelFor([{"a": 1, "b": 2}, {"a": 3, "b": 4}]) as item:
+        static = add(a=item.a, b=item.b)
+    made = pairs()
+    with dsl.ParallelFor(made.output) as each:
+        dynamic = add(a=each.a, b=offset)
+    first = total(xs=dsl.Collected(static.output))
+    return add(a=first.output, b=total(xs=dsl.Collected(dynamic.output)).output).output
+
+
 FEATURES = {
     "chain": (chain, {"x": 3, "text": "parity"}),
     "branches": (branches, {"x": 5}),
@@ -126,4 +143,5 @@ FEATURES = {
     "retrying": (retrying, {"x": 2}),
     "env_vars": (env_vars, {}),
     "uncached": (uncached, {"x": 7}),
+    "item_fields": (item_fields, {"offset": 100}),
 }
