@@ -440,16 +440,26 @@ def _resolve_inputs(task: dict, scope: Outputs, upstream: dict[str, Node]) -> Ou
 def _dag_outputs(dag: dict, nodes: dict[str, Node]) -> Outputs:
     outputs = Outputs()
     spec = dag.get("outputs", {})
+    # dsl.OneOf lists one selector per branch: the output is the one branch's that ran.
     for key, value in spec.get("parameters", {}).items():
-        source = value["valueFromParameter"]
-        node = nodes[source["producerSubtask"]]
-        if node.status == "succeeded":
-            outputs.parameters[key] = node.outputs.parameters[source["outputParameterKey"]]
+        selectors = value.get("valueFromOneof", {}).get("parameterSelectors") or [
+            value["valueFromParameter"]
+        ]
+        for selector in selectors:
+            found = nodes[selector["producerSubtask"]].outputs.parameters
+            if nodes[selector["producerSubtask"]].status == "succeeded" and (
+                selector["outputParameterKey"] in found
+            ):
+                outputs.parameters[key] = found[selector["outputParameterKey"]]
+                break
     for key, value in spec.get("artifacts", {}).items():
         for selector in value["artifactSelectors"]:
-            node = nodes[selector["producerSubtask"]]
-            if node.status == "succeeded":
-                outputs.artifacts[key] = node.outputs.artifacts[selector["outputArtifactKey"]]
+            found = nodes[selector["producerSubtask"]].outputs.artifacts
+            if nodes[selector["producerSubtask"]].status == "succeeded" and (
+                selector["outputArtifactKey"] in found
+            ):
+                outputs.artifacts[key] = found[selector["outputArtifactKey"]]
+                break
     return outputs
 
 

@@ -136,19 +136,9 @@ def _pipeline_in_file(path: Path, name: str | None = None) -> object:
 def check_supported(ir: PipelineIR) -> None:
     """Refuse, before anything runs, what the local engine cannot execute."""
     problems = []
-    for name, component in ir.spec["components"].items():
+    for component in ir.spec["components"].values():
         for task_name, task in component.get("dag", {}).get("tasks", {}).items():
             problems += _task_problems(ir, task_name, task)
-        for output, spec in (
-            component.get("dag", {}).get("outputs", {}).get("parameters", {}).items()
-        ):
-            if "valueFromOneof" in spec:
-                problems.append(f"dsl.OneOf (output {output} of {name})")
-        for output, spec in (
-            component.get("dag", {}).get("outputs", {}).get("artifacts", {}).items()
-        ):
-            if len(spec.get("artifactSelectors", [])) > 1:
-                problems.append(f"dsl.OneOf over artifacts (output {output} of {name})")
     for task_name, task in ir.root["dag"]["tasks"].items():
         problems += _task_problems(ir, task_name, task)
     for label, config in (

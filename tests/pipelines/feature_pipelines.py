@@ -133,6 +133,28 @@ def item_fields(offset: int = 100) -> int:
     return add(a=first.output, b=total(xs=dsl.Collected(dynamic.output)).output).output
 
 
+@dsl.component
+def join(a: str, b: str) -> str:
+    return f"{a}:{b}"
+
+
+@dsl.pipeline
+def fan_in_branch_one_of(offset: int = 10, threshold: int = 50) -> str:
+    """ParallelFor fan-in feeds an If/Else; each branch writes an artifact (and a label);
+    a later task takes the one that ran through dsl.OneOf."""
+    with dsl.ParallelFor([1, 2, 3, 4]) as item:
+        each = add(a=item, b=offset)
+    summed = total(xs=dsl.Collected(each.output))
+    with dsl.If(summed.output > threshold):
+        big = write_text(text="big")
+        big_name = shout(message="big")
+    with dsl.Else():
+        small = write_text(text="small")
+        small_name = shout(message="small")
+    chosen = read_text(data=dsl.OneOf(big.outputs["out"], small.outputs["out"]))
+    return join(a=chosen.output, b=dsl.OneOf(big_name.output, small_name.output)).output
+
+
 FEATURES = {
     "chain": (chain, {"x": 3, "text": "parity"}),
     "branches": (branches, {"x": 5}),

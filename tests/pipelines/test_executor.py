@@ -140,3 +140,28 @@ def test_kubernetes_settings_are_honoured_locally_or_refused_up_front(engine, mo
     assert result.outputs == {"Output": "value-from-the-environment"}
     with pytest.raises(UnsupportedPipeline, match="kfp-kubernetes pvcMount .* needs a cluster"):
         engine.run(p.with_a_volume, {})
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [(10, "big:BIG"), (0, "small:SMALL")],  # 1+2+3+4 + 4*offset against threshold 50
+)
+def test_fan_in_feeds_a_branch_whose_artifact_a_later_task_takes_through_one_of(
+    engine, offset, expected
+):
+    """kfp.local cannot run dsl.OneOf over artifacts, so the expected outputs are written
+    here: the sum is 50 or 10 against a threshold of 20; only the branch that ran gives
+    the artifact and the label."""
+    from tests.pipelines.feature_pipelines import fan_in_branch_one_of
+
+    result = engine.run(fan_in_branch_one_of, {"offset": offset, "threshold": 20},
+                        enable_cache=False)  # fmt: skip
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": expected}
+    ran = {r.name for r in result.records if r.status == "succeeded"}
+    skipped = {r.name for r in result.records if r.status == "skipped"}
+    branch, other = ("condition-4", "condition-5") if expected.startswith("big") else (
+        "condition-5", "condition-4")  # fmt: skip
+    assert any(name.startswith(f"condition-branches-3.{branch}.") for name in ran), ran
+    assert not any(name.startswith(f"condition-branches-3.{other}.") for name in ran), ran
+    assert skipped, "the other branch is recorded as skipped"
