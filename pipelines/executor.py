@@ -155,7 +155,7 @@ class PipelineRun:
             if condition and not evaluate(condition, inputs.parameters):
                 return self._skipped(prefix + name)
             component = self.ir.component(task["componentRef"]["name"])
-            if "parameterIterator" in task:
+            if "parameterIterator" in task or "artifactIterator" in task:
                 return self._run_loop(name, task, component, inputs, prefix)
             if "dag" in component:
                 return self._run_dag(component, inputs, prefix=f"{prefix}{name}.")
@@ -168,13 +168,15 @@ class PipelineRun:
     def _run_loop(
         self, name: str, task: dict, component: dict, inputs: Outputs, prefix: str
     ) -> Node:
-        iterator = task["parameterIterator"]
+        over_artifacts = "artifactIterator" in task
+        iterator = task["artifactIterator" if over_artifacts else "parameterIterator"]
         items = iterator["items"]
-        values = (
-            json.loads(items["raw"])
-            if "raw" in items
-            else inputs.parameters[items["inputParameter"]]
-        )
+        if over_artifacts:  # a list of artifacts: a sub-pipeline's dsl.Collected output
+            values = inputs.artifacts[items["inputArtifact"]]
+        elif "raw" in items:
+            values = json.loads(items["raw"])
+        else:
+            values = inputs.parameters[items["inputParameter"]]
         if isinstance(values, str):
             values = json.loads(values)
         limit = task.get("iteratorPolicy", {}).get("parallelismLimit") or len(values) or 1
@@ -182,8 +184,11 @@ class PipelineRun:
 
         def one(index: int, item: Any) -> Node:
             with gate:
-                scope = Outputs(
-                    {**inputs.parameters, iterator["itemInput"]: item}, dict(inputs.artifacts)
+                item_input = {iterator["itemInput"]: item}
+                scope = (
+                    Outputs(dict(inputs.parameters), {**inputs.artifacts, **item_input})
+                    if over_artifacts
+                    else Outputs({**inputs.parameters, **item_input}, dict(inputs.artifacts))
                 )
                 return self._run_dag(component, scope, prefix=f"{prefix}{name}[{index}].")
 

@@ -185,8 +185,6 @@ def declared_env(config: dict, *, required_only: bool = False) -> list[str]:
 def _task_problems(ir: PipelineIR, name: str, task: dict) -> list[str]:
     problems = []
     iterator = task.get("parameterIterator") or task.get("artifactIterator")
-    if task.get("artifactIterator"):
-        problems.append(f"ParallelFor over artifacts (task {name})")
     for key, spec in task.get("inputs", {}).get("parameters", {}).items():
         selector = spec.get("parameterExpressionSelector")
         if selector is not None and not is_selector(selector):

@@ -35,10 +35,26 @@ def installs_anything(ir) -> bool:
     return False
 
 
+def refuse_what_kfp_local_cannot_run(ir) -> None:
+    """kfp.local stops with a bare ValueError on dsl.OneOf over artifacts: say so first."""
+    from pipelines.ir import UnsupportedPipeline
+
+    for name, component in ir.spec["components"].items():
+        for output, spec in (
+            component.get("dag", {}).get("outputs", {}).get("artifacts", {}).items()
+        ):
+            if len(spec.get("artifactSelectors", [])) > 1:
+                raise UnsupportedPipeline(
+                    f"kfp.local cannot run dsl.OneOf over artifacts (output {output} of "
+                    f"{name}); run it with the default engine: --engine prefect"
+                )
+
+
 def run_local(source: object, arguments: dict, settings: Settings) -> RunResult:
     from kfp import components, local
 
     ir = load(source)
+    refuse_what_kfp_local_cannot_run(ir)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.yaml"
         path.write_text(yaml.safe_dump(ir.spec))

@@ -155,6 +155,33 @@ def fan_in_branch_one_of(offset: int = 10, threshold: int = 50) -> str:
     return join(a=chosen.output, b=dsl.OneOf(big_name.output, small_name.output)).output
 
 
+@dsl.component
+def read_all(data: Input[List[Dataset]]) -> str:  # noqa: UP006
+    return ",".join(sorted(open(d.path).read() for d in data))
+
+
+@dsl.component
+def words(texts: List[str]) -> str:  # noqa: UP006
+    return ",".join(sorted(texts))
+
+
+@dsl.pipeline
+def write_each(texts: List[str]) -> List[Dataset]:  # noqa: UP006
+    with dsl.ParallelFor(texts) as text:
+        written = write_text(text=text)
+    return dsl.Collected(written.outputs["out"])
+
+
+@dsl.pipeline
+def over_artifacts() -> str:
+    """ParallelFor over a list of artifacts, and the whole list as one input."""
+    made = write_each(texts=["a", "b", "c"])
+    with dsl.ParallelFor(made.output) as artifact:
+        each = read_text(data=artifact)
+    whole = read_all(data=made.output)
+    return join(a=words(texts=dsl.Collected(each.output)).output, b=whole.output).output
+
+
 FEATURES = {
     "chain": (chain, {"x": 3, "text": "parity"}),
     "branches": (branches, {"x": 5}),
@@ -166,4 +193,5 @@ FEATURES = {
     "env_vars": (env_vars, {}),
     "uncached": (uncached, {"x": 7}),
     "item_fields": (item_fields, {"offset": 100}),
+    "over_artifacts": (over_artifacts, {}),
 }

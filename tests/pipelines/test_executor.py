@@ -165,3 +165,24 @@ def test_fan_in_feeds_a_branch_whose_artifact_a_later_task_takes_through_one_of(
     assert any(name.startswith(f"condition-branches-3.{branch}.") for name in ran), ran
     assert not any(name.startswith(f"condition-branches-3.{other}.") for name in ran), ran
     assert skipped, "the other branch is recorded as skipped"
+
+
+def test_kfp_local_is_refused_one_of_over_artifacts_up_front(tmp_path):
+    from components.settings import load_settings
+    from pipelines.local_run import run_local
+    from tests.pipelines.feature_pipelines import fan_in_branch_one_of
+
+    with pytest.raises(UnsupportedPipeline, match="--engine prefect"):
+        run_local(fan_in_branch_one_of, {}, load_settings({"LOOPLINE_HOME": str(tmp_path)}))
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_parallel_for_over_artifacts_reads_each_and_the_list_whole(engine):
+    """Also compared with kfp.local in test_parity; here the expected output is explicit."""
+    from tests.pipelines.feature_pipelines import over_artifacts
+
+    result = engine.run(over_artifacts, {}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": "a,b,c:a,b,c"}
+    reads = [r.name for r in result.records if r.name.endswith("read-text")]
+    assert len(reads) == 3, reads
