@@ -201,10 +201,14 @@ class PipelineRun:
             return failure
         collected = Outputs()  # dsl.Collected: each output becomes the list over iterations
         for node in nodes:
-            for key, value in node.outputs.parameters.items():
-                collected.parameters.setdefault(key, []).append(value)
-            for key, value in node.outputs.artifacts.items():
-                collected.artifacts.setdefault(key, []).append(value)
+            for target, outputs in ((collected.parameters, node.outputs.parameters),
+                                    (collected.artifacts, node.outputs.artifacts)):  # fmt: skip
+                for key, value in outputs.items():
+                    into = target.setdefault(key, Collected())
+                    if isinstance(value, Collected):  # from a loop inside this one: one flat
+                        into.extend(value)  # list, as Kubeflow collects it
+                    else:
+                        into.append(value)
         return Node("succeeded", collected)
 
     # -- leaves -------------------------------------------------------------------------
@@ -466,6 +470,11 @@ def _dag_outputs(dag: dict, nodes: dict[str, Node]) -> Outputs:
                 outputs.artifacts[key] = found[selector["outputArtifactKey"]]
                 break
     return outputs
+
+
+class Collected(list):
+    """The outputs of a loop's iterations; collected again by an outer loop, it is
+    flattened (a task's own list output, collected, stays a list of lists)."""
 
 
 def _split(component: dict, raw: dict) -> Outputs:

@@ -182,6 +182,43 @@ def over_artifacts() -> str:
     return join(a=words(texts=dsl.Collected(each.output)).output, b=whole.output).output
 
 
+@dsl.component
+def count_all(data: Input[List[Dataset]]) -> int:  # noqa: UP006
+    return len(data)
+
+
+@dsl.component
+def twice(x: int) -> list:
+    return [x, x]
+
+
+@dsl.component
+def count(xs: list) -> int:
+    return len(xs)
+
+
+@dsl.component
+def four(a: int, b: int, c: int, d: int) -> str:
+    return f"{a} {b} {c} {d}"
+
+
+@dsl.pipeline
+def nested_fan_in() -> str:
+    """Fan-in at every level of two nested loops, of parameters and of artifacts."""
+    with dsl.ParallelFor([1, 2]) as outer:
+        with dsl.ParallelFor([10, 20, 30]) as inner:
+            each = add(a=outer, b=inner)
+            written = write_text(text="x")
+        per_outer = total(xs=dsl.Collected(each.output))  # 63 and 66
+        doubled = twice(x=outer)
+    return four(
+        a=total(xs=dsl.Collected(each.output)).output,  # 129: both levels, one flat list
+        b=count_all(data=dsl.Collected(written.outputs["out"])).output,  # 6 artifacts
+        c=total(xs=dsl.Collected(per_outer.output)).output,  # 129 again, level by level
+        d=count(xs=dsl.Collected(doubled.output)).output,  # 2: a list output stays a list
+    ).output
+
+
 FEATURES = {
     "chain": (chain, {"x": 3, "text": "parity"}),
     "branches": (branches, {"x": 5}),

@@ -186,3 +186,12 @@ def test_parallel_for_over_artifacts_reads_each_and_the_list_whole(engine):
     assert result.outputs == {"Output": "a,b,c:a,b,c"}
     reads = [r.name for r in result.records if r.name.endswith("read-text")]
     assert len(reads) == 3, reads
+
+
+def test_nested_loops_fan_in_at_every_level(engine):
+    """kfp.local fails on fan-in across two loops; Kubeflow collects one flat list."""
+    from tests.pipelines.feature_pipelines import nested_fan_in
+
+    result = engine.run(nested_fan_in, {}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": "129 6 129 2"}
