@@ -152,3 +152,39 @@ def cleanup_after_exit(code: int, cleaned: str):
     final = touch(path=cleaned)
     with dsl.ExitHandler(final):
         exit_with(code=code)
+
+
+@dsl.container_component
+def bracket(text: str, out: dsl.OutputPath(str), suffix: str = None):
+    """Concat and if-present placeholders, as Kubeflow's launcher resolves them."""
+    return dsl.ContainerSpec(
+        image=PLATFORM_IMAGE,
+        command=["sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s" "$0" > "$1"'],
+        args=[
+            dsl.ConcatPlaceholder(["<", text, dsl.IfPresentPlaceholder(
+                input_name="suffix", then=suffix, else_="none"), ">"]),
+            out,
+        ],
+    )  # fmt: skip
+
+
+@dsl.container_component
+def flags(out: dsl.OutputPath(str), flag: str = None):
+    return dsl.ContainerSpec(
+        image=PLATFORM_IMAGE,
+        command=["sh", "-c", 'mkdir -p "$(dirname "$0")" && echo "$@" > "$0"'],
+        args=[out, dsl.IfPresentPlaceholder(input_name="flag", then=["--flag", flag],
+                                            else_=["--no-flag"])],
+    )  # fmt: skip
+
+
+@dsl.component
+def pair(a: str, b: str) -> str:
+    return f"{a}|{b.strip()}"
+
+
+@dsl.pipeline
+def placeholders(text: str = "hi") -> str:
+    first = bracket(text=text)
+    second = bracket(text=first.output, suffix="s")
+    return pair(a=second.output, b=flags().output).output

@@ -195,3 +195,10 @@ def test_nested_loops_fan_in_at_every_level(engine):
     result = engine.run(nested_fan_in, {}, enable_cache=False)
     assert result.succeeded, result.error
     assert result.outputs == {"Output": "129 6 129 2"}
+
+
+def test_concat_and_if_present_placeholders_resolve_as_on_kubeflow(engine):
+    """kfp.local runs no container components: the expected output is written here."""
+    result = engine.run(p.placeholders, {"text": "hi"}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": "<<hinone>s>|--no-flag"}
