@@ -76,13 +76,17 @@ class Registry:
 
         settings.home.mkdir(parents=True, exist_ok=True)
         self.settings = settings
-        self.client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
-        if (path := sqlite_path(settings.tracking_uri)) is not None:
-            with _creation_lock(path):
-                # Concurrent first commands would both create and migrate the database:
-                # the first query of each store creates it, one command at a time.
-                self.client.search_experiments(max_results=1)
-                self.client.search_registered_models(max_results=1)
+        path = sqlite_path(settings.tracking_uri)
+        if path is None:
+            self.client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+            return
+        with _creation_lock(path):
+            # Concurrent first commands would both create and migrate the database: the
+            # client (MLflow 3.17 opens its tracking store at once) and the first query of
+            # the registry store create it, one command at a time.
+            self.client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+            self.client.search_experiments(max_results=1)
+            self.client.search_registered_models(max_results=1)
 
     def start_run(self, experiment: str, *, params: dict, tags: dict[str, str]) -> str:
         run = self.client.create_run(self._experiment_id(experiment), tags=tags)
