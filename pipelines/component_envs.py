@@ -91,7 +91,9 @@ def _make(folder: Path, wanted: Requirements) -> None:
     from uv import find_uv_bin
 
     uv = find_uv_bin()
-    env = {"UV_CACHE_DIR": str(folder.parent / ".uv-cache"), **os.environ}  # not ~/.cache
+    # uv's cache and data (credentials) under the home, not ~/.cache and ~/.local/share.
+    env = {"UV_CACHE_DIR": str(folder.parent / ".uv-cache"),
+           "XDG_DATA_HOME": str(folder.parent / ".uv-data"), **os.environ}  # fmt: skip
     _uv([uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(folder)],
         wanted, env)  # fmt: skip
     python = folder / "bin" / "python"

@@ -4,6 +4,7 @@ failed checks; every skip is written next to what it skips, with its reason."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -30,6 +31,7 @@ def test_checkov_finds_no_failed_check_in_the_overlays_and_the_dockerfile(tmp_pa
         [str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes", "dockerfile",
          "--compact", "-o", "json"],
         capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HOME": str(tmp_path)},  # its update check's cache stays here
     )  # fmt: skip
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
