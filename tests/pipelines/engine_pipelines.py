@@ -188,3 +188,20 @@ def placeholders(text: str = "hi") -> str:
     first = bracket(text=text)
     second = bracket(text=first.output, suffix="s")
     return pair(a=second.output, b=flags().output).output
+
+
+@dsl.component
+def report_status(status: dsl.PipelineTaskFinalStatus, path: str):
+    import json
+
+    with open(path, "w") as fh:
+        json.dump({"state": status.state, "task": status.pipeline_task_name,
+                   "error": status.error_message}, fh)  # fmt: skip
+
+
+@dsl.pipeline
+def final_status_and_ignored_failure(marker: str, report: str, cleaned: str):
+    final = report_status(path=report)
+    with dsl.ExitHandler(final):
+        failed = fail_if_present(x=1, marker=marker)
+        touch(path=cleaned).after(failed).ignore_upstream_failure()

@@ -202,3 +202,29 @@ def test_concat_and_if_present_placeholders_resolve_as_on_kubeflow(engine):
     result = engine.run(p.placeholders, {"text": "hi"}, enable_cache=False)
     assert result.succeeded, result.error
     assert result.outputs == {"Output": "<<hinone>s>|--no-flag"}
+
+
+def test_final_status_sees_the_failure_and_ignore_upstream_failure_runs_after_it(engine, tmp_path):
+    """As on Kubeflow: the exit handler's task gets the guarded group's final status, and
+    a task marked ignore_upstream_failure runs although its upstream failed."""
+    import json
+
+    marker, report, cleaned = tmp_path / "broken", tmp_path / "report.json", tmp_path / "cleaned"
+    marker.touch()
+    result = engine.run(
+        p.final_status_and_ignored_failure,
+        {"marker": str(marker), "report": str(report), "cleaned": str(cleaned)},
+        enable_cache=False,
+    )
+    assert not result.succeeded
+    assert cleaned.exists(), "the ignore_upstream_failure task did not run"
+    status = json.loads(report.read_text())
+    assert status["state"] == "FAILED" and status["task"], status
+    marker.unlink()
+    fine = engine.run(
+        p.final_status_and_ignored_failure,
+        {"marker": str(marker), "report": str(report), "cleaned": str(cleaned)},
+        enable_cache=False,
+    )
+    assert fine.succeeded, fine.error
+    assert json.loads(report.read_text())["state"] == "SUCCEEDED"
