@@ -219,6 +219,27 @@ def nested_fan_in() -> str:
     ).output
 
 
+@dsl.component
+def make_report(rows: int, out: Output[Dataset]):
+    with open(out.path, "w") as fh:
+        fh.write("x" * rows)
+    out.metadata["rows"] = rows
+    out.metadata["kind"] = "report"
+
+
+@dsl.component
+def read_report(report: Input[Dataset]) -> str:
+    with open(report.path) as fh:
+        size = len(fh.read())
+    return f"{report.schema_title} {report.metadata['kind']} {report.metadata['rows']} {size}"
+
+
+@dsl.pipeline
+def artifact_metadata(rows: int = 3) -> str:
+    """An artifact's metadata travels with it to the next task."""
+    return read_report(report=make_report(rows=rows).outputs["out"]).output
+
+
 FEATURES = {
     "chain": (chain, {"x": 3, "text": "parity"}),
     "branches": (branches, {"x": 5}),
@@ -231,4 +252,5 @@ FEATURES = {
     "uncached": (uncached, {"x": 7}),
     "item_fields": (item_fields, {"offset": 100}),
     "over_artifacts": (over_artifacts, {}),
+    "artifact_metadata": (artifact_metadata, {"rows": 3}),
 }
