@@ -29,6 +29,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 ENVS = "envs"
 READY = ".ready"
 KFP_ITSELF = ("kfp", "typing-extensions")  # the executor comes from loopline's own kfp
@@ -59,11 +61,18 @@ def requirements(command: list[str]) -> Requirements:
         for i, word in enumerate(words):
             if word in ("--index-url", "--extra-index-url") and i + 1 < len(words):
                 urls.append(words[i + 1])
-            elif not word.startswith("-") and (i == 0 or words[i - 1] not in _VALUED):
-                name = word.split(";")[0].split("[")[0].split("=")[0].split("<")[0].split(">")[0]
-                if name.strip().lower() not in KFP_ITSELF:
-                    packages.append(word)
+            elif word.startswith("-") or (i > 0 and words[i - 1] in _VALUED):
+                continue  # an option, or an option's value
+            elif _name(word) not in KFP_ITSELF:
+                packages.append(word)
     return Requirements(tuple(packages), tuple(dict.fromkeys(urls)))
+
+
+def _name(requirement: str) -> str:
+    try:
+        return Requirement(requirement).name.lower()
+    except InvalidRequirement:  # a URL or a path: not kfp
+        return requirement
 
 
 _VALUED = {"--index-url", "--extra-index-url", "--trusted-host", "-i", "-c", "-r", "--target"}

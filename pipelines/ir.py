@@ -123,7 +123,9 @@ def _pipeline_in_file(path: Path, name: str | None = None) -> object:
                 f"{', '.join(pipelines) or 'none'}"
             )
         return pipelines[name]
-    own = {a: p for a, p in pipelines.items() if p.__module__ == spec.name} or pipelines
+    # Pipelines defined in this file, not imported into it (when it defines any).
+    own = {a: p for a, p in pipelines.items() if p.pipeline_func.__module__ == spec.name}
+    own = own or pipelines
     if len(own) != 1:
         raise UsageError(
             f"{path} defines {len(own)} pipelines"

@@ -123,3 +123,15 @@ def test_a_required_artifact_input_is_refused_before_anything_runs(home, tmp_pat
     assert result.exit_code == 2, result.output
     assert "takes the artifact in_dataset" in result.output
     assert not (home / "artifacts").exists()  # nothing ran
+
+
+def test_a_pipeline_imported_into_a_file_does_not_make_it_ambiguous(home, tmp_path, monkeypatch):
+    (tmp_path / "shared_steps.py").write_text(PIPELINE.read_text())
+    path = tmp_path / "mine.py"
+    path.write_text("from kfp import dsl\nfrom shared_steps import add, plus_one  # noqa\n\n"
+                    "@dsl.pipeline\ndef mine(x: int = 1) -> int:\n"
+                    "    return add(a=x, b=100).output\n")  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(app, ["run", str(path), "--engine", "kfp-local", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"] == {"Output": 101}

@@ -6,21 +6,18 @@ so their prediction logs hold only their own requests.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
 import pytest
-from sklearn.datasets import load_digits
 
 from components.settings import load_settings
 from serving.server import start_server
 from tests.conftest import free_port
 from tests.conftest import logged as read_log
+from tests.serving.load import ROW, Load
 
 pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
-
-ROW = (load_digits().data[:1] / 16.0).tolist()
 
 
 @pytest.fixture
@@ -48,34 +45,11 @@ def test_a_keyed_server_needs_its_key_and_every_answer_survives_kill_9(own_setti
     assert missing.status_code == wrong.status_code == 401
     assert "X-API-Key" in missing.json()["error"]
     assert httpx.get(f"{server.url}/readyz").status_code == 200  # probes stay open
-    answered: list[str] = []
-    stop = threading.Event()
-
-    def client(worker: int) -> None:
-        with httpx.Client(timeout=10) as http:
-            for n in range(100_000):
-                if stop.is_set():
-                    return
-                request_id = f"w{worker}-{n}"
-                try:
-                    r = http.post(
-                        f"{server.url}/predict",
-                        json={"instances": ROW * 3},
-                        headers={"X-Request-ID": request_id, "X-API-Key": "s3cret-key"},
-                    )
-                except httpx.HTTPError:
-                    return  # the server is gone; this request was never answered
-                if r.status_code == 200:
-                    answered.append(r.json()["request_id"])
-
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
+    load = Load([server.url], headers={"X-API-Key": "s3cret-key"}).start()
     time.sleep(3)
     server.kill()  # SIGKILL to every server process: no shutdown hook, no flush
-    stop.set()
-    for thread in threads:
-        thread.join()
+    load.stop()
+    answered = load.answered
     assert len(answered) > 50, "the load did not get going"
     logged = read_log(own_settings)
     per_request = logged.groupby("request_id")["item"].count()

@@ -6,20 +6,17 @@ from __future__ import annotations
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from components.database import open_database
 from components.settings import load_settings
 from components.tables import predictions
 from serving.prediction_log import Answer, PredictionLog
 from serving.server import free_port, start_server
+from tests.serving.load import Load
 
 pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
-
-ROW = (load_digits().data[:1] / 16.0).tolist()
 
 
 @pytest.mark.slow
@@ -35,39 +32,19 @@ def test_two_replicas_one_database_and_a_kill_9_lose_no_acknowledged_answer(
         start_server(settings, port=free_port(), log_path=tmp_path / f"serve-{n}.log")
         for n in range(2)
     ]
-    answered: list[str] = []
-    stop = threading.Event()
-
-    def client(worker: int) -> None:
-        with httpx.Client(timeout=10) as http:
-            for n in range(100_000):
-                if stop.is_set():
-                    return
-                replica = replicas[n % 2]
-                request_id = f"w{worker}-{n}"
-                try:
-                    r = http.post(f"{replica.url}/predict", json={"instances": ROW * 3},
-                                  headers={"X-Request-ID": request_id})  # fmt: skip
-                except httpx.HTTPError:
-                    continue  # that replica is gone; the request was never answered
-                if r.status_code == 200:
-                    answered.append(request_id)
-
+    load = Load([replica.url for replica in replicas])
     try:
         for replica in replicas:
             replica.wait_ready()
-        threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
-        for thread in threads:
-            thread.start()
+        load.start()
         time.sleep(3)
         replicas[0].kill()  # kill -9 every process of one replica, mid-load
         time.sleep(2)
-        stop.set()
-        for thread in threads:
-            thread.join()
+        load.stop()
     finally:
         for replica in replicas:
             replica.stop()
+    answered = load.answered
     assert len(answered) > 50, "the load did not get going"
     database = open_database(settings)
     logged = PredictionLog(database).read_window()
