@@ -9,9 +9,11 @@ In a fresh LOOPLINE_HOME and HOME (a training run populates it first):
   before each run, so the run starts it) and **warm** (the server up);
 - an unchanged re-run of the training pipeline (``--workers 0 --epochs 2``), warm.
 
-Baselines, in the same run: the interpreter alone (``python -c pass``), and the tool
-underneath, a plain Prefect script running a one-task flow, against its own temporary
-server (what every loopline command paid before) and against the running home server.
+Baselines, in the same run: the interpreter alone (``python -c pass``), and the tools
+underneath: a plain Prefect script running a one-task flow, against its own temporary
+server (what every loopline command paid before) and against the running home server;
+and ``kfp.local`` (``--engine kfp-local``) on the one-step pipeline and on a small
+control-flow pipeline (a loop of 4 items, If/Else in each, a fan-in: 9 tasks).
 """
 
 from __future__ import annotations
@@ -48,6 +50,32 @@ one_step()
 """
 
 
+CONTROL_FLOW = """
+from typing import List
+
+from kfp import dsl
+
+
+@dsl.component
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@dsl.component
+def total(xs: List[int]) -> int:
+    return int(sum(xs))  # kfp.local hands List[int] over as floats
+
+
+@dsl.pipeline
+def control_flow(offset: int = 10) -> int:
+    with dsl.ParallelFor([1, 2, 3, 4]) as item:
+        value = add(a=item, b=offset)
+        with dsl.If(value.output > 12):
+            add(a=value.output, b=1)
+    return total(xs=dsl.Collected(value.output)).output
+"""
+
+
 def timed(command: list[str], env: dict) -> float:
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -76,12 +104,15 @@ def main() -> None:
         (root / "user").mkdir()
         (root / "one_step.py").write_text(ONE_STEP.read_text())
         (root / "plain_prefect.py").write_text(PLAIN_PREFECT)
+        (root / "control_flow.py").write_text(CONTROL_FLOW)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOOPLINE_"))}
         env.update(HOME=str(root / "user"), LOOPLINE_HOME=str(root / "home"),
                    LOOPLINE_PREFECT_PORT="4299")  # fmt: skip
         loopline = [str(BIN / "loopline")]
         training = [*loopline, "run", "training", "--workers", "0", "--epochs", "2"]
         one = [*loopline, "run", str(root / "one_step.py"), "--no-cache"]
+        loops = [*loopline, "run", str(root / "control_flow.py"), "--no-cache"]
+        kfp_local = ["--engine", "kfp-local"]
 
         def stop_server() -> None:
             subprocess.run([*loopline, "server", "--stop"], env=env, capture_output=True)
@@ -96,6 +127,9 @@ def main() -> None:
                 "help": repeat([*loopline, "--help"], env, n),
                 "status_json": repeat([*loopline, "status", "--json"], env, n),
                 "run_one_step_warm": repeat(one, env, n),
+                "run_one_step_kfp_local": repeat([*one, *kfp_local], env, n),
+                "run_control_flow_warm": repeat(loops, env, n),
+                "run_control_flow_kfp_local": repeat([*loops, *kfp_local], env, n),
                 "training_rerun_cached": repeat(training, env, n),
                 "run_one_step_cold": repeat(one, env, n, before=stop_server),
             }
@@ -123,6 +157,9 @@ def report(r: dict) -> None:
         ("loopline status --json", "status_json"),
         ("loopline run one-step, cold server", "run_one_step_cold"),
         ("loopline run one-step, warm server", "run_one_step_warm"),
+        ("loopline run one-step, --engine kfp-local", "run_one_step_kfp_local"),
+        ("loopline run 9-task control flow, warm server", "run_control_flow_warm"),
+        ("loopline run 9-task control flow, kfp-local", "run_control_flow_kfp_local"),
         ("training re-run, all cached, warm", "training_rerun_cached"),
         ("plain Prefect one-task flow, temporary server", "plain_prefect_temporary_server"),
         ("plain Prefect one-task flow, running server", "plain_prefect_running_server"),

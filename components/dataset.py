@@ -8,7 +8,7 @@ flattened; ``input_shape`` restores them) and ``label`` holds class indices.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +31,25 @@ class DatasetSchema:
     feature_std: list[float] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    # A model's input schema only: what the model does to a row before its backbone
+    # (value range, resize, normalization); the model applies it, in training and serving.
+    preprocessing: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        data = asdict(self)
+        if not data["preprocessing"]:  # what readers before it existed can still read
+            del data["preprocessing"]
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> DatasetSchema:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}  # a newer writer's extra keys are ignored
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass

@@ -24,7 +24,17 @@ def ingest(
     seed: int = 0,
     run_id: str = "",
 ):
-    """Load a built-in dataset or files and write stratified Parquet splits with a schema."""
+    """Load a built-in dataset or files and write stratified Parquet splits with a schema.
+
+    Args:
+        source: A built-in dataset (digits, breast_cancer, ...) or a path: a CSV/Parquet
+            file, an image folder (one sub-folder per class) or an MNIST IDX folder.
+        dataset: The train, validation and test splits, with the schema, as Parquet.
+        label_column: The label column of a CSV or Parquet file.
+        image_size: The side images are resized to.
+        seed: Seed of the stratified split.
+        run_id: The pipeline run, for the lineage.
+    """
     from pathlib import Path
 
     from components.steps import ingest_step
@@ -50,7 +60,16 @@ def validate_data(
     max_duplicate_fraction: float = 0.01,
     run_id: str = "",
 ):
-    """Run the data checklist; fail the pipeline listing every failed check."""
+    """Run the data checklist; fail the pipeline listing every failed check.
+
+    Args:
+        dataset: The splits that ingest wrote.
+        report: The checklist's results, as JSON and HTML.
+        min_samples_per_class: Fewer training rows in any class fail the check.
+        min_class_ratio: The smallest class over the largest, at least.
+        max_duplicate_fraction: The share of duplicate rows allowed.
+        run_id: The pipeline run, for the lineage.
+    """
     from pathlib import Path
 
     from components.steps import validate_step
@@ -79,9 +98,38 @@ def train(
     seed: int = 0,
     amp: bool = True,
     workers: int = 2,
+    pretrained: str = "",
+    freeze: str = "none",
+    probe_epochs: int = 0,
+    backbone_lr_scale: float = 1.0,
+    input_size: int = 0,
     run_id: str = "",
 ):
-    """Train with Ray Train's TorchTrainer, early stopping, checkpoints and MLflow metrics."""
+    """Train with Ray Train's TorchTrainer, early stopping, checkpoints and MLflow metrics.
+
+    Args:
+        dataset: The validated splits.
+        model: The trained weights (safetensors), model spec and training summary.
+        model_name: The registered model it is trained for.
+        arch: The architecture: auto, or one of components.model_spec.ARCHITECTURES.
+        epochs: Maximum epochs; early stopping may end sooner.
+        batch_size: Rows per batch and worker.
+        lr: The learning rate.
+        weight_decay: AdamW's weight decay.
+        dropout: Dropout before the classifier.
+        hidden: Width of the hidden layer.
+        augment: Whether image data is augmented.
+        patience: Epochs without improvement before stopping.
+        seed: Seed for initialisation and shuffling.
+        amp: Mixed precision on CUDA.
+        workers: Ray Train workers; 0 trains in-process.
+        pretrained: Backbone weights: a file or folder, or models:/NAME/VERSION.
+        freeze: What stays frozen after the probe: backbone, none or until:<layer>.
+        probe_epochs: Epochs that train the new head alone before fine-tuning.
+        backbone_lr_scale: The backbone learns at lr times this.
+        input_size: The side images are resized to for a backbone; 0 for its own (224).
+        run_id: The pipeline run, for the lineage.
+    """
     from pathlib import Path
 
     from components.settings import load_settings
@@ -100,6 +148,11 @@ def train(
         patience=patience,
         seed=seed,
         amp=amp,
+        pretrained=pretrained,
+        freeze=freeze,
+        probe_epochs=probe_epochs,
+        backbone_lr_scale=backbone_lr_scale,
+        input_size=input_size,
     )
     summary = train_step(
         Path(dataset.path),
@@ -123,7 +176,17 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     run_id: str = "",
 ):
-    """Score the model on the test split: metrics, confusion matrix, curves, HTML report."""
+    """Score the model on the test split: metrics, confusion matrix, curves, HTML report.
+
+    Args:
+        model: The trained model.
+        dataset: The splits; the test split is scored.
+        evaluation: The evaluation folder: metrics, predictions and plots.
+        report: The HTML report.
+        metrics: The headline metrics, as KFP metrics.
+        classification: The confusion matrix, as KFP classification metrics.
+        run_id: The pipeline run, for the lineage.
+    """
     import json
     import shutil
     from pathlib import Path
@@ -153,7 +216,16 @@ def register(
     model_name: str,
     run_id: str = "",
 ) -> NamedTuple("Gate", [("promoted", bool), ("version", str)]):
-    """Register an MLflow model version; move `champion` only if the gate promotes it."""
+    """Register an MLflow model version; move `champion` only if the gate promotes it.
+
+    Args:
+        model: The trained model.
+        dataset: The splits it was trained on (the gate scores both models on them).
+        evaluation: The evaluation of the model.
+        decision: The gate's decision, with its statistics.
+        model_name: The registered model.
+        run_id: The pipeline run, for the lineage.
+    """
     from collections import namedtuple
     from pathlib import Path
 

@@ -10,7 +10,11 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-ARCHITECTURES = ("mlp", "cnn", "tabular_mlp")
+BACKBONES = ("resnet18", "resnet50")  # components.backbones: pretrained weights fit these
+ARCHITECTURES = ("mlp", "cnn", "tabular_mlp", *BACKBONES)
+# What torchvision-compatible ResNet weights were trained on; recorded per model.
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+BACKBONE_SIZE = 224
 
 
 @dataclass
@@ -21,17 +25,25 @@ class ModelSpec:
     hidden: int = 128
     dropout: float = 0.2
     channels: list[int] = field(default_factory=lambda: [16, 32])
+    # Backbones only: the side images are resized to, the pixel range that maps to [0, 1],
+    # and the normalization the backbone's weights expect.
+    input_size: int | None = None
+    value_range: list[float] | None = None
+    normalization: dict | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(
                 f"model architecture {self.arch!r} is unknown; use one of {', '.join(ARCHITECTURES)}."
             )
-        if self.arch == "cnn" and len(self.input_shape) != 3:
+        if self.arch in ("cnn", *BACKBONES) and len(self.input_shape) != 3:
             raise ValueError(
-                f"cnn needs image input (channels, height, width), got shape {self.input_shape}; "
-                "use --model tabular_mlp for tabular data."
+                f"{self.arch} needs image input (channels, height, width), got shape "
+                f"{self.input_shape}; use --arch tabular_mlp for tabular data."
             )
+        if self.arch in BACKBONES:
+            self.input_size = self.input_size or BACKBONE_SIZE
+            self.normalization = self.normalization or IMAGENET
 
     @property
     def num_features(self) -> int:

@@ -4,6 +4,7 @@
 - ``cnn``: a small convolutional net for images.
 - ``tabular_mlp``: standardizes features with the training split's statistics, then two
   dense layers; serving sends raw feature values.
+- ``resnet18``, ``resnet50``: pretrained-capable backbones (``components.backbones``).
 
 Every model takes flat rows ``(n, features)`` and reshapes internally.
 """
@@ -17,7 +18,10 @@ from components.model_spec import ModelSpec
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
+    from components.backbones import BLOCKS, ResNetClassifier
+
     builders = {"mlp": SeedMLP, "cnn": SmallCNN, "tabular_mlp": TabularMLP}
+    builders |= dict.fromkeys(BLOCKS, ResNetClassifier)
     return builders[spec.arch](spec)
 
 

@@ -37,10 +37,14 @@ class RaySession:
         self._restored = Path(checkpoint.to_directory()) if checkpoint else None
         self._progress_file = progress_file
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:
+    def prepare_model(self, model: nn.Module, *, partly_frozen: bool = False) -> nn.Module:
         import ray.train.torch
 
-        return ray.train.torch.prepare_model(model, move_to_device=False)
+        # Frozen layers send no gradients; DDP must be told to expect that.
+        kwargs = {"find_unused_parameters": True} if partly_frozen else None
+        return ray.train.torch.prepare_model(
+            model, move_to_device=False, parallel_strategy_kwargs=kwargs
+        )
 
     def latest_checkpoint(self) -> Path | None:
         return self._restored

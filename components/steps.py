@@ -6,6 +6,7 @@ and returns a small JSON-able summary that the component also puts in KFP metada
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -129,6 +130,15 @@ def train_step(
     spec = config.spec_for(schema)
     data_hash = lineage.content_hash(dataset)
     params = {**asdict(config), "arch": spec.arch, "workers": workers}
+    inputs = {"dataset": data_hash}
+    if config.pretrained:  # resolved here: workers get a local file, lineage its digest
+        from components.transfer import preflight
+
+        weights = preflight({"arch": spec.arch, "freeze": config.freeze,
+                             "pretrained": config.pretrained}, settings)  # fmt: skip
+        params |= {"pretrained_digest": weights.digest}
+        inputs["pretrained"] = f"{weights.source} sha256:{weights.digest}"
+        config = dataclasses.replace(config, pretrained=str(weights.path))
     # Same data and parameters -> same checkpoint location, so a killed run resumes.
     key = hashlib.sha256(json.dumps([data_hash, params], sort_keys=True).encode()).hexdigest()
     registry = Registry(settings)
@@ -161,7 +171,7 @@ def train_step(
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(checkpoint / BEST, out / WEIGHTS)  # early stopping: best weights win
     (out / ARCHITECTURE).write_text(spec.to_json())
-    _write_serving_files(dataset, out, seed=config.seed)
+    _write_serving_files(dataset, out, seed=config.seed, spec=spec)
     summary = {
         "arch": spec.arch,
         "epochs_run": state.epoch,
@@ -174,21 +184,25 @@ def train_step(
     }
     (out / TRAINING).write_text(json.dumps(summary, indent=2))
     summary["lineage"] = lineage.record(
-        out, run_id=run_id, step="train", inputs={"dataset": data_hash}, parameters=params
+        out, run_id=run_id, step="train", inputs=inputs, parameters=params
     )
     summary["model_uri"] = registry.log_files(mlflow_run, out, MODEL_PATH)
     return {k: v for k, v in summary.items() if k != "history"}
 
 
-def _write_serving_files(dataset: Path, out: Path, *, seed: int) -> None:
+def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> None:
     """What travels with the model: its input schema (serving validates requests against
     it), a sample of its training data (the drift reference for monitoring) and its
     guardrail set (held-out rows the gate checks later challengers on)."""
     import pandas as pd
 
-    from components.dataset import read_frame
+    from components.dataset import read_frame, read_schema
 
-    shutil.copy(dataset / "schema.json", out / INPUT_SCHEMA)
+    schema = read_schema(dataset)
+    if spec is not None and spec.normalization:
+        schema.preprocessing = {"value_range": spec.value_range, "input_size": spec.input_size,
+                                "channels": 3, "normalization": spec.normalization}  # fmt: skip
+    (out / INPUT_SCHEMA).write_text(schema.to_json())
     train = read_frame(dataset, "train")
     train.sample(n=min(len(train), REFERENCE_ROWS), random_state=seed).to_parquet(
         out / REFERENCE, index=False

@@ -11,6 +11,9 @@ SQLite and PostgreSQL.
 - ``feedback``: ground-truth labels by (request id, item).
 - ``checks`` and ``triggers``: what monitoring judged, and the retrainings it started. At
   most one trigger per model is open (pending, running or submitted): a unique index.
+- ``catalog_components`` and ``catalog_uses``: the component catalog. A (name, version)
+  row is written once and never changed, but for its deprecation note; a use is a
+  pipeline whose lock file pins a version.
 
 A change to any table is a new migration in ``components/migrations`` (Alembic) and a new
 entry at the end of ``REVISIONS``.
@@ -33,7 +36,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-REVISIONS = ("0001",)  # oldest first; the last is what this code needs
+REVISIONS = ("0001", "0002")  # oldest first; the last is what this code needs
 OPEN_TRIGGER_STATES = ("pending", "running", "submitted")
 
 metadata = MetaData()
@@ -118,4 +121,35 @@ Index(
     unique=True,
     sqlite_where=triggers.c.state.in_(OPEN_TRIGGER_STATES),
     postgresql_where=triggers.c.state.in_(OPEN_TRIGGER_STATES),
+)
+
+catalog_components = Table(
+    "catalog_components",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("major", Integer, nullable=False),
+    Column("minor", Integer, nullable=False),
+    Column("patch", Integer, nullable=False),
+    Column("owner", String(256), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("digest", String(64), nullable=False),  # sha256 of component.py
+    Column("source", Text, nullable=False),
+    Column("component_yaml", Text, nullable=False),  # KFP component YAML
+    Column("interface", Text, nullable=False),  # JSON
+    Column("changelog", Text, nullable=False),
+    Column("report", Text, nullable=False),  # JSON: the check report it passed
+    Column("published", Float, nullable=False),
+    Column("deprecated", Text),  # why, and what to use instead; NULL while current
+    PrimaryKeyConstraint("name", "version", name="catalog_components_pk"),
+)
+
+catalog_uses = Table(
+    "catalog_uses",
+    metadata,
+    Column("pipeline", String(512), nullable=False),  # the pipeline file's lock file
+    Column("name", String(128), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("ts", Float, nullable=False),
+    PrimaryKeyConstraint("pipeline", "name", name="catalog_uses_pk"),
 )

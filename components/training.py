@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from components import progress
 from components.augment import random_affine
 from components.dataset import DatasetSchema, read_schema, read_split
-from components.model_spec import ModelSpec, default_arch
+from components.model_spec import BACKBONES, ModelSpec, default_arch
 from components.models import build_model
 from components.weights import save_weights, unwrap
 
@@ -53,6 +53,12 @@ class TrainConfig:
     patience: int = 5  # epochs without val-loss improvement before stopping
     seed: int = 0
     amp: bool = True  # mixed precision, used only on CUDA
+    # Transfer learning (components.transfer); backbones only
+    pretrained: str = ""  # a weights file or folder, or models:/NAME/VERSION
+    freeze: str = "none"  # backbone, none or until:<layer>
+    probe_epochs: int = 0  # epochs training the head alone before fine-tuning
+    backbone_lr_scale: float = 1.0  # the backbone learns at lr × this
+    input_size: int = 0  # the side images are resized to; 0: the backbone's (224)
 
     def __post_init__(self) -> None:
         problems = [
@@ -64,17 +70,22 @@ class TrainConfig:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if self.weight_decay < 0:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.probe_epochs < 0 or self.input_size < 0 or self.backbone_lr_scale < 0:
+            problems.append("probe_epochs, input_size and backbone_lr_scale must be >= 0")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
     def spec_for(self, schema: DatasetSchema) -> ModelSpec:
         arch = default_arch(schema.kind) if self.arch == "auto" else self.arch
+        backbone = arch in BACKBONES
         return ModelSpec(
             arch=arch,
             input_shape=schema.input_shape,
             num_classes=schema.num_classes,
             hidden=self.hidden,
             dropout=self.dropout,
+            input_size=(self.input_size or None) if backbone else None,
+            value_range=schema.value_range if backbone else None,
         )
 
 
@@ -104,7 +115,7 @@ class TrainSession(Protocol):
     world_size: int
     device: torch.device
 
-    def prepare_model(self, model: nn.Module) -> nn.Module: ...
+    def prepare_model(self, model: nn.Module, *, partly_frozen: bool = False) -> nn.Module: ...
     def latest_checkpoint(self) -> Path | None: ...
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
     def progress(self, total: int, initial: int) -> ProgressBar: ...
@@ -131,10 +142,14 @@ def fit(
     model = build_model(spec)
     if hasattr(model, "set_normalization"):
         model.set_normalization(schema.feature_mean, schema.feature_std)
+    transfer = _Transfer(config, spec)
+    transfer.load(model)
     model.to(session.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        transfer.groups(model, config.lr), lr=config.lr, weight_decay=config.weight_decay
+    )
     state, best = _restore(session.latest_checkpoint(), model, optimizer)
-    model = session.prepare_model(model)
+    model = session.prepare_model(model, partly_frozen=transfer.freezes)
 
     train = read_split(data_dir, "train", schema)
     val = read_split(data_dir, "val", schema)
@@ -153,8 +168,9 @@ def fit(
         torch.manual_seed(config.seed * 100_003 + state.epoch * 101 + session.rank)
         sampler.set_epoch(state.epoch)
         started = time.perf_counter()
+        frozen = transfer.frozen(state.epoch)
         train_loss, train_acc, seen = _train_epoch(
-            model, loader, optimizer, session, amp, spec if augment else None
+            model, loader, optimizer, session, amp, spec if augment else None, frozen
         )
         val_loss, val_acc, _ = _evaluate(model, val_x, val_y, session, amp)
         metrics = {
@@ -180,8 +196,14 @@ def fit(
     return state
 
 
-def _train_epoch(model, loader, optimizer, session, amp, augment_spec) -> tuple[float, float, int]:
+def _train_epoch(
+    model, loader, optimizer, session, amp, augment_spec, frozen=()
+) -> tuple[float, float, int]:
     model.train()
+    if frozen:
+        from components.transfer import set_frozen
+
+        set_frozen(unwrap(model), frozen)
     total_loss = correct = seen = 0.0
     for x, y in loader:
         x, y = x.to(session.device), y.to(session.device)
@@ -214,6 +236,48 @@ def _evaluate(model, x, y, session, amp) -> tuple[float, float, int]:
         correct += (logits.argmax(1) == yb).sum().item()
     loss_sum, correct, n = _all_reduce([loss_sum, correct, len(y)], session)
     return loss_sum / max(n, 1), correct / max(n, 1), int(n)
+
+
+class _Transfer:
+    """What transfer learning changes in the loop: the starting weights, which stages are
+    frozen in which epoch, and the backbone's learning rate."""
+
+    def __init__(self, config: TrainConfig, spec: ModelSpec):
+        self.config = config
+        self.backbone = spec.arch in BACKBONES
+        self.arch = spec.arch
+        if not self.backbone:
+            return
+        from components.backbones import STAGES
+        from components.transfer import frozen_stages
+
+        self.after_probe = frozen_stages(config.freeze)
+        self.all = STAGES
+
+    def load(self, model: nn.Module) -> None:
+        if not (self.backbone and self.config.pretrained):
+            return
+        from components.transfer import Weights, load_backbone, read_state
+
+        path = Path(self.config.pretrained)  # resolved to a local file by the caller
+        weights = Weights(path, self.config.pretrained, "")
+        load_backbone(model, read_state(weights), weights, self.arch)
+
+    @property
+    def freezes(self) -> bool:
+        return self.backbone and (self.config.probe_epochs > 0 or bool(self.after_probe))
+
+    def frozen(self, epoch: int) -> tuple[str, ...]:
+        if not self.backbone:
+            return ()
+        return self.all if epoch < self.config.probe_epochs else self.after_probe
+
+    def groups(self, model: nn.Module, lr: float):
+        if not self.backbone:
+            return model.parameters()
+        from components.transfer import parameter_groups
+
+        return parameter_groups(model, lr, self.config.backbone_lr_scale)
 
 
 def _shard(x: np.ndarray, y: np.ndarray, session: TrainSession) -> tuple[torch.Tensor, ...]:
@@ -307,7 +371,7 @@ class LocalSession:
         self.device = torch.device(device)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:
+    def prepare_model(self, model: nn.Module, *, partly_frozen: bool = False) -> nn.Module:
         return model
 
     def latest_checkpoint(self) -> Path | None:

@@ -1,7 +1,7 @@
 """What the terminal shows while a pipeline runs: a line per finished step (with its time
 and whether the cache served it) and a progress bar per running training.
 
-It listens to the executor (:class:`pipelines.results.RunListener`) and polls each running
+It listens to the DAG orchestrator (:class:`pipelines.results.RunListener`) and polls each running
 step's progress file; steps' own output goes to their ``task.log`` files, so nothing else
 writes to the terminal.
 """
@@ -16,9 +16,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from components import progress
-from pipelines.results import PROGRESS, TaskRecord
+from pipelines.results import PROGRESS, Status, TaskRecord
 
-MARKS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}
+MARKS = {Status.SUCCEEDED: "[green]✓[/]", Status.FAILED: "[red]✗[/]", Status.SKIPPED: "[dim]-[/]"}
 
 
 class RunView:
@@ -60,7 +60,7 @@ class RunView:
             if bar is not None:
                 self.bars.remove_task(bar)
         how = "from cache" if record.cached else f"{record.seconds:.1f} s"
-        if record.status != "succeeded":
+        if record.status is not Status.SUCCEEDED:
             how = record.status
         self.bars.console.print(f"  {MARKS[record.status]} {escape(record.name):<28} {how}")
 

@@ -15,7 +15,7 @@ from components.layout import TRIGGER_TAG
 from components.settings import Settings
 from monitoring.policy import ENGINES
 from monitoring.state import Trigger
-from pipelines.catalog import get
+from pipelines.builtin import get
 from pipelines.ir import load as load_ir
 
 

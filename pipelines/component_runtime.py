@@ -29,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
+from typing import Protocol
 
 from pipelines.ir import EXECUTOR_MODULE
 
@@ -131,6 +132,19 @@ def _adding(env: dict[str, str]) -> Iterator[None]:
 
 
 WORKERS_LOG = "component-workers.log"
+
+
+class Runtime(Protocol):
+    """Where a lightweight component's call runs; both runtimes below implement it."""
+
+    def run(self, call: PythonCall) -> None:
+        """Run ``call`` to its end; a failure of the component raises."""
+
+    def warm(self) -> None:
+        """Get ready ahead of the first call (start workers), or do nothing."""
+
+    def shutdown(self) -> None:
+        """Stop whatever the runtime started."""
 
 
 class ComponentExit(RuntimeError):

@@ -79,9 +79,9 @@ def load(source: object, name: str | None = None) -> PipelineIR:
             return from_documents(path.read_text())
         if path.suffix == ".py" and path.exists():
             return compile_pipeline(_pipeline_in_file(path, name))
-        from pipelines import catalog
+        from pipelines import builtin
 
-        return compile_pipeline(catalog.get(str(source)))
+        return compile_pipeline(builtin.get(str(source)))
     return compile_pipeline(source)
 
 

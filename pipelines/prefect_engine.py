@@ -15,9 +15,10 @@ from typing import Any
 from components.settings import Settings
 from pipelines import component_runtime, prefect_server
 from pipelines.cache import TaskCache
-from pipelines.executor import PipelineRun, coerce_arguments
+from pipelines.dag_orchestrator import PipelineRun
 from pipelines.ir import check_supported, load
 from pipelines.results import RunListener, RunResult
+from pipelines.scope import coerce_arguments
 
 RUNTIMES = {"process": component_runtime.ProcessPool, "inprocess": component_runtime.InProcess}
 

@@ -4,6 +4,7 @@ ran it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -11,10 +12,18 @@ TASK_LOG = "task.log"  # a task's stdout and stderr, beside its outputs
 PROGRESS = "progress.json"  # a long task's progress (components.progress writes it)
 
 
+class Status(StrEnum):
+    """How a task ended. A StrEnum: records and JSON reports show the plain word."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
 @dataclass
 class TaskRecord:
     name: str
-    status: str  # succeeded, failed or skipped
+    status: Status
     cached: bool
     seconds: float
     folder: Path | None = None  # the task's folder under the run: outputs, task.log

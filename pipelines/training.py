@@ -56,6 +56,11 @@ def training(
     seed: int = 0,
     min_samples_per_class: int = 100,
     min_class_ratio: float = 0.5,
+    pretrained: str = "",
+    freeze: str = "none",
+    probe_epochs: int = 0,
+    backbone_lr_scale: float = 1.0,
+    input_size: int = 0,
 ) -> dsl.Artifact:
     data = ingest(
         source=dataset, label_column=label_column, image_size=image_size, seed=seed, run_id=RUN_ID
@@ -71,4 +76,6 @@ def training(
         data.outputs["dataset"], checks, model_name=model_name, arch=arch, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,
         augment=augment, patience=patience, seed=seed, workers=workers,
+        pretrained=pretrained, freeze=freeze, probe_epochs=probe_epochs,
+        backbone_lr_scale=backbone_lr_scale, input_size=input_size,
     )  # fmt: skip

@@ -12,7 +12,13 @@ from components.images import PLATFORM_IMAGE
 
 @dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
 def package(model_name: str, version: str, bento: Output[Artifact]):
-    """Build a Bento (service, Python packages, model reference) for ``version``."""
+    """Build a Bento (service, Python packages, model reference) for ``version``.
+
+    Args:
+        model_name: The registered model.
+        version: The registered version to package.
+        bento: The Bento's tag, path and image name.
+    """
     import dataclasses
     import json
     from pathlib import Path

@@ -4,6 +4,7 @@
 - model: status, rollback, package, db upgrade
 - serve: serve
 - monitor: monitor, feedback
+- component: component new, check, publish, list, show, deprecate, page
 
 Every command goes through :func:`loopline.cli.errors.handled`, the one place that maps
 errors to exit codes. Commands import their engines when they run, not here.
@@ -19,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from loopline.cli import infra, model, monitor, options, pipeline, serve
+from loopline.cli import component, infra, model, monitor, options, pipeline, serve
 from loopline.cli.errors import handled
 
 app = typer.Typer(
@@ -73,6 +74,14 @@ for name, command in COMMANDS.items():
 db = typer.Typer(help="The platform database (LOOPLINE_DATABASE_URL).", no_args_is_help=True)
 db.command("upgrade")(handled(model.db_upgrade))
 app.add_typer(db, name="db")
+
+components = typer.Typer(
+    help="The component catalog: create, check, publish and browse versioned components.",
+    no_args_is_help=True,
+)
+for name, command in component.COMMANDS.items():
+    components.command(name)(handled(command))
+app.add_typer(components, name="component")
 
 
 def main() -> None:

@@ -67,8 +67,8 @@ def run(
     from loopline import summary as run_summary
     from loopline.run_view import RunView
     from pipelines.engines import run_pipeline
-    from pipelines.executor import coerce_arguments
     from pipelines.ir import check_supported
+    from pipelines.scope import coerce_arguments
 
     settings = options.settings(ctx)
     ir = load_pipeline(pipeline, name=pipeline_name)
@@ -86,7 +86,11 @@ def run(
         arguments["model_name"] = f"{Path(dataset).stem}-classifier"
     arguments.update(options.parse_params(param or []))
     check_supported(ir)
-    coerce_arguments(ir, arguments)
+    values = coerce_arguments(ir, arguments)
+    if {"arch", "pretrained"} & set(values):  # a bad backbone or weights file fails now
+        from components.transfer import preflight
+
+        preflight(values, settings)
     from components import engine_env
 
     engine_env.prepare_logs(settings)
@@ -118,16 +122,21 @@ def run(
         raise typer.Exit(1)
 
 
-def load_pipeline(source: str, target: str = "cpu", name: str | None = None):
-    from pipelines import catalog, cluster
+def load_pipeline(
+    source: str, target: str = "cpu", name: str | None = None, *, write_lock: bool = False
+):
+    """The pipeline's IR. A .py file's catalog components follow its lock file
+    (loopline.catalog.lock); ``write_lock`` pins what they resolved to."""
+    from loopline.catalog.lock import pinning
+    from pipelines import builtin, cluster
     from pipelines.ir import load
 
     path = Path(source)
-    if source not in catalog.PIPELINES and not (
+    if source not in builtin.PIPELINES and not (
         path.suffix in {".py", ".yaml", ".yml"} and path.exists()
     ):
         raise typer.BadParameter(
-            f"{source!r} is not a built-in pipeline ({', '.join(catalog.PIPELINES)}), "
+            f"{source!r} is not a built-in pipeline ({', '.join(builtin.PIPELINES)}), "
             "nor an existing .py or .yaml file",
             param_hint="PIPELINE",
         )
@@ -135,11 +144,19 @@ def load_pipeline(source: str, target: str = "cpu", name: str | None = None):
         raise typer.BadParameter(
             "--pipeline picks one of a .py file's pipelines", param_hint="--pipeline"
         )
-    if source in catalog.PIPELINES:
-        return load(catalog.get(source, target))
+    if source in builtin.PIPELINES:
+        return load(builtin.get(source, target))
     if path.suffix == ".py":
-        with cluster.target(target):  # its tasks that call with_settings get the target's
-            return load(source, name=name)
+        # its tasks that call with_settings get the target's
+        with cluster.target(target), pinning(path) as pins:
+            ir = load(source, name=name)
+        for warning in pins.warnings:
+            console.print(f"[yellow]warning[/]: {warning}", markup=True, soft_wrap=True)
+        if write_lock and (written := pins.write()):
+            _record_uses(written, {k: v["version"] for k, v in pins.used.items()})
+            pinned = ", ".join(f"{k} {v['version']}" for k, v in pins.used.items())
+            console.print(f"pinned {pinned} in {written}", markup=False)
+        return ir
     if target != "cpu":
         raise typer.BadParameter(
             f"{source} is compiled IR, which keeps the target it was compiled for; "
@@ -159,8 +176,17 @@ def compile_(
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
     from pipelines.compile import write_ir
 
-    ir = load_pipeline(pipeline, target, pipeline_name)
+    ir = load_pipeline(pipeline, target, pipeline_name, write_lock=True)
     console.print(f"wrote {write_ir(ir, output)}")
+
+
+def _record_uses(lock: Path, pins: dict[str, str]) -> None:
+    """The catalog page lists the pipelines that pin each component."""
+    from components.settings import load_settings
+    from loopline import catalog
+
+    with catalog.opened(load_settings()) as store:
+        store.record_uses(str(lock.resolve()), pins)
 
 
 def schedule(
@@ -189,7 +215,7 @@ def schedule(
     """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run."""
     from datetime import timedelta
 
-    from pipelines.executor import coerce_arguments
+    from pipelines.scope import coerce_arguments
 
     if (cron is None) == (every is None):
         raise typer.BadParameter(

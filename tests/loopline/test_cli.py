@@ -102,3 +102,31 @@ def test_serve_with_a_bad_key_file_exits_2_at_once_naming_it(home, monkeypatch, 
     monkeypatch.setenv("LOOPLINE_API_KEY_FILE", str(tmp_path / "empty"))
     empty = runner.invoke(app, ["serve", "--port", "1"])
     assert empty.exit_code == 2 and "is empty" in empty.output
+
+
+def test_bad_transfer_parameters_exit_2_before_the_pipeline_runs(home, tmp_path):
+    """An unknown architecture, weights of another architecture and a pickle that is not
+    weights-only: each exits 2 naming the problem, and nothing runs (no run folder)."""
+    import pickle
+
+    from safetensors.torch import save_file
+
+    from components.model_spec import ModelSpec
+    from components.models import build_model
+
+    other = build_model(ModelSpec(arch="resnet50", input_shape=[3, 32, 32], num_classes=2))
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()},
+              str(tmp_path / "r50.safetensors"))  # fmt: skip
+    (tmp_path / "bad.pt").write_bytes(pickle.dumps({"fc.weight": print}))
+    cases = [
+        (["--param", "arch=resnet152"], "is not an architecture"),
+        (["--param", "arch=resnet18", "--param", f"pretrained={tmp_path / 'r50.safetensors'}"],
+         "does not match resnet18: "),
+        (["--param", "arch=resnet18", "--param", f"pretrained={tmp_path / 'bad.pt'}"],
+         "not a weights-only file"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = runner.invoke(app, ["run", "training", *args])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()), result.output
+    assert not (home / "artifacts").exists(), "a pipeline ran"

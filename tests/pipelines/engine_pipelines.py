@@ -38,10 +38,14 @@ def fail_if_present(x: int, marker: str) -> int:
 
 
 @dsl.component
-def crash():
+def crash(how: str):
+    """Dies without a Python exception: the kernel's OOM killer sends SIGKILL."""
     import os
+    import signal
 
-    os._exit(3)  # dies without a Python exception, like a segfault or OOM kill
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), {"segfault": signal.SIGSEGV, "oom-kill": signal.SIGKILL}[how])
 
 
 @dsl.component
@@ -76,11 +80,6 @@ def failing(marker: str, x: int = 2) -> int:
 
 
 @dsl.pipeline
-def crashing():
-    crash()
-
-
-@dsl.pipeline
 def scoring():
     score()
 
@@ -93,6 +92,13 @@ def foreign_image():
 @dsl.component
 def touch(path: str):
     open(path, "w").close()
+
+
+@dsl.pipeline
+def crashing(how: str, cleaned: str):
+    final = touch(path=cleaned)
+    with dsl.ExitHandler(final):
+        crash(how=how)
 
 
 @dsl.pipeline

@@ -5,6 +5,8 @@ from typing import List  # noqa: UP035  (KFP reads typing.List annotations)
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
+from tests.pipelines.artifact_types import BQTable
+
 
 @dsl.component
 def add(a: int, b: int) -> int:
@@ -240,6 +242,59 @@ def artifact_metadata(rows: int = 3) -> str:
     return read_report(report=make_report(rows=rows).outputs["out"]).output
 
 
+@dsl.component
+def label(name: str, x: int) -> str:
+    return f"{name}{x}"
+
+
+@dsl.pipeline
+def branches_in_loop(threshold: int = 5) -> str:
+    """dsl.If/Elif/Else inside a loop: each item takes one branch; dsl.OneOf picks the
+    label of the branch that ran, and the labels fan in."""
+    with dsl.ParallelFor([1, 5, 9]) as item:
+        value = add(a=item, b=0)
+        with dsl.If(value.output < threshold):
+            low = label(name="low", x=item)
+        with dsl.Elif(value.output == threshold):
+            middle = label(name="mid", x=item)
+        with dsl.Else():
+            high = label(name="high", x=item)
+        picked = shout(message=dsl.OneOf(low.output, middle.output, high.output))
+    return words(texts=dsl.Collected(picked.output)).output
+
+
+@dsl.pipeline
+def several_exit_handlers(message: str = "bye") -> str:
+    """Two exit handlers, each guarding its own group."""
+    first_cleanup = shout(message="first")
+    with dsl.ExitHandler(first_cleanup):
+        add(a=1, b=2)
+    second_cleanup = shout(message="second")
+    with dsl.ExitHandler(second_cleanup):
+        add(a=3, b=4)
+    return join(a=message, b="done").output
+
+
+@dsl.component
+def make_table(rows: int, table: Output[BQTable]):
+    table.metadata.update(projectId="p", datasetId="d", tableId="t")
+    with open(table.path, "w") as fh:
+        fh.write("r" * rows)
+
+
+@dsl.component
+def read_table(table: Input[BQTable]) -> str:
+    with open(table.path) as fh:
+        size = len(fh.read())
+    return f"{type(table).__name__} {table.schema_title} {table.table_id} {size}"
+
+
+@dsl.pipeline
+def custom_types(rows: int = 4) -> str:
+    """A custom artifact type (a third-party class) reaches the next task as that class."""
+    return read_table(table=make_table(rows=rows).outputs["table"]).output
+
+
 FEATURES = {
     "chain": (chain, {"x": 3, "text": "parity"}),
     "branches": (branches, {"x": 5}),
@@ -253,4 +308,6 @@ FEATURES = {
     "item_fields": (item_fields, {"offset": 100}),
     "over_artifacts": (over_artifacts, {}),
     "artifact_metadata": (artifact_metadata, {"rows": 3}),
+    "branches_in_loop": (branches_in_loop, {"threshold": 5}),
+    "several_exit_handlers": (several_exit_handlers, {"message": "bye"}),
 }

@@ -5,8 +5,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 
-from pipelines.executor import InputError
 from pipelines.ir import UnsupportedPipeline
+from pipelines.scope import InputError
 from tests.pipelines import engine_pipelines as p
 from tests.pipelines.feature_pipelines import chain, uncached
 
@@ -102,9 +102,13 @@ def test_platform_image_container_component_runs_its_command(engine):
     assert result.outputs == {"Output": "hello"}
 
 
-def test_a_crashed_worker_fails_its_task_only(engine):
-    crashed = engine.run(p.crashing, {}, enable_cache=False)
+@pytest.mark.parametrize("how", ["exit", "segfault", "oom-kill"])
+def test_a_crashed_worker_fails_its_task_only_and_the_exit_handler_runs(engine, tmp_path, how):
+    cleaned = tmp_path / "cleaned"
+    crashed = engine.run(p.crashing, {"how": how, "cleaned": str(cleaned)}, enable_cache=False)
     assert not crashed.succeeded and "worker process running this component died" in crashed.error
+    assert crashed.failed_task == "exit-handler-1.crash"
+    assert cleaned.exists(), "the exit handler did not run after the crash"
     assert engine.run(chain, {"x": 1, "text": "after"}, enable_cache=False).succeeded
 
 
@@ -228,3 +232,45 @@ def test_final_status_sees_the_failure_and_ignore_upstream_failure_runs_after_it
     )
     assert fine.succeeded, fine.error
     assert json.loads(report.read_text())["state"] == "SUCCEEDED"
+
+
+def test_if_elif_else_inside_a_loop_takes_one_branch_per_item(engine):
+    """Also compared with kfp.local in test_parity; here each item's branch is checked."""
+    from tests.pipelines.feature_pipelines import branches_in_loop
+
+    result = engine.run(branches_in_loop, {"threshold": 5}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.outputs == {"Output": "HIGH9,LOW1,MID5"}
+    ran = {r.name for r in result.records if r.status == "succeeded" and ".condition-" in r.name}
+    prefix = "for-loop-2[{}].condition-branches-3."
+    assert ran == {
+        prefix.format(0) + "condition-4.label",  # 1 < 5: If
+        prefix.format(1) + "condition-5.label-2",  # 5 == 5: Elif
+        prefix.format(2) + "condition-6.label-3",  # 9: Else
+    }
+
+
+def test_several_exit_handlers_each_run_once(engine):
+    from tests.pipelines.feature_pipelines import several_exit_handlers
+
+    result = engine.run(several_exit_handlers, {"message": "bye"}, enable_cache=False)
+    assert result.succeeded, result.error
+    assert result.task_outputs["shout"] == {"Output": "FIRST"}
+    assert result.task_outputs["shout-2"] == {"Output": "SECOND"}
+    assert sorted(r.name for r in result.records) == [
+        "exit-handler-1.add", "exit-handler-2.add-2", "join", "shout", "shout-2"
+    ]  # fmt: skip
+
+
+def test_a_custom_artifact_type_reaches_the_next_task_as_its_class(engine):
+    """kfp.local hands the next task a plain Artifact (its helpers are gone, so the task
+    fails there): the expected output is written here. A cache hit keeps the type too."""
+    from tests.pipelines.feature_pipelines import custom_types
+
+    expected = {"Output": "BQTable google.BQTable p.d.t 4"}
+    first = engine.run(custom_types, {"rows": 4})
+    assert first.succeeded, first.error
+    assert first.outputs == expected
+    again = engine.run(custom_types, {"rows": 4})
+    assert again.succeeded and all(r.cached for r in again.records), again.records
+    assert again.outputs == expected
