@@ -29,7 +29,7 @@ def test_seed_mlp_is_dense_128_with_dropout_02():
 def test_spec_errors_say_what_to_use():
     with pytest.raises(ValueError, match="use one of mlp, cnn, tabular_mlp"):
         ModelSpec(arch="resnet", input_shape=[4], num_classes=2)
-    with pytest.raises(ValueError, match="--model tabular_mlp"):
+    with pytest.raises(ValueError, match="--arch tabular_mlp"):
         ModelSpec(arch="cnn", input_shape=[30], num_classes=2)
 
 
