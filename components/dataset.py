@@ -63,7 +63,9 @@ def write_dataset(folder: Path, schema: DatasetSchema, splits: dict[str, Split])
     for name, split in splits.items():
         frame = pd.DataFrame(split.x, columns=schema.features)
         frame[LABEL] = split.y
-        frame.to_parquet(folder / f"{name}.parquet", index=False)
+        # Row groups of about 16 MB: a streamed read holds one at a time (components.streaming).
+        rows = max(1024, (16 << 20) // (4 * max(len(schema.features), 1)))
+        frame.to_parquet(folder / f"{name}.parquet", index=False, row_group_size=rows)
     (folder / "schema.json").write_text(schema.to_json())
 
 

@@ -51,16 +51,29 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarr
 
 
 def evaluate(model: nn.Module, split: Split, classes: list[str]) -> Evaluation:
-    predicted = predict(model, split.x)
+    return scores(split.y, predict(model, split.x), classes)
+
+
+def evaluate_chunks(model: nn.Module, chunks, classes: list[str]) -> Evaluation:
+    """The same scores over (x, y) chunks (``components.streaming``): only the labels and
+    predictions are held, never the features."""
+    truth, predicted = [], []
+    for x, y in chunks:
+        truth.append(y)
+        predicted.append(predict(model, x))
+    return scores(np.concatenate(truth), np.concatenate(predicted), classes)
+
+
+def scores(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> Evaluation:
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
-        split.y, predicted, labels=labels, zero_division=0
+        truth, predicted, labels=labels, zero_division=0
     )
     macro = precision_recall_fscore_support(
-        split.y, predicted, labels=labels, average="macro", zero_division=0
+        truth, predicted, labels=labels, average="macro", zero_division=0
     )
     return Evaluation(
-        accuracy=float(accuracy_score(split.y, predicted)),
+        accuracy=float(accuracy_score(truth, predicted)),
         macro_precision=float(macro[0]),
         macro_recall=float(macro[1]),
         macro_f1=float(macro[2]),
@@ -73,9 +86,9 @@ def evaluate(model: nn.Module, split: Split, classes: list[str]) -> Evaluation:
             }
             for i, name in enumerate(classes)
         },
-        confusion_matrix=confusion_matrix(split.y, predicted, labels=labels).tolist(),
+        confusion_matrix=confusion_matrix(truth, predicted, labels=labels).tolist(),
         classes=classes,
-        samples=len(split.y),
+        samples=len(truth),
     )
 
 

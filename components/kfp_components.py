@@ -97,7 +97,7 @@ def train(
     patience: int = 5,
     seed: int = 0,
     amp: bool = True,
-    workers: int = 2,
+    workers: int = -1,
     pretrained: str = "",
     freeze: str = "none",
     probe_epochs: int = 0,
@@ -122,7 +122,8 @@ def train(
         patience: Epochs without improvement before stopping.
         seed: Seed for initialisation and shuffling.
         amp: Mixed precision on CUDA.
-        workers: Ray Train workers; 0 trains in-process.
+        workers: Ray Train workers; 0 trains in-process; -1 chooses (in-process on one
+            machine, 2 on a Ray cluster).
         pretrained: Backbone weights: a file or folder, or models:/NAME/VERSION.
         freeze: What stays frozen after the probe: backbone, none or until:<layer>.
         probe_epochs: Epochs that train the new head alone before fine-tuning.

@@ -39,6 +39,8 @@ class Settings:
     prefect_idle_s: float = 600.0
     train_max_failures: int = 2  # worker-group restarts from the last checkpoint, per run
     train_gpu: bool | None = None  # None: train on GPUs when the machine or Ray cluster has them
+    # Splits larger than this (read whole, float32) are streamed from Parquet (components.streaming)
+    train_memory_mb: int = 2048
     # Base images a catalog component may use besides the platform image's (comma-separated)
     allowed_images: tuple[str, ...] = ()
 
@@ -119,6 +121,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         train_max_failures=_count(env, "LOOPLINE_TRAIN_MAX_FAILURES", 2),
         train_gpu=_switch(env, "LOOPLINE_TRAIN_GPU"),
         ray_storage_uri=env.get("LOOPLINE_RAY_STORAGE") or None,
+        train_memory_mb=_count(env, "LOOPLINE_TRAIN_MEMORY_MB", 2048),
         allowed_images=tuple(
             i.strip() for i in env.get("LOOPLINE_ALLOWED_IMAGES", "").split(",") if i.strip()
         ),

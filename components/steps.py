@@ -119,7 +119,8 @@ def train_step(
     settings: Settings,
     use_gpu: bool | None = None,
 ) -> dict:
-    """Train on ``workers`` Ray workers (0: in this process, without Ray) into ``out``."""
+    """Train on ``workers`` Ray workers (0: in this process, without Ray; -1: choose, see
+    :func:`auto_workers`) into ``out``."""
     from components.dataset import read_schema
     from components.registry import Registry
     from components.training import BEST
@@ -129,6 +130,9 @@ def train_step(
     schema = read_schema(dataset)
     spec = config.spec_for(schema)
     data_hash = lineage.content_hash(dataset)
+    if workers < 0:
+        workers = auto_workers(settings, use_gpu)
+    config = dataclasses.replace(config, memory_mb=settings.train_memory_mb)
     params = {**asdict(config), "arch": spec.arch, "workers": workers}
     inputs = {"dataset": data_hash}
     if config.pretrained:  # resolved here: workers get a local file, lineage its digest
@@ -190,25 +194,42 @@ def train_step(
     return {k: v for k, v in summary.items() if k != "history"}
 
 
+def auto_workers(settings: Settings, use_gpu: bool | None) -> int:
+    """How many Ray workers a training gets when the user leaves it to loopline.
+
+    One process is enough on one machine with at most one GPU: data-parallel workers
+    there split the same cores, and Ray's start-up (5–8 s) and per-epoch reports cost more
+    than they give (benchmarks/train_overhead). So it trains in-process, as fast as a plain
+    PyTorch loop. A Ray cluster (``LOOPLINE_RAY_ADDRESS``) gets 2 workers, and a machine
+    with several GPUs one worker per GPU.
+    """
+    if settings.ray_address:
+        return 2
+    if use_gpu is False:
+        return 0
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return gpus if gpus > 1 else 0
+
+
 def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> None:
     """What travels with the model: its input schema (serving validates requests against
     it), a sample of its training data (the drift reference for monitoring) and its
     guardrail set (held-out rows the gate checks later challengers on)."""
     import pandas as pd
 
-    from components.dataset import read_frame, read_schema
+    from components.dataset import read_schema
+    from components.streaming import sample_rows
 
     schema = read_schema(dataset)
     if spec is not None and spec.normalization:
         schema.preprocessing = {"value_range": spec.value_range, "input_size": spec.input_size,
                                 "channels": 3, "normalization": spec.normalization}  # fmt: skip
     (out / INPUT_SCHEMA).write_text(schema.to_json())
-    train = read_frame(dataset, "train")
-    train.sample(n=min(len(train), REFERENCE_ROWS), random_state=seed).to_parquet(
-        out / REFERENCE, index=False
-    )
+    sample_rows(dataset, "train", REFERENCE_ROWS, seed).to_parquet(out / REFERENCE, index=False)
     # This run's test rows, plus the guardrail a retraining inherited from its champion.
-    held_out = [read_frame(dataset, "test")]
+    held_out = [sample_rows(dataset, "test", GUARDRAIL_ROWS, seed)]
     if (dataset / GUARDRAIL).exists():
         held_out.append(pd.read_parquet(dataset / GUARDRAIL))
     guardrail = pd.concat(held_out, ignore_index=True)
@@ -234,9 +255,11 @@ def _train_in_process(
 def evaluate_step(
     model: Path, dataset: Path, out: Path, *, run_id: str, settings: Settings
 ) -> dict:
+    from components import streaming
     from components.dataset import read_schema, read_split
     from components.evaluation import (
         evaluate,
+        evaluate_chunks,
         html_report,
         plot_confusion_matrix,
         plot_training_curves,
@@ -246,7 +269,10 @@ def evaluate_step(
 
     net, spec = load_model(model)
     schema = read_schema(dataset)
-    result = evaluate(net, read_split(dataset, "test", schema), schema.classes)
+    if streaming.in_memory_bytes(dataset, "test", schema) > settings.train_memory_mb * 2**20:
+        result = evaluate_chunks(net, streaming.chunks(dataset, "test", schema), schema.classes)
+    else:
+        result = evaluate(net, read_split(dataset, "test", schema), schema.classes)
     training = json.loads((model / TRAINING).read_text())
     out.mkdir(parents=True, exist_ok=True)
     (out / EVALUATION).write_text(result.to_json())

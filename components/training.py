@@ -25,7 +25,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from components import progress
 from components.augment import random_affine
@@ -59,6 +58,10 @@ class TrainConfig:
     probe_epochs: int = 0  # epochs training the head alone before fine-tuning
     backbone_lr_scale: float = 1.0  # the backbone learns at lr × this
     input_size: int = 0  # the side images are resized to; 0: the backbone's (224)
+    # Data larger than memory (components.streaming): "on", "off", or "auto": stream when
+    # the train and val splits, read whole, would take more than memory_mb.
+    stream: str = "auto"
+    memory_mb: int = 2048
 
     def __post_init__(self) -> None:
         problems = [
@@ -72,6 +75,8 @@ class TrainConfig:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.probe_epochs < 0 or self.input_size < 0 or self.backbone_lr_scale < 0:
             problems.append("probe_epochs, input_size and backbone_lr_scale must be >= 0")
+        if self.stream not in ("auto", "on", "off"):
+            problems.append(f"stream must be auto, on or off, got {self.stream!r}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -151,14 +156,7 @@ def fit(
     state, best = _restore(session.latest_checkpoint(), model, optimizer)
     model = session.prepare_model(model, partly_frozen=transfer.freezes)
 
-    train = read_split(data_dir, "train", schema)
-    val = read_split(data_dir, "val", schema)
-    train_set = TensorDataset(torch.from_numpy(train.x), torch.from_numpy(train.y))
-    sampler = DistributedSampler(
-        train_set, num_replicas=session.world_size, rank=session.rank, seed=config.seed
-    )
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler)
-    val_x, val_y = _shard(val.x, val.y, session)
+    loader, val = _data(config, data_dir, schema, session)
     augment = config.augment and schema.kind == "image"
     amp = _amp(config, session.device)
     logger = _MetricLogger(mlflow_run_id, tracking_uri) if session.rank == 0 else None
@@ -166,13 +164,13 @@ def fit(
     bar = session.progress(config.epochs, state.epoch)
     while state.epoch < config.epochs and not state.stopped_early:
         torch.manual_seed(config.seed * 100_003 + state.epoch * 101 + session.rank)
-        sampler.set_epoch(state.epoch)
+        loader.set_epoch(state.epoch)
         started = time.perf_counter()
         frozen = transfer.frozen(state.epoch)
         train_loss, train_acc, seen = _train_epoch(
             model, loader, optimizer, session, amp, spec if augment else None, frozen
         )
-        val_loss, val_acc, _ = _evaluate(model, val_x, val_y, session, amp)
+        val_loss, val_acc, _ = _evaluate(model, val, session, amp)
         metrics = {
             "epoch": state.epoch,
             "train_loss": train_loss,
@@ -217,24 +215,28 @@ def _train_epoch(
         amp.scaler.scale(loss).backward()
         amp.scaler.step(optimizer)
         amp.scaler.update()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        # Summed on the device: no host round trip per batch.
+        total_loss = total_loss + loss.detach().float() * len(y)
+        correct = correct + (logits.argmax(1) == y).sum()
         seen += len(y)
-    loss_sum, correct, seen = _all_reduce([total_loss, correct, seen], session)
-    return loss_sum / seen, correct / seen, int(seen)
+    loss_sum, correct, seen = _all_reduce([float(total_loss), float(correct), seen], session)
+    return loss_sum / max(seen, 1), correct / max(seen, 1), int(seen)
 
 
 @torch.no_grad()
-def _evaluate(model, x, y, session, amp) -> tuple[float, float, int]:
+def _evaluate(model, val, session, amp) -> tuple[float, float, int]:
+    """Loss and accuracy over this rank's share of ``val()`` batches, summed over ranks."""
     model.eval()
     loss_sum = correct = 0.0
-    for xb, yb in zip(torch.split(x, 1024), torch.split(y, 1024), strict=True):
+    n = 0
+    for xb, yb in val():
         xb, yb = xb.to(session.device), yb.to(session.device)
         with torch.autocast(session.device.type, dtype=amp.dtype, enabled=amp.enabled):
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
-    loss_sum, correct, n = _all_reduce([loss_sum, correct, len(y)], session)
+        n += len(yb)
+    loss_sum, correct, n = _all_reduce([loss_sum, correct, n], session)
     return loss_sum / max(n, 1), correct / max(n, 1), int(n)
 
 
@@ -280,9 +282,54 @@ class _Transfer:
         return parameter_groups(model, lr, self.config.backbone_lr_scale)
 
 
-def _shard(x: np.ndarray, y: np.ndarray, session: TrainSession) -> tuple[torch.Tensor, ...]:
-    part = slice(session.rank, None, session.world_size)
-    return torch.from_numpy(x[part]), torch.from_numpy(y[part])
+def _data(config: TrainConfig, data_dir: Path, schema: DatasetSchema, session: TrainSession):
+    """The train batches (with ``set_epoch``) and a callable giving this rank's validation
+    batches: read whole, or streamed from Parquet when they would not fit the budget."""
+    from components import streaming
+
+    rank, world = session.rank, session.world_size
+    budget = config.memory_mb * 2**20
+    size = sum(streaming.in_memory_bytes(data_dir, s, schema) for s in ("train", "val"))
+    if config.stream == "on" or (config.stream == "auto" and size > budget):
+        train = streaming.TrainStream(data_dir, schema, config.batch_size, rank=rank,
+                                      world=world, seed=config.seed)  # fmt: skip
+
+        def val():
+            for x, y in streaming.chunks(data_dir, "val", schema, rank=rank, world=world):
+                yield torch.from_numpy(x), torch.from_numpy(y)
+
+        return train, val
+    train_split = read_split(data_dir, "train", schema)
+    val_split = read_split(data_dir, "val", schema)
+    part = slice(rank, None, world)
+    val_x, val_y = torch.from_numpy(val_split.x[part]), torch.from_numpy(val_split.y[part])
+    batches = _InMemoryBatches(train_split.x, train_split.y, config.batch_size, rank=rank,
+                               world=world, seed=config.seed)  # fmt: skip
+    return batches, lambda: zip(torch.split(val_x, 1024), torch.split(val_y, 1024), strict=True)
+
+
+class _InMemoryBatches:
+    """Shuffled batches of this rank's share of in-memory rows, cut by indexing the whole
+    tensors (as a plain loop does), not collated row by row. As DistributedSampler does,
+    each rank gets the same number of rows; the first ones repeat to even them out."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, rank: int,
+                 world: int, seed: int):  # fmt: skip
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.y), generator=generator)
+        per_rank = -(-len(order) // self.world)
+        order = torch.cat([order, order[: per_rank * self.world - len(order)]])
+        mine = order[self.rank :: self.world]
+        for batch in mine.split(self.batch_size):
+            yield self.x[batch], self.y[batch]
 
 
 def _all_reduce(values: list[float], session: TrainSession) -> list[float]:

@@ -52,7 +52,7 @@ def training(
     dropout: float = 0.2,
     augment: bool = True,
     patience: int = 5,
-    workers: int = 2,
+    workers: int = -1,  # -1: in-process on one machine, Ray workers on a cluster
     seed: int = 0,
     min_samples_per_class: int = 100,
     min_class_ratio: float = 0.5,

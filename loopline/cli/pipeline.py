@@ -48,7 +48,12 @@ def run(
         int | None, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=0, help="Ray Train workers; 0 trains in-process without Ray.")
+        str | None,
+        typer.Option(
+            help="Ray Train workers, 0 (in-process, without Ray) or auto: in-process on one "
+            "machine, 2 workers on a Ray cluster (LOOPLINE_RAY_ADDRESS). [default: auto]",
+            metavar="N|auto",
+        ),
     ] = None,
     arch: Annotated[Arch | None, typer.Option(help="Model architecture.")] = None,
     model: ModelName = None,
@@ -76,7 +81,7 @@ def run(
         "dataset": options.dataset(dataset) if dataset is not None else None,
         "label_column": label_column,
         "epochs": epochs,
-        "workers": workers,
+        "workers": _workers(workers) if workers is not None else None,
         "arch": arch.value if arch is not None else None,
         "model": model,
         "seed": seed,
@@ -120,6 +125,15 @@ def run(
     if not result.succeeded:
         console.print(f"[red]pipeline {ir.name} failed[/]: {first_line(result.error)}")
         raise typer.Exit(1)
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        return -1
+    if not value.isdigit():
+        raise typer.BadParameter(f"{value!r} is neither a number of workers nor auto",
+                                 param_hint="--workers")  # fmt: skip
+    return int(value)
 
 
 def load_pipeline(
