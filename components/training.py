@@ -195,10 +195,10 @@ def fit(
 
 
 def _train_epoch(
-    model, loader, optimizer, session, amp, augment_spec, frozen=()
+    model, loader, optimizer, session, amp, augment_spec, frozen=None
 ) -> tuple[float, float, int]:
     model.train()
-    if frozen:
+    if frozen is not None:  # a backbone: () unfreezes what a probe epoch froze
         from components.transfer import set_frozen
 
         set_frozen(unwrap(model), frozen)
@@ -269,9 +269,9 @@ class _Transfer:
     def freezes(self) -> bool:
         return self.backbone and (self.config.probe_epochs > 0 or bool(self.after_probe))
 
-    def frozen(self, epoch: int) -> tuple[str, ...]:
+    def frozen(self, epoch: int) -> tuple[str, ...] | None:
         if not self.backbone:
-            return ()
+            return None
         return self.all if epoch < self.config.probe_epochs else self.after_probe
 
     def groups(self, model: nn.Module, lr: float):

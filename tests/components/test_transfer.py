@@ -164,6 +164,23 @@ def test_a_frozen_backbone_keeps_its_weights_and_the_new_head_learns(tmp_path):
     assert after["fc.weight"].shape == (3, 512)  # a new head for the 3 classes
 
 
+def test_after_the_probe_epochs_the_backbone_learns_too(tmp_path):
+    from safetensors.torch import load_file
+
+    from components.training import CURRENT, LocalSession, fit
+
+    data = digits(tmp_path / "data", [5, 6, 7], train_per_class=10)
+    save_backbone(tmp_path / "w.safetensors")
+    before = load_file(str(tmp_path / "w.safetensors"))
+    config = TrainConfig(**{**BACKBONE, "epochs": 2, "probe_epochs": 1,
+                            "pretrained": str(tmp_path / "w.safetensors")})  # fmt: skip
+    fit(config, data, LocalSession(tmp_path / "run"))
+    first, second = sorted((tmp_path / "run").glob("checkpoint_*"))
+    probed, tuned = load_file(str(first / CURRENT)), load_file(str(second / CURRENT))
+    assert torch.equal(probed["layer4.1.conv2.weight"], before["layer4.1.conv2.weight"])
+    assert not torch.equal(tuned["layer4.1.conv2.weight"], before["layer4.1.conv2.weight"])
+
+
 def test_freeze_rules_freeze_stages_in_order():
     assert frozen_stages("none") == ()
     assert frozen_stages("until:layer2") == ("conv1", "bn1", "layer1", "layer2")
