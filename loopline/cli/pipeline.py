@@ -92,7 +92,9 @@ def run(
     arguments.update(options.parse_params(param or []))
     check_supported(ir)
     values = coerce_arguments(ir, arguments)
-    if {"arch", "pretrained"} & set(values):  # a bad backbone or weights file fails now
+    from pipelines.builtin import PIPELINES
+
+    if pipeline in PIPELINES:  # a bad architecture or weights file fails now, not in train
         from components.transfer import preflight
 
         preflight(values, settings)
