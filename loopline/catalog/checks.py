@@ -20,9 +20,10 @@ from components.settings import Settings
 from loopline.catalog.folder import META, SOURCE, ComponentFolder, probe
 
 # Input names that carry credentials: they must come from a Kubernetes Secret instead.
+# A bare "key" only as the whole name: sort_key or partition_key are not secrets.
 SECRET = re.compile(
     r"(^|_)(token|password|passwd|secret|credentials?|"
-    r"(api|access|secret|private|ssh|signing|encryption)_?key|key)($|_)",
+    r"(api|access|secret|private|ssh|signing|encryption)_?key)($|_)|^key$",
     re.IGNORECASE,
 )
 ORDER = ("typed", "documented", "no_secret_inputs", "side_effects", "compiles", "pinned",

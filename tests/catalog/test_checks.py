@@ -134,3 +134,13 @@ def test_a_malformed_folder_is_refused_before_any_check(tmp_path, source, meta, 
 def test_a_folder_without_component_py_says_how_to_make_one(tmp_path):
     with pytest.raises(MalformedComponent, match="loopline component new NAME"):
         read(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [("api_token", True), ("db_password", True), ("aws_secret_access_key", True), ("key", True),
+     ("apikey", True), ("credentials", True), ("sort_key", False), ("tokenizer", False),
+     ("passage", False), ("keys_to_keep", False)],
+)  # fmt: skip
+def test_secret_looking_names_and_their_false_friends(name, secret):
+    assert bool(checks.SECRET.search(name)) is secret
