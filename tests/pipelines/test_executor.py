@@ -274,3 +274,17 @@ def test_a_custom_artifact_type_reaches_the_next_task_as_its_class(engine):
     again = engine.run(custom_types, {"rows": 4})
     assert again.succeeded and all(r.cached for r in again.records), again.records
     assert again.outputs == expected
+
+
+def test_concurrent_runs_share_the_cache_and_never_each_others_folders(engine):
+    """Three runs at once, one cache: the issue saw a cache file vanish under a nested-loop
+    pipeline in 1 run of 4. Every run must succeed with the right output, in its own folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.pipelines.feature_pipelines import nested_fan_in
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: engine.run(nested_fan_in, {}), range(3)))
+    assert all(r.succeeded for r in results), [r.error for r in results]
+    assert all(r.outputs == {"Output": "129 6 129 2"} for r in results)
+    assert len({r.run_dir for r in results}) == 3
