@@ -136,10 +136,9 @@ def train_step(
     params = {**asdict(config), "arch": spec.arch, "workers": workers}
     inputs = {"dataset": data_hash}
     if config.pretrained:  # resolved here: workers get a local file, lineage its digest
-        from components.transfer import preflight
+        from components.transfer import resolve  # fit checks them against the backbone
 
-        weights = preflight({"arch": spec.arch, "freeze": config.freeze,
-                             "pretrained": config.pretrained}, settings)  # fmt: skip
+        weights = resolve(config.pretrained, settings)
         params |= {"pretrained_digest": weights.digest}
         inputs["pretrained"] = f"{weights.source} sha256:{weights.digest}"
         config = dataclasses.replace(config, pretrained=str(weights.path))

@@ -103,7 +103,6 @@ class TrainStream(IterableDataset):
             self.batches = math.ceil(per_rank[0] / batch_size)
         else:  # equal steps on every rank
             self.batches = min(per_rank) // batch_size
-        self.rows = sum(sizes)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

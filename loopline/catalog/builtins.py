@@ -84,8 +84,9 @@ def publish(settings: Settings, engine=None) -> list[tuple[str, str]]:
     from loopline.catalog.versions import Version
 
     with catalog.opened(settings) as store:
-        done = {f.name: _published(store, f) for f in folders(settings, engine)}
-        pending = [f for f in folders(settings, engine) if not done[f.name]]
+        found = folders(settings, engine)
+        done = {f.name: _published(store, f) for f in found}
+        pending = [f for f in found if not done[f.name]]
         reports = {f.name: _checked(f, settings, engine) for f in pending}  # all, or none
         for folder in pending:
             catalog.publish_checked(store, folder, Version.parse(VERSION),

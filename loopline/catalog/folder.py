@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import getpass
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from components.errors import UsageError
 from components.images import platform
+from loopline.catalog.versions import name_problem
 
 SOURCE = "component.py"
 META = "component.toml"
@@ -85,10 +85,8 @@ def read(path: str | Path) -> ComponentFolder:
     meta = _meta(folder)
     function = functions[0]
     name = meta.get("name") or function.name.replace("_", "-")
-    if not re.match(r"^[a-z][a-z0-9-]*$", str(name)):
-        raise MalformedComponent(
-            f"{folder / META}: name {name!r} must be lower-case letters, digits and hyphens"
-        )
+    if problem := name_problem(name):
+        raise MalformedComponent(f"{folder / META}: {problem}")
     example = meta.get("example", {})
     return ComponentFolder(
         path=folder,
@@ -237,11 +235,8 @@ In a pipeline: `from loopline import catalog` then `{function} = catalog.load("{
 
 
 def scaffold(name: str, parent: Path, owner: str | None = None) -> Path:
-    if not re.match(r"^[a-z][a-z0-9-]*$", name):
-        raise UsageError(
-            f"{name!r} is not a component name; use lower-case letters, digits and hyphens, "
-            f"starting with a letter (for example normalize-features)"
-        )
+    if problem := name_problem(name):
+        raise UsageError(problem)
     folder = parent / name
     if folder.exists():
         raise UsageError(f"{folder} already exists; choose another name or remove it")
