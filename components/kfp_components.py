@@ -10,6 +10,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
+from components import hyperparameters
 from components.images import PLATFORM_IMAGE
 
 component = dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
@@ -81,80 +82,32 @@ def validate_data(
     )
 
 
-@component
-def train(
+# The train component's source is written from the hyper-parameters, which are defined
+# once, in TrainConfig (components.hyperparameters says why it is text).
+_TRAIN = '''def train(
     dataset: Input[Dataset],
     model: Output[Model],
     model_name: str,
-    arch: str = "auto",
-    epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 0.001,
-    weight_decay: float = 0.0001,
-    dropout: float = 0.2,
-    hidden: int = 128,
-    augment: bool = True,
-    patience: int = 5,
-    seed: int = 0,
-    amp: bool = True,
-    workers: int = -1,
-    pretrained: str = "",
-    freeze: str = "none",
-    probe_epochs: int = 0,
-    backbone_lr_scale: float = 1.0,
-    input_size: int = 0,
+{parameters}
     run_id: str = "",
 ):
-    """Train with Ray Train's TorchTrainer, early stopping, checkpoints and MLflow metrics.
+    """Train, in-process or on Ray Train's TorchTrainer, with early stopping, checkpoints
+    and MLflow metrics.
 
     Args:
         dataset: The validated splits.
         model: The trained weights (safetensors), model spec and training summary.
         model_name: The registered model it is trained for.
-        arch: The architecture: auto, or one of components.model_spec.ARCHITECTURES.
-        epochs: Maximum epochs; early stopping may end sooner.
-        batch_size: Rows per batch and worker.
-        lr: The learning rate.
-        weight_decay: AdamW's weight decay.
-        dropout: Dropout before the classifier.
-        hidden: Width of the hidden layer.
-        augment: Whether image data is augmented.
-        patience: Epochs without improvement before stopping.
-        seed: Seed for initialisation and shuffling.
-        amp: Mixed precision on CUDA.
-        workers: Ray Train workers; 0 trains in-process; -1 chooses (in-process on one
-            machine, 2 on a Ray cluster).
-        pretrained: Backbone weights: a file or folder, or models:/NAME/VERSION.
-        freeze: What stays frozen after the probe: backbone, none or until:<layer>.
-        probe_epochs: Epochs that train the new head alone before fine-tuning.
-        backbone_lr_scale: The backbone learns at lr times this.
-        input_size: The side images are resized to for a backbone; 0 for its own (224).
+{arguments}
         run_id: The pipeline run, for the lineage.
     """
     from pathlib import Path
 
+    from components.hyperparameters import from_arguments
     from components.settings import load_settings
     from components.steps import train_step
-    from components.training import TrainConfig
 
-    config = TrainConfig(
-        arch=arch,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        dropout=dropout,
-        hidden=hidden,
-        augment=augment,
-        patience=patience,
-        seed=seed,
-        amp=amp,
-        pretrained=pretrained,
-        freeze=freeze,
-        probe_epochs=probe_epochs,
-        backbone_lr_scale=backbone_lr_scale,
-        input_size=input_size,
-    )
+    config, workers = from_arguments(locals())
     summary = train_step(
         Path(dataset.path),
         Path(model.path),
@@ -165,6 +118,17 @@ def train(
         settings=load_settings(),
     )
     model.metadata.update(summary)
+'''
+train = component(
+    hyperparameters.define(
+        _TRAIN.format(
+            parameters=hyperparameters.parameters_source(),
+            arguments=hyperparameters.arguments_doc(),
+        ),
+        "train",
+        globals(),
+    )
+)
 
 
 @component

@@ -15,7 +15,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -39,25 +39,37 @@ CURRENT = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
 
 
+def _hyper(default, help: str):
+    """A hyper-parameter: the train component and the training pipelines expose it as a
+    parameter, with this help (components.hyperparameters)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    arch: str = "auto"
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4  # L2 penalty through Adam's weight_decay
-    dropout: float = 0.2
-    hidden: int = 128
-    augment: bool = True  # images only
-    patience: int = 5  # epochs without val-loss improvement before stopping
-    seed: int = 0
-    amp: bool = True  # mixed precision, used only on CUDA
+    arch: str = _hyper(
+        "auto", "The architecture: auto, or one of components.model_spec.ARCHITECTURES."
+    )
+    epochs: int = _hyper(20, "Maximum epochs; early stopping may end sooner.")
+    batch_size: int = _hyper(64, "Rows per batch and worker.")
+    lr: float = _hyper(1e-3, "The learning rate.")
+    weight_decay: float = _hyper(1e-4, "The L2 penalty, through Adam's weight_decay.")
+    dropout: float = _hyper(0.2, "Dropout before the classifier.")
+    hidden: int = _hyper(128, "Width of the hidden layer.")
+    augment: bool = _hyper(True, "Whether image data is augmented.")
+    patience: int = _hyper(5, "Epochs without val-loss improvement before stopping.")
+    seed: int = _hyper(0, "Seed for initialisation, shuffling and the split.")
+    amp: bool = _hyper(True, "Mixed precision, used only on CUDA.")
     # Transfer learning (components.transfer); backbones only
-    pretrained: str = ""  # a weights file or folder, or models:/NAME/VERSION
-    freeze: str = "none"  # backbone, none or until:<layer>
-    probe_epochs: int = 0  # epochs training the head alone before fine-tuning
-    backbone_lr_scale: float = 1.0  # the backbone learns at lr × this
-    input_size: int = 0  # the side images are resized to; 0: the backbone's (224)
+    pretrained: str = _hyper("", "Backbone weights: a file or folder, or models:/NAME/VERSION.")
+    freeze: str = _hyper(
+        "none", "What stays frozen after the probe: backbone, none or until:<layer>."
+    )
+    probe_epochs: int = _hyper(0, "Epochs that train the new head alone before fine-tuning.")
+    backbone_lr_scale: float = _hyper(1.0, "The backbone learns at lr times this.")
+    input_size: int = _hyper(
+        0, "The side images are resized to for a backbone; 0 for its own (224)."
+    )
     # Data larger than memory (components.streaming): "on", "off", or "auto": stream when
     # the train and val splits, read whole, would take more than memory_mb.
     stream: str = "auto"
@@ -233,10 +245,11 @@ def _evaluate(model, val, session, amp) -> tuple[float, float, int]:
         xb, yb = xb.to(session.device), yb.to(session.device)
         with torch.autocast(session.device.type, dtype=amp.dtype, enabled=amp.enabled):
             logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
+        # Summed on the device, as in training: one host round trip per evaluation.
+        loss_sum = loss_sum + F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct = correct + (logits.argmax(1) == yb).sum()
         n += len(yb)
-    loss_sum, correct, n = _all_reduce([loss_sum, correct, n], session)
+    loss_sum, correct, n = _all_reduce([float(loss_sum), float(correct), n], session)
     return loss_sum / max(n, 1), correct / max(n, 1), int(n)
 
 
@@ -302,9 +315,12 @@ def _data(config: TrainConfig, data_dir: Path, schema: DatasetSchema, session: T
     train_split = read_split(data_dir, "train", schema)
     val_split = read_split(data_dir, "val", schema)
     part = slice(rank, None, world)
-    val_x, val_y = torch.from_numpy(val_split.x[part]), torch.from_numpy(val_split.y[part])
+    # On a GPU the splits move over once, as a plain loop does: no copy per batch.
+    device = session.device
+    val_x = torch.from_numpy(val_split.x[part]).to(device)
+    val_y = torch.from_numpy(val_split.y[part]).to(device)
     batches = _InMemoryBatches(train_split.x, train_split.y, config.batch_size, rank=rank,
-                               world=world, seed=config.seed)  # fmt: skip
+                               world=world, seed=config.seed, device=device)  # fmt: skip
     return batches, lambda: zip(torch.split(val_x, 1024), torch.split(val_y, 1024), strict=True)
 
 
@@ -314,8 +330,8 @@ class _InMemoryBatches:
     each rank gets the same number of rows; the first ones repeat to even them out."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, rank: int,
-                 world: int, seed: int):  # fmt: skip
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+                 world: int, seed: int, device: torch.device):  # fmt: skip
+        self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
         self.epoch = 0
 
@@ -327,7 +343,7 @@ class _InMemoryBatches:
         order = torch.randperm(len(self.y), generator=generator)
         per_rank = -(-len(order) // self.world)
         order = torch.cat([order, order[: per_rank * self.world - len(order)]])
-        mine = order[self.rank :: self.world]
+        mine = order[self.rank :: self.world].to(self.x.device)
         for batch in mine.split(self.batch_size):
             yield self.x[batch], self.y[batch]
 

@@ -8,6 +8,7 @@ decision.
 
 from kfp import dsl
 
+from components.hyperparameters import with_hyperparameters
 from components.kfp_components import validate_data
 from pipelines.cluster import with_settings
 from pipelines.retraining_data import assemble
@@ -19,24 +20,17 @@ from pipelines.training import RUN_ID, train_gate_package
     description="Retrain the champion on its reference data plus labelled production data; "
     "promote only if the challenger beats it on recent labelled data.",
 )
+# Retraining's own defaults: no augmentation, and training in-process (workers=0).
+@with_hyperparameters(augment=False, workers=0)
 def retraining(
     model_name: str = "digits-classifier",
     since: int = 0,
     trigger: str = "{}",
-    arch: str = "auto",
-    epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 0.001,
-    weight_decay: float = 0.0001,
-    dropout: float = 0.2,
-    augment: bool = False,
-    patience: int = 5,
-    workers: int = 0,
-    seed: int = 0,
     min_samples_per_class: int = 20,
     min_class_ratio: float = 0.3,
+    **train,
 ) -> dsl.Artifact:
-    data = assemble(model_name=model_name, since=since, trigger=trigger, seed=seed)
+    data = assemble(model_name=model_name, since=since, trigger=trigger, seed=train["seed"])
     data.set_caching_options(False)  # new labels arrive between runs
     checks = validate_data(
         dataset=data.outputs["dataset"],
@@ -45,8 +39,4 @@ def retraining(
         run_id=RUN_ID,
     )
     with_settings(data, checks)
-    return train_gate_package(
-        data.outputs["dataset"], checks, model_name=model_name, arch=arch, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,
-        augment=augment, patience=patience, seed=seed, workers=workers,
-    )  # fmt: skip
+    return train_gate_package(data.outputs["dataset"], checks, model_name=model_name, **train)

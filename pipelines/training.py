@@ -4,6 +4,7 @@ settings from the ``loopline-settings`` Secret on Kubeflow (:mod:`pipelines.clus
 
 from kfp import dsl
 
+from components.hyperparameters import with_hyperparameters
 from components.kfp_components import evaluate, ingest, register, train, validate_data
 from pipelines.cluster import with_settings
 from serving.package_step import package
@@ -36,34 +37,25 @@ def train_gate_package(dataset, checks, *, model_name, **train_params):
 
 @dsl.pipeline(
     name="training",
-    description="Ingest, validate, train on Ray, evaluate, register behind the champion gate, "
+    description="Ingest, validate, train on Ray, evaluate, register behind the gate, "
     "and package the new champion as a Bento.",
 )
+@with_hyperparameters()  # epochs, lr, arch, pretrained, workers, ...: TrainConfig's
 def training(
     dataset: str = "digits",
     model_name: str = "digits-classifier",
     label_column: str = "label",
     image_size: int = 28,
-    arch: str = "auto",
-    epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 0.001,
-    weight_decay: float = 0.0001,
-    dropout: float = 0.2,
-    augment: bool = True,
-    patience: int = 5,
-    workers: int = -1,  # -1: in-process on one machine, Ray workers on a cluster
-    seed: int = 0,
     min_samples_per_class: int = 100,
     min_class_ratio: float = 0.5,
-    pretrained: str = "",
-    freeze: str = "none",
-    probe_epochs: int = 0,
-    backbone_lr_scale: float = 1.0,
-    input_size: int = 0,
+    **train,
 ) -> dsl.Artifact:
     data = ingest(
-        source=dataset, label_column=label_column, image_size=image_size, seed=seed, run_id=RUN_ID
+        source=dataset,
+        label_column=label_column,
+        image_size=image_size,
+        seed=train["seed"],
+        run_id=RUN_ID,
     )
     checks = validate_data(
         dataset=data.outputs["dataset"],
@@ -72,10 +64,4 @@ def training(
         run_id=RUN_ID,
     )
     with_settings(data, checks)
-    return train_gate_package(
-        data.outputs["dataset"], checks, model_name=model_name, arch=arch, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,
-        augment=augment, patience=patience, seed=seed, workers=workers,
-        pretrained=pretrained, freeze=freeze, probe_epochs=probe_epochs,
-        backbone_lr_scale=backbone_lr_scale, input_size=input_size,
-    )  # fmt: skip
+    return train_gate_package(data.outputs["dataset"], checks, model_name=model_name, **train)

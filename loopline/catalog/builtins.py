@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
+import inspect
 import uuid
 from pathlib import Path
 
@@ -37,7 +39,7 @@ def folders(settings: Settings, engine=None) -> list[ComponentFolder]:
         source = path.read_text()
         functions = {f.name: f for f in component_functions(ast.parse(source))}
         for function, task in tasks.items():
-            node = functions[function]
+            node = functions.get(function) or _generated(relative, function)
             found.append(
                 ComponentFolder(
                     path=path.parent,
@@ -52,6 +54,14 @@ def folders(settings: Settings, engine=None) -> list[ComponentFolder]:
                 )  # fmt: skip
             )
     return found
+
+
+def _generated(relative: str, function: str) -> ast.FunctionDef:
+    """A component whose function is written from a template (the train component, from
+    the hyper-parameters): its text as KFP ships it."""
+    module = importlib.import_module(relative.removesuffix(".py").replace("/", "."))
+    source = inspect.getsource(getattr(module, function).python_func)
+    return ast.parse(source).body[0]
 
 
 class _Example:
