@@ -19,7 +19,9 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
         if not window["rows"]:
             span = f"no predictions after {window['last_seq']} yet"
         if window.get("sampled") and window["sampled"] < window["rows"]:
-            span += f" ({window['sampled']} sampled in the database)"
+            span += f" ({window['sampled']} drawn by number)"
+    if result.seconds is not None and result.drift:
+        span += f", judged in {result.seconds:.1f} s"
     console.print(
         f"[{colour}]{result.status}[/] {result.model} v{result.champion_version or '-'}: {span}"
     )

@@ -139,6 +139,28 @@ class FeedbackStore:
         ]
         return {"stored": len(latest), "unknown": unknown[:20], "unknown_count": len(unknown)}
 
+    def accuracy(
+        self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
+    ) -> tuple[int, int]:
+        """How many predictions numbered ``after < seq <= upto`` have a label, and how many
+        of those were right: counted in the database, whatever the window's length."""
+        from sqlalchemy import case, func, select
+
+        right = func.coalesce(
+            func.sum(case((predictions.c.label == feedback.c.label, 1), else_=0)), 0
+        )
+        query = select(func.count(), right).select_from(
+            feedback.join(predictions, (feedback.c.request_id == predictions.c.request_id)
+                          & (feedback.c.item == predictions.c.item))
+        ).where(predictions.c.seq > after)  # fmt: skip
+        if upto is not None:
+            query = query.where(predictions.c.seq <= upto)
+        if model_version is not None:
+            query = query.where(predictions.c.model_version == model_version)
+        with self.database.read() as connection:
+            rows, correct = connection.execute(query).one()
+        return int(rows), int(correct)
+
     def labelled(self, after: int = 0, upto: int | None = None) -> pd.DataFrame:
         """Logged predictions numbered ``after < seq <= upto`` that have a label, with
         their inputs (decoded), the served label (``prediction``) and the true ``label``."""

@@ -31,6 +31,7 @@ from components.database import Database
 from components.tables import predictions, requests
 
 COUNTER = "predictions"
+SAMPLE_CHUNK = 1000  # numbers per IN (...) query: well under SQLite's variable limit
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,9 @@ class PredictionLog:
             return connection.execute(query).scalar()
 
     def read_window(
-        self,
-        after: int = 0,
-        upto: int | None = None,
-        *,
-        model_version: str | None = None,
-        every: int = 1,
+        self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
     ):
-        """Predictions numbered ``after < seq <= upto``, oldest first, inputs decoded;
-        ``every`` > 1 keeps every n-th row (a sample drawn in the database)."""
-        import pandas as pd
+        """Predictions numbered ``after < seq <= upto``, oldest first, inputs decoded."""
         from sqlalchemy import select
 
         query = select(predictions).where(predictions.c.seq > after).order_by(predictions.c.seq)
@@ -147,17 +141,30 @@ class PredictionLog:
             query = query.where(predictions.c.seq <= upto)
         if model_version is not None:
             query = query.where(predictions.c.model_version == model_version)
-        if every > 1:
-            query = query.where(predictions.c.seq % every == 0)
         with self.database.read() as connection:
-            rows = connection.execute(query).mappings().all()
-        frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in predictions.c])
-        frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
-        frame["probabilities"] = [
-            np.frombuffer(b, dtype=np.float64) for b in frame["probabilities"]
-        ]
-        frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
-        return frame
+            return _frame(connection.execute(query).mappings().all())
+
+    def sample_window(
+        self, after: int, upto: int, size: int, *, model_version: str | None = None, seed: int = 0
+    ):
+        """About ``size`` predictions numbered ``after < seq <= upto``, drawn uniformly by
+        number, oldest first. Only the drawn rows are read, so a pass costs the same for a
+        window of any length. Drawn numbers of another model version are not kept: the
+        caller draws more where the window mixes versions."""
+        from sqlalchemy import select
+
+        if upto - after <= size:
+            return self.read_window(after, upto, model_version=model_version)
+        drawn = np.random.default_rng(seed).choice(upto - after, size, replace=False)
+        numbers = np.sort(drawn) + after + 1
+        rows = []
+        with self.database.read() as connection:
+            for chunk in np.array_split(numbers, -(-size // SAMPLE_CHUNK)):
+                query = select(predictions).where(predictions.c.seq.in_(chunk.tolist()))
+                if model_version is not None:
+                    query = query.where(predictions.c.model_version == model_version)
+                rows += connection.execute(query.order_by(predictions.c.seq)).mappings().all()
+        return _frame(rows)
 
     def _write_loop(self) -> None:
         while True:
@@ -217,6 +224,16 @@ class PredictionLog:
                     row["seq"] = first + offset
                 connection.execute(predictions.insert(), rows)
         return outcomes
+
+
+def _frame(rows):
+    import pandas as pd
+
+    frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in predictions.c])
+    frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
+    frame["probabilities"] = [np.frombuffer(b, dtype=np.float64) for b in frame["probabilities"]]
+    frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+    return frame
 
 
 def _rows(answer: Answer, now: float) -> list[dict]:

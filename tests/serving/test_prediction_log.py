@@ -69,8 +69,26 @@ def test_read_window_by_number_and_model_version_and_sample(database):
         f"r{i}" for i in range(5, 10)
     ]
     assert log.count_window(0, 10, model_version="1") == 5
-    assert log.read_window(every=3)["seq"].tolist() == [3, 6, 9]
     assert log.last_seq() == 10
+    sample = log.sample_window(0, 10, 4, seed=1)["seq"].tolist()
+    assert len(set(sample)) == 4 and sample == sorted(sample) and set(sample) <= set(range(1, 11))
+    assert log.sample_window(0, 10, 4, seed=1)["seq"].tolist() == sample  # one window, one draw
+    drawn = log.sample_window(0, 10, 6, model_version="2", seed=3)
+    assert set(drawn["model_version"]) == {"2"} and len(drawn) <= 6
+    assert log.sample_window(2, 6, 10)["seq"].tolist() == [3, 4, 5, 6]  # smaller: read whole
+    log.close()
+
+
+def test_a_sample_is_drawn_uniformly_over_the_whole_window(database):
+    """Not the first rows, not every n-th of a prefix: each half of a long window gives
+    about half the sample, and every part of it is reached."""
+    log = PredictionLog(database)
+    for start in range(0, 3000, 500):
+        log.append(answer(f"block{start}", rows=500))
+    seqs = np.array(log.sample_window(0, 3000, 1200, seed=7)["seq"].tolist())
+    assert len(seqs) == 1200 and len(set(seqs)) == 1200  # in chunks of 1,000: none lost
+    assert 0.45 < (seqs > 1500).mean() < 0.55
+    assert np.histogram(seqs, bins=6, range=(1, 3000))[0].min() > 150  # 200 expected each
     log.close()
 
 
