@@ -184,10 +184,10 @@ def database_url(kind: str):
     if kind == "sqlite":
         yield None
         return
-    from tests.postgres import running_postgres
+    from tests.postgres import new_database, running_postgres
 
     with running_postgres() as url:
-        yield f"{url}/loopline_bench"
+        yield new_database(url, "loopline_bench")
 
 
 def main() -> None:

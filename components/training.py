@@ -70,9 +70,13 @@ class TrainConfig:
     input_size: int = _hyper(
         0, "The side images are resized to for a backbone; 0 for its own (224)."
     )
-    # Data larger than memory (components.streaming): "on", "off", or "auto": stream when
-    # the train and val splits, read whole, would take more than memory_mb.
-    stream: str = "auto"
+    # Data larger than memory (components.streaming); memory_mb is a setting of the
+    # machine (LOOPLINE_TRAIN_MEMORY_MB), not a pipeline parameter.
+    stream: str = _hyper(
+        "auto",
+        "Stream the splits from Parquet: on, off, or auto (when the train and val splits "
+        "would take more than the worker's memory budget).",
+    )
     memory_mb: int = 2048
 
     def __post_init__(self) -> None:
