@@ -67,24 +67,20 @@ def with_hyperparameters(**defaults: Any):
         raise TypeError(f"not training hyper-parameters: {sorted(unknown)}")
 
     def decorate(func):
-        own = [p for p in inspect.signature(func).parameters.values() if p.kind != p.VAR_KEYWORD]
+        signature = inspect.signature(func)
+        own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
         added = [
             inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                               default=defaults.get(p.name, p.default), annotation=p.type)
             for p in PARAMETERS
         ]  # fmt: skip
-        signature = inspect.signature(func).replace(parameters=own + added)
-        names = {p.name for p in own}
+        signature = signature.replace(parameters=own + added)
 
         @functools.wraps(func)
         def pipeline(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            values = bound.arguments
-            return func(
-                **{k: v for k, v in values.items() if k in names},
-                **{k: v for k, v in values.items() if k not in names},
-            )
+            return func(**bound.arguments)  # its own by name, the rest into **train
 
         pipeline.__signature__ = signature
         return pipeline

@@ -126,3 +126,25 @@ def test_acknowledged_predictions_survive_kill_9(database, database_url, tmp_pat
     writer.wait()
     stored = set(PredictionLog(database).read_window()["request_id"])
     assert set(acknowledged) <= stored
+
+
+def test_accuracy_is_counted_in_the_database_over_the_window(database):
+    """The monitor's quality check: labelled rows of one model version within a window,
+    and how many the model got right, without reading the rows out."""
+    from serving.feedback import FeedbackStore, Label
+
+    log, store = PredictionLog(database), FeedbackStore(database)
+    for i in range(10):  # answered "7"; seq 1-10, versions 1 (1-5) and 2 (6-10)
+        log.append(answer(f"r{i}", version="1" if i < 5 else "2"))
+    truth = {0: "7", 1: "3", 2: "7", 6: "7", 7: "1", 8: "7", 9: "7"}  # r3, r4, r5 unlabelled
+    stored = store.attach([Label(f"r{i}", 0, label) for i, label in truth.items()])
+    assert stored["stored"] == 7
+    assert store.accuracy() == (7, 5)
+    assert store.accuracy(model_version="1") == (3, 2)  # r0, r1, r2
+    assert store.accuracy(6, 10, model_version="2") == (4, 3)  # seq 7-10: r6-r9
+    assert store.accuracy(7, 10, model_version="2") == (3, 2)  # seq 8-10: r6 is out
+    assert store.accuracy(10) == (0, 0)
+    # the same counts as reading every labelled row out
+    rows = store.labelled()
+    assert store.accuracy() == (len(rows), int((rows.prediction == rows.label).sum()))
+    log.close()
