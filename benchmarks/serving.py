@@ -1,16 +1,24 @@
-"""Serving throughput and latency, in one run: the prediction log on SQLite vs on
-PostgreSQL (batching on), and adaptive batching off (SQLite).
+"""Serving throughput and latency, in one run: loopline's server against plain BentoML
+over the same weights, with and without adaptive batching; loopline's prediction log on
+SQLite and on PostgreSQL.
 
-Run: ``.venv/bin/python -m benchmarks.serving [--seconds 5] [--levels 1 8 32 64]``.
+Run: ``.venv/bin/python -m benchmarks.serving [--seconds 5] [--levels 1 8 32] [--repeat 2]``.
 Writes ``benchmarks/results/serving.json``.
 
 A digits CNN is trained in-process and registered as champion in a scratch
-LOOPLINE_HOME. For each mode a real ``bentoml serve`` starts on loopback, and an asyncio
-load generator (httpx, one connection per client) keeps ``c`` requests in flight for a
-fixed time at each concurrency level. Each request is one 8x8 digit: online traffic, where
-batching can only come from merging concurrent requests. PostgreSQL is a real server that
-the benchmark starts (Debian's package). Every run checks zero errors and that the
-prediction log holds exactly the requests that were answered.
+LOOPLINE_HOME. Each server is a real ``bentoml serve`` on loopback, started alone:
+- ``loopline`` (prediction log on SQLite) and ``loopline-postgres`` (a real PostgreSQL
+  server that the benchmark starts, Debian's package): the API key check, validation,
+  the model service behind ``bentoml.depends``, the durable log, the envelope;
+- ``plain`` and ``batchable`` (``benchmarks/plain_bento.py``): one ``@bentoml.service``
+  with one ``@bentoml.api`` over the champion's weights, without and with batching.
+
+An asyncio load generator (httpx, one connection per client) keeps ``c`` requests in
+flight for a fixed time at each concurrency level. Each request is one 8x8 digit: online
+traffic, where batching can only come from merging concurrent requests. The servers run
+in turn, in reversed order on every other repeat, and each one's CPU time (all its
+processes) is read before and after each level. Every loopline run checks zero errors and
+that the prediction log holds exactly the requests that were answered.
 """
 
 from __future__ import annotations
@@ -96,30 +104,56 @@ def champion_home(root: Path):
     return settings
 
 
-def bench_mode(settings, database: str, batching: bool, levels: list[int], seconds: float,
-               port: int) -> list:  # fmt: skip
-    mode = f"{database}-{'on' if batching else 'off'}"
-    open_database(settings, migrate=True).close()
+MODES = ("loopline", "plain", "batchable", "loopline-postgres")
+PLAIN = {"plain": "benchmarks.plain_bento:Plain", "batchable": "benchmarks.plain_bento:Batchable"}
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the server process and all its workers."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def bench_server(mode: str, settings, model: Path, levels: list[int], seconds: float,
+                 port: int, run: int) -> list:  # fmt: skip
+    logged = mode.startswith("loopline")
+    if logged:
+        open_database(settings, migrate=True).close()
     server = start_server(
         settings,
         port=port,
-        batching="on" if batching else "off",
+        target=PLAIN.get(mode, "serving.service:Predictor"),
+        env={"LOOPLINE_BENCH_MODEL": str(model)},
         log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log",
     )
     rows = []
     try:
         server.wait_ready()
-        asyncio.run(load(server.url, 4, 1.0, f"warmup-{mode}"))
+        asyncio.run(load(server.url, 4, 1.0, f"warmup-{mode}-{run}"))
         for level in levels:
-            result = asyncio.run(load(server.url, level, seconds, f"{mode}-{level}"))
+            tag = f"{mode}-{run}-{level}"
+            cpu = server_cpu_s(server.process.pid)
+            result = asyncio.run(load(server.url, level, seconds, tag))
+            cpu = server_cpu_s(server.process.pid) - cpu
             ids = set(result.pop("answered_ids"))
-            log = open_database(settings)
-            logged = PredictionLog(log).read_window()
-            log.close()
-            in_log = set(logged.request_id[logged.request_id.str.startswith(f"{mode}-{level}-")])
-            result.update(database=database, batching="on" if batching else "off",
-                          logged=len(in_log), log_matches=in_log == ids)  # fmt: skip
-            print(json.dumps(result))
+            result.update(mode=mode, run=run,
+                          server_cpu_ms_per_request=round(1000 * cpu / result["requests"], 2))  # fmt: skip
+            if logged:
+                log = open_database(settings)
+                window = PredictionLog(log).read_window()
+                log.close()
+                in_log = set(window.request_id[window.request_id.str.startswith(f"{tag}-")])
+                result.update(logged=len(in_log), log_matches=in_log == ids)
+            print(json.dumps(result), flush=True)
             rows.append(result)
     finally:
         server.stop()
@@ -129,38 +163,68 @@ def bench_mode(settings, database: str, batching: bool, levels: list[int], secon
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--port", type=int, default=3917)
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp, running_postgres() as postgres:
         sqlite = champion_home(Path(tmp))
         on_postgres = load_settings({
             "LOOPLINE_HOME": str(Path(tmp) / "home-pg"), "LOOPLINE_TRACKING_URI": sqlite.tracking_uri,
             "LOOPLINE_DATABASE_URL": new_database(postgres, "bench"),
         })  # fmt: skip
-        rows = bench_mode(sqlite, "sqlite", True, args.levels, args.seconds, args.port)
-        rows += bench_mode(
-            on_postgres, "postgresql", True, args.levels, args.seconds, args.port + 1
-        )
-        rows += bench_mode(sqlite, "sqlite", False, args.levels, args.seconds, args.port + 2)
+        for run in range(args.repeat):
+            order = args.modes if run % 2 == 0 else args.modes[::-1]
+            for i, mode in enumerate(order):
+                settings = on_postgres if mode == "loopline-postgres" else sqlite
+                rows += bench_server(mode, settings, Path(tmp) / "model", args.levels,
+                                     args.seconds, args.port + i, run)  # fmt: skip
     report = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "command": "python -m benchmarks.serving "
-        f"--seconds {args.seconds} --levels {' '.join(map(str, args.levels))}",
+        f"--seconds {args.seconds} --levels {' '.join(map(str, args.levels))} "
+        f"--repeat {args.repeat} --modes {' '.join(args.modes)}",
         "results": rows,
+        "ratios": ratios(rows, args.levels),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serving.json").write_text(json.dumps(report, indent=2))
-    print(f"{'database':>10} {'batching':>8} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
-          f" {'errors':>6} log")  # fmt: skip
-    for r in rows:
-        print(
-            f"{r['database']:>10} {r['batching']:>8} {r['concurrency']:>5} {r['requests_per_s']:>8}"
-            f" {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>6}"
-            f" {'ok' if r['log_matches'] else 'MISMATCH'}"
-        )
-    if any(r["errors"] or not r["log_matches"] for r in rows):
+    print_table(rows, report["ratios"])
+    if any(r["errors"] or not r.get("log_matches", True) for r in rows):
         raise SystemExit("errors, or the log does not match the requests served")
+
+
+def ratios(rows: list[dict], levels: list[int]) -> dict:
+    """Per level, loopline's throughput over each plain server's in the same repeat, and
+    loopline's p50 over plain's: every repeat's ratio, so the spread shows."""
+    by = {(r["mode"], r["run"], r["concurrency"]): r for r in rows}
+    runs = sorted({r["run"] for r in rows})
+    out = {}
+    for level in levels:
+        entry = {}
+        for base in PLAIN:
+            pairs = [(by.get(("loopline", k, level)), by.get((base, k, level))) for k in runs]
+            pairs = [(a, b) for a, b in pairs if a and b]
+            entry[f"throughput_vs_{base}"] = [
+                round(a["requests_per_s"] / b["requests_per_s"], 2) for a, b in pairs
+            ]
+            entry[f"p50_vs_{base}"] = [round(a["p50_ms"] / b["p50_ms"], 2) for a, b in pairs]
+        out[str(level)] = entry
+    return out
+
+
+def print_table(rows: list[dict], ratios_: dict) -> None:
+    print(f"{'mode':>18} {'run':>3} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'cpu ms/req':>10} {'errors':>6} log")  # fmt: skip
+    for r in rows:
+        log = "" if "log_matches" not in r else ("ok" if r["log_matches"] else "MISMATCH")
+        print(f"{r['mode']:>18} {r['run']:>3} {r['concurrency']:>5} {r['requests_per_s']:>8} "
+              f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['server_cpu_ms_per_request']:>10} "
+              f"{r['errors']:>6} {log}")  # fmt: skip
+    for level, entry in ratios_.items():
+        print(f"concurrency {level}: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
 
 
 if __name__ == "__main__":

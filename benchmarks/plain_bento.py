@@ -1,0 +1,55 @@
+"""The plain BentoML baselines of ``benchmarks/serving``: one ``@bentoml.service`` with one
+``@bentoml.api`` over the same weights as the champion, as a BentoML user would write it,
+with and without adaptive batching (the same batch size and wait as loopline's runner).
+No API key, no validation beyond BentoML's own, no prediction log, no envelope: what
+BentoML itself costs.
+
+``bentoml serve benchmarks.plain_bento:Plain`` (or ``:Batchable``) with
+``LOOPLINE_BENCH_MODEL`` naming a model folder (``model.safetensors`` + architecture).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import torch
+
+from components.weights import load_model
+from serving.options import load_options
+
+OPTIONS = load_options()
+
+
+def _model() -> torch.nn.Module:
+    model, _ = load_model(Path(os.environ["LOOPLINE_BENCH_MODEL"]))
+    return model.eval()
+
+
+@bentoml.service(name="plain", workers=1)
+class Plain:
+    def __init__(self) -> None:
+        self.model = _model()
+
+    @bentoml.api
+    def predict(self, instances: list[list[float]]) -> dict:
+        with torch.inference_mode():
+            x = torch.tensor(instances, dtype=torch.float32)
+            probabilities = torch.softmax(self.model(x), dim=1)
+        return {"labels": probabilities.argmax(1).tolist(), "probabilities": probabilities.tolist()}
+
+
+@bentoml.service(name="plain-batchable", workers=1)
+class Batchable:
+    def __init__(self) -> None:
+        self.model = _model()
+
+    @bentoml.api(
+        batchable=True, max_batch_size=OPTIONS.max_batch, max_latency_ms=OPTIONS.max_latency_ms
+    )
+    def predict(self, instances: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(instances, dtype=np.float32))
+            return torch.softmax(self.model(x), dim=1).numpy()
