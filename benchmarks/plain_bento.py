@@ -1,6 +1,7 @@
 """The plain BentoML baselines of ``benchmarks/serving``: one ``@bentoml.service`` with one
 ``@bentoml.api`` over the same weights as the champion, as a BentoML user would write it,
-with and without adaptive batching (the same batch size and wait as loopline's runner).
+with and without adaptive batching (the batch size of loopline's batcher, and the wait
+loopline's own model service used before it batched in process).
 No API key, no validation beyond BentoML's own, no prediction log, no envelope: what
 BentoML itself costs.
 
@@ -21,6 +22,7 @@ from components.weights import load_model
 from serving.options import load_options
 
 OPTIONS = load_options()
+MAX_LATENCY_MS = 1000
 
 
 def _model() -> torch.nn.Module:
@@ -46,9 +48,7 @@ class Batchable:
     def __init__(self) -> None:
         self.model = _model()
 
-    @bentoml.api(
-        batchable=True, max_batch_size=OPTIONS.max_batch, max_latency_ms=OPTIONS.max_latency_ms
-    )
+    @bentoml.api(batchable=True, max_batch_size=OPTIONS.max_batch, max_latency_ms=MAX_LATENCY_MS)
     def predict(self, instances: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(instances, dtype=np.float32))

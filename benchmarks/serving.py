@@ -2,14 +2,14 @@
 over the same weights, with and without adaptive batching; loopline's prediction log on
 SQLite and on PostgreSQL.
 
-Run: ``.venv/bin/python -m benchmarks.serving [--seconds 5] [--levels 1 8 32] [--repeat 2]``.
+Run: ``.venv/bin/python -m benchmarks.serving [--seconds 5] [--levels 1 8 32] [--repeat 3]``.
 Writes ``benchmarks/results/serving.json``.
 
 A digits CNN is trained in-process and registered as champion in a scratch
 LOOPLINE_HOME. Each server is a real ``bentoml serve`` on loopback, started alone:
 - ``loopline`` (prediction log on SQLite) and ``loopline-postgres`` (a real PostgreSQL
   server that the benchmark starts, Debian's package): the API key check, validation,
-  the model service behind ``bentoml.depends``, the durable log, the envelope;
+  the model and its in-process batching, the durable log, the envelope;
 - ``plain`` and ``batchable`` (``benchmarks/plain_bento.py``): one ``@bentoml.service``
   with one ``@bentoml.api`` over the champion's weights, without and with batching.
 
@@ -105,6 +105,7 @@ def champion_home(root: Path):
 
 
 MODES = ("loopline", "plain", "batchable", "loopline-postgres")
+WARM_UP_S = 3.0  # each server, before its first level: the first one measured ran slower
 PLAIN = {"plain": "benchmarks.plain_bento:Plain", "batchable": "benchmarks.plain_bento:Batchable"}
 
 
@@ -138,7 +139,7 @@ def bench_server(mode: str, settings, model: Path, levels: list[int], seconds: f
     rows = []
     try:
         server.wait_ready()
-        asyncio.run(load(server.url, 4, 1.0, f"warmup-{mode}-{run}"))
+        asyncio.run(load(server.url, 8, WARM_UP_S, f"warmup-{mode}-{run}"))
         for level in levels:
             tag = f"{mode}-{run}-{level}"
             cpu = server_cpu_s(server.process.pid)
@@ -164,7 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--port", type=int, default=3917)
     args = parser.parse_args()
@@ -194,25 +195,49 @@ def main() -> None:
     print_table(rows, report["ratios"])
     if any(r["errors"] or not r.get("log_matches", True) for r in rows):
         raise SystemExit("errors, or the log does not match the requests served")
+    if missed := goals_missed(report["ratios"]):
+        raise SystemExit("goals missed: " + "; ".join(missed))
 
 
 def ratios(rows: list[dict], levels: list[int]) -> dict:
-    """Per level, loopline's throughput over each plain server's in the same repeat, and
-    loopline's p50 over plain's: every repeat's ratio, so the spread shows."""
+    """Per level, each loopline server's throughput over each plain server's in the same
+    repeat, and its p50 over plain's: every repeat's ratio, so the spread shows."""
     by = {(r["mode"], r["run"], r["concurrency"]): r for r in rows}
     runs = sorted({r["run"] for r in rows})
     out = {}
     for level in levels:
         entry = {}
-        for base in PLAIN:
-            pairs = [(by.get(("loopline", k, level)), by.get((base, k, level))) for k in runs]
-            pairs = [(a, b) for a, b in pairs if a and b]
-            entry[f"throughput_vs_{base}"] = [
-                round(a["requests_per_s"] / b["requests_per_s"], 2) for a, b in pairs
-            ]
-            entry[f"p50_vs_{base}"] = [round(a["p50_ms"] / b["p50_ms"], 2) for a, b in pairs]
+        for mode in ("loopline", "loopline-postgres"):
+            for base in PLAIN:
+                pairs = [(by.get((mode, k, level)), by.get((base, k, level))) for k in runs]
+                pairs = [(a, b) for a, b in pairs if a and b]
+                if not pairs:
+                    continue
+                entry[f"{mode} throughput / {base}"] = [
+                    round(a["requests_per_s"] / b["requests_per_s"], 2) for a, b in pairs
+                ]
+                entry[f"{mode} p50 / {base}"] = [
+                    round(a["p50_ms"] / b["p50_ms"], 2) for a, b in pairs
+                ]
         out[str(level)] = entry
     return out
+
+
+def goals_missed(ratios_: dict) -> list[str]:
+    """Issue 16's goals, on the median of the repeats: from concurrency 8, throughput at
+    least plain batchable's; at concurrency 1, a p50 within 1.3x plain's."""
+    missed = []
+    for level, entry in ratios_.items():
+        for mode in ("loopline", "loopline-postgres"):
+            if int(level) >= 8 and f"{mode} throughput / batchable" in entry:
+                median = statistics.median(entry[f"{mode} throughput / batchable"])
+                if median < 1.0:
+                    missed.append(f"{mode} at {level}: {median}x plain batchable's throughput")
+            if int(level) == 1 and f"{mode} p50 / plain" in entry:
+                median = statistics.median(entry[f"{mode} p50 / plain"])
+                if median > 1.3:
+                    missed.append(f"{mode} at 1: p50 {median}x plain's")
+    return missed
 
 
 def print_table(rows: list[dict], ratios_: dict) -> None:
@@ -224,7 +249,8 @@ def print_table(rows: list[dict], ratios_: dict) -> None:
               f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['server_cpu_ms_per_request']:>10} "
               f"{r['errors']:>6} {log}")  # fmt: skip
     for level, entry in ratios_.items():
-        print(f"concurrency {level}: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+        for name, values in entry.items():
+            print(f"concurrency {level}: {name} {values}")
 
 
 if __name__ == "__main__":

@@ -73,10 +73,6 @@ class Database:
         with self.engine.connect() as connection:
             yield connection
 
-    def insert_ignoring_conflicts(self, table: Table):
-        """INSERT ... ON CONFLICT DO NOTHING, in this database's dialect."""
-        return self._insert(table).on_conflict_do_nothing()
-
     def upsert(self, table: Table, keys: list[str], columns: list[str]):
         statement = self._insert(table)
         return statement.on_conflict_do_update(
@@ -90,22 +86,46 @@ class Database:
             from sqlalchemy.dialects.postgresql import insert
         return insert(table)
 
-    def take_numbers(self, connection: Connection, name: str, count: int) -> int:
-        """Reserve ``count`` consecutive numbers of the counter ``name``; the first one.
-        The counter's row stays locked until the transaction ends, so numbers are handed
-        out in commit order."""
-        from sqlalchemy import text
+    @contextlib.contextmanager
+    def driver_write(self, connection) -> Iterator:
+        """A write transaction on a driver connection that the caller keeps (from
+        ``engine.raw_connection()``), for a writer that commits many times a second:
+        SQLAlchemy's transaction and statement handling cost more than the commit. The
+        same lock as :meth:`write`. Yields a cursor; commits, or rolls back on error."""
+        cursor = connection.cursor()
+        try:
+            if self.dialect == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")  # psycopg begins by itself
+            yield cursor
+            connection.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):  # a dead connection cannot; the caller drops it
+                connection.rollback()
+            raise
+        finally:
+            cursor.close()
 
-        value = connection.execute(
-            text("UPDATE counters SET value = value + :n WHERE name = :name RETURNING value"),
-            {"n": count, "name": name},
-        ).scalar()
-        if value is None:  # the first number ever: create the counter
-            connection.execute(
-                self.insert_ignoring_conflicts(_counters()).values(name=name, value=0)
+    def driver_sql(self, sql: str) -> str:
+        """``sql`` written with ``?`` placeholders, in the driver's own style."""
+        return sql if self.engine.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+    def take_numbers(self, cursor, name: str, count: int) -> int:
+        """Reserve ``count`` consecutive numbers of the counter ``name`` with a driver
+        ``cursor`` in a write transaction; the first one. The counter's row stays locked
+        until the transaction ends, so numbers are handed out in commit order."""
+        sql = self.driver_sql
+        cursor.execute(
+            sql("UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"),
+            (count, name),
+        )
+        row = cursor.fetchone()
+        if row is None:  # the first number ever: create the counter
+            cursor.execute(
+                sql("INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT DO NOTHING"),
+                (name,),
             )
-            return self.take_numbers(connection, name, count)
-        return int(value) - count + 1
+            return self.take_numbers(cursor, name, count)
+        return int(row[0]) - count + 1
 
     def revision(self) -> str | None:
         """The schema revision the database holds; None when it has no loopline tables."""
@@ -210,12 +230,6 @@ def _refuse_newer(found: str | None, shown: str) -> None:
             f"the database at {shown} has schema {found}, newer than this loopline knows "
             f"(up to {REVISIONS[-1]}); upgrade loopline before using it"
         )
-
-
-def _counters():
-    from components.tables import counters
-
-    return counters
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlparse
 
 from components.settings import Settings
 
@@ -64,6 +65,17 @@ def reader(settings: Settings) -> RegistryReader:
     """The cheapest reader for the configured store (see the module's docstring)."""
     path = sqlite_path(settings.tracking_uri)
     return SqliteReader(path) if path is not None else Registry(settings)
+
+
+def model_folder(settings: Settings, info: VersionInfo) -> Path:
+    """A local folder with the version's model files. A local source is that folder,
+    found without importing MLflow; any other source (s3://, an MLflow server) is
+    downloaded through it."""
+    if info.source.startswith("file://"):
+        local = Path(unquote(urlparse(info.source).path))
+        if local.is_dir():
+            return local
+    return Registry(settings).download(info)
 
 
 def sqlite_path(uri: str) -> Path | None:

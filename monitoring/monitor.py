@@ -35,7 +35,7 @@ import pandas as pd
 from components.database import Database, open_database
 from components.dataset import LABEL, DatasetSchema
 from components.layout import INPUT_SCHEMA, REFERENCE
-from components.registry import Registry, VersionInfo
+from components.registry import VersionInfo, model_folder, reader
 from components.settings import Settings
 from monitoring.alerts import send_alert
 from monitoring.drift import PREDICTION, DriftResult, detect_drift
@@ -83,11 +83,10 @@ class Monitor:
         """One pass; ``window`` = (after, upto) prediction numbers overrides the automatic one."""
         started = time.perf_counter()
         name = self.settings.model_name
-        registry = Registry(self.settings)
-        champion = registry.champion(name)
+        champion = reader(self.settings).champion(name)
         if champion is None:
             return MonitorResult(name, "no_champion")
-        result = self._judge(registry, champion, window)
+        result = self._judge(champion, window)
         result.seconds = round(time.perf_counter() - started, 2)
         if retrain:
             result.retraining = self.start_due_retraining()
@@ -97,7 +96,7 @@ class Monitor:
         self.log.close()
         self.database.close()
 
-    def _judge(self, registry: Registry, champion: VersionInfo, window) -> MonitorResult:
+    def _judge(self, champion: VersionInfo, window) -> MonitorResult:
         name, version, policy = self.settings.model_name, champion.version, self.policy
         if window is None:
             last = self.state.last_check(name)
@@ -114,7 +113,7 @@ class Monitor:
         drawn = min(upto - after, math.ceil(policy.max_rows * (upto - after) / rows))
         current = self.log.sample_window(after, upto, drawn, model_version=version, seed=upto)
         result.window["sampled"] = len(current)
-        folder = registry.download(champion)
+        folder = model_folder(self.settings, champion)
         schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
         drift = detect_drift(
             _reference(folder, schema), _current(current, schema), schema.features,
@@ -155,7 +154,7 @@ class Monitor:
         trigger = self.state.open_trigger(self.settings.model_name)
         if trigger is None:
             return []
-        champion = Registry(self.settings).champion(trigger.model_name)
+        champion = reader(self.settings).champion(trigger.model_name)
         if trigger.state == "pending" and (
             champion is None or champion.version != trigger.model_version
         ):

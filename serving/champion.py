@@ -19,7 +19,7 @@ from torch import nn
 
 from components.dataset import DatasetSchema
 from components.layout import INPUT_SCHEMA
-from components.registry import Registry, VersionInfo
+from components.registry import VersionInfo, model_folder, reader
 from components.settings import Settings
 from components.weights import load_model
 
@@ -34,24 +34,15 @@ class LoadedModel:
     schema: DatasetSchema
     folder: Path
 
-    @torch.no_grad()
-    def predict(self, rows: np.ndarray) -> list[dict]:
-        """One ``{label, probabilities, model_version}`` per row."""
+    @torch.inference_mode()
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(rows, classes)``, rounded to 6 places (as answered)."""
         x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
-        probabilities = torch.softmax(self.model(x), dim=1).numpy()
-        classes = self.schema.classes
-        return [
-            {
-                "label": classes[int(p.argmax())],
-                "probabilities": [round(float(v), 6) for v in p],
-                "model_version": self.version,
-            }
-            for p in probabilities
-        ]
+        return torch.softmax(self.model(x), dim=1).numpy().astype(np.float64).round(6)
 
 
-def load_version(registry: Registry, info: VersionInfo) -> LoadedModel:
-    folder = registry.download(info)
+def load_version(settings: Settings, info: VersionInfo) -> LoadedModel:
+    folder = model_folder(settings, info)
     model, _ = load_model(folder)
     schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
     return LoadedModel(info.name, info.version, model, schema, folder)
@@ -84,14 +75,14 @@ class ChampionHolder:
                 f"model {name!r} has no champion yet (no registry); run `loopline run` first"
             )
             return False
-        registry = Registry(self.settings)
-        info = registry.version(name, self.pinned) if self.pinned else registry.champion(name)
+        reads = reader(self.settings)  # polled every few seconds: plain SQL where it can
+        info = reads.version(name, self.pinned) if self.pinned else reads.champion(name)
         if info is None:
             self.problem = f"model {name!r} has no champion yet; run `loopline run` first"
             return False
         if self.current is not None and self.current.version == info.version:
             return False
-        loaded = load_version(registry, info)
+        loaded = load_version(self.settings, info)
         previous, self.current = self.current, loaded
         self.problem = None
         log.info(

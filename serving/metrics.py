@@ -8,6 +8,7 @@ The Grafana dashboard and the alert rules in ``infra/`` use these names.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Awaitable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -18,7 +19,8 @@ LATENCY = "loopline_request_duration_seconds"
 ERRORS = "loopline_request_errors"  # exported as loopline_request_errors_total
 PREDICTIONS = "loopline_predictions"  # exported as loopline_predictions_total
 SERVED_VERSION = "loopline_served_model_version"
-# Prediction latency: a batch waits up to max_latency_ms, and a PNG may take 2 s to decode.
+# Prediction latency: a batch waits for the forward pass before it, and a PNG may take 2 s
+# to decode.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -38,6 +40,7 @@ class ServingMetrics:
         # livemax: the highest version any live worker served last; a switch shows at once
         self.served = Gauge(SERVED_VERSION, "The model version this server answers with",
                             ["model"], multiprocess_mode="livemax", registry=registry)  # fmt: skip
+        self._served: str | None = None
 
     async def timed(self, endpoint: str, answer: Awaitable[Response]) -> Response:
         started = time.perf_counter()
@@ -50,7 +53,8 @@ class ServingMetrics:
         return response
 
     def predicted(self, version: str, labels: list[str]) -> None:
-        for label in labels:
-            self.predictions.labels(version, label).inc()
-        if version.isdigit():
+        for label, count in Tally(labels).items():
+            self.predictions.labels(version, label).inc(count)
+        if version != self._served and version.isdigit():
             self.served.labels(self.model_name).set(float(version))
+            self._served = version

@@ -1,13 +1,15 @@
 """How a model server runs, read from ``LOOPLINE_SERVE_*`` environment variables.
 
-The service module reads these at import, because BentoML fixes batching and worker
-counts when the service class is defined; ``loopline serve`` sets them for its child.
+The service module reads these at import, because BentoML fixes the worker count when
+the service class is defined; ``loopline serve`` sets them for its child.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from components.settings import SettingsError
 
@@ -18,10 +20,10 @@ class ServeOptions:
     poll_s: float  # how often the server checks whether the champion moved
     batching: bool
     max_batch: int
-    max_latency_ms: int
     api_workers: int
     max_bytes: int
     max_instances: int
+    threads: int  # torch's threads for the forward pass
 
 
 def load_options(env: dict[str, str] | None = None) -> ServeOptions:
@@ -34,11 +36,27 @@ def load_options(env: dict[str, str] | None = None) -> ServeOptions:
         poll_s=_number(env, "LOOPLINE_SERVE_POLL_S", 2.0),
         batching=batching == "on",
         max_batch=int(_number(env, "LOOPLINE_SERVE_MAX_BATCH", 256)),
-        max_latency_ms=int(_number(env, "LOOPLINE_SERVE_MAX_LATENCY_MS", 1000)),
         api_workers=int(_number(env, "LOOPLINE_SERVE_WORKERS", 1)),
         max_bytes=int(_number(env, "LOOPLINE_SERVE_MAX_BYTES", 1_000_000)),
         max_instances=int(_number(env, "LOOPLINE_SERVE_MAX_INSTANCES", 256)),
+        threads=int(_number(env, "LOOPLINE_SERVE_THREADS", max(1, usable_cpus() - 1))),
     )
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: its affinity, capped by a container's CPU limit
+    (cgroup v2 quota), which torch's own count does not see. A server leaves one of them
+    to the event loop (HTTP, validation, the log) and gives the rest to the model: two
+    threads on two cores made a lone request 10% slower, spinning against the loop
+    (benchmarks/README.md)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 def _number(env: dict[str, str], name: str, default: float) -> float:

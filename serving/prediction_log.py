@@ -18,6 +18,8 @@ reads windows by number, not by clock.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import queue
 import threading
@@ -28,10 +30,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.database import Database
-from components.tables import predictions, requests
+from components.tables import predictions
 
 COUNTER = "predictions"
 SAMPLE_CHUNK = 1000  # numbers per IN (...) query: well under SQLite's variable limit
+# The write path's SQL, in both dialects (placeholders as ?; see Database.driver_sql).
+CLAIM = (
+    "INSERT INTO requests (request_id, ts, model_version, digest, items) VALUES %s"
+    " ON CONFLICT DO NOTHING RETURNING request_id"
+)
+NAMES = [c.name for c in predictions.c]
+COLUMNS = ", ".join(NAMES)
+INSERT = (
+    "INSERT INTO predictions (seq, request_id, item, ts, model_version, inputs, label,"
+    " probabilities) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,10 @@ def digest(inputs: np.ndarray) -> str:
     return hashlib.sha256(str(rows.shape).encode() + rows.tobytes()).hexdigest()
 
 
+class ConnectionLost(RuntimeError):
+    """The writer's database connection ended (a restart, an idle timeout)."""
+
+
 @dataclass(frozen=True)
 class Logged:
     """How the log took an answer: ``new``, a ``replay`` of the stored answer for the same
@@ -68,10 +85,11 @@ class PredictionLog:
     def __init__(self, database: Database, *, max_batch_rows: int = 4096):
         self.database = database
         self.max_batch_rows = max_batch_rows
-        self._queue: queue.Queue[tuple[Answer, Future] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Answer, Future | asyncio.Future] | None] = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None  # started by the first write
+        self._connection = None  # the writer's own driver connection, opened on first use
 
     def append(self, answer: Answer, timeout: float = 30) -> Logged:
         """Return once ``answer`` is durable (or known to be a replay or a conflict)."""
@@ -79,6 +97,18 @@ class PredictionLog:
 
     def submit(self, answer: Answer) -> Future:
         """Queue ``answer``; the future gives a :class:`Logged` once it is durable."""
+        done: Future = Future()
+        self._put(answer, done)
+        return done
+
+    async def record(self, answer: Answer) -> Logged:
+        """:meth:`append` for an event loop: the writer wakes the loop once per commit,
+        for every request of it, rather than once per request."""
+        done = asyncio.get_running_loop().create_future()
+        self._put(answer, done)
+        return await done
+
+    def _put(self, answer: Answer, done: Future | asyncio.Future) -> None:
         if self._closed:
             raise RuntimeError("the prediction log is closed")
         with self._lock:
@@ -87,9 +117,7 @@ class PredictionLog:
                     target=self._write_loop, name="prediction-log", daemon=True
                 )
                 self._writer.start()
-        done: Future = Future()
         self._queue.put((answer, done))
-        return done
 
     def close(self) -> None:
         """Commit everything queued, then stop the writer (call on shutdown)."""
@@ -98,11 +126,18 @@ class PredictionLog:
             if self._writer is not None:
                 self._queue.put(None)
                 self._writer.join()
+            if self._connection is not None:
+                self._connection.close()  # back to the pool
+                self._connection = None
 
     def lookup(self, request_id: str) -> Answer | None:
         """The stored answer for ``request_id``, if any."""
         with self.database.read() as connection:
-            return _stored(connection, request_id)
+            cursor = connection.connection.cursor()
+            try:
+                return self._stored(cursor, request_id)
+            finally:
+                cursor.close()
 
     def count(self) -> int:
         from sqlalchemy import func, select
@@ -142,7 +177,7 @@ class PredictionLog:
         if model_version is not None:
             query = query.where(predictions.c.model_version == model_version)
         with self.database.read() as connection:
-            return _frame(connection.execute(query).mappings().all())
+            return _frame(connection.execute(query).all())
 
     def sample_window(
         self, after: int, upto: int, size: int, *, model_version: str | None = None, seed: int = 0
@@ -151,19 +186,25 @@ class PredictionLog:
         number, oldest first. Only the drawn rows are read, so a pass costs the same for a
         window of any length. Drawn numbers of another model version are not kept: the
         caller draws more where the window mixes versions."""
-        from sqlalchemy import select
-
         if upto - after <= size:
             return self.read_window(after, upto, model_version=model_version)
         drawn = np.random.default_rng(seed).choice(upto - after, size, replace=False)
         numbers = np.sort(drawn) + after + 1
+        version = "" if model_version is None else " AND model_version = ?"
         rows = []
-        with self.database.read() as connection:
+        with self.database.read() as connection:  # the driver's cursor: see _write
+            cursor = connection.connection.cursor()
             for chunk in np.array_split(numbers, -(-size // SAMPLE_CHUNK)):
-                query = select(predictions).where(predictions.c.seq.in_(chunk.tolist()))
-                if model_version is not None:
-                    query = query.where(predictions.c.model_version == model_version)
-                rows += connection.execute(query.order_by(predictions.c.seq)).mappings().all()
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(
+                    self.database.driver_sql(
+                        f"SELECT {COLUMNS} FROM predictions WHERE seq IN ({marks}){version}"
+                        " ORDER BY seq"
+                    ),
+                    [*chunk.tolist(), *([model_version] if version else [])],
+                )
+                rows += cursor.fetchall()
+            cursor.close()
         return _frame(rows)
 
     def _write_loop(self) -> None:
@@ -190,81 +231,144 @@ class PredictionLog:
             rows += len(item[0].inputs)
         return batch, False
 
-    def _commit(self, batch: list[tuple[Answer, Future]]) -> None:
+    def _commit(self, batch: list[tuple[Answer, Future | asyncio.Future]]) -> None:
         try:
-            outcomes = self._write(answer for answer, _ in batch)
+            try:
+                outcomes = self._write([answer for answer, _ in batch])
+            except ConnectionLost:
+                # The database restarted, or dropped an idle connection: once more on a
+                # new one. A batch whose commit was lost on the way is found again by its
+                # request ids, and replayed rather than logged twice.
+                outcomes = self._write([answer for answer, _ in batch])
         except Exception as exc:  # nothing of the batch is durable: every writer hears it
-            for _, done in batch:
-                done.set_exception(exc)
+            _settle([(done, exc) for _, done in batch])
             return
-        for (_, done), outcome in zip(batch, outcomes, strict=True):
-            done.set_result(outcome)
+        _settle([(done, outcome) for (_, done), outcome in zip(batch, outcomes, strict=True)])
 
     def _write(self, answers) -> list[Logged]:
-        outcomes, rows, new = [], [], {}
+        """One transaction for the batch: claim every request id in one statement, insert
+        the rows of the new ones in another, and say how each answer was taken.
+
+        It runs on a driver connection of its own, with the SQL written out: building the
+        statements and the transaction in SQLAlchemy cost more CPU than the rest of a
+        request's logging (benchmarks/README.md). A connection that fails is dropped."""
+        answers = list(answers)
         now = time.time()
-        with self.database.write() as connection:
-            claim = self.database.insert_ignoring_conflicts(requests)
-            for answer in answers:
-                taken = connection.execute(claim.values(
-                    request_id=answer.request_id, ts=now, model_version=answer.model_version,
-                    digest=answer.digest, items=len(answer.inputs),
-                ).returning(requests.c.request_id)).first()  # fmt: skip
-                if taken is not None:
-                    outcomes.append(Logged("new"))
-                    rows += _rows(answer, now)
-                    new[answer.request_id] = answer
-                    continue
-                stored = new.get(answer.request_id) or _stored(connection, answer.request_id)
-                same = stored is not None and stored.digest == answer.digest
-                outcomes.append(Logged("replay" if same else "conflict", stored))
-            if rows:
-                first = self.database.take_numbers(connection, COUNTER, len(rows))
-                for offset, row in enumerate(rows):
-                    row["seq"] = first + offset
-                connection.execute(predictions.insert(), rows)
+        first = {}  # request id -> the batch's first answer with it: the one that may claim
+        for answer in answers:
+            first.setdefault(answer.request_id, answer)
+        if self._connection is None:
+            self._connection = self.database.engine.raw_connection()
+        try:
+            with self.database.driver_write(self._connection) as cursor:
+                cursor.execute(*self._claim(first, now))
+                claimed = {row[0] for row in cursor.fetchall()}
+                outcomes = [self._outcome(a, first, claimed, cursor) for a in answers]
+                rows = [row for id_, a in first.items() if id_ in claimed for row in _rows(a, now)]
+                if rows:
+                    number = self.database.take_numbers(cursor, COUNTER, len(rows))
+                    cursor.executemany(
+                        self.database.driver_sql(INSERT),
+                        [(number + i, *row) for i, row in enumerate(rows)],
+                    )
+        except Exception as exc:
+            dialect, driver = self.database.engine.dialect, self._connection.dbapi_connection
+            lost = isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+                exc, driver, None
+            )
+            self._drop_connection()
+            if lost:
+                raise ConnectionLost(str(exc)) from exc
+            raise
         return outcomes
+
+    def _claim(self, first: dict[str, Answer], now: float) -> tuple[str, list]:
+        """The statement that claims the batch's request ids and returns those it took."""
+        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(first))
+        return self.database.driver_sql(CLAIM % values), [
+            v for a in first.values()
+            for v in (a.request_id, now, a.model_version, a.digest, len(a.inputs))
+        ]  # fmt: skip
+
+    def _outcome(self, answer: Answer, first: dict[str, Answer], claimed, cursor) -> Logged:
+        """How ``answer`` was taken, given the ids its batch ``claimed``."""
+        if answer.request_id in claimed:
+            if first[answer.request_id] is answer:
+                return Logged("new")
+            stored = first[answer.request_id]  # the same id earlier in the batch
+        else:
+            stored = self._stored(cursor, answer.request_id)
+        same = stored is not None and stored.digest == answer.digest
+        return Logged("replay" if same else "conflict", stored)
+
+    def _stored(self, cursor, request_id: str) -> Answer | None:
+        cursor.execute(
+            self.database.driver_sql(
+                f"SELECT {COLUMNS} FROM predictions WHERE request_id = ? ORDER BY item"
+            ),
+            (request_id,),
+        )
+        found = [dict(zip(NAMES, row, strict=True)) for row in cursor.fetchall()]
+        if not found:
+            return None
+        return Answer(
+            request_id,
+            found[0]["model_version"],
+            np.stack([np.frombuffer(r["inputs"], dtype=np.float32) for r in found]),
+            [r["label"] for r in found],
+            np.stack([np.frombuffer(r["probabilities"], dtype=np.float64) for r in found]),
+        )
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.invalidate()  # never back to the pool: it may be broken
+            self._connection = None
+
+
+def _settle(results: list[tuple[Future | asyncio.Future, Logged | Exception]]) -> None:
+    """Hand each waiter its outcome: thread futures at once, and the futures of each
+    event loop in one call on that loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for done, result in results:
+        if isinstance(done, asyncio.Future):
+            by_loop.setdefault(done.get_loop(), []).append((done, result))
+        elif isinstance(result, Exception):
+            done.set_exception(result)
+        else:
+            done.set_result(result)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has no one waiting
+            loop.call_soon_threadsafe(_settle_on_loop, settled)
+
+
+def _settle_on_loop(settled: list) -> None:
+    for done, result in settled:
+        if done.done():  # its request was cancelled (the client went away)
+            continue
+        if isinstance(result, Exception):
+            done.set_exception(result)
+        else:
+            done.set_result(result)
 
 
 def _frame(rows):
+    """Rows of ``predictions`` (tuples, in the table's column order) as a frame."""
     import pandas as pd
 
-    frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in predictions.c])
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=NAMES)
     frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
     frame["probabilities"] = [np.frombuffer(b, dtype=np.float64) for b in frame["probabilities"]]
     frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
     return frame
 
 
-def _rows(answer: Answer, now: float) -> list[dict]:
+def _rows(answer: Answer, now: float) -> list[tuple]:
+    """The answer's rows for :data:`INSERT`, without their numbers."""
     inputs = np.ascontiguousarray(answer.inputs, dtype=np.float32)
     probabilities = np.ascontiguousarray(answer.probabilities, dtype=np.float64)
     return [
-        {
-            "request_id": answer.request_id,
-            "item": item,
-            "ts": now,
-            "model_version": answer.model_version,
-            "inputs": inputs[item].tobytes(),
-            "label": label,
-            "probabilities": probabilities[item].tobytes(),
-        }
+        (answer.request_id, item, now, answer.model_version, inputs[item].tobytes(), label,
+         probabilities[item].tobytes())
         for item, label in enumerate(answer.labels)
-    ]
-
-
-def _stored(connection, request_id: str) -> Answer | None:
-    from sqlalchemy import select
-
-    found = connection.execute(
-        select(predictions).where(predictions.c.request_id == request_id).order_by(predictions.c.item)
-    ).mappings().all()  # fmt: skip
-    if not found:
-        return None
-    return Answer(
-        request_id,
-        found[0]["model_version"],
-        np.stack([np.frombuffer(r["inputs"], dtype=np.float32) for r in found]),
-        [r["label"] for r in found],
-        np.stack([np.frombuffer(r["probabilities"], dtype=np.float64) for r in found]),
-    )
+    ]  # fmt: skip

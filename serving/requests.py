@@ -9,9 +9,11 @@ what was expected; the service turns it into a 4xx answer.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,11 +90,13 @@ def read_json(
         )
     _check_body(body, limits, f"body is empty; send {example}")
     numbers = _Numbers(limits)
+    # Checking each number costs a Python call per literal; a body without a long run of
+    # number characters has no long literal, so it needs no check.
+    checked = {"parse_int": numbers.integer, "parse_float": numbers.real}
     try:
         payload = json.loads(
-            body, parse_constant=_reject_constant, parse_int=numbers.integer,
-            parse_float=numbers.real,
-        )  # fmt: skip
+            body, parse_constant=_reject_constant, **(checked if numbers.long(body) else {})
+        )
     except RequestError:
         raise
     except RecursionError:
@@ -119,6 +123,12 @@ class _Numbers:
     def __init__(self, limits: Limits):
         self.limits = limits
 
+    def long(self, body: bytes) -> bool:
+        """Whether ``body`` may hold a literal over a limit (any run of number characters
+        longer than the shorter limit: strings included, so never a miss)."""
+        shortest = min(self.limits.max_digits, self.limits.max_number_chars)
+        return _run_longer_than(shortest).search(body) is not None
+
     def integer(self, text: str) -> int:
         digits = len(text.lstrip("-"))
         if digits > self.limits.max_digits:
@@ -135,6 +145,11 @@ class _Numbers:
                 f"{self.limits.max_number_chars} are accepted",
             )  # fmt: skip
         return float(text)
+
+
+@functools.cache
+def _run_longer_than(length: int) -> re.Pattern:
+    return re.compile(rb"[-+.0-9eE]{%d,}" % (length + 1))
 
 
 def _check_depth(payload, limit: int) -> None:
@@ -170,17 +185,32 @@ def _instance(index: int, value: Any, schema: DatasetSchema) -> list[float]:
             parts += [f"unknown field(s) {', '.join(unknown[:10])}"] if unknown else []
             raise RequestError(422, f"{where}: {'; '.join(parts)}")
         numbers = [_number(f"{where}.{f}", value[f]) for f in schema.features]
-    elif isinstance(value, list):
-        flat = _flatten(where, value, schema.input_shape)
-        if len(flat) != len(schema.features):
-            raise RequestError(
-                422,
-                f"{where} has {len(flat)} values; expected {len(schema.features)} "
-                f"(shape {schema.input_shape}, flat or nested)",
-            )
-        numbers = [_number(f"{where}[{j}]", v) for j, v in enumerate(flat)]
-    else:
+        _check_range(where, numbers, schema)
+        return numbers
+    if not isinstance(value, list):
         raise RequestError(422, f"{where} must be a list of numbers or an object of features")
+    flat = _flatten(where, value, schema.input_shape)
+    if len(flat) != len(schema.features):
+        raise RequestError(
+            422,
+            f"{where} has {len(flat)} values; expected {len(schema.features)} "
+            f"(shape {schema.input_shape}, flat or nested)",
+        )
+    return _numbers(where, flat, schema)
+
+
+NUMBER_TYPES = frozenset({int, float})
+
+
+def _numbers(where: str, flat: list, schema: DatasetSchema) -> list[float]:
+    """The values as floats. Ordinary rows (numbers only, finite, in range) are checked in
+    bulk; any other row goes value by value, so that the error names the value."""
+    if set(map(type, flat)) <= NUMBER_TYPES:  # bool is a type of its own here
+        values = np.asarray(flat, dtype=np.float64)
+        low, high = schema.value_range or (-np.inf, np.inf)
+        if np.isfinite(values).all() and ((values >= low) & (values <= high)).all():
+            return flat
+    numbers = [_number(f"{where}[{j}]", v) for j, v in enumerate(flat)]
     _check_range(where, numbers, schema)
     return numbers
 

@@ -1,11 +1,12 @@
-"""loopline's model server: two BentoML services in one graph.
+"""loopline's model server: one BentoML service, with the model in its process.
 
-``Predictor`` is the front door. It owns the HTTP contract (KServe v1 ``/predict``), checks
-the API key, validates every request against the model's recorded schema, writes the
-prediction log and answers with an envelope (model version, request id). ``ModelRunner``
-holds the champion and has one batchable API, so BentoML's adaptive batching merges rows
-from concurrent requests into one forward pass. The split follows BentoML's rule that a
-batchable API returns exactly one item per input: the envelope cannot live there.
+``Predictor`` owns the HTTP contract (KServe v1 ``/predict``), checks the API key,
+validates every request against the model's recorded schema, runs the champion, writes
+the prediction log and answers with an envelope (model version, request id). The rows of
+concurrent requests share forward passes (:mod:`serving.batcher`). BentoML's batchable
+APIs must return one item per input, so the envelope would need a second service, and the
+hop to it (serialization, a second HTTP stack, a fixed batching wait) cost more than the
+model itself; batching in the process keeps one hop.
 
 Run it with ``loopline serve``, or ``bentoml serve serving.service:Predictor``.
 """
@@ -17,24 +18,23 @@ import logging
 import os
 import re
 import signal
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 
-import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import ServiceUnavailable
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.routing import request_response
+from starlette.types import ASGIApp
 
 from components import processes
 from components.database import open_database
-from components.dataset import DatasetSchema
 from components.settings import load_settings
 from serving.auth import HEADER, load_api_key
-from serving.champion import ChampionHolder
+from serving.batcher import Batcher
+from serving.champion import ChampionHolder, LoadedModel
 from serving.feedback import FeedbackStore, parse_labels
 from serving.metrics import ServingMetrics
 from serving.options import load_options
@@ -43,50 +43,39 @@ from serving.requests import JSON, PNG, Limits, RequestError, media_type, parse
 
 log = logging.getLogger("loopline.serving")
 OPTIONS = load_options()
-RUNNER_ATTEMPTS = 4
-RUNNER_ATTEMPT_S = max(5.0, 3 * OPTIONS.max_latency_ms / 1000)  # well above a batch's wait
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DECODERS = 2
 PNG_BUDGET_S = 2.0
 
-api = FastAPI(title="loopline prediction API", docs_url=None, redoc_url=None)
+
+class _API(FastAPI):
+    """FastAPI for the OpenAPI document (BentoML publishes a mounted FastAPI app's routes
+    at ``/docs.json``). The POST routes registered with :meth:`direct` answer without
+    FastAPI's middleware stack and dependency solving: the handlers take the bare request
+    and catch their own errors. In a py-spy profile at concurrency 8, those layers took
+    about a tenth of the server's busy time (benchmarks/README.md)."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self._direct: dict[str, ASGIApp] = {}
+
+    def direct(self, path: str, **openapi):
+        def register(endpoint):
+            self.post(path, **openapi)(endpoint)  # documented like any route
+            self._direct[path] = request_response(endpoint)
+            return endpoint
+
+        return register
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._direct.get(scope["path"])
+            if handler is not None:
+                return await handler(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
-@bentoml.service(name="loopline-model", workers=1, traffic={"timeout": 60})
-class ModelRunner:
-    """The champion model; follows the registry's alias while it runs."""
-
-    def __init__(self) -> None:
-        _die_with_the_server()
-        self.holder = ChampionHolder(load_settings(), pinned=OPTIONS.version, poll_s=OPTIONS.poll_s)
-        self.holder.start()
-
-    def __is_ready__(self) -> bool:
-        return self.holder.current is not None
-
-    @bentoml.api(
-        batchable=OPTIONS.batching,
-        max_batch_size=OPTIONS.max_batch,
-        max_latency_ms=OPTIONS.max_latency_ms,
-    )
-    def predict(self, rows: np.ndarray) -> list[dict]:
-        current = self.holder.current  # one model for the whole batch, even mid-switch
-        if current is None:
-            raise ServiceUnavailable(self.holder.problem or "no model loaded")
-        return current.predict(rows)
-
-    @bentoml.api
-    def describe(self) -> dict:
-        current = self.holder.current
-        return {
-            "version": current.version if current else None,
-            "schema": asdict(current.schema) if current else None,
-            "problem": self.holder.problem,
-        }
-
-    @bentoml.on_shutdown
-    def stop_following(self) -> None:
-        self.holder.stop()
+api = _API(title="loopline prediction API", docs_url=None, redoc_url=None)
 
 
 class Unavailable(Exception):
@@ -96,8 +85,6 @@ class Unavailable(Exception):
 @bentoml.service(name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60})
 @bentoml.asgi_app(api, path="/")
 class Predictor:
-    runner = bentoml.depends(ModelRunner)
-
     def __init__(self) -> None:
         _die_with_the_server()
         settings = load_settings()
@@ -108,13 +95,20 @@ class Predictor:
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
         self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
-        self.schema: tuple[str, DatasetSchema] | None = None  # (version, schema) of the model
-        _keep_one_session(self.runner)
+        self.holder = ChampionHolder(settings, pinned=OPTIONS.version, poll_s=OPTIONS.poll_s)
+        self.holder.start()
+        self.batcher = Batcher(OPTIONS.max_batch, batching=OPTIONS.batching)
+        torch.set_num_threads(OPTIONS.threads)
         self.metrics = ServingMetrics(settings.model_name)
 
+    def __is_ready__(self) -> bool:
+        return self.holder.current is not None
+
     @bentoml.on_shutdown
-    def close_log(self) -> None:
+    def close(self) -> None:
+        self.holder.stop()
         self.log.close()  # commits whatever is still queued
+        self.batcher.close()
         self.decoder.shutdown(wait=False, cancel_futures=True)
 
     async def answer(self, request: Request) -> JSONResponse:
@@ -127,13 +121,12 @@ class Predictor:
             if offered is not None and not REQUEST_ID.fullmatch(offered):
                 raise RequestError(400, f"X-Request-ID must match {REQUEST_ID.pattern}")
             body = await _read_body(request, self.limits.max_bytes)
-            rows = await self._rows(body, request.headers.get("content-type"))
-            outputs = await self._predict(rows)
+            model = self._model()  # validate and predict with the same one, even mid-switch
+            rows = await self._rows(body, request.headers.get("content-type"), model)
+            outputs = await self.batcher.predict(model, rows)
             answer = Answer(
-                request_id, outputs[0]["model_version"], rows,
-                [o["label"] for o in outputs],
-                np.asarray([o["probabilities"] for o in outputs], dtype=np.float64),
-            )  # fmt: skip
+                request_id, outputs.model_version, rows, outputs.labels, outputs.probabilities
+            )
         except RequestError as exc:
             return _error(exc.status, str(exc), headers)
         except Unavailable as exc:
@@ -142,7 +135,7 @@ class Predictor:
             log.exception("prediction %s failed", request_id)
             return _error(500, f"internal error; the server log has request {request_id}", headers)
         try:  # answer only once the log has it: a response the client saw is never lost
-            logged = await asyncio.wrap_future(self.log.submit(answer))
+            logged = await self.log.record(answer)
         except Exception:
             log.exception("prediction log write for %s failed", request_id)
             return _error(503, "the prediction log cannot record predictions; retry later", headers)
@@ -163,12 +156,17 @@ class Predictor:
             )
         return _envelope(stored, {**headers, "X-Idempotent-Replay": "true"})
 
-    async def _rows(self, body: bytes, content_type: str | None) -> np.ndarray:
-        schema = await self._schema()
+    def _model(self) -> LoadedModel:
+        current = self.holder.current
+        if current is None:
+            raise Unavailable(self.holder.problem or "no model loaded")
+        return current
+
+    async def _rows(self, body: bytes, content_type: str | None, model: LoadedModel) -> np.ndarray:
         if media_type(content_type) != PNG:
-            return parse(body, content_type, schema, self.limits)
+            return parse(body, content_type, model.schema, self.limits)
         decoding = asyncio.get_running_loop().run_in_executor(
-            self.decoder, parse, body, content_type, schema, self.limits
+            self.decoder, parse, body, content_type, model.schema, self.limits
         )
         try:
             return await asyncio.wait_for(decoding, PNG_BUDGET_S)
@@ -183,7 +181,7 @@ class Predictor:
         try:
             body = await _read_body(request, self.limits.max_bytes)
             labels = parse_labels(body, request.headers.get("content-type"), self.limits)
-            classes = (await self._schema()).classes
+            classes = self._model().schema.classes
             result = await asyncio.to_thread(self.feedback.attach, labels, classes)
         except RequestError as exc:
             return _error(exc.status, str(exc), {})
@@ -193,45 +191,6 @@ class Predictor:
             log.exception("feedback failed")
             return _error(500, "internal error; the server log has the details", {})
         return JSONResponse(result)
-
-    async def _schema(self) -> DatasetSchema:
-        if self.schema is None:
-            described = await self._call_runner("describe")
-            if described["version"] is None:
-                raise Unavailable(described["problem"] or "no model loaded")
-            self.schema = (described["version"], DatasetSchema(**described["schema"]))
-        return self.schema[1]
-
-    async def _predict(self, rows: np.ndarray) -> list[dict]:
-        """Outputs from one model version; a request split across a champion switch is
-        answered again, so its envelope names the model that made every prediction."""
-        for _ in range(3):
-            outputs = await self._call_runner("predict", rows)
-            versions = {o["model_version"] for o in outputs}
-            if len(versions) == 1:
-                if self.schema is not None and self.schema[0] != outputs[0]["model_version"]:
-                    self.schema = None  # the champion moved; take its schema next time
-                return outputs
-        raise Unavailable("the champion kept changing during the request")
-
-    async def _call_runner(self, method: str, *args):
-        """Call the model service, retrying a dropped or stalled connection.
-
-        BentoML 1.4's client may close its HTTP session under requests still in flight
-        (see ``_keep_one_session``); those fail with a closed connection or never
-        complete. A prediction is safe to repeat, so each attempt gets a deadline and a
-        lost one is sent again.
-        """
-        for attempt in range(RUNNER_ATTEMPTS):
-            try:
-                call = getattr(self.runner.to_async, method)(*args)
-                return await asyncio.wait_for(call, RUNNER_ATTEMPT_S)
-            except (aiohttp.ClientConnectionError, RuntimeError, TimeoutError) as exc:
-                # aiohttp reports a connection closed mid-response as a bare RuntimeError.
-                lost = not isinstance(exc, RuntimeError) or "Connection closed" in str(exc)
-                if not lost or attempt == RUNNER_ATTEMPTS - 1:
-                    raise
-                log.warning("model service call lost (%s); retrying", type(exc).__name__)
 
 
 ERRORS = {
@@ -321,7 +280,7 @@ ATTACHED = {
 }
 
 
-@api.post(
+@api.direct(
     "/predict",
     summary="Predict the class of each instance (KServe v1)",
     openapi_extra={
@@ -360,23 +319,7 @@ def _die_with_the_server() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _keep_one_session(proxy: object) -> None:
-    """Stop BentoML's client from replacing its session every 100 requests.
-
-    Since 1.4.31 the proxy to a dependency closes its aiohttp session after 100 requests
-    or 300 s, while other requests are still in flight on it; under load about one
-    request in ten then fails (bentoml/BentoML#5540 reports the same change). The model
-    service is a local socket, so there is nothing to rebalance: keep one session.
-    """
-    manager = getattr(getattr(proxy, "_async", None), "_session_manager", None)
-    if manager is not None and hasattr(manager, "max_requests"):
-        manager.max_requests = sys.maxsize
-        manager.max_age = float("inf")
-    else:
-        log.warning("BentoML's client changed; relying on retries for dropped calls")
-
-
-@api.post(
+@api.direct(
     "/feedback",
     summary="Attach ground-truth labels to served predictions",
     openapi_extra={

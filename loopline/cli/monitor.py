@@ -33,10 +33,13 @@ def monitor(
 
     With --every it repeats until Ctrl-C or SIGTERM, paying its imports once.
     """
-    from components import engine_env, processes
-    from loopline.monitor_view import render_monitor
-    from monitoring.monitor import Monitor
-    from monitoring.policy import load_policy
+    from loopline.cli.imports import frozen
+
+    with frozen():
+        from components import engine_env, processes
+        from loopline.monitor_view import render_monitor
+        from monitoring.monitor import Monitor
+        from monitoring.policy import load_policy
 
     settings = options.settings(ctx, model)
     policy = load_policy(settings)

@@ -23,7 +23,7 @@ def test_bento_holds_the_service_the_packages_and_the_model_reference(served, tm
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
     assert manifest["service"] == "serving.service:Predictor"
     assert manifest["labels"]["loopline.model_version"] == "1"
-    assert {s["name"] for s in manifest["services"]} == {"loopline", "loopline-model"}
+    assert {s["name"] for s in manifest["services"]} == {"loopline"}
     assert (bento / "src" / "serving" / "service.py").exists()
     assert not list((bento / "src").rglob("*.db")), "no registry or log files in the Bento"
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()

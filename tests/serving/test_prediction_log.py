@@ -57,6 +57,82 @@ def test_a_reused_id_replays_the_same_inputs_and_refuses_others(database):
     log.close()
 
 
+def test_one_batch_with_a_reused_id_logs_the_first_and_judges_the_rest_against_it(database):
+    """The writer claims a whole batch in one statement; an id twice in one batch (a
+    client retrying before its first answer came back) is still logged once."""
+    log = PredictionLog(database)
+    batch = [answer("dup", rows=2), answer("dup", rows=2), answer("dup", value=0.7),
+             answer("solo"), answer("dup", rows=2)]  # fmt: skip
+    outcomes = log._write(batch)  # what the writer thread does with one gathered batch
+    assert [o.outcome for o in outcomes] == ["new", "replay", "conflict", "new", "replay"]
+    assert outcomes[1].stored is batch[0]
+    assert log.count() == 3 and log.last_seq() == 3
+    assert [o.outcome for o in log._write([answer("dup", rows=2), answer("new")])] == [
+        "replay",
+        "new",
+    ]  # a later batch reads the stored answer back
+    log.close()
+
+
+def test_the_largest_batch_fits_in_one_claim_statement(database):
+    """The writer gathers up to 4,096 rows: as many one-row requests, five values each in
+    one INSERT, under SQLite's and PostgreSQL's limits on bound values."""
+    log = PredictionLog(database)
+    batch = [answer(f"b{i}") for i in range(log.max_batch_rows)]
+    assert {o.outcome for o in log._write(batch)} == {"new"}
+    assert log.count() == log.max_batch_rows and log.last_seq() == log.max_batch_rows
+    log.close()
+
+
+def test_the_writer_reconnects_when_postgresql_drops_its_connection(postgres_url, tmp_path):
+    """The writer keeps one connection; a server restart or an idle timeout ends it. The
+    next batch opens a new one: no client hears of it, and nothing is logged twice."""
+    from sqlalchemy import text
+
+    from components.database import open_database
+    from components.settings import load_settings
+
+    settings = load_settings(
+        {"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": postgres_url}
+    )
+    database, admin = open_database(settings, migrate=True), open_database(settings)
+    log = PredictionLog(database)
+    assert log.append(answer("before")).outcome == "new"
+    with admin.write() as connection:
+        killed = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )).scalar()  # fmt: skip
+    assert killed >= 1
+    assert log.append(answer("after")).outcome == "new"
+    assert log.append(answer("before")).outcome == "replay"
+    assert log.count() == 2
+    log.close()
+    admin.close()
+
+
+def test_async_writers_are_woken_per_commit_with_their_own_outcomes(database):
+    """The service awaits ``record`` on its event loop: many requests, one wake-up per
+    commit; each hears its own outcome, and one that gives up does not disturb the rest."""
+    import asyncio
+
+    log = PredictionLog(database)
+
+    async def main():
+        tasks = [asyncio.create_task(log.record(answer(f"a{i % 40}", value=i // 40)))
+                 for i in range(80)]  # fmt: skip
+        await asyncio.sleep(0)  # every request is queued
+        tasks[5].cancel()  # gives up while its commit is under way
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes[5], asyncio.CancelledError)
+    kinds = [o.outcome for i, o in enumerate(outcomes) if i != 5]
+    assert kinds.count("new") == 39 and kinds.count("conflict") == 40  # the second of each id
+    assert log.count() == 40  # the request that gave up is logged all the same
+    log.close()
+
+
 def test_read_window_by_number_and_model_version_and_sample(database):
     log = PredictionLog(database)
     for i in range(10):

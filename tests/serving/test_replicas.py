@@ -69,7 +69,7 @@ def test_rows_committed_out_of_clock_order_are_each_judged_in_exactly_one_window
 
     def slow_replica() -> None:
         with replica_a.write() as connection:
-            first = replica_a.take_numbers(connection, "predictions", 5)
+            first = replica_a.take_numbers(connection.connection.cursor(), "predictions", 5)
             connection.execute(predictions.insert(), [
                 {"seq": first + i, "request_id": f"a{i}", "item": 0, "ts": time.time() - 10,
                  "model_version": "1", "inputs": b"\0" * 4, "label": "0",

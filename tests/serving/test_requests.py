@@ -89,3 +89,43 @@ def test_malformed_tabular_instances(instance, says):
     with pytest.raises(RequestError) as info:
         parse(body({"instances": [instance]}), "application/json", TABLE)
     assert info.value.status == 422 and says in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("literal", "status"),
+    [
+        (b"1" + b"0" * 19, 200),  # 20 digits: the limit
+        (b"-1" + b"0" * 20, 422),  # 21 digits
+        (b"0." + b"1" * 30, 200),  # a float of 32 characters: past the fast path, accepted
+        (b"0." + b"1" * 70, 422),  # 72 characters
+        (b"1" * 5000, 422),  # would stall int() without the check
+    ],
+)
+def test_long_number_literals_are_checked_wherever_they_are(literal, status):
+    """Bodies with a long run of number characters take the checked parse; a long run
+    inside a string takes it too and changes nothing."""
+    table = DatasetSchema(
+        name="t", kind="tabular", features=["a", "b"], classes=["0", "1"], input_shape=[2]
+    )
+    raw = b'{"instances": [[' + literal + b", 0]]}"
+    if status == 200:
+        assert parse(raw, "application/json", table)[0, 1] == 0
+    else:
+        with pytest.raises(RequestError) as info:
+            parse(raw, "application/json", table)
+        assert info.value.status == status and "accepted" in str(info.value)
+    keyed = b'{"instances": [{"a": ' + literal + b', "b": 0}], "x' + b"9" * 30 + b'": 1}'
+    with pytest.raises(RequestError) as info:  # the long key forces the checked parse
+        parse(keyed, "application/json", table)
+    assert ("unknown field(s) x999" if status == 200 else "accepted") in str(info.value)
+
+
+def test_rows_checked_in_bulk_still_name_the_bad_value():
+    for bad, says in [(-0.5, "instances[1][3] is -0.5"), (True, "instances[1][3] is bool")]:
+        rows = [[0.25] * 4, [0.25, 0.5, 1, bad]]
+        with pytest.raises(RequestError) as info:
+            parse(body({"instances": rows}), "application/json", IMAGE)
+        assert says in str(info.value), info.value
+    assert parse(body({"instances": [[0, 1, 0.5, 1.0]]}), "application/json", IMAGE).tolist() == [
+        [0, 1, 0.5, 1]
+    ]

@@ -1,0 +1,34 @@
+"""Server options from LOOPLINE_SERVE_*: defaults, the CPUs a container really has, and
+a clear error for a bad value."""
+
+import os
+
+import pytest
+
+from components.settings import SettingsError
+from serving.options import load_options, usable_cpus
+
+
+def test_the_forward_pass_leaves_one_cpu_to_the_event_loop():
+    assert load_options({}).threads == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert load_options({"LOOPLINE_SERVE_THREADS": "3"}).threads == 3
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("max 100000", None), ("150000 100000", 2), ("50000 100000", 1), ("garbled", None)],
+)
+def test_a_container_cpu_limit_caps_the_count(tmp_path, cpu_max, expected):
+    """A pod limited to 1.5 CPUs on a 64-core node has 2 to use, not 64 (torch counts
+    the node's); an unlimited or unreadable quota leaves the affinity's count."""
+    quota = tmp_path / "cpu.max"
+    quota.write_text(cpu_max + "\n")
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(quota) == (affinity if expected is None else min(affinity, expected))
+    assert usable_cpus(tmp_path / "missing") == affinity
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two"])
+def test_a_bad_thread_count_names_the_variable(bad):
+    with pytest.raises(SettingsError, match="LOOPLINE_SERVE_THREADS"):
+        load_options({"LOOPLINE_SERVE_THREADS": bad})
