@@ -42,8 +42,17 @@ def rows(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random((n, FEATURES), dtype=np.float32)
 
 
-def run(coroutine):
-    return asyncio.run(coroutine)
+def predict_all(requests, max_rows: int = 256, *, batching: bool = True) -> list:
+    """Every (model, rows) request sent at once to one batcher; the answers in order."""
+
+    async def main():
+        batcher = Batcher(max_rows, batching=batching)
+        try:
+            return await asyncio.gather(*(batcher.predict(m, r) for m, r in requests))
+        finally:
+            batcher.close()
+
+    return asyncio.run(main())
 
 
 def test_a_lone_request_runs_at_once_and_matches_the_model():
@@ -57,7 +66,7 @@ def test_a_lone_request_runs_at_once_and_matches_the_model():
         batcher.close()
         return outputs, time.perf_counter() - started
 
-    outputs, seconds = run(main())
+    outputs, seconds = asyncio.run(main())
     expected = model.probabilities(batch)
     assert outputs.model_version == "1"
     assert np.array_equal(outputs.probabilities, expected)
@@ -69,13 +78,7 @@ def test_concurrent_requests_share_passes_and_each_gets_its_own_rows():
     model = Counted("1", seed=0, delay=0.02)
     requests = [rows(1 + i % 5, i) for i in range(60)]
 
-    async def main():
-        batcher = Batcher(256)
-        answers = await asyncio.gather(*(batcher.predict(model, r) for r in requests))
-        batcher.close()
-        return answers
-
-    answers = run(main())
+    answers = predict_all([(model, r) for r in requests])
     assert len(model.passes) < len(requests) / 4, model.passes  # merged, not one by one
     assert sum(model.passes) == sum(len(r) for r in requests)
     reference = Counted("1", seed=0)
@@ -88,13 +91,7 @@ def test_a_pass_never_exceeds_max_rows_and_never_splits_a_request():
     model = Counted("1", seed=0, delay=0.01)
     requests = [rows(7, i) for i in range(30)] + [rows(40, 99)]  # the last one alone is > 32
 
-    async def main():
-        batcher = Batcher(32)
-        answers = await asyncio.gather(*(batcher.predict(model, r) for r in requests))
-        batcher.close()
-        return answers
-
-    answers = run(main())
+    answers = predict_all([(model, r) for r in requests], max_rows=32)
     assert [len(a.labels) for a in answers] == [len(r) for r in requests]
     assert all(n % 7 == 0 or n == 40 for n in model.passes), model.passes
     assert max(n for n in model.passes if n != 40) <= 32 and 40 in model.passes
@@ -104,12 +101,7 @@ def test_batching_off_runs_each_request_alone():
     model = Counted("1", seed=0, delay=0.005)
     requests = [rows(2, i) for i in range(10)]
 
-    async def main():
-        batcher = Batcher(256, batching=False)
-        await asyncio.gather(*(batcher.predict(model, r) for r in requests))
-        batcher.close()
-
-    run(main())
+    predict_all([(model, r) for r in requests], batching=False)
     assert model.passes == [2] * 10
 
 
@@ -117,13 +109,7 @@ def test_requests_across_a_champion_switch_are_each_answered_by_their_own_model(
     old, new = Counted("1", seed=0, delay=0.01), Counted("2", seed=1)
     requests = [(old if i % 3 else new, rows(2, i)) for i in range(30)]
 
-    async def main():
-        batcher = Batcher(256)
-        answers = await asyncio.gather(*(batcher.predict(m, r) for m, r in requests))
-        batcher.close()
-        return answers
-
-    answers = run(main())
+    answers = predict_all(requests)
     for (model, request), outputs in zip(requests, answers, strict=True):
         assert outputs.model_version == model.version
         fresh = Counted(model.version, seed=0 if model is old else 1)
@@ -144,7 +130,7 @@ def test_a_failing_pass_fails_its_requests_and_the_batcher_keeps_serving():
         batcher.close()
         return results, after
 
-    (first, bad), after = run(main())
+    (first, bad), after = asyncio.run(main())
     assert len(first.labels) == 1
     assert isinstance(bad, RuntimeError)
     assert len(after.labels) == 3
@@ -165,7 +151,7 @@ def test_a_client_that_leaves_does_not_stop_the_others():
         batcher.close()
         return answers, leaving
 
-    (first, staying), leaving = run(main())
+    (first, staying), leaving = asyncio.run(main())
     assert leaving.cancelled()
     assert len(first.labels) == 1 and len(staying.labels) == 2
 
