@@ -232,11 +232,11 @@ def goals_missed(ratios_: dict) -> list[str]:
             if int(level) >= 8 and f"{mode} throughput / batchable" in entry:
                 median = statistics.median(entry[f"{mode} throughput / batchable"])
                 if median < 1.0:
-                    missed.append(f"{mode} at {level}: {median}x plain batchable's throughput")
+                    missed.append(f"{mode} at {level}: {median:.2f}x plain batchable's throughput")
             if int(level) == 1 and f"{mode} p50 / plain" in entry:
                 median = statistics.median(entry[f"{mode} p50 / plain"])
                 if median > 1.3:
-                    missed.append(f"{mode} at 1: p50 {median}x plain's")
+                    missed.append(f"{mode} at 1: p50 {median:.2f}x plain's")
     return missed
 
 
