@@ -69,13 +69,9 @@ class ChampionHolder:
     def refresh(self) -> bool:
         """Load the version the registry names now; True when the model changed."""
         name = self.settings.model_name
-        if _missing_sqlite(self.settings.tracking_uri):
-            # Creating the database here would race a first training run's migrations.
-            self.problem = (
-                f"model {name!r} has no champion yet (no registry); run `loopline run` first"
-            )
-            return False
-        reads = reader(self.settings)  # polled every few seconds: plain SQL where it can
+        # Polled every few seconds: plain SQL where it can, and a missing store reads as
+        # empty without being created (a first training run is migrating it).
+        reads = reader(self.settings)
         info = reads.version(name, self.pinned) if self.pinned else reads.champion(name)
         if info is None:
             self.problem = f"model {name!r} has no champion yet; run `loopline run` first"
@@ -110,7 +106,3 @@ class ChampionHolder:
 
     def _serving(self) -> str:
         return f"version {self.current.version}" if self.current else "nothing"
-
-
-def _missing_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
