@@ -2,34 +2,41 @@
 over the same weights, with and without adaptive batching; loopline's prediction log on
 SQLite and on PostgreSQL.
 
-Run: ``.venv/bin/python -m benchmarks.serving [--seconds 5] [--levels 1 8 32] [--repeat 3]``.
+Run: ``.venv/bin/python -m benchmarks.serving [--seconds 5] [--levels 1 8 32] [--repeat 5]``.
 Writes ``benchmarks/results/serving.json``.
 
 A digits CNN is trained in-process and registered as champion in a scratch
-LOOPLINE_HOME. Each server is a real ``bentoml serve`` on loopback, started alone:
+LOOPLINE_HOME. Each server is a real ``bentoml serve`` on loopback:
 - ``loopline`` (prediction log on SQLite) and ``loopline-postgres`` (a real PostgreSQL
-  server that the benchmark starts, Debian's package): the API key check, validation,
-  the model and its in-process batching, the durable log, the envelope;
+  server that the benchmark starts, Debian's package, with production's ``fsync=on``):
+  the API key check, validation, the model and its in-process batching, the durable log,
+  the envelope;
 - ``plain`` and ``batchable`` (``benchmarks/plain_bento.py``): one ``@bentoml.service``
   with one ``@bentoml.api`` over the champion's weights, without and with batching.
 
 An asyncio load generator (httpx, one connection per client) keeps ``c`` requests in
 flight for a fixed time at each concurrency level. Each request is one 8x8 digit: online
-traffic, where batching can only come from merging concurrent requests. The servers run
-in turn, in reversed order on every other repeat, and each one's CPU time (all its
-processes) is read before and after each level. Every loopline run checks zero errors and
-that the prediction log holds exactly the requests that were answered.
+traffic, where batching can only come from merging concurrent requests.
+
+This VM's speed drifts by a third within minutes, so all servers start (and are warmed)
+together, and at each level of each repeat they take the load one after another, seconds
+apart, in reversed order every other time, each after 1 s of unmeasured load at that
+level: each ratio compares segments measured under the same conditions. An idle server costs next to nothing. Each server's CPU time (all
+its processes) is read around each segment. Every loopline segment checks zero errors
+and that the prediction log holds exactly the requests that were answered.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -105,7 +112,10 @@ def champion_home(root: Path):
 
 
 MODES = ("loopline", "plain", "batchable", "loopline-postgres")
-WARM_UP_S = 3.0  # each server, before its first level: the first one measured ran slower
+WARM_UP_S = 3.0
+# Unmeasured load at a segment's level first: BentoML's adaptive batching learns its wait
+# from the traffic it saw, and after 32 clients it kept a lone client waiting 30 ms.
+SETTLE_S = 1.0
 PLAIN = {"plain": "benchmarks.plain_bento:Plain", "batchable": "benchmarks.plain_bento:Batchable"}
 
 
@@ -124,10 +134,10 @@ def server_cpu_s(pid: int) -> float:
     return total
 
 
-def bench_server(mode: str, settings, model: Path, levels: list[int], seconds: float,
-                 port: int, run: int) -> list:  # fmt: skip
-    logged = mode.startswith("loopline")
-    if logged:
+@contextlib.contextmanager
+def started(mode: str, settings, model: Path, port: int) -> Iterator:
+    """One server, up and warmed: the first load a server sees runs slower."""
+    if mode.startswith("loopline"):
         open_database(settings, migrate=True).close()
     server = start_server(
         settings,
@@ -136,52 +146,72 @@ def bench_server(mode: str, settings, model: Path, levels: list[int], seconds: f
         env={"LOOPLINE_BENCH_MODEL": str(model)},
         log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log",
     )
-    rows = []
     try:
         server.wait_ready()
-        asyncio.run(load(server.url, 8, WARM_UP_S, f"warmup-{mode}-{run}"))
-        for level in levels:
-            tag = f"{mode}-{run}-{level}"
-            cpu = server_cpu_s(server.process.pid)
-            result = asyncio.run(load(server.url, level, seconds, tag))
-            cpu = server_cpu_s(server.process.pid) - cpu
-            ids = set(result.pop("answered_ids"))
-            result.update(mode=mode, run=run,
-                          server_cpu_ms_per_request=round(1000 * cpu / result["requests"], 2))  # fmt: skip
-            if logged:
-                log = open_database(settings)
-                window = PredictionLog(log).read_window()
-                log.close()
-                in_log = set(window.request_id[window.request_id.str.startswith(f"{tag}-")])
-                result.update(logged=len(in_log), log_matches=in_log == ids)
-            print(json.dumps(result), flush=True)
-            rows.append(result)
+        asyncio.run(load(server.url, 8, WARM_UP_S, f"warmup-{mode}"))
+        yield server
     finally:
         server.stop()
-    return rows
+
+
+def measure(mode: str, server, settings, level: int, seconds: float, run: int) -> dict:
+    """One segment: ``level`` clients for ``seconds`` against one server, its CPU time,
+    and for loopline whether its log holds exactly the requests it answered."""
+    tag = f"{mode}-{run}-{level}"
+    logged = mode.startswith("loopline")
+    asyncio.run(load(server.url, level, SETTLE_S, f"settle-{tag}"))  # steady state at level
+    if logged:
+        database = open_database(settings)
+        log = PredictionLog(database)
+        before = log.last_seq()
+    cpu = server_cpu_s(server.process.pid)
+    result = asyncio.run(load(server.url, level, seconds, tag))
+    cpu = server_cpu_s(server.process.pid) - cpu
+    ids = set(result.pop("answered_ids"))
+    result.update(mode=mode, run=run,
+                  server_cpu_ms_per_request=round(1000 * cpu / result["requests"], 2))  # fmt: skip
+    if logged:
+        in_log = set(log.read_window(before).request_id)
+        database.close()
+        result.update(logged=len(in_log), log_matches=in_log == ids)
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--port", type=int, default=3917)
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, running_postgres() as postgres:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_postgres(durable=True) as postgres,
+        contextlib.ExitStack() as stack,
+    ):
         sqlite = champion_home(Path(tmp))
         on_postgres = load_settings({
             "LOOPLINE_HOME": str(Path(tmp) / "home-pg"), "LOOPLINE_TRACKING_URI": sqlite.tracking_uri,
             "LOOPLINE_DATABASE_URL": new_database(postgres, "bench"),
         })  # fmt: skip
+        settings = {m: on_postgres if m == "loopline-postgres" else sqlite for m in args.modes}
+        servers = {
+            mode: stack.enter_context(
+                started(mode, settings[mode], Path(tmp) / "model", args.port + i)
+            )
+            for i, mode in enumerate(args.modes)
+        }
+        segment = 0
         for run in range(args.repeat):
-            order = args.modes if run % 2 == 0 else args.modes[::-1]
-            for i, mode in enumerate(order):
-                settings = on_postgres if mode == "loopline-postgres" else sqlite
-                rows += bench_server(mode, settings, Path(tmp) / "model", args.levels,
-                                     args.seconds, args.port + i, run)  # fmt: skip
+            for level in args.levels:
+                # The servers' segments back to back, in turn first and last.
+                order = args.modes if segment % 2 == 0 else args.modes[::-1]
+                segment += 1
+                rows += [measure(mode, servers[mode], settings[mode], level, args.seconds, run)
+                         for mode in order]  # fmt: skip
     report = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "command": "python -m benchmarks.serving "

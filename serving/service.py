@@ -82,7 +82,9 @@ class Unavailable(Exception):
     """The model server has no model to answer with (yet)."""
 
 
-@bentoml.service(name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60})
+@bentoml.service(
+    name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60}, tracing=OPTIONS.tracing
+)
 @bentoml.asgi_app(api, path="/")
 class Predictor:
     def __init__(self) -> None:

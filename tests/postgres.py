@@ -38,8 +38,10 @@ def _as_postgres(command: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[str]:
-    """Start a throw-away server; yield its base URL (user `loopline`, no password)."""
+def running_postgres(*, durable: bool = False) -> Iterator[str]:
+    """Start a throw-away server; yield its base URL (user `loopline`, no password).
+    Tests run it with ``fsync=off``; ``durable`` keeps production's ``fsync=on``, for
+    benchmarks of the commit path."""
     # Outside pytest's private (0700, root's) folders: the postgres user must reach it.
     folder = Path(tempfile.mkdtemp(prefix="loopline-postgres-"))
     data, port = folder / "data", free_port()
@@ -53,8 +55,8 @@ def running_postgres() -> Iterator[str]:
     with open(folder / "postgres.log", "wb") as log:
         server = subprocess.Popen(
             _as_postgres([tool("postgres"), "-D", str(data), "-p", str(port), "-k",
-                          str(folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                          "-c", "max_connections=200"]),
+                          str(folder), "-c", "listen_addresses=127.0.0.1", "-c",
+                          f"fsync={'on' if durable else 'off'}", "-c", "max_connections=200"]),
             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )  # fmt: skip
     try:

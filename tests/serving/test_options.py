@@ -32,3 +32,23 @@ def test_a_container_cpu_limit_caps_the_count(tmp_path, cpu_max, expected):
 def test_a_bad_thread_count_names_the_variable(bad):
     with pytest.raises(SettingsError, match="LOOPLINE_SERVE_THREADS"):
         load_options({"LOOPLINE_SERVE_THREADS": bad})
+
+
+@pytest.mark.parametrize("url", ["/predict", "/feedback", "/metrics", "/predict?x=1"])
+def test_with_tracing_off_no_request_opens_a_span(url):
+    """BentoML's OpenTelemetry middleware skips the URLs its exclusion list matches (read
+    here by OpenTelemetry's own parser); at a sample rate it traces them all again."""
+    from _bentoml_sdk.service.config import validate
+    from opentelemetry.util.http import ExcludeList
+
+    off = load_options({}).tracing
+    assert validate({"tracing": off})  # BentoML takes it as service configuration
+    assert ExcludeList(off["excluded_urls"]).url_disabled(f"http://127.0.0.1:3000{url}")
+    on = load_options({"LOOPLINE_SERVE_TRACE_SAMPLE_RATE": "0.25"}).tracing
+    assert validate({"tracing": on}) and on == {"sample_rate": 0.25}
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "1.5", "all", "nan"])
+def test_a_bad_trace_sample_rate_names_the_variable(bad):
+    with pytest.raises(SettingsError, match="LOOPLINE_SERVE_TRACE_SAMPLE_RATE"):
+        load_options({"LOOPLINE_SERVE_TRACE_SAMPLE_RATE": bad})

@@ -75,8 +75,9 @@ def test_one_batch_with_a_reused_id_logs_the_first_and_judges_the_rest_against_i
 
 
 def test_the_largest_batch_fits_in_one_claim_statement(database):
-    """The writer gathers up to 4,096 rows: as many one-row requests, five values each in
-    one INSERT, under SQLite's and PostgreSQL's limits on bound values."""
+    """The writer gathers up to 4,096 rows: as many one-row requests. On SQLite they are
+    five values each in one INSERT, under its limit on bound values; on PostgreSQL, arrays
+    in one statement."""
     log = PredictionLog(database)
     batch = [answer(f"b{i}") for i in range(log.max_batch_rows)]
     assert {o.outcome for o in log._write(batch)} == {"new"}
@@ -109,6 +110,63 @@ def test_the_writer_reconnects_when_postgresql_drops_its_connection(postgres_url
     assert log.count() == 2
     log.close()
     admin.close()
+
+
+def test_the_writers_connection_never_goes_back_to_the_pool(postgres_url, tmp_path):
+    """On PostgreSQL the writer's connection commits each statement by itself. In the pool
+    it would commit what another caller rolls back: closing the log closes it."""
+    from sqlalchemy import text
+
+    from components.database import open_database
+    from components.settings import load_settings
+
+    settings = load_settings(
+        {"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": postgres_url}
+    )
+    database = open_database(settings, migrate=True)
+    log = PredictionLog(database)
+    assert log.append(answer("one")).outcome == "new"
+    log.close()
+    pooled = database.engine.pool.checkedin()
+    connections = [database.engine.connect() for _ in range(max(pooled, 1))]  # all of them
+    for connection in connections:
+        with connection.begin() as transaction:
+            connection.execute(text("UPDATE counters SET value = value + 100"))
+            transaction.rollback()
+        connection.close()
+    log = PredictionLog(database)
+    assert log.append(answer("two")).outcome == "new"
+    assert log.read_window()["seq"].tolist() == [1, 2]  # no rolled-back update took effect
+    log.close()
+    database.close()
+
+
+def test_without_its_counter_row_a_batch_fails_whole(postgres_url, tmp_path):
+    """PostgreSQL's one-statement write numbers the rows from the counter row. Were the
+    row gone, the statement fails as a whole: no request id is claimed without its rows,
+    and the writers hear of it rather than being told their answers are stored."""
+    import pytest
+    from sqlalchemy import text
+
+    from components.database import open_database
+    from components.settings import load_settings
+
+    settings = load_settings(
+        {"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": postgres_url}
+    )
+    database = open_database(settings, migrate=True)
+    log = PredictionLog(database)
+    assert log.append(answer("first")).outcome == "new"
+    with database.write() as connection:
+        connection.execute(text("DELETE FROM counters"))
+    with pytest.raises(Exception, match="seq"):
+        log.append(answer("second"))
+    with database.read() as connection:
+        assert connection.execute(text("SELECT request_id FROM requests")).scalars().all() == [
+            "first"
+        ]
+    log.close()
+    database.close()
 
 
 def test_async_writers_are_woken_per_commit_with_their_own_outcomes(database):
