@@ -21,9 +21,10 @@ traffic, where batching can only come from merging concurrent requests.
 This VM's speed drifts by a third within minutes, so all servers start (and are warmed)
 together, and at each level of each repeat they take the load one after another, seconds
 apart, in reversed order every other time, each after 1 s of unmeasured load at that
-level: each ratio compares segments measured under the same conditions. An idle server costs next to nothing. Each server's CPU time (all
-its processes) is read around each segment. Every loopline segment checks zero errors
-and that the prediction log holds exactly the requests that were answered.
+level: each ratio compares segments measured under the same conditions. An idle server
+costs next to nothing. Each server's CPU time (all its processes) is read around each
+segment. Every loopline segment checks zero errors and that the prediction log holds
+exactly the requests that were answered.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ feedback labels, monitoring's checks and triggers.
 The tables are one schema (:mod:`components.tables`) and the SQL is shared; the two
 dialects differ only here (how a connection starts, how a write transaction takes its
 lock, and the upsert constructs) and in the prediction log's writer, which takes a batch
-in one statement on PostgreSQL (:mod:`serving.prediction_log`). Migrations are Alembic's (``components/migrations``),
-run by ``loopline db upgrade`` and by the commands that write (``serve``, ``monitor``,
-``feedback``); a command that only reads never migrates and never creates a database.
+in one statement on PostgreSQL (:mod:`serving.prediction_log`). Migrations are Alembic's
+(``components/migrations``), run by ``loopline db upgrade`` and by the commands that
+write (``serve``, ``monitor``, ``feedback``); a command that only reads never migrates
+and never creates a database.
 """
 
 from __future__ import annotations

@@ -287,11 +287,12 @@ class PredictionLog:
         for answer in answers:
             first.setdefault(answer.request_id, answer)
         try:
+            connection = self._open()
             if self.database.dialect == "postgresql":
-                claimed = self._store_in_one_statement(first, now)
+                claimed = self._store_in_one_statement(connection, first, now)
             else:
-                claimed = self._store(first, now)
-            cursor = self._connection.cursor()  # replays and conflicts read what is stored
+                claimed = self._store(connection, first, now)
+            cursor = connection.cursor()  # replays and conflicts read what is stored
             try:
                 return [self._outcome(a, first, claimed, cursor) for a in answers]
             finally:
@@ -307,12 +308,22 @@ class PredictionLog:
                 raise ConnectionLost(str(exc)) from exc
             raise
 
-    def _store(self, first: dict[str, Answer], now: float) -> set[str]:
-        """Claim the ids in one statement and insert the new rows in another, in one write
-        transaction; the ids claimed. In-process SQLite statements cost next to nothing."""
+    def _open(self):
+        """The writer's own driver connection, opened on first use. On PostgreSQL it
+        commits each statement by itself (see :meth:`_store_in_one_statement`)."""
         if self._connection is None:
             self._connection = self.database.engine.raw_connection()
-        with self.database.driver_write(self._connection) as cursor:
+            if self.database.dialect == "postgresql":
+                driver = self._connection.dbapi_connection
+                driver.rollback()  # the pool's liveness check may have begun a transaction
+                driver.autocommit = True
+                driver.execute(STORE_COUNTER, (COUNTER,))
+        return self._connection
+
+    def _store(self, connection, first: dict[str, Answer], now: float) -> set[str]:
+        """Claim the ids in one statement and insert the new rows in another, in one write
+        transaction; the ids claimed. In-process SQLite statements cost next to nothing."""
+        with self.database.driver_write(connection) as cursor:
             cursor.execute(*self._claim(first, now))
             claimed = {row[0] for row in cursor.fetchall()}
             rows = [row for id_, a in first.items() if id_ in claimed for row in _rows(a, now)]
@@ -324,19 +335,13 @@ class PredictionLog:
                 )
         return claimed
 
-    def _store_in_one_statement(self, first: dict[str, Answer], now: float) -> set[str]:
+    def _store_in_one_statement(self, connection, first: dict[str, Answer], now: float):
         """:meth:`_store` as one PostgreSQL statement that is its own transaction: one round
         trip to the server where the statements of :meth:`_store` cost five (BEGIN, claim,
         counter, insert, COMMIT), and a third less CPU on both sides (benchmarks/README.md)."""
-        if self._connection is None:
-            self._connection = self.database.engine.raw_connection()
-            driver = self._connection.dbapi_connection
-            driver.rollback()  # the pool's liveness check may have begun a transaction
-            driver.autocommit = True
-            driver.execute(STORE_COUNTER, (COUNTER,))
         rows = [row for answer in first.values() for row in _rows(answer, now)]
         columns = list(zip(*rows, strict=True)) if rows else [()] * 7
-        cursor = self._connection.cursor()
+        cursor = connection.cursor()
         try:
             cursor.execute(
                 STORE_POSTGRES,
