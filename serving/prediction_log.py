@@ -34,7 +34,7 @@ from components.tables import predictions
 
 COUNTER = "predictions"
 SAMPLE_CHUNK = 1000  # numbers per IN (...) query: well under SQLite's variable limit
-# The write path's SQL, in both dialects (placeholders as ?; see Database.driver_sql).
+# SQLite's write path: the claim of a batch's request ids, then its rows.
 CLAIM = (
     "INSERT INTO requests (request_id, ts, model_version, digest, items) VALUES %s"
     " ON CONFLICT DO NOTHING RETURNING request_id"
@@ -321,18 +321,16 @@ class PredictionLog:
         return self._connection
 
     def _store(self, connection, first: dict[str, Answer], now: float) -> set[str]:
-        """Claim the ids in one statement and insert the new rows in another, in one write
-        transaction; the ids claimed. In-process SQLite statements cost next to nothing."""
+        """SQLite's write: claim the ids in one statement and insert the new rows in
+        another, in one write transaction; the ids claimed. In-process statements cost next
+        to nothing."""
         with self.database.driver_write(connection) as cursor:
             cursor.execute(*self._claim(first, now))
             claimed = {row[0] for row in cursor.fetchall()}
             rows = [row for id_, a in first.items() if id_ in claimed for row in _rows(a, now)]
             if rows:
                 number = self.database.take_numbers(cursor, COUNTER, len(rows))
-                cursor.executemany(
-                    self.database.driver_sql(INSERT),
-                    [(number + i, *row) for i, row in enumerate(rows)],
-                )
+                cursor.executemany(INSERT, [(number + i, *row) for i, row in enumerate(rows)])
         return claimed
 
     def _store_in_one_statement(self, connection, first: dict[str, Answer], now: float):
@@ -368,7 +366,7 @@ class PredictionLog:
     def _claim(self, first: dict[str, Answer], now: float) -> tuple[str, list]:
         """The statement that claims the batch's request ids and returns those it took."""
         values = ", ".join(["(?, ?, ?, ?, ?)"] * len(first))
-        return self.database.driver_sql(CLAIM % values), [
+        return CLAIM % values, [
             v for a in first.values()
             for v in (a.request_id, now, a.model_version, a.digest, len(a.inputs))
         ]  # fmt: skip
