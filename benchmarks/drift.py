@@ -51,7 +51,7 @@ import json, sys, warnings
 import pandas as pd
 from evidently import Report
 from evidently.presets import DataDriftPreset
-from monitoring.drift import _column_verdicts
+from loopline.monitoring.drift import _column_verdicts
 
 current, reference, out = sys.argv[1:4]
 current, reference = pd.read_parquet(current), pd.read_parquet(reference)
@@ -100,10 +100,10 @@ def long_running_passes(env: dict, passes: int = 3) -> list[float]:
 
 def champion(env: dict, folder: Path) -> tuple[str, pd.DataFrame, list[str], list[str]]:
     """Train, register and promote a champion; its version, train split, features, classes."""
-    from components.dataset import read_schema, read_split
-    from components.settings import load_settings
-    from components.steps import evaluate_step, ingest_step, register_step, train_step
-    from components.training import TrainConfig
+    from loopline.core.settings import load_settings
+    from loopline.ml.dataset import read_schema, read_split
+    from loopline.ml.steps import evaluate_step, ingest_step, register_step, train_step
+    from loopline.ml.training import TrainConfig
 
     settings = load_settings(env)
     data = folder / "digits"
@@ -137,10 +137,10 @@ def window(train: pd.DataFrame, features: list[str], rows: int, seed: int) -> pd
 
 def fill_log(env: dict, version: str, frame: pd.DataFrame, features: list[str], classes) -> float:
     """Write ``frame`` through the prediction log's writer; seconds taken."""
-    from components.database import open_database
-    from components.settings import load_settings
-    from components.tables import checks, predictions, requests
-    from serving.prediction_log import Answer, PredictionLog
+    from loopline.core.settings import load_settings
+    from loopline.storage.database import open_database
+    from loopline.storage.predictions import Answer, PredictionLog
+    from loopline.storage.tables import checks, predictions, requests
 
     database = open_database(load_settings(env), migrate=True)
     with database.write() as connection:  # a fresh window each time
@@ -169,9 +169,9 @@ def fill_log(env: dict, version: str, frame: pd.DataFrame, features: list[str], 
 
 def forget_checks(env: dict) -> None:
     """Let the next pass judge the same window again."""
-    from components.database import open_database
-    from components.settings import load_settings
-    from components.tables import checks
+    from loopline.core.settings import load_settings
+    from loopline.storage.database import open_database
+    from loopline.storage.tables import checks
 
     database = open_database(load_settings(env))
     with database.write() as connection:
@@ -292,9 +292,9 @@ def goals_missed(windows: list[dict]) -> list[str]:
 
 def _reference_frame(env: dict, version: str, classes: list[str]) -> pd.DataFrame:
     """The champion's reference, as the monitor reads it (features and prediction)."""
-    from components.layout import REFERENCE
-    from components.registry import Registry
-    from components.settings import load_settings
+    from loopline.core.layout import REFERENCE
+    from loopline.core.settings import load_settings
+    from loopline.storage.registry import Registry
 
     registry = Registry(load_settings(env))
     folder = registry.download(registry.champion(MODEL))

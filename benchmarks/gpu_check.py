@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from components.dataset import read_schema, read_split
-from components.evaluation import evaluate
-from components.models import build_model
-from components.sources import ingest
-from components.training import BEST, LocalSession, TrainConfig, fit
-from components.weights import load_model, save_model
+from loopline.ml.dataset import read_schema, read_split
+from loopline.ml.evaluation import evaluate
+from loopline.ml.models import build_model
+from loopline.ml.sources import ingest
+from loopline.ml.training import BEST, LocalSession, TrainConfig, fit
+from loopline.ml.weights import load_model, save_model
 
 
 def train_and_score(data: Path, folder: Path, *, amp: bool, device: str, **config) -> dict:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from kfp import dsl
 
-from components.settings import load_settings
-from pipelines import prefect_server
-from pipelines.local_run import run_local
-from pipelines.prefect_engine import PrefectEngine
+from loopline.core.settings import load_settings
+from loopline.pipelines.local import prefect_server
+from loopline.pipelines.local.kfp_local import run_local
+from loopline.pipelines.local.prefect_engine import PrefectEngine
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -18,8 +18,8 @@ import bentoml
 import numpy as np
 import torch
 
-from components.weights import load_model
-from serving.options import load_options
+from loopline.ml.weights import load_model
+from loopline.serving.options import load_options
 
 OPTIONS = load_options()
 MAX_LATENCY_MS = 1000

@@ -43,13 +43,13 @@ from pathlib import Path
 import httpx
 from sklearn.datasets import load_digits
 
-from components.database import open_database
-from components.settings import load_settings
-from components.sources import ingest
-from components.steps import evaluate_step, register_step, train_step
-from components.training import TrainConfig
-from serving.prediction_log import PredictionLog
-from serving.server import start_server
+from loopline.core.settings import load_settings
+from loopline.ml.sources import ingest
+from loopline.ml.steps import evaluate_step, register_step, train_step
+from loopline.ml.training import TrainConfig
+from loopline.serving.server import start_server
+from loopline.storage.database import open_database
+from loopline.storage.predictions import PredictionLog
 from tests.postgres import new_database, running_postgres
 
 RESULTS = Path(__file__).parent / "results"
@@ -143,7 +143,7 @@ def started(mode: str, settings, model: Path, port: int) -> Iterator:
     server = start_server(
         settings,
         port=port,
-        target=PLAIN.get(mode, "serving.service:Predictor"),
+        target=PLAIN.get(mode, "loopline.serving.service:Predictor"),
         env={"LOOPLINE_BENCH_MODEL": str(model)},
         log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log",
     )

@@ -6,11 +6,11 @@ Prints a table and writes ``benchmarks/results/train_overhead-<device>.json``.
 
 Four ways, one run, same digits split, CNN, Adam 1e-3, batch 64, no augmentation:
 1. plain: a hand-written PyTorch loop, timed as fit is, from reading the splits;
-2. loopline in-process: ``components.training.fit`` (checkpoint every epoch, early stopping
+2. loopline in-process: ``loopline.ml.training.fit`` (checkpoint every epoch, early stopping
    bookkeeping, AMP on CUDA) without Ray;
 3. loopline train step, ``workers=auto`` (the pipeline's default; in-process on one
    machine): the whole step with MLflow, checkpoints, lineage and the model artifact;
-4. loopline + Ray: ``components.steps.train_step`` with 1 Ray worker: ray.init, TorchTrainer,
+4. loopline + Ray: ``loopline.ml.steps.train_step`` with 1 Ray worker: ray.init, TorchTrainer,
    checkpoints reported to Ray, MLflow metrics, the model artifact.
 """
 
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from components.augment import random_affine
-from components.dataset import Split, read_schema, read_split, write_dataset
-from components.models import build_model
-from components.settings import load_settings
-from components.sources import ingest
-from components.training import LocalSession, TrainConfig, fit
+from loopline.core.settings import load_settings
+from loopline.ml.augment import random_affine
+from loopline.ml.dataset import Split, read_schema, read_split, write_dataset
+from loopline.ml.models import build_model
+from loopline.ml.sources import ingest
+from loopline.ml.training import LocalSession, TrainConfig, fit
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -79,7 +79,7 @@ def loopline_step_auto(data: Path, config: TrainConfig, device: str) -> dict | N
         import mlflow  # noqa: F401
     except ImportError:
         return None
-    from components.steps import train_step
+    from loopline.ml.steps import train_step
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"LOOPLINE_HOME": tmp})
@@ -102,7 +102,7 @@ def loopline_step_auto(data: Path, config: TrainConfig, device: str) -> dict | N
 def loopline_ray(data: Path, config: TrainConfig, use_gpu: bool) -> dict:
     import ray
 
-    from components.steps import train_step
+    from loopline.ml.steps import train_step
 
     started = time.perf_counter()
     ray.init(address="local", log_to_driver=False)  # never a stale cluster from /tmp/ray

@@ -16,10 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from components import engine_env, processes
-from components.settings import Settings, load_settings
-from components.sources import ingest
-from serving.server import free_port
+from loopline.core import engine_env, processes
+from loopline.core.settings import Settings, load_settings
+from loopline.ml.sources import ingest
+from loopline.serving.server import free_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -134,7 +134,7 @@ def _wait_for_ray(address: str, head: subprocess.Popen, timeout: float = 120) ->
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One real Prefect server per session (a home server, as `loopline` starts them);
     CLI subprocesses reach it through PREFECT_API_URL."""
-    from pipelines import prefect_server
+    from loopline.pipelines.local import prefect_server
 
     settings = load_settings({
         "LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")),
@@ -162,7 +162,7 @@ def engine_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def engine(prefect_api: str, engine_home: Path):
     """The Prefect engine with one worker pool for the session."""
-    from pipelines.prefect_engine import PrefectEngine
+    from loopline.pipelines.local.prefect_engine import PrefectEngine
 
     runner = PrefectEngine(load_settings({"LOOPLINE_HOME": str(engine_home)}))
     yield runner
@@ -205,7 +205,7 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def train_and_register(settings, dataset, folder, config, name=None) -> dict:
     """Train in-process, evaluate and register behind the gate (a real MLflow registry)."""
-    from components.steps import evaluate_step, register_step, train_step
+    from loopline.ml.steps import evaluate_step, register_step, train_step
 
     name = name or settings.model_name
     model = folder / "model"
@@ -251,7 +251,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def database(database_url: str, tmp_path: Path):
-    from components.database import open_database
+    from loopline.storage.database import open_database
 
     opened = open_database(
         load_settings({"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": database_url}),
@@ -263,8 +263,8 @@ def database(database_url: str, tmp_path: Path):
 
 def logged(settings: Settings):
     """Everything the settings' prediction log holds, oldest first."""
-    from components.database import open_for_reading
-    from serving.prediction_log import PredictionLog
+    from loopline.storage.database import open_for_reading
+    from loopline.storage.predictions import PredictionLog
 
     database = open_for_reading(settings)
     try:

@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from components import processes
-from serving.server import free_port
+from loopline.core import processes
+from loopline.serving.server import free_port
 
 
 class PostgresMissing(RuntimeError):

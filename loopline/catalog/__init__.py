@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from components.settings import Settings, load_settings
+from loopline.core.settings import Settings, load_settings
 
 
 def load(reference: str, settings: Settings | None = None):
@@ -40,8 +40,8 @@ def load(reference: str, settings: Settings | None = None):
 @contextlib.contextmanager
 def opened(settings: Settings) -> Iterator:
     """The catalog in ``settings``' database, migrated to this code's schema first."""
-    from components.database import open_database
     from loopline.catalog.store import Catalog
+    from loopline.storage.database import open_database
 
     database = open_database(settings, migrate=True)
     try:

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
-from components.images import platform
-from components.settings import Settings
 from loopline.catalog.folder import META, SOURCE, ComponentFolder, probe
+from loopline.core.images import platform
+from loopline.core.settings import Settings
 
 # Input names that carry credentials: they must come from a Kubernetes Secret instead.
 # A bare "key" only as the whole name: sort_key or partition_key are not secrets.
@@ -158,7 +158,7 @@ def _effects_message(found) -> str:
 
 
 def _pinned(container: dict) -> Result:
-    from pipelines.component_envs import requirements
+    from loopline.pipelines.local.component_envs import requirements
 
     wanted = requirements(container.get("command", []))
     loose = []

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.settings import Settings
 from loopline.catalog.folder import META, ComponentFolder
+from loopline.core.settings import Settings
 
 METRICS = ("system.Metrics", "system.ClassificationMetrics", "system.SlicedClassificationMetrics")
 
@@ -70,7 +70,7 @@ def engine_run(pipeline, arguments: dict, settings: Settings, engine=None):
     """Run ``pipeline`` uncached on ``engine``, or on a Prefect engine of its own."""
     if engine is not None:
         return engine.run(pipeline, arguments, enable_cache=False)
-    from pipelines.prefect_engine import PrefectEngine
+    from loopline.pipelines.local.prefect_engine import PrefectEngine
 
     own = PrefectEngine(settings)
     try:

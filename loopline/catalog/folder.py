@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.errors import UsageError
-from components.images import platform
 from loopline.catalog.versions import name_problem
+from loopline.core.errors import UsageError
+from loopline.core.images import platform
 
 SOURCE = "component.py"
 META = "component.toml"

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from components.database import Database
-from components.errors import UsageError
-from components.tables import catalog_components as components_table
-from components.tables import catalog_uses
 from loopline.catalog import interface as contract
 from loopline.catalog.versions import Bump, Range, Version
+from loopline.core.errors import UsageError
+from loopline.storage.database import Database
+from loopline.storage.tables import catalog_components as components_table
+from loopline.storage.tables import catalog_uses
 
 
 class CatalogError(UsageError):

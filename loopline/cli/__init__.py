@@ -47,7 +47,7 @@ def main_options(
 
 def demo(ctx: typer.Context) -> None:
     """The whole loop on embedded data: train, serve, drift, retrain, promote."""
-    from loopline.demo import run_demo
+    from loopline.cli.demo import run_demo
 
     raise typer.Exit(run_demo(options.settings(ctx), options.console))
 

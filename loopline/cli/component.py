@@ -174,7 +174,7 @@ def page_(
 def publish_builtins(ctx: typer.Context) -> None:
     """Check and publish loopline's own components (loopline-ingest, -train, ...) at
     loopline's version; their example is one small run of the training pipeline."""
-    from loopline.catalog import builtins
+    from loopline.catalog import builtin_components as builtins
 
     for name, outcome in builtins.publish(options.settings(ctx)):
         console.print(f"{name}: {outcome}")

@@ -1,7 +1,7 @@
 """The one place that turns an exception into a message and an exit code.
 
 Exit codes (scripts rely on them): 0 success; 1 the work failed (a pipeline, a server);
-2 a usage or configuration error (:class:`components.errors.UsageError`, or a bad flag).
+2 a usage or configuration error (:class:`loopline.core.errors.UsageError`, or a bad flag).
 A traceback goes to ``LOOPLINE_HOME/logs/errors.log``, and to the terminal with
 ``--verbose``; the terminal always gets the message and where the details are.
 """
@@ -19,8 +19,8 @@ import typer
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from components.errors import UsageError
 from loopline.cli.options import console, first_line, verbose
+from loopline.core.errors import UsageError
 
 USAGE = 2
 FAILED = 1

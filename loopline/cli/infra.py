@@ -13,7 +13,7 @@ from loopline.cli.options import JsonOutput, console
 
 def images(ctx: typer.Context, json_output: JsonOutput = False) -> None:
     """Print this release's image tags and the command that builds each."""
-    from components import images as release
+    from loopline.core import images as release
 
     found = release.release(options.settings(ctx).model_name)
     if json_output:
@@ -34,7 +34,7 @@ def deploy(
     ] = False,
 ) -> None:
     """Render an overlay with this release's images and settings, and apply it (kubectl)."""
-    from loopline import deploy as deployment
+    from loopline.cli import deploy as deployment
 
     documents = deployment.render(overlay, options.settings(ctx))
     if dry_run:

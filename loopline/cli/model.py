@@ -14,7 +14,7 @@ from loopline.cli.options import JsonOutput, ModelName, console
 def status(ctx: typer.Context, model: ModelName = None, json_output: JsonOutput = False) -> None:
     """Show the champion and its metrics, the last gate decision, the last drift check,
     the last retraining and pending triggers. Reads only; changes nothing."""
-    from loopline.status import collect, render
+    from loopline.cli.views.status import collect, render
 
     settings = options.settings(ctx, model)
     result = collect(settings)
@@ -30,7 +30,7 @@ def rollback(
     model: ModelName = None,
 ) -> None:
     """Move `champion` back to the previous champion (or to --to VERSION)."""
-    from components.registry import Registry
+    from loopline.storage.registry import Registry
 
     settings = options.settings(ctx, model)
     name = settings.model_name
@@ -54,7 +54,7 @@ def package(
     model: ModelName = None,
 ) -> None:
     """Build a Bento for the champion: service, Python packages, model reference."""
-    from serving.bento import build_bento
+    from loopline.serving.bento import build_bento
 
     settings = options.settings(ctx, model)
     built = build_bento(settings, version=version)
@@ -68,7 +68,7 @@ def package(
 
 def db_upgrade(ctx: typer.Context) -> None:
     """Create or migrate the platform database (LOOPLINE_DATABASE_URL) to this schema."""
-    from components.database import open_database
+    from loopline.storage.database import open_database
 
     settings = options.settings(ctx)
     database = open_database(settings, migrate=True)

@@ -36,10 +36,10 @@ def monitor(
     from loopline.cli.imports import frozen
 
     with frozen():
-        from components import engine_env, processes
-        from loopline.monitor_view import render_monitor
-        from monitoring.monitor import Monitor
-        from monitoring.policy import load_policy
+        from loopline.cli.views.monitor import render_monitor
+        from loopline.core import engine_env, processes
+        from loopline.monitoring.monitor import Monitor
+        from loopline.monitoring.policy import load_policy
 
     settings = options.settings(ctx, model)
     policy = load_policy(settings)
@@ -54,7 +54,7 @@ def monitor(
         contextlib.ExitStack() as stack,
     ):
         if metrics_port is not None:
-            from monitoring import metrics
+            from loopline.monitoring import metrics
 
             server = metrics.serve(settings, monitor_.database, metrics_port, metrics_host)
             stack.callback(server.shutdown)
@@ -86,9 +86,9 @@ def feedback(
     The file is checked as POST /feedback checks a body; one bad row refuses the whole
     file (exit 2) and nothing is stored.
     """
-    from components.database import open_database
-    from serving.feedback import FeedbackStore, read_labels_csv
-    from serving.requests import RequestError
+    from loopline.serving.requests import RequestError
+    from loopline.storage.database import open_database
+    from loopline.storage.feedback import FeedbackStore, read_labels_csv
 
     settings = options.settings(ctx, model)
     try:
@@ -112,7 +112,7 @@ def feedback(
 
 def _classes(settings) -> list[str] | None:
     """The champion's classes, which a label must be one of (None: no champion yet)."""
-    from components.registry import reader
+    from loopline.storage.registry import reader
 
     champion = reader(settings).champion(settings.model_name)
     if champion is None:

@@ -14,10 +14,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from components import engine_env
-from components.builtin import BUILTIN
-from components.model_spec import ARCHITECTURES
-from components.settings import Settings, duration_seconds, load_settings
+from loopline.core import engine_env
+from loopline.core.settings import Settings, duration_seconds, load_settings
+from loopline.ml.builtin_datasets import BUILTIN
+from loopline.ml.model_spec import ARCHITECTURES
 
 console = Console(stderr=True)  # stdout is kept for --json answers and printed ids
 

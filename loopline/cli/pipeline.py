@@ -69,11 +69,11 @@ def run(
     pipeline_name: options.PipelineName = None,
 ) -> None:
     """Run a pipeline on this machine and print a summary of where everything went."""
-    from loopline import summary as run_summary
-    from loopline.run_view import RunView
-    from pipelines.engines import run_pipeline
-    from pipelines.ir import check_supported
-    from pipelines.scope import coerce_arguments
+    from loopline.cli.views import summary as run_summary
+    from loopline.cli.views.run import RunView
+    from loopline.pipelines.ir import check_supported
+    from loopline.pipelines.local.engines import run_pipeline
+    from loopline.pipelines.local.scope import coerce_arguments
 
     settings = options.settings(ctx)
     ir = load_pipeline(pipeline, name=pipeline_name)
@@ -92,13 +92,13 @@ def run(
     arguments.update(options.parse_params(param or []))
     check_supported(ir)
     values = coerce_arguments(ir, arguments)
-    from pipelines.builtin import PIPELINES
+    from loopline.pipelines.builtin_pipelines import PIPELINES
 
     if pipeline in PIPELINES:  # a bad architecture or weights file fails now, not in train
-        from components.transfer import preflight
+        from loopline.ml.transfer import preflight
 
         preflight(values, settings)
-    from components import engine_env
+    from loopline.core import engine_env
 
     engine_env.prepare_logs(settings)
     console.print(f"[bold]loopline[/]: running pipeline {ir.name} with the {engine.value} engine")
@@ -144,8 +144,9 @@ def load_pipeline(
     """The pipeline's IR. A .py file's catalog components follow its lock file
     (loopline.catalog.lock); ``write_lock`` pins what they resolved to."""
     from loopline.catalog.lock import pinning
-    from pipelines import builtin, cluster
-    from pipelines.ir import load
+    from loopline.pipelines import builtin_pipelines as builtin
+    from loopline.pipelines.cluster import pods as cluster
+    from loopline.pipelines.ir import load
 
     path = Path(source)
     if source not in builtin.PIPELINES and not (
@@ -190,7 +191,7 @@ def compile_(
     pipeline_name: options.PipelineName = None,
 ) -> None:
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
-    from pipelines.compile import write_ir
+    from loopline.pipelines.compile import write_ir
 
     ir = load_pipeline(pipeline, target, pipeline_name, write_lock=True)
     console.print(f"wrote {write_ir(ir, output)}")
@@ -198,8 +199,8 @@ def compile_(
 
 def _record_uses(lock: Path, pins: dict[str, str]) -> None:
     """The catalog page lists the pipelines that pin each component."""
-    from components.settings import load_settings
     from loopline import catalog
+    from loopline.core.settings import load_settings
 
     with catalog.opened(load_settings()) as store:
         store.record_uses(str(lock.resolve()), pins)
@@ -231,7 +232,7 @@ def schedule(
     """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run."""
     from datetime import timedelta
 
-    from pipelines.scope import coerce_arguments
+    from loopline.pipelines.local.scope import coerce_arguments
 
     if (cron is None) == (every is None):
         raise typer.BadParameter(
@@ -242,7 +243,7 @@ def schedule(
     arguments = options.parse_params(param or [])
     coerce_arguments(ir, arguments)
     if kfp_host:
-        from pipelines import kubeflow
+        from loopline.pipelines.cluster import kubeflow
 
         if cron is None:
             raise typer.BadParameter("Kubeflow recurring runs take --cron", param_hint="--cron")
@@ -251,8 +252,8 @@ def schedule(
         )
         console.print(f"created Kubeflow recurring run {recurring} ({cron}) at {kfp_host}")
         return
-    from pipelines import prefect_server
-    from pipelines.schedules import schedule_prefect
+    from loopline.pipelines.cluster.schedules import schedule_prefect
+    from loopline.pipelines.local import prefect_server
 
     settings = options.settings(ctx)
     with prefect_server.api(settings) as api:
@@ -281,7 +282,7 @@ def submit(
     pipeline_name: options.PipelineName = None,
 ) -> None:
     """Create a run of the compiled pipeline on Kubeflow Pipelines."""
-    from pipelines import kubeflow
+    from loopline.pipelines.cluster import kubeflow
 
     ir = load_pipeline(pipeline, target, pipeline_name)
     arguments = options.parse_params(param or [])
@@ -304,8 +305,8 @@ def server(
     Every loopline command in this LOOPLINE_HOME uses the same server, which starts on
     first use and stops after LOOPLINE_PREFECT_IDLE (10m) without a loopline command.
     """
-    from components import processes
-    from pipelines import prefect_server
+    from loopline.core import processes
+    from loopline.pipelines.local import prefect_server
 
     settings = options.settings(ctx)
     if stop:

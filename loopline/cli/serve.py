@@ -27,11 +27,11 @@ def serve(
 
     Ctrl-C or SIGTERM stops every server process, after the prediction log is flushed.
     """
-    from components import processes
-    from components.database import open_database
-    from serving.auth import load_api_key
-    from serving.options import load_options
-    from serving.server import SERVICE, preflight, start_server
+    from loopline.core import processes
+    from loopline.serving.auth import load_api_key
+    from loopline.serving.options import load_options
+    from loopline.serving.server import SERVICE, preflight, start_server
+    from loopline.storage.database import open_database
 
     settings = options.settings(ctx, model)
     load_api_key()  # a bad key file or setting stops here, exit 2, before any process starts

@@ -2,10 +2,10 @@
 
 import pytest
 
-from components.images import VERSION
-from components.settings import load_settings
 from loopline import catalog
-from loopline.catalog import builtins
+from loopline.catalog import builtin_components as builtins
+from loopline.core.images import VERSION
+from loopline.core.settings import load_settings
 
 pytestmark = pytest.mark.slow  # one small training run on the session's Prefect engine
 

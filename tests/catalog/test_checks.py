@@ -4,10 +4,10 @@ import textwrap
 
 import pytest
 
-from components.images import platform
-from components.settings import load_settings
 from loopline.catalog import checks
 from loopline.catalog.folder import MalformedComponent, read
+from loopline.core.images import platform
+from loopline.core.settings import load_settings
 
 pytestmark = pytest.mark.slow  # the example check runs on the session's Prefect engine
 

@@ -11,12 +11,11 @@ import pytest
 import yaml
 from kfp import compiler
 
-from components import hyperparameters
-from components.hyperparameters import PARAMETERS, from_arguments, with_hyperparameters
-from components.kfp_components import train
-from components.training import TrainConfig
-from pipelines.retraining import retraining
-from pipelines.training import training
+from loopline.components.train import train
+from loopline.ml.hyperparameters import PARAMETERS, from_arguments, with_hyperparameters
+from loopline.ml.training import TrainConfig
+from loopline.pipelines.retraining import retraining
+from loopline.pipelines.training import training
 
 KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
 
@@ -101,8 +100,15 @@ def test_a_default_for_an_unknown_hyperparameter_is_refused():
         with_hyperparameters(epoch=3)
 
 
-def test_generated_source_is_found_by_inspect():
-    source = "def f(a: int = 1) -> int:\n    return a + 1\n"
-    namespace = {"__name__": "tests.generated"}
-    f = hyperparameters.define(source, "f", namespace)
-    assert f() == 2 and inspect.getsource(f) == source
+def test_the_train_component_declares_exactly_the_hyperparameters():
+    """The train component writes its parameters out; they must be TrainConfig's (and
+    workers), with the same types, defaults and help, in the same order."""
+    signature = inspect.signature(train.python_func)
+    own = {"dataset", "model", "model_name", "run_id"}
+    declared = [p for p in signature.parameters.values() if p.name not in own]
+    assert [(p.name, p.annotation, p.default) for p in declared] == [
+        (p.name, p.type, p.default) for p in PARAMETERS
+    ]
+    doc = inspect.getdoc(train.python_func)
+    for p in PARAMETERS:
+        assert f"{p.name}: {p.help}" in doc, f"the docstring's Args line for {p.name}"

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from components.settings import load_settings
-from loopline import deploy
+from loopline.cli import deploy
+from loopline.core.settings import load_settings
 from tests.infra.test_manifests import ROOT
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"

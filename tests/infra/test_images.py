@@ -12,7 +12,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from components import images
+from loopline.core import images
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "infra" / "docker" / "Dockerfile").read_text()

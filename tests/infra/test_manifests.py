@@ -18,9 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components import images
-from components.settings import load_settings
-from loopline import deploy
+from loopline.cli import deploy
+from loopline.core import images
+from loopline.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = Path(__file__).resolve().parent / "crds"

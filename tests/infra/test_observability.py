@@ -1,6 +1,6 @@
 """The Grafana dashboard and the alert rules query only metrics that loopline exports:
 each PromQL expression is parsed down to its metric names, which must be among the
-series that serving/metrics.py and monitoring/metrics.py produce."""
+series that loopline/serving/metrics.py and loopline/monitoring/metrics.py produce."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from monitoring import metrics as monitoring_metrics
-from serving.metrics import ServingMetrics
+from loopline.monitoring import metrics as monitoring_metrics
+from loopline.serving.metrics import ServingMetrics
 
 BASE = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "base"
 # PromQL words that are not metric names.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from monitoring.monitor import Monitor
+    from loopline.monitoring.monitor import Monitor
 
 import dataclasses
 import os
@@ -17,11 +17,11 @@ import httpx
 import numpy as np
 import pytest
 
-from components.dataset import read_split
-from components.settings import Settings, load_settings
-from components.training import TrainConfig
-from monitoring.policy import Policy
-from serving.server import Server, free_port, start_server
+from loopline.core.settings import Settings, load_settings
+from loopline.ml.dataset import read_split
+from loopline.ml.training import TrainConfig
+from loopline.monitoring.policy import Policy
+from loopline.serving.server import Server, free_port, start_server
 from tests.conftest import train_and_register
 
 POLICY = Policy(
@@ -73,7 +73,7 @@ class Loop:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, digits_dir, prefect_api):
-    from monitoring.monitor import Monitor
+    from loopline.monitoring.monitor import Monitor
 
     root = tmp_path_factory.mktemp("loop")
     saved = {k: os.environ.get(k) for k in ("LOOPLINE_HOME", "LOOPLINE_TRACKING_URI")}

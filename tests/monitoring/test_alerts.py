@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from monitoring.alerts import send_alert
+from loopline.monitoring.alerts import send_alert
 
 
 class Receiver(BaseHTTPRequestHandler):

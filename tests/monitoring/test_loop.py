@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.registry import Registry
+from loopline.storage.registry import Registry
 from tests.monitoring.conftest import POLICY
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loop")]
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loop")]
 
 def race_for_retraining(settings) -> list[dict]:
     """One monitor of its own (its own database connections), as another host would run."""
-    from monitoring.monitor import Monitor
+    from loopline.monitoring.monitor import Monitor
 
     monitor = Monitor(settings, POLICY)
     try:
@@ -60,7 +60,7 @@ def test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors(loo
     window = (last, loop.monitor.log.last_seq())
     from evidently.ui.workspace import Workspace
 
-    from monitoring.monitor import Monitor, monitor_folder
+    from loopline.monitoring.monitor import Monitor, monitor_folder
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(

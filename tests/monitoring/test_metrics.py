@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from components.settings import load_settings
-from monitoring import metrics
-from monitoring.state import MonitorState
-from serving.server import free_port
+from loopline.core.settings import load_settings
+from loopline.monitoring import metrics
+from loopline.serving.server import free_port
+from loopline.storage.checks import MonitorState
 
 
 def samples(text: str) -> dict[tuple, float]:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from components.settings import load_settings
-from monitoring.policy import Policy, PolicyError, load_policy, parse_policy
+from loopline.core.settings import load_settings
+from loopline.monitoring.policy import Policy, PolicyError, load_policy, parse_policy
 
 
 def test_defaults_without_a_file_and_values_from_yaml(home):

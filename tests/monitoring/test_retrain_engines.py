@@ -11,10 +11,10 @@ import pytest
 from prefect import get_client
 from prefect.states import Completed
 
-from components.errors import UsageError
-from components.settings import load_settings
-from monitoring.retrain import follow_retraining, start_retraining
-from monitoring.state import Trigger
+from loopline.core.errors import UsageError
+from loopline.core.settings import load_settings
+from loopline.monitoring.retrain import follow_retraining, start_retraining
+from loopline.storage.checks import Trigger
 from tests.pipelines.test_kubeflow import (  # noqa: F401 - kfp_api is the fixture
     CLUSTER,
     RecordingKfpApi,
@@ -75,7 +75,7 @@ def test_a_configured_prefect_server_gets_a_deployment_run(prefect_api, monkeypa
 
 def tag_a_version(settings, *, trigger_id: str, promoted: str) -> None:
     """A registered version as a retraining leaves it: tagged with its trigger."""
-    from components.registry import Registry
+    from loopline.storage.registry import Registry
 
     registry = Registry(settings)
     run = registry.start_run("digits-classifier", params={}, tags={})

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from monitoring.state import MonitorState
+from loopline.storage.checks import MonitorState
 
 
 def test_one_drift_episode_is_one_trigger_whatever_races(database):
@@ -57,9 +57,9 @@ def test_one_claim_wins_and_an_expired_lease_is_taken_over(database):
 
 RACER = """
 import os, sys, time
-from components.database import open_database
-from components.settings import load_settings
-from monitoring.state import MonitorState
+from loopline.storage.database import open_database
+from loopline.core.settings import load_settings
+from loopline.storage.checks import MonitorState
 state = MonitorState(open_database(load_settings()))
 won = state.claim(int(sys.argv[1]), f"monitor-{os.getpid()}", float(sys.argv[2]))
 print("WON" if won else "LOST", flush=True)
@@ -70,8 +70,8 @@ time.sleep(60)  # holds the claim (never renews, never finishes) until killed
 def test_three_monitor_processes_race_and_a_killed_one_blocks_no_longer_than_its_lease(
     postgres_url, tmp_path
 ):
-    from components.database import open_database
-    from components.settings import load_settings
+    from loopline.core.settings import load_settings
+    from loopline.storage.database import open_database
 
     env = {**os.environ, "LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": postgres_url}
     state = MonitorState(open_database(load_settings(env), migrate=True))
@@ -102,15 +102,15 @@ def test_three_monitor_processes_race_and_a_killed_one_blocks_no_longer_than_its
 
 @pytest.mark.parametrize("bad", ["mysql://u@h/db", "not a url", "sqlite:///"])
 def test_a_malformed_database_url_names_the_variable(bad, tmp_path):
-    from components.settings import SettingsError, load_settings
+    from loopline.core.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="LOOPLINE_DATABASE_URL"):
         load_settings({"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": bad})
 
 
 def test_an_unreachable_database_names_the_variable_and_hides_the_password(tmp_path):
-    from components.database import open_database
-    from components.settings import SettingsError, load_settings
+    from loopline.core.settings import SettingsError, load_settings
+    from loopline.storage.database import open_database
 
     settings = load_settings({
         "LOOPLINE_HOME": str(tmp_path),
@@ -124,7 +124,7 @@ def test_an_unreachable_database_names_the_variable_and_hides_the_password(tmp_p
 def test_a_schema_newer_than_the_code_is_refused(database):
     from sqlalchemy import text
 
-    from components.database import SchemaError
+    from loopline.storage.database import SchemaError
 
     with database.write() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))

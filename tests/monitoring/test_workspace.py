@@ -8,9 +8,9 @@ import uuid
 import numpy as np
 import pandas as pd
 
-from components.settings import load_settings
-from monitoring.drift import detect_drift
-from monitoring.monitor import _add_to_workspace, monitor_folder
+from loopline.core.settings import load_settings
+from loopline.monitoring.drift import detect_drift
+from loopline.monitoring.monitor import _add_to_workspace, monitor_folder
 
 
 def small_drift():

@@ -3,7 +3,7 @@
 from kfp import dsl, kubernetes
 from kfp.dsl import Metrics, Output
 
-from components.images import PLATFORM_IMAGE
+from loopline.core.images import PLATFORM_IMAGE
 from tests.pipelines.feature_pipelines import add
 
 

@@ -7,9 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from components.images import PLATFORM_IMAGE
-from pipelines.compile import compile_pipeline
-from pipelines.ir import PipelineIR, from_documents
+from loopline.core.images import PLATFORM_IMAGE
+from loopline.pipelines.compile import compile_pipeline
+from loopline.pipelines.ir import PipelineIR, from_documents
 
 GOLDEN = Path(__file__).parent / "golden" / "training_structure.json"
 
@@ -83,9 +83,9 @@ def test_the_gpu_target_gives_the_train_task_a_gpu_the_cuda_image_and_the_settin
     """`loopline compile training --target gpu`, as the gpu overlay's cluster runs it."""
     from typer.testing import CliRunner
 
-    from components import images
     from loopline.cli import app
-    from pipelines.ir import load
+    from loopline.core import images
+    from loopline.pipelines.ir import load
 
     out = tmp_path / "training-gpu.yaml"
     result = CliRunner().invoke(

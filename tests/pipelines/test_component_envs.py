@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 
-from pipelines import component_envs
-from pipelines.ir import load
-from pipelines.local_run import installs_anything
+from loopline.pipelines.ir import load
+from loopline.pipelines.local import component_envs
+from loopline.pipelines.local.kfp_local import installs_anything
 from tests.pipelines import package_pipelines as p
 from tests.pipelines.feature_pipelines import chain
 

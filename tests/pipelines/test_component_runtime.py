@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from pipelines.component_runtime import ProcessPool
+from loopline.pipelines.local.component_runtime import ProcessPool
 
 
 def print_later() -> None:

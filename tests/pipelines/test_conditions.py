@@ -3,7 +3,7 @@ writes evaluates as Kubeflow would, and anything else is refused, never executed
 
 import pytest
 
-from pipelines.conditions import ConditionError, evaluate, is_selector, select
+from loopline.pipelines.local.conditions import ConditionError, evaluate, is_selector, select
 
 V = "inputs.parameter_values"
 

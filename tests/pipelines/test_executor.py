@@ -5,8 +5,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 
-from pipelines.ir import UnsupportedPipeline
-from pipelines.scope import InputError
+from loopline.pipelines.ir import UnsupportedPipeline
+from loopline.pipelines.local.scope import InputError
 from tests.pipelines import engine_pipelines as p
 from tests.pipelines.feature_pipelines import chain, uncached
 
@@ -172,8 +172,8 @@ def test_fan_in_feeds_a_branch_whose_artifact_a_later_task_takes_through_one_of(
 
 
 def test_kfp_local_is_refused_one_of_over_artifacts_up_front(tmp_path):
-    from components.settings import load_settings
-    from pipelines.local_run import run_local
+    from loopline.core.settings import load_settings
+    from loopline.pipelines.local.kfp_local import run_local
     from tests.pipelines.feature_pipelines import fan_in_branch_one_of
 
     with pytest.raises(UnsupportedPipeline, match="--engine prefect"):

@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from components.settings import load_settings
-from pipelines import kubeflow
-from pipelines.ir import load
+from loopline.core.settings import load_settings
+from loopline.pipelines.cluster import kubeflow
+from loopline.pipelines.ir import load
 from tests.pipelines.feature_pipelines import chain
 
 

@@ -5,8 +5,8 @@ One pipeline per feature. kfp.local is the reference implementation of KFP seman
 
 import pytest
 
-from components.settings import load_settings
-from pipelines.local_run import run_local
+from loopline.core.settings import load_settings
+from loopline.pipelines.local.kfp_local import run_local
 from tests.pipelines.feature_pipelines import FEATURES
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-from components import processes
-from components.settings import load_settings
-from pipelines.ir import load
-from pipelines.prefect_server import start_worker
-from pipelines.schedules import kfp_cron, schedule_prefect
+from loopline.core import processes
+from loopline.core.settings import load_settings
+from loopline.pipelines.cluster.schedules import kfp_cron, schedule_prefect
+from loopline.pipelines.ir import load
+from loopline.pipelines.local.prefect_server import start_worker
 from tests.pipelines.feature_pipelines import chain
 
 pytestmark = pytest.mark.slow
@@ -72,10 +72,10 @@ def test_a_kubernetes_pool_schedule_carries_the_ir_and_renders_a_valid_hardened_
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
-    from components import images
-    from components.errors import UsageError
-    from pipelines.ir import from_documents
-    from pipelines.kubernetes_pool import POOL, TEMPLATE_FILE
+    from loopline.core import images
+    from loopline.core.errors import UsageError
+    from loopline.pipelines.cluster.kubernetes_pool import POOL, TEMPLATE_FILE
+    from loopline.pipelines.ir import from_documents
 
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
     ir = load(chain)
@@ -121,7 +121,7 @@ def test_a_kubernetes_pool_schedule_carries_the_ir_and_renders_a_valid_hardened_
 
 
 def test_the_flow_runs_a_pipeline_handed_over_as_ir_text(prefect_api, tmp_path, monkeypatch):
-    from pipelines.prefect_flow import pipeline_flow
+    from loopline.pipelines.local.prefect_flow import pipeline_flow
 
     monkeypatch.setenv("LOOPLINE_HOME", str(tmp_path / "home"))
     outputs = pipeline_flow(pipeline="chain", ir=load(chain).to_yaml(),
@@ -132,8 +132,8 @@ def test_the_flow_runs_a_pipeline_handed_over_as_ir_text(prefect_api, tmp_path, 
 def test_the_checked_in_base_job_template_is_the_one_loopline_builds():
     import json
 
-    from pipelines.kubernetes_pool import TEMPLATE_FILE, base_job_template
+    from loopline.pipelines.cluster.kubernetes_pool import TEMPLATE_FILE, base_job_template
 
     assert json.loads(TEMPLATE_FILE.read_text()) == base_job_template(), (
-        "run `python -m pipelines.kubernetes_pool` to rewrite the template"
+        "run `python -m loopline.pipelines.cluster.kubernetes_pool` to rewrite the template"
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from components.registry import Registry
-from components.settings import Settings, load_settings
-from components.training import TrainConfig
-from serving.server import Server, start_server
+from loopline.core.settings import Settings, load_settings
+from loopline.ml.training import TrainConfig
+from loopline.serving.server import Server, start_server
+from loopline.storage.registry import Registry
 from tests.conftest import free_port, train_and_register
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.dataset import DatasetSchema
-from serving.batcher import Batcher
-from serving.champion import LoadedModel
+from loopline.ml.dataset import DatasetSchema
+from loopline.serving.batcher import Batcher
+from loopline.serving.champion import LoadedModel
 
 FEATURES = 4
 CLASSES = ["a", "b", "c"]

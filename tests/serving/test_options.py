@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from components.settings import SettingsError
-from serving.options import load_options, usable_cpus
+from loopline.core.settings import SettingsError
+from loopline.serving.options import load_options, usable_cpus
 
 
 def test_the_forward_pass_leaves_one_cpu_to_the_event_loop():

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from components.settings import load_settings
-from serving.server import start_server
+from loopline.core.settings import load_settings
+from loopline.serving.server import start_server
 from tests.conftest import free_port
 from tests.conftest import logged as read_log
 from tests.serving.load import ROW, Load

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from loopline.cli import app
-from serving.bento import build_bento
+from loopline.serving.bento import build_bento
 
 pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
 
@@ -21,7 +21,7 @@ def test_bento_holds_the_service_the_packages_and_the_model_reference(served, tm
     assert built.model_version == "1" and built.tag.startswith("loopline-digits-classifier:v1-")
     bento = Path(built.path)
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
-    assert manifest["service"] == "serving.service:Predictor"
+    assert manifest["service"] == "loopline.serving.service:Predictor"
     assert manifest["labels"]["loopline.model_version"] == "1"
     assert {s["name"] for s in manifest["services"]} == {"loopline"}
     assert (bento / "src" / "serving" / "service.py").exists()

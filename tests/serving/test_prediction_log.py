@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from serving.prediction_log import Answer, PredictionLog
+from loopline.storage.predictions import Answer, PredictionLog
 
 
 def answer(request_id: str, rows: int = 1, version: str = "1", value: float = 0.1) -> Answer:
@@ -90,8 +90,8 @@ def test_the_writer_reconnects_when_postgresql_drops_its_connection(postgres_url
     next batch opens a new one: no client hears of it, and nothing is logged twice."""
     from sqlalchemy import text
 
-    from components.database import open_database
-    from components.settings import load_settings
+    from loopline.core.settings import load_settings
+    from loopline.storage.database import open_database
 
     settings = load_settings(
         {"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": postgres_url}
@@ -117,8 +117,8 @@ def test_the_writers_connection_never_goes_back_to_the_pool(postgres_url, tmp_pa
     it would commit what another caller rolls back: closing the log closes it."""
     from sqlalchemy import text
 
-    from components.database import open_database
-    from components.settings import load_settings
+    from loopline.core.settings import load_settings
+    from loopline.storage.database import open_database
 
     settings = load_settings(
         {"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": postgres_url}
@@ -148,8 +148,8 @@ def test_without_its_counter_row_a_batch_fails_whole(postgres_url, tmp_path):
     import pytest
     from sqlalchemy import text
 
-    from components.database import open_database
-    from components.settings import load_settings
+    from loopline.core.settings import load_settings
+    from loopline.storage.database import open_database
 
     settings = load_settings(
         {"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": postgres_url}
@@ -237,9 +237,9 @@ def test_close_commits_what_was_queued(database):
 WRITER = """
 import sys
 import numpy as np
-from components.database import open_database
-from components.settings import load_settings
-from serving.prediction_log import Answer, PredictionLog
+from loopline.storage.database import open_database
+from loopline.core.settings import load_settings
+from loopline.storage.predictions import Answer, PredictionLog
 log = PredictionLog(open_database(load_settings(), migrate=True))
 i = 0
 while True:
@@ -265,7 +265,7 @@ def test_acknowledged_predictions_survive_kill_9(database, database_url, tmp_pat
 def test_accuracy_is_counted_in_the_database_over_the_window(database):
     """The monitor's quality check: labelled rows of one model version within a window,
     and how many the model got right, without reading the rows out."""
-    from serving.feedback import FeedbackStore, Label
+    from loopline.storage.feedback import FeedbackStore, Label
 
     log, store = PredictionLog(database), FeedbackStore(database)
     for i in range(10):  # answered "7"; seq 1-10, versions 1 (1-5) and 2 (6-10)

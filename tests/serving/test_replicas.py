@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from components.database import open_database
-from components.settings import load_settings
-from components.tables import predictions
-from serving.prediction_log import Answer, PredictionLog
-from serving.server import free_port, start_server
+from loopline.core.settings import load_settings
+from loopline.serving.server import free_port, start_server
+from loopline.storage.database import open_database
+from loopline.storage.predictions import Answer, PredictionLog
+from loopline.storage.tables import predictions
 from tests.serving.load import Load
 
 pytestmark = pytest.mark.xdist_group("served")  # shares the session's server

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from components.dataset import DatasetSchema
-from serving.requests import Limits, RequestError, parse
+from loopline.ml.dataset import DatasetSchema
+from loopline.serving.requests import Limits, RequestError, parse
 
 IMAGE = DatasetSchema(
     name="digits", kind="image", features=[f"px_{i}" for i in range(4)], classes=["0", "1"],

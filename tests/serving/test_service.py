@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from components.registry import Registry
+from loopline.storage.registry import Registry
 from tests.conftest import logged as read_log
 
 pytestmark = pytest.mark.xdist_group("served")  # shares the session's server

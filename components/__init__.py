@@ -1,1 +1,0 @@
-"""Floor 1: loopline's building blocks and the KFP components that call them."""

@@ -1,0 +1,1 @@
+"""What the terminal shows: a running pipeline, its summary, a monitoring pass, the status."""

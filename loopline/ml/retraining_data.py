@@ -1,0 +1,137 @@
+"""The retraining dataset: the champion's reference data plus newly labelled production data.
+
+The labelled rows are split so that the most useful part, a held-out share, becomes the
+test split: the gate then scores the challenger and the champion on recent labelled data,
+which is where the champion is failing. The KFP component is
+:mod:`loopline.components.assemble`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loopline.core import lineage
+from loopline.core.layout import GUARDRAIL, INPUT_SCHEMA, REFERENCE, TRIGGER
+from loopline.core.settings import Settings
+from loopline.ml.dataset import LABEL, DatasetSchema, Split, write_dataset
+from loopline.ml.steps import reports_failure
+from loopline.storage.database import open_for_reading
+from loopline.storage.feedback import FeedbackStore
+from loopline.storage.registry import Registry
+
+MIN_LABELLED = 20
+
+
+class RetrainingDataError(ValueError):
+    """Not enough labelled data to retrain on, or no champion to start from."""
+
+
+@reports_failure
+def assemble_step(
+    out: Path,
+    *,
+    model_name: str,
+    since: int,
+    trigger: dict,
+    settings: Settings,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+) -> dict:
+    registry = Registry(settings)
+    champion = registry.champion(model_name)
+    if champion is None:
+        raise RetrainingDataError(f"model {model_name!r} has no champion to retrain")
+    folder = registry.download(champion)
+    schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+    reference = pd.read_parquet(folder / REFERENCE)
+    held_out = pd.read_parquet(folder / GUARDRAIL) if (folder / GUARDRAIL).exists() else None
+    database = open_for_reading(settings)
+    if database is None:
+        raise RetrainingDataError("the prediction log is empty: nothing was served yet")
+    try:
+        labelled = FeedbackStore(database).labelled(after=since)
+    finally:
+        database.close()
+    labelled = labelled[labelled["label"].isin(schema.classes)]
+    if len(labelled) < MIN_LABELLED:
+        raise RetrainingDataError(
+            f"{len(labelled)} labelled predictions since the drift window; need {MIN_LABELLED}."
+            " Send labels with `loopline feedback` or POST /feedback, then monitor again."
+        )
+    inputs = np.stack(labelled["inputs"].to_numpy()).astype(np.float32)
+    new = pd.DataFrame(inputs, columns=schema.features)
+    new[LABEL] = labelled["label"].map(schema.classes.index).to_numpy()
+    # Neither the champion's training rows nor its held-out guardrail rows are new data.
+    new = _unseen(new, [reference, held_out], schema.features)
+    if len(new) < MIN_LABELLED:
+        raise RetrainingDataError(
+            f"only {len(new)} labelled predictions are new to the champion's training data; "
+            f"need {MIN_LABELLED}"
+        )
+    splits = _splits(
+        reference, new.sample(frac=1.0, random_state=seed), schema, test_fraction, seed
+    )
+    write_dataset(out, schema, splits)
+    (out / TRIGGER).write_text(json.dumps(trigger, indent=2))
+    if held_out is not None:  # the new model keeps guarding what the champion guarded
+        held_out.to_parquet(out / GUARDRAIL, index=False)
+    summary = {
+        "champion_version": champion.version,
+        "reference_rows": len(reference),
+        "labelled_rows": len(new),
+        "rows": {name: len(split.y) for name, split in splits.items()},
+        "trigger": trigger,
+    }
+    summary["lineage"] = lineage.record(
+        out, run_id=str(trigger.get("run_id", "")), step="assemble",
+        inputs={"champion": champion.tags.get("loopline.content_hash", champion.version)},
+        parameters={"since": since, "test_fraction": test_fraction, "trigger": trigger},
+    )  # fmt: skip
+    return summary
+
+
+def _unseen(new: pd.DataFrame, known_frames: list, features: list[str]) -> pd.DataFrame:
+    """Distinct labelled rows the champion neither trained on nor holds out. A repeated
+    request, or a row labelled again after an earlier retraining took it in, would
+    otherwise sit in two splits at once (validation refuses that) and flatter the gate."""
+    new = new.drop_duplicates(subset=features)
+    known = set()
+    for frame in known_frames:
+        if frame is not None:
+            known |= set(
+                pd.util.hash_pandas_object(frame[features].astype(np.float32), index=False)
+            )
+    hashes = pd.util.hash_pandas_object(new[features], index=False)
+    return new[~hashes.isin(known).to_numpy()]
+
+
+def _splits(
+    reference: pd.DataFrame,
+    new: pd.DataFrame,
+    schema: DatasetSchema,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, Split]:
+    """test: held-out new rows; val: new and reference rows; train: the rest of both."""
+    n_test = max(1, int(len(new) * test_fraction))
+    n_val_new = max(1, int(len(new) * 0.15))
+    test, val_new, train_new = (
+        new[:n_test],
+        new[n_test : n_test + n_val_new],
+        new[n_test + n_val_new :],
+    )
+    reference = reference.sample(frac=1.0, random_state=seed)
+    n_val_ref = max(1, int(len(reference) * 0.15))
+    val = pd.concat([val_new, reference[:n_val_ref]])
+    train = pd.concat([train_new, reference[n_val_ref:]]).sample(frac=1.0, random_state=seed)
+    return {name: _split(frame, schema) for name, frame in
+            (("train", train), ("val", val), ("test", test))}  # fmt: skip
+
+
+def _split(frame: pd.DataFrame, schema: DatasetSchema) -> Split:
+    return Split(
+        x=frame[schema.features].to_numpy(dtype=np.float32),
+        y=frame[LABEL].to_numpy(dtype=np.int64),
+    )

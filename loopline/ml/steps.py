@@ -1,0 +1,471 @@
+"""The work behind each built-in KFP component, callable (and tested) without KFP.
+
+Each step reads input artifact folders, writes its output folder with ``lineage.json``,
+and returns a small JSON-able summary that the component also puts in KFP metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loopline.core import lineage
+from loopline.core.layout import (
+    DECISION,
+    ERROR,
+    EVALUATION,
+    GUARDRAIL,
+    INPUT_SCHEMA,
+    MODEL_PATH,
+    REFERENCE,
+    TRAINING,
+    TRIGGER,
+    TRIGGER_TAG,
+)
+from loopline.core.settings import Settings
+from loopline.ml.gate import METRICS as HEADLINE
+from loopline.storage.registry import METRIC_TAG, reader
+
+if TYPE_CHECKING:
+    from loopline.ml.training import TrainConfig, TrainState
+    from loopline.ml.validation import ValidationConfig
+
+# The data stack (torch, pandas, scikit-learn, MLflow) is imported inside the steps that
+# use it: a re-run that only confirms an existing registration then starts in a blink.
+
+REFERENCE_ROWS = 5000
+GUARDRAIL_ROWS = 5000
+
+
+def reports_failure(step: Callable) -> Callable:
+    """On failure, leave the message beside the step's output for the run summary to show.
+
+    The step still raises: KFP marks the task failed and stops the pipeline.
+    """
+    signature = inspect.signature(step)
+
+    @functools.wraps(step)
+    def wrapper(*args, **kwargs):
+        try:
+            return step(*args, **kwargs)
+        except Exception as exc:
+            task_dir = Path(signature.bind(*args, **kwargs).arguments["out"]).parent
+            task_dir.mkdir(parents=True, exist_ok=True)
+            (task_dir / ERROR).write_text(f"{type(exc).__name__}: {exc}\n")
+            raise
+
+    return wrapper
+
+
+@reports_failure
+def ingest_step(
+    source: str, out: Path, *, run_id: str, label_column: str, image_size: int, seed: int
+) -> dict:
+    from loopline.ml.sources import ingest
+
+    schema = ingest(source, out, label_column=label_column, image_size=image_size, seed=seed)
+    source_path = Path(source).expanduser()
+    origin = lineage.content_hash(source_path) if source_path.exists() else f"builtin:{source}"
+    params = {
+        "source": source,
+        "label_column": label_column,
+        "image_size": image_size,
+        "seed": seed,
+    }
+    record = lineage.record(
+        out, run_id=run_id, step="ingest", inputs={"source": origin}, parameters=params
+    )
+    return {"rows": schema.rows, "classes": len(schema.classes), "lineage": record}
+
+
+@reports_failure
+def validate_step(dataset: Path, out: Path, *, run_id: str, config: ValidationConfig) -> dict:
+    """Run every check, write the reports, then raise if any check failed."""
+    from loopline.ml.validation import DataValidationError, validate, write_reports
+
+    checks = validate(dataset, config)
+    reports = write_reports(dataset, checks, out)
+    lineage.record(
+        out,
+        run_id=run_id,
+        step="validate",
+        inputs={"dataset": lineage.content_hash(dataset)},
+        parameters=asdict(config),
+    )
+    failures = [c for c in checks if not c.passed]
+    if failures:
+        raise DataValidationError(failures)
+    return {"passed": True, "reports": reports}
+
+
+@reports_failure
+def train_step(
+    dataset: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    run_id: str,
+    workers: int,
+    model_name: str,
+    settings: Settings,
+    use_gpu: bool | None = None,
+) -> dict:
+    """Train on ``workers`` Ray workers (0: in this process, without Ray; -1: choose, see
+    :func:`auto_workers`) into ``out``."""
+    from loopline.ml.dataset import read_schema
+    from loopline.ml.training import BEST
+    from loopline.ml.weights import ARCHITECTURE, WEIGHTS
+    from loopline.storage.registry import Registry
+
+    use_gpu = settings.train_gpu if use_gpu is None else use_gpu
+    schema = read_schema(dataset)
+    spec = config.spec_for(schema)
+    data_hash = lineage.content_hash(dataset)
+    if workers < 0:
+        workers = auto_workers(settings, use_gpu)
+    config = dataclasses.replace(config, memory_mb=settings.train_memory_mb)
+    params = {**asdict(config), "arch": spec.arch, "workers": workers}
+    inputs = {"dataset": data_hash}
+    if config.pretrained:  # resolved here: workers get a local file, lineage its digest
+        from loopline.ml.transfer import resolve  # fit checks them against the backbone
+
+        weights = resolve(config.pretrained, settings)
+        params |= {"pretrained_digest": weights.digest}
+        inputs["pretrained"] = f"{weights.source} sha256:{weights.digest}"
+        config = dataclasses.replace(config, pretrained=str(weights.path))
+    # Same data and parameters -> same checkpoint location, so a killed run resumes.
+    key = hashlib.sha256(json.dumps([data_hash, params], sort_keys=True).encode()).hexdigest()
+    registry = Registry(settings)
+    mlflow_run = registry.start_run(
+        model_name, params=params, tags={"loopline.run_id": run_id, "loopline.dataset": data_hash}
+    )
+    tracking = {"mlflow_run_id": mlflow_run, "tracking_uri": settings.tracking_uri}
+    with tempfile.TemporaryDirectory() as tmp:
+        if workers == 0:
+            state, checkpoint = _train_in_process(
+                config, dataset, settings.home / "ray" / f"local-{key[:16]}", use_gpu, tracking
+            )
+        else:
+            from loopline.ml.ray_training import keep_token_in, train_with_ray
+
+            if settings.ray_address is None:
+                keep_token_in(settings.home)
+            checkpoint, state = train_with_ray(
+                config,
+                dataset,
+                workers=workers,
+                storage=settings.ray_storage,
+                run_name=f"train-{key[:16]}",
+                target=Path(tmp),
+                use_gpu=use_gpu,
+                ray_address=settings.ray_address,
+                max_failures=settings.train_max_failures,
+                **tracking,
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(checkpoint / BEST, out / WEIGHTS)  # early stopping: best weights win
+    (out / ARCHITECTURE).write_text(spec.to_json())
+    _write_serving_files(dataset, out, seed=config.seed, spec=spec)
+    summary = {
+        "arch": spec.arch,
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_val_loss": state.best_val_loss,
+        "stopped_early": state.stopped_early,
+        "resumed_from_epoch": state.resumed_from_epoch,
+        "mlflow_run_id": mlflow_run,
+        "history": state.history or [],
+    }
+    (out / TRAINING).write_text(json.dumps(summary, indent=2))
+    summary["lineage"] = lineage.record(
+        out, run_id=run_id, step="train", inputs=inputs, parameters=params
+    )
+    summary["model_uri"] = registry.log_files(mlflow_run, out, MODEL_PATH)
+    return {k: v for k, v in summary.items() if k != "history"}
+
+
+def auto_workers(settings: Settings, use_gpu: bool | None) -> int:
+    """How many Ray workers a training gets when the user leaves it to loopline.
+
+    One process is enough on one machine with at most one GPU: data-parallel workers
+    there split the same cores, and Ray's start-up (5–8 s) and per-epoch reports cost more
+    than they give (benchmarks/train_overhead). So it trains in-process, as fast as a plain
+    PyTorch loop. A Ray cluster (``LOOPLINE_RAY_ADDRESS``) gets 2 workers, and a machine
+    with several GPUs one worker per GPU.
+    """
+    if settings.ray_address:
+        return 2
+    if use_gpu is False:
+        return 0
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return gpus if gpus > 1 else 0
+
+
+def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> None:
+    """What travels with the model: its input schema (serving validates requests against
+    it), a sample of its training data (the drift reference for monitoring) and its
+    guardrail set (held-out rows the gate checks later challengers on)."""
+    import pandas as pd
+
+    from loopline.ml.dataset import read_schema
+    from loopline.ml.streaming import sample_rows
+
+    schema = read_schema(dataset)
+    if spec is not None and spec.normalization:
+        schema.preprocessing = {"value_range": spec.value_range, "input_size": spec.input_size,
+                                "channels": 3, "normalization": spec.normalization}  # fmt: skip
+    (out / INPUT_SCHEMA).write_text(schema.to_json())
+    sample_rows(dataset, "train", REFERENCE_ROWS, seed).to_parquet(out / REFERENCE, index=False)
+    # This run's test rows, plus the guardrail a retraining inherited from its champion.
+    held_out = [sample_rows(dataset, "test", GUARDRAIL_ROWS, seed)]
+    if (dataset / GUARDRAIL).exists():
+        held_out.append(pd.read_parquet(dataset / GUARDRAIL))
+    guardrail = pd.concat(held_out, ignore_index=True)
+    guardrail.sample(n=min(len(guardrail), GUARDRAIL_ROWS), random_state=seed).to_parquet(
+        out / GUARDRAIL, index=False
+    )
+
+
+def _train_in_process(
+    config: TrainConfig, dataset: Path, folder: Path, use_gpu: bool | None, tracking: dict
+) -> tuple[TrainState, Path]:
+    import torch
+
+    from loopline.ml.training import LocalSession, fit
+
+    gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+    session = LocalSession(folder, device="cuda" if gpu else "cpu")
+    state = fit(config, dataset, session, **tracking)
+    return state, session.latest_checkpoint()
+
+
+@reports_failure
+def evaluate_step(
+    model: Path, dataset: Path, out: Path, *, run_id: str, settings: Settings
+) -> dict:
+    from loopline.ml import streaming
+    from loopline.ml.dataset import read_schema, read_split
+    from loopline.ml.evaluation import (
+        evaluate,
+        evaluate_chunks,
+        html_report,
+        plot_confusion_matrix,
+        plot_training_curves,
+    )
+    from loopline.ml.weights import load_model
+    from loopline.storage.registry import Registry
+
+    net, spec = load_model(model)
+    schema = read_schema(dataset)
+    if streaming.in_memory_bytes(dataset, "test", schema) > settings.train_memory_mb * 2**20:
+        result = evaluate_chunks(net, streaming.chunks(dataset, "test", schema), schema.classes)
+    else:
+        result = evaluate(net, read_split(dataset, "test", schema), schema.classes)
+    training = json.loads((model / TRAINING).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / EVALUATION).write_text(result.to_json())
+    plots = [plot_confusion_matrix(result, out / "confusion_matrix.png")]
+    if training["history"]:
+        plots.insert(0, plot_training_curves(training["history"], out / "training_curves.png"))
+    (out / "report.html").write_text(html_report(result, schema, plots, spec.arch))
+    registry = Registry(settings)
+    registry.log_metrics(
+        training["mlflow_run_id"], {f"test_{k}": v for k, v in result.headline().items()}
+    )
+    registry.log_files(training["mlflow_run_id"], out, "evaluation")
+    record = lineage.record(
+        out,
+        run_id=run_id,
+        step="evaluate",
+        inputs={"model": lineage.content_hash(model), "dataset": lineage.content_hash(dataset)},
+        parameters={},
+    )
+    return {
+        "metrics": result.headline(),
+        "report": str(out / "report.html"),
+        "plots": [str(p) for p in plots],
+        "lineage": record,
+    }
+
+
+@reports_failure
+def register_step(
+    model: Path,
+    dataset: Path,
+    evaluation: Path,
+    out: Path,
+    *,
+    run_id: str,
+    model_name: str,
+    settings: Settings,
+) -> dict:
+    """Create a registry version, then move ``champion`` only if the gate says so."""
+    model_lineage = lineage.read(model)
+    reads = reader(settings)
+    champion = reads.champion(model_name)
+    existing = reads.find_version(model_name, model_lineage["content_hash"])
+    scores = json.loads((evaluation / EVALUATION).read_text())
+    challenger = {metric: scores[metric] for metric in HEADLINE}
+    training = json.loads((model / TRAINING).read_text())
+    if existing is not None and champion is not None:
+        # The same files again (a re-run): one version, and nothing new to decide.
+        from loopline.ml.gate import GateDecision
+
+        decision = GateDecision(
+            False, settings.gate_metric, asdict(settings.gate), challenger[settings.gate_metric],
+            champion.version,
+            reasons=[f"same files as v{existing.version} (already registered); "
+                     f"champion stays v{champion.version}"],
+        )  # fmt: skip
+        return _record_decision(out, run_id, model_name, existing.version, decision,
+                                challenger, training, model_lineage, evaluation, settings)  # fmt: skip
+    from loopline.storage.registry import Registry
+
+    registry = Registry(settings)
+    decision = _gate(settings, registry, champion, model, dataset, challenger)
+    if existing is not None:  # registered before, and there is no champion: crown it
+        decision.reasons = [f"same files as v{existing.version}, and there is no champion"]
+    version = existing or registry.create_version(
+        model_name,
+        source=registry.artifact_uri(training["mlflow_run_id"], MODEL_PATH),
+        run_id=training["mlflow_run_id"],
+        tags=_version_tags(run_id, model_lineage, training, dataset, challenger),
+    )
+    registry.set_tags(model_name, version.version, _decision_tags(decision))
+    if decision.promote:
+        registry.promote(model_name, version.version)
+    return _record_decision(out, run_id, model_name, version.version, decision, challenger,
+                            training, model_lineage, evaluation, settings)  # fmt: skip
+
+
+def _gate(settings: Settings, registry, champion, model: Path, dataset: Path, challenger: dict):
+    """The gate's decision: both models predict the test split and the champion's
+    guardrail rows (see :mod:`loopline.ml.gate`)."""
+    from loopline.ml.gate import decide
+
+    policy = settings.gate
+    score = challenger[policy.metric]
+    if champion is None:
+        return decide(policy, challenger_score=score, evidence=None)
+    try:
+        evidence, guardrail, classes = _predictions(registry, champion, model, dataset)
+    except _Incomparable as exc:
+        return decide(policy, challenger_score=score, evidence=None,
+                      champion_version=champion.version, incompatible=str(exc))  # fmt: skip
+    return decide(
+        policy, challenger_score=score, evidence=evidence, guardrail=guardrail,
+        champion_version=champion.version, num_classes=classes,
+    )  # fmt: skip
+
+
+class _Incomparable(Exception):
+    """The champion cannot be scored on this data."""
+
+
+def _predictions(registry, champion, model: Path, dataset: Path):
+    import pandas as pd
+
+    from loopline.ml.dataset import LABEL, read_schema, read_split
+    from loopline.ml.evaluation import predict
+    from loopline.ml.gate import Rows
+    from loopline.ml.weights import load_model
+
+    schema = read_schema(dataset)
+    try:
+        champion_dir = registry.download(champion)
+        champion_net, spec = load_model(champion_dir)
+    except Exception as exc:  # a missing or corrupt file must not crash the gate
+        raise _Incomparable(f"its model files cannot be loaded ({exc})") from None
+    if list(spec.input_shape) != list(schema.input_shape) or spec.num_classes != schema.num_classes:
+        raise _Incomparable(
+            f"it takes input {spec.input_shape} with {spec.num_classes} classes, this data "
+            f"{schema.input_shape} with {schema.num_classes}; register under another model name"
+        )
+    challenger_net, _ = load_model(model)
+    test = read_split(dataset, "test", schema)
+    evidence = Rows(test.y, predict(challenger_net, test.x), predict(champion_net, test.x))
+    guardrail = None
+    if (champion_dir / GUARDRAIL).exists():
+        frame = pd.read_parquet(champion_dir / GUARDRAIL)
+        x, y = frame[schema.features].to_numpy("float32"), frame[LABEL].to_numpy("int64")
+        guardrail = Rows(y, predict(challenger_net, x), predict(champion_net, x))
+    return evidence, guardrail, schema.num_classes
+
+
+def _version_tags(run_id, model_lineage, training, dataset: Path, challenger: dict) -> dict:
+    from loopline.ml.dataset import read_schema
+
+    schema = read_schema(dataset)
+    trigger = dataset / TRIGGER  # a retraining's: which trigger asked for this version
+    started_by = json.loads(trigger.read_text()).get("trigger_id") if trigger.exists() else None
+    return {
+        **({TRIGGER_TAG: str(started_by)} if started_by is not None else {}),
+        "loopline.run_id": run_id,
+        "loopline.dataset": model_lineage["inputs"]["dataset"],
+        "loopline.code_version": model_lineage["code_version"],
+        "loopline.content_hash": model_lineage["content_hash"],
+        "loopline.arch": training["arch"],
+        "loopline.schema": json.dumps(
+            {"input_shape": schema.input_shape, "classes": schema.classes}
+        ),
+        **{f"{METRIC_TAG}{k}": f"{v:.6f}" for k, v in challenger.items()},
+    }
+
+
+def _decision_tags(decision) -> dict[str, str]:
+    """The gate's verdict on a version, where `loopline status` and the MLflow UI see it."""
+    brief = {
+        key: getattr(decision, key)
+        and {
+            "test": getattr(decision, key).test,
+            "rows": getattr(decision, key).rows,
+            "p_value": round(getattr(decision, key).p_value, 6),
+            "interval": [round(v, 6) for v in getattr(decision, key).interval],
+            "challenger": round(getattr(decision, key).challenger, 6),
+            "champion": round(getattr(decision, key).champion, 6),
+        }
+        for key in ("evidence", "guardrail")
+    }
+    return {
+        "gate.promoted": str(decision.promote).lower(),
+        "gate.reasons": "; ".join(decision.reasons)[:4000],
+        "gate.champion_version": decision.champion_version or "",
+        "gate.decision": json.dumps({"metric": decision.metric, **brief}),
+    }
+
+
+def _record_decision(out, run_id, model_name, version, decision, challenger, training,
+                     model_lineage, evaluation: Path, settings: Settings) -> dict:  # fmt: skip
+    result = {
+        "model_name": model_name,
+        "version": version,
+        "promoted": decision.promote,
+        "decision": decision.to_dict(),
+        "metrics": challenger,
+        "mlflow_run_id": training["mlflow_run_id"],
+        "tracking_uri": settings.tracking_uri,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DECISION).write_text(json.dumps(result, indent=2))
+    result["lineage"] = lineage.record(
+        out,
+        run_id=run_id,
+        step="register",
+        inputs={
+            "model": model_lineage["content_hash"],
+            "evaluation": lineage.content_hash(evaluation),
+        },
+        parameters={**decision.policy, "model_name": model_name},
+    )
+    return result

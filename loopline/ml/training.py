@@ -1,0 +1,457 @@
+"""The training loop every worker runs, behind a small session interface.
+
+The loop is engine-free: :class:`TrainSession` is the seam. ``ray_training`` adapts it
+to Ray Train (sharding, DDP, checkpoints reported to Ray); :class:`LocalSession` runs the
+same loop in-process (tests, benchmarks, a GPU check without a Ray cluster).
+
+Each epoch ends with a checkpoint holding the current and best weights, the optimizer
+and the early-stopping state, so a killed run resumes where it stopped. Randomness is
+re-seeded per epoch, so a resumed run matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from loopline.core import progress
+from loopline.ml.augment import random_affine
+from loopline.ml.dataset import DatasetSchema, read_schema, read_split
+from loopline.ml.model_spec import BACKBONES, ModelSpec, default_arch
+from loopline.ml.models import build_model
+from loopline.ml.weights import save_weights, unwrap
+
+STATE = "state.json"
+BEST = "best.safetensors"
+CURRENT = "model.safetensors"
+OPTIMIZER = "optimizer.pt"
+
+
+def _hyper(default, help: str):
+    """A hyper-parameter: the train component and the training pipelines expose it as a
+    parameter, with this help (loopline.ml.hyperparameters)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    arch: str = _hyper(
+        "auto", "The architecture: auto, or one of loopline.ml.model_spec.ARCHITECTURES."
+    )
+    epochs: int = _hyper(20, "Maximum epochs; early stopping may end sooner.")
+    batch_size: int = _hyper(64, "Rows per batch and worker.")
+    lr: float = _hyper(1e-3, "The learning rate.")
+    weight_decay: float = _hyper(1e-4, "The L2 penalty, through Adam's weight_decay.")
+    dropout: float = _hyper(0.2, "Dropout before the classifier.")
+    hidden: int = _hyper(128, "Width of the hidden layer.")
+    augment: bool = _hyper(True, "Whether image data is augmented.")
+    patience: int = _hyper(5, "Epochs without val-loss improvement before stopping.")
+    seed: int = _hyper(0, "Seed for initialisation, shuffling and the split.")
+    amp: bool = _hyper(True, "Mixed precision, used only on CUDA.")
+    # Transfer learning (loopline.ml.transfer); backbones only
+    pretrained: str = _hyper("", "Backbone weights: a file or folder, or models:/NAME/VERSION.")
+    freeze: str = _hyper(
+        "none", "What stays frozen after the probe: backbone, none or until:<layer>."
+    )
+    probe_epochs: int = _hyper(0, "Epochs that train the new head alone before fine-tuning.")
+    backbone_lr_scale: float = _hyper(1.0, "The backbone learns at lr times this.")
+    input_size: int = _hyper(
+        0, "The side images are resized to for a backbone; 0 for its own (224)."
+    )
+    # Data larger than memory (loopline.ml.streaming); memory_mb is a setting of the
+    # machine (LOOPLINE_TRAIN_MEMORY_MB), not a pipeline parameter.
+    stream: str = _hyper(
+        "auto",
+        "Stream the splits from Parquet: on, off, or auto (when the train and val splits "
+        "would take more than the worker's memory budget).",
+    )
+    memory_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be positive, got {getattr(self, name)}"
+            for name in ("epochs", "batch_size", "lr", "hidden", "patience")
+            if getattr(self, name) <= 0
+        ]
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.probe_epochs < 0 or self.input_size < 0 or self.backbone_lr_scale < 0:
+            problems.append("probe_epochs, input_size and backbone_lr_scale must be >= 0")
+        if self.stream not in ("auto", "on", "off"):
+            problems.append(f"stream must be auto, on or off, got {self.stream!r}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def spec_for(self, schema: DatasetSchema) -> ModelSpec:
+        arch = default_arch(schema.kind) if self.arch == "auto" else self.arch
+        backbone = arch in BACKBONES
+        return ModelSpec(
+            arch=arch,
+            input_shape=schema.input_shape,
+            num_classes=schema.num_classes,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            input_size=(self.input_size or None) if backbone else None,
+            value_range=schema.value_range if backbone else None,
+        )
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    best_epoch: int = -1
+    best_val_loss: float = float("inf")
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    resumed_from_epoch: int | None = None
+    history: list[dict] | None = None
+
+    def improved(self, val_loss: float, patience: int) -> bool:
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
+            return True
+        self.bad_epochs += 1
+        self.stopped_early = self.bad_epochs >= patience
+        return False
+
+
+class TrainSession(Protocol):
+    """What the loop needs from an engine: who am I, where to run, where state goes."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare_model(self, model: nn.Module, *, partly_frozen: bool = False) -> nn.Module: ...
+    def latest_checkpoint(self) -> Path | None: ...
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
+    def progress(self, total: int, initial: int) -> ProgressBar: ...
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> object: ...
+    def set_description(self, desc: str) -> object: ...
+    def close(self) -> object: ...
+
+
+def fit(
+    config: TrainConfig,
+    data_dir: Path,
+    session: TrainSession,
+    *,
+    mlflow_run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> TrainState:
+    """Train on ``data_dir``'s train split, early-stop on val loss, checkpoint every epoch."""
+    schema = read_schema(data_dir)
+    spec = config.spec_for(schema)
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    if hasattr(model, "set_normalization"):
+        model.set_normalization(schema.feature_mean, schema.feature_std)
+    transfer = _Transfer(config, spec)
+    transfer.load(model)
+    model.to(session.device)
+    optimizer = torch.optim.Adam(
+        transfer.groups(model, config.lr), lr=config.lr, weight_decay=config.weight_decay
+    )
+    state, best = _restore(session.latest_checkpoint(), model, optimizer)
+    model = session.prepare_model(model, partly_frozen=transfer.freezes)
+
+    loader, val = _data(config, data_dir, schema, session)
+    augment = config.augment and schema.kind == "image"
+    amp = _amp(config, session.device)
+    logger = _MetricLogger(mlflow_run_id, tracking_uri) if session.rank == 0 else None
+
+    bar = session.progress(config.epochs, state.epoch)
+    while state.epoch < config.epochs and not state.stopped_early:
+        torch.manual_seed(config.seed * 100_003 + state.epoch * 101 + session.rank)
+        loader.set_epoch(state.epoch)
+        started = time.perf_counter()
+        frozen = transfer.frozen(state.epoch)
+        train_loss, train_acc, seen = _train_epoch(
+            model, loader, optimizer, session, amp, spec if augment else None, frozen
+        )
+        val_loss, val_acc, _ = _evaluate(model, val, session, amp)
+        metrics = {
+            "epoch": state.epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "samples_per_s": seen / (time.perf_counter() - started),
+        }
+        if state.improved(val_loss, config.patience) or best is None:
+            best = _cpu_state(model)
+        state.epoch += 1
+        state.history = [*(state.history or []), metrics]
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = _write_checkpoint(Path(tmp), model, best, optimizer, state, session)
+            session.report(metrics, checkpoint)
+        if logger:
+            logger.log(metrics)
+        bar.set_description(f"epoch {state.epoch} val_loss {val_loss:.3f} val_acc {val_acc:.3f}")
+        bar.update(1)
+    bar.close()
+    return state
+
+
+def _train_epoch(
+    model, loader, optimizer, session, amp, augment_spec, frozen=None
+) -> tuple[float, float, int]:
+    model.train()
+    if frozen is not None:  # a backbone: () unfreezes what a probe epoch froze
+        from loopline.ml.transfer import set_frozen
+
+        set_frozen(unwrap(model), frozen)
+    total_loss = correct = seen = 0.0
+    for x, y in loader:
+        x, y = x.to(session.device), y.to(session.device)
+        if augment_spec is not None:
+            shape = augment_spec.input_shape
+            x = random_affine(x.reshape(len(x), *shape)).reshape(len(x), -1)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(session.device.type, dtype=amp.dtype, enabled=amp.enabled):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        amp.scaler.scale(loss).backward()
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+        # Summed on the device: no host round trip per batch.
+        total_loss = total_loss + loss.detach().float() * len(y)
+        correct = correct + (logits.argmax(1) == y).sum()
+        seen += len(y)
+    loss_sum, correct, seen = _all_reduce([float(total_loss), float(correct), seen], session)
+    return loss_sum / max(seen, 1), correct / max(seen, 1), int(seen)
+
+
+@torch.no_grad()
+def _evaluate(model, val, session, amp) -> tuple[float, float, int]:
+    """Loss and accuracy over this rank's share of ``val()`` batches, summed over ranks."""
+    model.eval()
+    loss_sum = correct = 0.0
+    n = 0
+    for xb, yb in val():
+        xb, yb = xb.to(session.device), yb.to(session.device)
+        with torch.autocast(session.device.type, dtype=amp.dtype, enabled=amp.enabled):
+            logits = model(xb)
+        # Summed on the device, as in training: one host round trip per evaluation.
+        loss_sum = loss_sum + F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct = correct + (logits.argmax(1) == yb).sum()
+        n += len(yb)
+    loss_sum, correct, n = _all_reduce([float(loss_sum), float(correct), n], session)
+    return loss_sum / max(n, 1), correct / max(n, 1), int(n)
+
+
+class _Transfer:
+    """What transfer learning changes in the loop: the starting weights, which stages are
+    frozen in which epoch, and the backbone's learning rate."""
+
+    def __init__(self, config: TrainConfig, spec: ModelSpec):
+        self.config = config
+        self.backbone = spec.arch in BACKBONES
+        self.arch = spec.arch
+        if not self.backbone:
+            return
+        from loopline.ml.backbones import STAGES
+        from loopline.ml.transfer import frozen_stages
+
+        self.after_probe = frozen_stages(config.freeze)
+        self.all = STAGES
+
+    def load(self, model: nn.Module) -> None:
+        if not (self.backbone and self.config.pretrained):
+            return
+        from loopline.ml.transfer import Weights, load_backbone, read_state
+
+        path = Path(self.config.pretrained)  # resolved to a local file by the caller
+        weights = Weights(path, self.config.pretrained, "")
+        load_backbone(model, read_state(weights), weights, self.arch)
+
+    @property
+    def freezes(self) -> bool:
+        return self.backbone and (self.config.probe_epochs > 0 or bool(self.after_probe))
+
+    def frozen(self, epoch: int) -> tuple[str, ...] | None:
+        if not self.backbone:
+            return None
+        return self.all if epoch < self.config.probe_epochs else self.after_probe
+
+    def groups(self, model: nn.Module, lr: float):
+        if not self.backbone:
+            return model.parameters()
+        from loopline.ml.transfer import parameter_groups
+
+        return parameter_groups(model, lr, self.config.backbone_lr_scale)
+
+
+def _data(config: TrainConfig, data_dir: Path, schema: DatasetSchema, session: TrainSession):
+    """The train batches (with ``set_epoch``) and a callable giving this rank's validation
+    batches: read whole, or streamed from Parquet when they would not fit the budget."""
+    from loopline.ml import streaming
+
+    rank, world = session.rank, session.world_size
+    budget = config.memory_mb * 2**20
+    size = sum(streaming.in_memory_bytes(data_dir, s, schema) for s in ("train", "val"))
+    if config.stream == "on" or (config.stream == "auto" and size > budget):
+        train = streaming.TrainStream(data_dir, schema, config.batch_size, rank=rank,
+                                      world=world, seed=config.seed)  # fmt: skip
+
+        def val():
+            for x, y in streaming.chunks(data_dir, "val", schema, rank=rank, world=world):
+                yield torch.from_numpy(x), torch.from_numpy(y)
+
+        return train, val
+    train_split = read_split(data_dir, "train", schema)
+    val_split = read_split(data_dir, "val", schema)
+    part = slice(rank, None, world)
+    # On a GPU the splits move over once, as a plain loop does: no copy per batch.
+    device = session.device
+    val_x = torch.from_numpy(val_split.x[part]).to(device)
+    val_y = torch.from_numpy(val_split.y[part]).to(device)
+    batches = _InMemoryBatches(train_split.x, train_split.y, config.batch_size, rank=rank,
+                               world=world, seed=config.seed, device=device)  # fmt: skip
+    return batches, lambda: zip(torch.split(val_x, 1024), torch.split(val_y, 1024), strict=True)
+
+
+class _InMemoryBatches:
+    """Shuffled batches of this rank's share of in-memory rows, cut by indexing the whole
+    tensors (as a plain loop does), not collated row by row. As DistributedSampler does,
+    each rank gets the same number of rows; the first ones repeat to even them out."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, rank: int,
+                 world: int, seed: int, device: torch.device):  # fmt: skip
+        self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.y), generator=generator)
+        per_rank = -(-len(order) // self.world)
+        order = torch.cat([order, order[: per_rank * self.world - len(order)]])
+        mine = order[self.rank :: self.world].to(self.x.device)
+        for batch in mine.split(self.batch_size):
+            yield self.x[batch], self.y[batch]
+
+
+def _all_reduce(values: list[float], session: TrainSession) -> list[float]:
+    if session.world_size == 1 or not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=session.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@dataclass
+class _Amp:
+    enabled: bool
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+
+
+def _amp(config: TrainConfig, device: torch.device) -> _Amp:
+    enabled = config.amp and device.type == "cuda"
+    bf16 = enabled and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if bf16 or not enabled else torch.float16
+    # bf16 keeps fp32's range, so only fp16 needs loss scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=enabled and not bf16)
+    return _Amp(enabled, dtype, scaler)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+
+
+def _write_checkpoint(folder, model, best, optimizer, state, session) -> Path | None:
+    if session.rank != 0:
+        return None
+    save_weights(folder / CURRENT, model)
+    save_file(best, str(folder / BEST))
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER)
+    (folder / STATE).write_text(json.dumps(asdict(state), indent=2))
+    return folder
+
+
+def _restore(
+    checkpoint: Path | None, model: nn.Module, optimizer
+) -> tuple[TrainState, dict | None]:
+    if checkpoint is None:
+        return TrainState(), None
+    unwrap(model).load_state_dict(load_file(str(checkpoint / CURRENT)))
+    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER, weights_only=True))
+    state = read_state(checkpoint)
+    state.resumed_from_epoch = state.epoch
+    return state, load_file(str(checkpoint / BEST))
+
+
+def read_state(checkpoint: Path) -> TrainState:
+    return TrainState(**json.loads((Path(checkpoint) / STATE).read_text()))
+
+
+class _MetricLogger:
+    """Per-epoch metrics to the MLflow run the driver opened (rank 0 only)."""
+
+    def __init__(self, run_id: str | None, tracking_uri: str | None):
+        self.run_id = run_id
+        if run_id:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: dict) -> None:
+        if not self.run_id:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        step = int(metrics["epoch"])
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+class LocalSession:
+    """Runs :func:`fit` in this process; checkpoints go to ``folder/checkpoint_NNNNNN``."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, folder: Path, device: str = "cpu"):
+        self.folder = Path(folder)
+        self.device = torch.device(device)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def prepare_model(self, model: nn.Module, *, partly_frozen: bool = False) -> nn.Module:
+        return model
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.folder.glob("checkpoint_*"))
+        return found[-1] if found else None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is not None:
+            shutil.copytree(checkpoint_dir, self.folder / f"checkpoint_{metrics['epoch']:06d}")
+
+    def progress(self, total: int, initial: int) -> ProgressBar:
+        if path := progress.target():
+            return progress.FileProgress(path, total, initial)
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc="epochs", unit="epoch")

@@ -1,0 +1,330 @@
+"""One monitoring pass: judge the newest window of the prediction log, then start (or
+follow) the retraining that is due.
+
+A window is a range of prediction numbers for the serving champion: from the end of the
+last judged window to the newest committed prediction, so nothing is skipped or judged
+twice whatever the replicas' clocks say. A window smaller than ``min_rows`` is left to
+grow; of a larger one, ``max_rows`` rows drawn by number are read. A judged window leaves an
+Evidently HTML report, a JSON summary and a snapshot in the Evidently workspace
+(``evidently ui --workspace LOOPLINE_HOME/monitoring/workspace``).
+
+When the policy fires, the model's open trigger takes the reasons (one drift episode, one
+retraining). It starts the retraining pipeline once ``min_labels`` labelled predictions
+exist, under a lease; a trigger recorded against a version that is no longer the
+champion is dropped (superseded) rather than run blindly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loopline.core.layout import INPUT_SCHEMA, REFERENCE
+from loopline.core.settings import Settings
+from loopline.ml.dataset import LABEL, DatasetSchema
+from loopline.monitoring.alerts import send_alert
+from loopline.monitoring.drift import PREDICTION, DriftResult, detect_drift
+from loopline.monitoring.policy import Policy
+from loopline.monitoring.retrain import follow_retraining, start_retraining
+from loopline.storage.checks import MonitorState, Trigger
+from loopline.storage.database import Database, open_database
+from loopline.storage.feedback import FeedbackStore
+from loopline.storage.predictions import PredictionLog
+from loopline.storage.registry import VersionInfo, model_folder, reader
+
+log = logging.getLogger("loopline.monitoring")
+
+
+@dataclass
+class MonitorResult:
+    model: str
+    status: str  # no_champion, waiting, ok, drift
+    champion_version: str | None = None
+    window: dict = field(default_factory=dict)  # first_seq, last_seq, rows (, sampled)
+    drift: dict | None = None
+    quality: dict | None = None
+    reasons: list[str] = field(default_factory=list)
+    reports: dict[str, str] = field(default_factory=dict)
+    trigger: str | None = None  # new, joined, cooldown
+    retraining: list[dict] = field(default_factory=list)
+    seconds: float | None = None  # the judging part of the pass, imports not included
+
+
+def monitor_folder(settings: Settings) -> Path:
+    return settings.home / "monitoring"
+
+
+class Monitor:
+    """Monitoring for the settings' model, over one open database (reused pass to pass)."""
+
+    def __init__(self, settings: Settings, policy: Policy, database: Database | None = None):
+        self.settings = settings
+        self.policy = policy
+        self.database = database or open_database(settings, migrate=True)
+        self.log = PredictionLog(self.database)
+        self.feedback = FeedbackStore(self.database)
+        self.state = MonitorState(self.database)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def run(self, *, retrain: bool = True, window: tuple[int, int] | None = None) -> MonitorResult:
+        """One pass; ``window`` = (after, upto) prediction numbers overrides the automatic one."""
+        started = time.perf_counter()
+        name = self.settings.model_name
+        champion = reader(self.settings).champion(name)
+        if champion is None:
+            return MonitorResult(name, "no_champion")
+        result = self._judge(champion, window)
+        result.seconds = round(time.perf_counter() - started, 2)
+        if retrain:
+            result.retraining = self.start_due_retraining()
+        return result
+
+    def close(self) -> None:
+        self.log.close()
+        self.database.close()
+
+    def _judge(self, champion: VersionInfo, window) -> MonitorResult:
+        name, version, policy = self.settings.model_name, champion.version, self.policy
+        if window is None:
+            last = self.state.last_check(name)
+            after = last["last_seq"] if last and last["model_version"] == version else 0
+            window = (after, self.log.last_seq())
+        after, upto = window
+        rows = self.log.count_window(after, upto, model_version=version)
+        result = MonitorResult(name, "waiting", version, {
+            "first_seq": after + 1, "last_seq": upto, "rows": rows,
+        })  # fmt: skip
+        if rows < policy.min_rows:
+            return result
+        # Drawn by number, enough that about max_rows of them are the champion's.
+        drawn = min(upto - after, math.ceil(policy.max_rows * (upto - after) / rows))
+        current = self.log.sample_window(after, upto, drawn, model_version=version, seed=upto)
+        result.window["sampled"] = len(current)
+        folder = model_folder(self.settings, champion)
+        schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+        drift = detect_drift(
+            _reference(folder, schema), _current(current, schema), schema.features,
+            drift_share=policy.drift_share, max_rows=policy.max_rows,
+        )  # fmt: skip
+        result.drift = drift.to_dict()
+        result.quality = self._quality(version, after, upto)
+        result.reasons = _reasons(policy, drift, result.quality)
+        result.status = "drift" if result.reasons else "ok"
+        _write_reports(self.settings, result, drift)
+        self.state.record_check(name, version, after + 1, upto, rows, result.status, _brief(result))
+        if result.reasons:
+            result.trigger = self._raise(result)
+        return result
+
+    def _quality(self, version: str, after: int, upto: int) -> dict | None:
+        rows, correct = self.feedback.accuracy(after, upto, model_version=version)
+        return {"rows": rows, "accuracy": correct / rows} if rows else None
+
+    def _raise(self, result: MonitorResult) -> str:
+        last = self.state.last_finished(result.model)
+        if last is not None and time.time() - last < self.policy.cooldown_s:
+            return "cooldown"
+        trigger, how = self.state.raise_trigger(
+            result.model, result.champion_version, result.window["first_seq"], result.reasons,
+            result.reports.get("html", ""),
+        )  # fmt: skip
+        if how == "new":
+            send_alert(
+                self.policy.alert_url, "drift",
+                f"{result.model} v{result.champion_version}: " + "; ".join(result.reasons),
+                {"report": result.reports.get("html"), "trigger_id": trigger.id},
+            )  # fmt: skip
+        return how
+
+    def start_due_retraining(self) -> list[dict]:
+        """Start, take over or follow the model's open trigger (at most one)."""
+        trigger = self.state.open_trigger(self.settings.model_name)
+        if trigger is None:
+            return []
+        champion = reader(self.settings).champion(trigger.model_name)
+        if trigger.state == "pending" and (
+            champion is None or champion.version != trigger.model_version
+        ):
+            self.state.finish(trigger.id, "superseded", {
+                "reason": f"the champion moved from v{trigger.model_version} to "
+                f"v{champion.version if champion else 'none'}; its windows are judged afresh",
+            })  # fmt: skip
+            return [{"trigger_id": trigger.id, "state": "superseded"}]
+        if trigger.state == "submitted":
+            return [self._follow(trigger)]
+        labelled, _ = self.feedback.accuracy(trigger.first_seq - 1)
+        if labelled < self.policy.min_labels:
+            return [{"trigger_id": trigger.id, "state": trigger.state,
+                     "waiting_for": f"{labelled}/{self.policy.min_labels} labelled predictions"}]  # fmt: skip
+        if not self.state.claim(trigger.id, self.owner, self.policy.lease_s):
+            return []  # another monitor runs it, under a live lease
+        return [self._retrain(trigger)]
+
+    def _retrain(self, trigger: Trigger) -> dict:
+        stop = threading.Event()
+        renewing = threading.Thread(target=self._renew, args=(trigger.id, stop), daemon=True)
+        renewing.start()
+        try:
+            outcome = start_retraining(
+                self.settings, trigger, engine=self.policy.retrain_engine,
+                epochs=self.policy.retrain_epochs,
+            )  # fmt: skip
+        except Exception as exc:  # recorded and alerted; the champion is untouched
+            outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            stop.set()
+            renewing.join()
+        if outcome["state"] == "submitted":
+            self.state.submitted(trigger.id, outcome)
+        else:
+            self._finish(trigger, outcome)
+        return {"trigger_id": trigger.id, **outcome}
+
+    def _renew(self, trigger_id: int, stop: threading.Event) -> None:
+        while not stop.wait(self.policy.lease_s / 3):
+            self.state.renew(trigger_id, self.owner, self.policy.lease_s)
+
+    def _follow(self, trigger: Trigger) -> dict:
+        outcome = follow_retraining(self.settings, trigger)
+        if outcome is None:
+            return {"trigger_id": trigger.id, "state": "submitted", **(trigger.run_ref or {})}
+        self._finish(trigger, outcome)
+        return {"trigger_id": trigger.id, **outcome}
+
+    def _finish(self, trigger: Trigger, outcome: dict) -> None:
+        self.state.finish(trigger.id, outcome["state"], outcome)
+        event = {"promoted": "promotion", "failed": "failure"}.get(outcome["state"])
+        if event:
+            send_alert(
+                self.policy.alert_url, event,
+                f"retraining for {trigger.model_name} (trigger {trigger.id}): {outcome['state']}"
+                + (f" v{outcome.get('version')}" if outcome["state"] == "promoted" else ""),
+                outcome,
+            )  # fmt: skip
+
+
+def run_monitor(settings: Settings, policy: Policy, **options) -> MonitorResult:
+    """One pass with a monitor of its own (the CLI keeps one for every pass)."""
+    monitor = Monitor(settings, policy)
+    try:
+        return monitor.run(**options)
+    finally:
+        monitor.close()
+
+
+def _reference(folder: Path, schema: DatasetSchema) -> pd.DataFrame:
+    reference = pd.read_parquet(folder / REFERENCE)
+    reference[PREDICTION] = reference[LABEL].map(lambda i: schema.classes[int(i)])
+    return reference
+
+
+def _current(window: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
+    current = pd.DataFrame(np.stack(window["inputs"].to_numpy()), columns=schema.features)
+    current[PREDICTION] = window["label"].to_numpy()
+    return current
+
+
+def _reasons(policy: Policy, drift: DriftResult, quality: dict | None) -> list[str]:
+    reasons = []
+    if "data_drift" in policy.triggers and drift.data_drift:
+        reasons.append(
+            f"data drift: {drift.drifted_share:.0%} of features drifted "
+            f"(threshold {policy.drift_share:.0%})"
+        )
+    if "prediction_drift" in policy.triggers and drift.prediction and drift.prediction["drifted"]:
+        p = drift.prediction
+        reasons.append(
+            f"prediction drift: {p['method']} {p['score']:.3g} (threshold {p['threshold']})"
+        )
+    if "quality" in policy.triggers and quality and quality["accuracy"] < policy.min_accuracy:
+        reasons.append(
+            f"quality: accuracy {quality['accuracy']:.3f} on {quality['rows']} labelled rows "
+            f"(minimum {policy.min_accuracy})"
+        )
+    return reasons
+
+
+def _write_reports(settings: Settings, result: MonitorResult, drift: DriftResult) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    window = f"{result.window['first_seq']}-{result.window['last_seq']}"
+    folder = (
+        monitor_folder(settings)
+        / "reports"
+        / (f"{result.model}-v{result.champion_version}-{stamp}-seq{window}")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    html, summary = folder / "drift.html", folder / "summary.json"
+    drift.snapshot.save_html(str(html))
+    result.reports = {"html": str(html), "json": str(summary)}  # the summary names them too
+    summary.write_text(json.dumps(_brief(result) | {"drift": result.drift}, indent=2))
+    _add_to_workspace(settings, result.model, drift)
+
+
+def _add_to_workspace(settings: Settings, model: str, drift: DriftResult) -> None:
+    """Add the snapshot to the Evidently workspace that `evidently ui` shows.
+
+    Written to the workspace's files directly: opening the ``Workspace`` reads every
+    snapshot in it, so a pass would slow down with each one before it (32 snapshots took
+    7-12 s). The file appears whole (written aside, then renamed), so `evidently ui`
+    never reads half of one; and it is 0.5 s faster than Evidently's streamed write.
+    Writers take turns under a file lock, so two monitors never create the model's
+    project twice.
+    """
+    from evidently.legacy.utils import NumpyEncoder
+    from evidently.ui.storage.local.base import SNAPSHOTS_DIR_NAME, LocalState
+    from evidently.ui.workspace import Workspace
+
+    folder = monitor_folder(settings) / "workspace"
+    folder.mkdir(parents=True, exist_ok=True)
+    title = f"loopline {model}"
+    with open(folder.parent / "workspace.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = LocalState(str(folder))
+        projects = (state.read_project(found) for found in state.list_projects())
+        project = next((p for p in projects if p.name == title), None)
+        if project is None:  # the first snapshot: the workspace has none to read yet
+            project = Workspace.create(str(folder)).create_project(title, description="drift")
+    text = json.dumps(drift.snapshot.to_snapshot_model().dict(), cls=NumpyEncoder)
+    snapshots = folder / str(project.id) / SNAPSHOTS_DIR_NAME
+    snapshots.mkdir(parents=True, exist_ok=True)
+    aside = snapshots / f".{uuid.uuid4()}.partial"  # not a snapshot name: the UI skips it
+    aside.write_text(text)
+    aside.rename(snapshots / f"{uuid.uuid4()}.json")
+
+
+def _brief(result: MonitorResult) -> dict:
+    drift = result.drift or {}
+    return {
+        "model": result.model,
+        "champion_version": result.champion_version,
+        "status": result.status,
+        "window": result.window,
+        "drifted_share": drift.get("drifted_share"),
+        # per feature, for the metrics; the most drifted first, at most MAX_FEATURE_SCORES
+        "feature_scores": _top_scores(drift.get("columns") or {}),
+        "prediction_drift": drift.get("prediction"),
+        "quality": result.quality,
+        "reasons": result.reasons,
+        "reports": result.reports,
+    }
+
+
+MAX_FEATURE_SCORES = 256  # keeps a wide table from flooding Prometheus with series
+
+
+def _top_scores(columns: dict[str, dict]) -> dict[str, float]:
+    ranked = sorted(columns.items(), key=lambda item: -float(item[1]["score"]))
+    return {name: float(c["score"]) for name, c in ranked[:MAX_FEATURE_SCORES]}

@@ -1,0 +1,130 @@
+"""When monitoring raises the alarm and starts retraining, read from configuration.
+
+The policy lives in ``LOOPLINE_HOME/monitoring.yaml`` (or the file that
+``LOOPLINE_MONITOR_CONFIG`` names); every key is optional:
+
+```yaml
+drift_share: 0.5        # share of drifted features that counts as data drift
+min_rows: 200           # a window smaller than this is not judged
+max_rows: 20000         # rows per side that Evidently sees; larger windows are sampled
+cooldown: 1h            # no new retraining this soon after the last one for the model
+lease: 10m              # a started retraining's claim; a dead monitor's expires, another takes over
+triggers: [data_drift, prediction_drift]   # and/or quality
+min_accuracy: 0.8       # the quality trigger: accuracy on labelled rows below this
+min_labels: 100         # labelled rows a pending retraining waits for
+alert_url: https://hooks.example.com/loopline   # webhook (JSON POST) or an apprise URL;
+                                                # LOOPLINE_ALERT_URL overrides it
+retrain_engine: auto    # auto, inprocess, deployment (Prefect) or kubeflow
+retrain_epochs: 20
+```
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import yaml
+
+from loopline.core.errors import UsageError
+from loopline.core.settings import Settings, SettingsError
+from loopline.core.settings import duration_seconds as settings_duration
+
+TRIGGERS = ("data_drift", "prediction_drift", "quality")
+ENGINES = ("auto", "inprocess", "deployment", "kubeflow")
+
+
+class PolicyError(UsageError):
+    """The monitoring configuration holds a value loopline cannot use."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    drift_share: float = 0.5
+    min_rows: int = 200
+    max_rows: int = 20_000
+    cooldown_s: float = 3600.0
+    lease_s: float = 600.0
+    triggers: tuple[str, ...] = ("data_drift", "prediction_drift")
+    min_accuracy: float = 0.8
+    min_labels: int = 100
+    alert_url: str | None = None
+    retrain_engine: str = "auto"
+    retrain_epochs: int = 20
+
+
+def policy_path(settings: Settings) -> Path:
+    return Path(os.environ.get("LOOPLINE_MONITOR_CONFIG") or settings.home / "monitoring.yaml")
+
+
+def load_policy(settings: Settings) -> Policy:
+    path = policy_path(settings)
+    if not path.exists():
+        return _with_env(Policy())
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path} is not valid YAML ({exc}); fix the file.") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{path} must be a mapping of setting: value.")
+    return _with_env(parse_policy(raw, str(path)))
+
+
+def _with_env(policy: Policy) -> Policy:
+    """``LOOPLINE_ALERT_URL`` (from a Secret: it usually carries a token) wins over the file."""
+    url = os.environ.get("LOOPLINE_ALERT_URL")
+    return replace(policy, alert_url=url) if url else policy
+
+
+def parse_policy(raw: dict, where: str = "the policy") -> Policy:
+    known = {f.name for f in fields(Policy)} - {"cooldown_s", "lease_s"} | {"cooldown", "lease"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PolicyError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+        )
+    values: dict = {}
+    for name in ("drift_share", "min_accuracy"):
+        if name in raw:
+            values[name] = _fraction(raw[name], name, where)
+    for name in ("min_rows", "max_rows", "min_labels", "retrain_epochs"):
+        if name in raw:
+            values[name] = _count(raw[name], name, where)
+    if "cooldown" in raw:
+        values["cooldown_s"] = duration_seconds(str(raw["cooldown"]), f"{where}: cooldown")
+    if "lease" in raw:
+        values["lease_s"] = duration_seconds(str(raw["lease"]), f"{where}: lease")
+        if values["lease_s"] <= 0:
+            raise PolicyError(f"{where}: lease must be longer than 0s, e.g. 10m.")
+    if "triggers" in raw:
+        triggers = raw["triggers"]
+        if not isinstance(triggers, list) or not set(triggers) <= set(TRIGGERS) or not triggers:
+            raise PolicyError(f"{where}: triggers must be a list drawn from {', '.join(TRIGGERS)}.")
+        values["triggers"] = tuple(triggers)
+    if "retrain_engine" in raw:
+        if raw["retrain_engine"] not in ENGINES:
+            raise PolicyError(f"{where}: retrain_engine must be one of {', '.join(ENGINES)}.")
+        values["retrain_engine"] = raw["retrain_engine"]
+    if raw.get("alert_url"):
+        values["alert_url"] = str(raw["alert_url"])
+    return Policy(**values)
+
+
+def duration_seconds(text: str, where: str) -> float:
+    try:
+        return settings_duration(text, where, allow_zero=True)
+    except SettingsError as exc:
+        raise PolicyError(str(exc)) from None
+
+
+def _fraction(value, name: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise PolicyError(f"{where}: {name} is {value!r}; use a number in (0, 1], e.g. 0.5.")
+    return float(value)
+
+
+def _count(value, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PolicyError(f"{where}: {name} is {value!r}; use a whole number, e.g. 200.")
+    return value

@@ -1,0 +1,249 @@
+"""Where component code runs on one machine: a pool of worker processes, or in-process.
+
+Lightweight Python components run their function from the source embedded in the IR,
+through KFP's own ``Executor`` (the code ``kfp.dsl.executor_main`` runs in a container),
+so nothing is pip-installed. The default is a process pool: a task's environment
+variables, crashes and global state stay in its worker, and a warm worker keeps heavy
+imports (torch, ray) loaded for the next task. ``benchmarks/orchestration`` measures it
+against in-process execution.
+
+Container components run their command as a subprocess, and only with the platform
+image, since that image is this environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+from typing import Protocol
+
+from loopline.pipelines.ir import EXECUTOR_MODULE
+
+
+@dataclass(frozen=True)
+class PythonCall:
+    source: str
+    function: str
+    executor_input: dict
+    env: dict[str, str]
+    log_path: str | None = None  # the task's stdout and stderr go here when set
+    exact_env: bool = False  # env is the task's whole environment, not additions
+
+
+def python_call(
+    command: list[str], args: list[str], executor_input: dict, env: dict, *, log_path=None
+) -> PythonCall:
+    """The component source and function name from a lightweight component's command."""
+    if not any(EXECUTOR_MODULE in part for part in command):
+        raise ValueError("not a lightweight Python component")
+    function = args[args.index("--function_to_execute") + 1]
+    return PythonCall(command[-1], function, executor_input, env, log_path)
+
+
+def run_in_this_process(call: PythonCall) -> None:
+    from kfp.dsl.executor import Executor
+
+    environment = _exactly if call.exact_env else _adding
+    with _output_to(call.log_path), environment(call.env), tempfile.TemporaryDirectory() as tmp:
+        name = f"loopline_component_{uuid.uuid4().hex}"
+        path = Path(tmp) / f"{name}.py"
+        path.write_text(call.source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+            component = getattr(module, call.function)
+            Executor(executor_input=call.executor_input, function_to_execute=component).execute()
+        except SystemExit as exc:  # on Kubeflow a failed task; here it must not end the flow
+            if exc.code not in (0, None):
+                traceback.print_exc()
+                raise ComponentExit(f"the component exited with code {exc.code}") from None
+        except BaseException:
+            traceback.print_exc()  # the whole story goes to the task's log
+            raise
+        finally:
+            sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def _output_to(path: str | None) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so native code and
+    child processes too) to ``path`` for the duration of one task."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+@contextlib.contextmanager
+def _exactly(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _adding(env: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+WORKERS_LOG = "component-workers.log"
+
+
+class Runtime(Protocol):
+    """Where a lightweight component's call runs; both runtimes below implement it."""
+
+    def run(self, call: PythonCall) -> None:
+        """Run ``call`` to its end; a failure of the component raises."""
+
+    def warm(self) -> None:
+        """Get ready ahead of the first call (start workers), or do nothing."""
+
+    def shutdown(self) -> None:
+        """Stop whatever the runtime started."""
+
+
+class ComponentExit(RuntimeError):
+    """A component called ``sys.exit`` with a failure code."""
+
+
+def _output_between_tasks(path: str) -> None:
+    """A pool worker's output outside its tasks goes to ``path``, not the terminal: Ray's
+    log monitor, for one, prints a finished training's late lines (its controller's
+    shutdown) after the task has handed the terminal back."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+class ProcessPool:
+    """Worker processes that run one component call at a time each; rebuilt if one dies.
+    With ``between_tasks``, a worker's output outside its tasks goes to that file."""
+
+    def __init__(self, workers: int | None = None, between_tasks: Path | None = None):
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.between_tasks = between_tasks
+        self._lock = Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, call: PythonCall) -> None:
+        # A worker was forked with the environment of the pool's first use; the task gets
+        # the caller's environment of now (LOOPLINE_HOME, the settings), plus its own.
+        call = dataclasses.replace(call, env={**os.environ, **call.env}, exact_env=True)
+        pool = self._executor()
+        try:
+            pool.submit(run_in_this_process, call).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None  # the next task gets fresh workers
+            raise RuntimeError(
+                "the worker process running this component died (killed, out of memory or "
+                "crashed in native code)"
+            ) from None
+
+    def warm(self) -> None:
+        """Start the workers now, so that their start-up (importing kfp) overlaps the
+        caller's own work instead of delaying the first task."""
+        self._executor().submit(int)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # forkserver: workers fork from a clean, single-threaded server that has
+                # kfp loaded. As with any multiprocessing, a script that runs pipelines
+                # needs an `if __name__ == "__main__":` guard.
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["__main__", "kfp.dsl.executor"])
+                quiet = self.between_tasks is not None
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=context,
+                    initializer=_output_between_tasks if quiet else None,
+                    initargs=(str(self.between_tasks),) if quiet else (),
+                )
+            return self._pool
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+
+
+class InProcess:
+    """Runs component calls on the calling thread (benchmarks; no isolation). Output stays
+    on the terminal: redirecting it would capture every thread of the process."""
+
+    def run(self, call: PythonCall) -> None:
+        run_in_this_process(dataclasses.replace(call, log_path=None))
+
+    def warm(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def run_container(
+    command: list[str], env: dict[str, str], cwd: Path, log_path: str | None = None
+) -> None:
+    """A platform-image container component's command, run as a local subprocess; its
+    output goes to ``log_path`` (or to this process's output)."""
+    command = [sys.executable if part == "python3" else part for part in command]
+    with open(log_path, "ab") if log_path else contextlib.nullcontext() as log:
+        result = subprocess.run(
+            command, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.PIPE
+        )
+    stderr = result.stderr.decode(errors="replace")
+    if log_path:
+        with open(log_path, "a") as log:
+            log.write(stderr)
+    else:
+        sys.stderr.write(stderr)
+    if result.returncode != 0:
+        raise RuntimeError(f"command exited with {result.returncode}: {stderr.strip()[-2000:]}")

@@ -1,0 +1,31 @@
+"""Pick the engine that runs a pipeline on this machine: Prefect (default) or kfp.local."""
+
+from __future__ import annotations
+
+from loopline.core.settings import Settings
+from loopline.pipelines.local.results import RunListener, RunResult
+
+ENGINES = ("prefect", "kfp-local")
+
+
+def run_pipeline(
+    source: object,
+    arguments: dict,
+    settings: Settings,
+    *,
+    engine: str = "prefect",
+    enable_cache: bool = True,
+    listener: RunListener | None = None,
+    capture_output: bool = True,
+) -> RunResult:
+    if engine == "kfp-local":
+        from loopline.pipelines.local.kfp_local import run_local
+
+        return run_local(source, arguments, settings)
+    from loopline.pipelines.local.prefect_engine import PrefectEngine
+
+    runner = PrefectEngine(settings, listener=listener, capture_output=capture_output)
+    try:
+        return runner.run(source, arguments, enable_cache=enable_cache)
+    finally:
+        runner.close()

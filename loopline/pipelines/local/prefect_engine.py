@@ -1,0 +1,202 @@
+"""The Prefect engine: each pipeline run is a Prefect flow run, each KFP task a task run.
+
+Retries come from the task's ``set_retry`` policy; metrics, confusion matrices and HTML
+reports become Prefect artifacts, so the Prefect UI shows them beside the run. Without an
+exported ``PREFECT_API_URL``, runs go to the home's Prefect server (``prefect_server``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from loopline.core.settings import Settings
+from loopline.pipelines.ir import check_supported, load
+from loopline.pipelines.local import component_runtime, prefect_server
+from loopline.pipelines.local.cache import TaskCache
+from loopline.pipelines.local.dag_orchestrator import PipelineRun
+from loopline.pipelines.local.results import RunListener, RunResult
+from loopline.pipelines.local.scope import coerce_arguments
+
+RUNTIMES = {"process": component_runtime.ProcessPool, "inprocess": component_runtime.InProcess}
+
+
+class PrefectEngine:
+    """Runs compiled pipelines as Prefect flows; owns the worker pool for its lifetime."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        runtime: str = "process",
+        listener: RunListener | None = None,
+        capture_output: bool = True,
+    ):
+        self.settings = settings
+        if runtime == "process" and capture_output:
+            self.runtime = component_runtime.ProcessPool(
+                between_tasks=settings.logs / component_runtime.WORKERS_LOG
+            )
+        else:
+            self.runtime = RUNTIMES[runtime]()
+        self.listener = listener
+        self.capture_output = capture_output
+
+    def run(
+        self, source: object, arguments: dict | None = None, *, enable_cache: bool = True
+    ) -> RunResult:
+        ir = load(source)
+        check_supported(ir)
+        coerce_arguments(ir, arguments or {})  # bad arguments fail before a flow starts
+        self.runtime.warm()  # on a second core while Prefect loads and the flow starts
+        run = PipelineRun(
+            ir,
+            artifact_root=self.settings.artifact_root,
+            cache=TaskCache(self.settings.home / "cache") if enable_cache else None,
+            runtime=self.runtime,
+            task_wrapper=_prefect_task,
+            listener=self.listener,
+            capture_output=self.capture_output,
+        )
+        with prefect_server.api(self.settings) as api_url, _using(api_url):
+            state = _flow(run)(arguments or {}, return_state=True)
+        result = RunResult(
+            succeeded=state.is_completed(),
+            pipeline=ir.name,
+            run_name=run.run_name,
+            run_dir=run.run_dir,
+            records=run.records,
+            flow_run_id=str(state.state_details.flow_run_id),
+        )
+        result.task_outputs = run.task_outputs_json()  # finished tasks, even in a failed run
+        value = state.result(raise_on_failure=False)
+        if isinstance(value, BaseException):
+            result.error = str(value)
+            result.failed_task = getattr(value, "task", None)
+        else:
+            result.outputs = value
+        return result
+
+    def close(self) -> None:
+        self.runtime.shutdown()
+
+
+def _using(api_url: str):
+    """Point this process's Prefect client at ``api_url``, even if Prefect loaded earlier.
+
+    Flow-run heartbeats are off: they only feed automations that loopline does not set
+    up, and waiting for the heartbeat thread costs up to a second at the end of each run.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
+    return temporary_settings({PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+def _flow(run: PipelineRun):
+    from prefect import flow
+
+    @flow(name=run.ir.name, flow_run_name=run.run_name, persist_result=False, log_prints=True)
+    def pipeline(arguments: dict) -> dict:
+        _attach_loopline_logs()
+        return _jsonable(run.execute(arguments))
+
+    return pipeline
+
+
+def _prefect_task(name: str, task_spec: dict, fn):
+    """Wrap a leaf call as a Prefect task named after the KFP task, with its retry policy."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    retry = task_spec.get("retryPolicy", {})
+    retries = int(retry.get("maxRetryCount", 0))
+
+    def leaf(*args):
+        outputs = fn(*args)
+        if not outputs.from_cache:  # published when they were made
+            _publish(name, outputs.artifacts)
+        return outputs
+
+    return task(
+        leaf,
+        name=name,
+        task_run_name=name,
+        retries=retries,
+        retry_delay_seconds=_delays(retry, retries),
+        persist_result=False,
+        cache_policy=NO_CACHE,
+        log_prints=True,
+    )
+
+
+def _delays(policy: dict, retries: int) -> list[float]:
+    first = _seconds(policy.get("backoffDuration", "0s"))
+    factor = float(policy.get("backoffFactor", 2.0))
+    cap = _seconds(policy.get("backoffMaxDuration", "3600s"))
+    return [min(first * factor**i, cap) for i in range(retries)] or [0]
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.rstrip("s") or 0)
+
+
+def _publish(task_name: str, artifacts: dict) -> None:
+    """Metrics tables, confusion matrices and report links as Prefect artifacts."""
+    from prefect.artifacts import (
+        create_link_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
+
+    for output, artifact in artifacts.items():
+        if isinstance(artifact, list):
+            continue
+        key = re.sub(r"[^a-z0-9-]+", "-", f"{task_name}-{output}".lower()).strip("-")
+        title = artifact.schema_title
+        if title == "system.Metrics" and artifact.metadata:
+            rows = [{"metric": k, "value": v} for k, v in artifact.metadata.items()]
+            create_table_artifact(rows, key=key, description=f"{task_name}: {output}")
+        elif title == "system.ClassificationMetrics" and "confusionMatrix" in artifact.metadata:
+            create_markdown_artifact(_confusion_markdown(artifact.metadata), key=key)
+        elif title in ("system.HTML", "system.Markdown"):
+            create_link_artifact(
+                Path(artifact.path).as_uri(), link_text=f"{task_name} {output}", key=key
+            )
+
+
+def _confusion_markdown(metadata: dict) -> str:
+    matrix = metadata["confusionMatrix"]
+    names = [c.get("displayName", "") for c in matrix["annotationSpecs"]]
+    lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, matrix["rows"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row["row"]) + " |")
+    return "\n".join(lines)
+
+
+def _attach_loopline_logs() -> None:
+    """Send loopline's own log lines (cache hits, skips, warnings) to the Prefect UI too;
+    they also reach the root logger's handler (a log file, or the terminal with --verbose)."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("loopline")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
+
+
+def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
+    return {k: _artifact_json(v) for k, v in outputs.items()}
+
+
+def _artifact_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_artifact_json(v) for v in value]
+    if hasattr(value, "schema_title"):
+        return {"uri": value.uri, "path": value.path, "metadata": value.metadata}
+    return value

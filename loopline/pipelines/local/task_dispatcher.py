@@ -1,0 +1,238 @@
+"""Runs one leaf task: a lightweight Python component, a container component or an importer.
+
+The task gets KFP's executor input (parameters, artifact URIs under the run's folder,
+placeholders resolved), so a component behaves as it does in a Kubeflow pod. Results are
+read back from its executor output; with caching on, an unchanged task is served from the
+task cache instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Imported here, not inside tasks: concurrent first imports of kfp.local race in threads.
+from google.protobuf import json_format
+from kfp.dsl.executor import create_artifact_instance
+from kfp.dsl.types import artifact_types
+from kfp.local import executor_input_utils, executor_output_utils, placeholder_utils
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from loopline.core import progress
+from loopline.pipelines.ir import EXECUTOR_MODULE, PipelineIR, declared_env
+from loopline.pipelines.local import component_envs, component_runtime
+from loopline.pipelines.local.cache import TaskCache, from_cache, to_cache
+from loopline.pipelines.local.results import PROGRESS, TASK_LOG
+from loopline.pipelines.local.scope import Outputs
+
+log = logging.getLogger("loopline.run")
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where and as what a run's tasks execute: what KFP's placeholders name."""
+
+    run_id: str
+    run_name: str
+    pipeline_root: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.pipeline_root / self.run_name
+
+    def task_dir(self, task_path: str) -> Path:
+        """``for-loop-2[0].add`` -> ``<run>/for-loop-2-0/add``: one folder per execution."""
+        parts = [re.sub(r"\[(\d+)\]", r"-\1", part) for part in task_path.split(".")]
+        return self.run_dir.joinpath(*parts)
+
+
+class TaskDispatcher:
+    def __init__(
+        self,
+        ir: PipelineIR,
+        place: RunPlace,
+        *,
+        cache: TaskCache | None,
+        runtime: component_runtime.Runtime,
+        envs_home: Path,
+        capture_output: bool,
+    ):
+        self.ir = ir
+        self.place = place
+        self.cache = cache
+        self.runtime = runtime
+        self.envs_home = envs_home  # components that declare packages get environments here
+        self.capture_output = capture_output  # stdout and stderr to the task's task.log
+
+    def run(self, name: str, task: dict, component: dict, inputs: Outputs) -> Outputs:
+        executor = self.ir.executor(component)
+        if "importer" in executor:
+            return self._import(component, executor["importer"], inputs)
+        return self._run_container(name, task, component, executor["container"], inputs)
+
+    def _run_container(
+        self, name: str, task: dict, component: dict, container: dict, inputs: Outputs
+    ) -> Outputs:
+        caching = self.cache is not None and task.get("cachingOptions", {}).get(
+            "enableCache", False
+        )
+        key = (
+            self.cache.key(component, container, inputs.parameters, inputs.artifacts)
+            if caching
+            else None
+        )
+        if key and (entry := self.cache.get(key)):
+            log.info("task %s: served from cache (%s)", name, key[:12])
+            return _typed(component, Outputs(*from_cache(entry), from_cache=True))
+        spec = json_format.ParseDict(component, pipeline_spec_pb2.ComponentSpec())
+        task_root = self.place.task_dir(name)
+        executor_input = executor_input_utils.construct_executor_input(
+            component_spec=spec,
+            arguments={**inputs.parameters, **inputs.artifacts},
+            task_root=str(task_root),
+            block_input_artifact=False,
+        )
+        as_dict = executor_input_utils.executor_input_to_dict(executor_input, spec)
+        env = self._environment(name, component, container, task_root)
+        command, args = container.get("command", []), container.get("args", [])
+        if any(EXECUTOR_MODULE in part for part in command):
+            self._run_python(name, component, command, args, as_dict, env)
+        else:
+            full = placeholder_utils.replace_placeholders(
+                full_command=[*command, *args],
+                executor_input_dict=as_dict,
+                pipeline_resource_name=self.place.run_name,
+                task_resource_name=name,
+                pipeline_root=str(self.place.pipeline_root),
+                unique_pipeline_id=self.place.run_id,
+            )
+            task_root.mkdir(parents=True, exist_ok=True)
+            component_runtime.run_container(full, env, cwd=task_root, log_path=self._log(name))
+        raw = executor_output_utils.get_outputs_for_task(executor_input, spec)
+        outputs = _typed(component, _split(component, raw))
+        if key:
+            entry = to_cache(
+                outputs.parameters, outputs.artifacts, task=name, run=self.place.run_name
+            )
+            self.cache.put(key, entry)
+        return outputs
+
+    def _environment(
+        self, name: str, component: dict, container: dict, task_root: Path
+    ) -> dict[str, str]:
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        # What a pod would get from a Kubernetes Secret comes from this environment here.
+        platform = self.ir.kubernetes(component["executorLabel"])
+        env.update({k: os.environ[k] for k in declared_env(platform) if k in os.environ})
+        env[progress.ENV] = str(task_root / PROGRESS)
+        _warn_resources(name, container)
+        return env
+
+    def _run_python(
+        self, name: str, component: dict, command: list, args: list, as_dict: dict, env: dict
+    ) -> None:
+        resolved = placeholder_utils.resolve_self_references_in_executor_input(
+            executor_input_dict=as_dict,
+            pipeline_resource_name=self.place.run_name,
+            task_resource_name=name,
+            pipeline_root=str(self.place.pipeline_root),
+            pipeline_job_id=self.place.run_id,
+            pipeline_task_id=uuid.uuid4().hex,
+        )
+        _integral_list_items(component, resolved)
+        call = component_runtime.python_call(command, args, resolved, env, log_path=self._log(name))
+        wanted = component_envs.requirements(command)
+        if wanted:  # its own environment; without packages, a warm pool worker
+            python = component_envs.python_for(self.envs_home, wanted)
+            component_envs.run_in_env(python, call, {**os.environ, **env})
+        else:
+            self.runtime.run(call)
+
+    def _log(self, name: str) -> str | None:
+        return str(self.place.task_dir(name) / TASK_LOG) if self.capture_output else None
+
+    def _import(self, component: dict, importer: dict, inputs: Outputs) -> Outputs:
+        source = importer["artifactUri"]
+        uri = source.get("constant") or inputs.parameters[source["runtimeParameter"]]
+        output_name = next(iter(component["outputDefinitions"]["artifacts"]))
+        artifact = create_artifact_instance(
+            {
+                "name": output_name,
+                "uri": uri,
+                "metadata": importer.get("metadata", {}),
+                "type": importer["typeSchema"],
+            }
+        )
+        return _typed(component, Outputs(artifacts={output_name: artifact}))
+
+
+def _split(component: dict, raw: dict) -> Outputs:
+    artifact_names = set(component.get("outputDefinitions", {}).get("artifacts", {}))
+    return Outputs(
+        parameters={k: v for k, v in raw.items() if k not in artifact_names},
+        artifacts={k: v for k, v in raw.items() if k in artifact_names},
+    )
+
+
+def _typed(component: dict, outputs: Outputs) -> Outputs:
+    """Keep a custom artifact type (``google.BQTable``) on the artifacts a task made.
+
+    KFP rebuilds an artifact of a type it does not know as a plain ``system.Artifact``,
+    so the next task's ``Input[BQTable]`` would get an ``Artifact`` (kfp.local does).
+    The declared type travels on the instance, as on Kubeflow, where ML Metadata keeps it.
+    """
+    declared = component.get("outputDefinitions", {}).get("artifacts", {})
+    for name, value in outputs.artifacts.items():
+        schema = declared.get(name, {}).get("artifactType", {})
+        title = schema.get("schemaTitle")
+        if not title or title in artifact_types._SCHEMA_TITLE_TO_TYPE:
+            continue
+        for artifact in value if isinstance(value, list) else [value]:
+            artifact.schema_title = title
+            artifact.schema_version = schema.get("schemaVersion", artifact.schema_version)
+    return outputs
+
+
+def _integral_list_items(component: dict, executor_input: dict) -> None:
+    """Protobuf turns every number into a double: give fanned-in List[int] values back as ints.
+
+    (kfp.local hands them over as floats, so a ``List[int]`` consumer fails there.)
+    """
+    declared = component.get("inputDefinitions", {}).get("parameters", {})
+    values = executor_input["inputs"].get("parameterValues", {})
+    for name, spec in declared.items():
+        if spec["parameterType"] == "LIST" and isinstance(values.get(name), list):
+            values[name] = [
+                int(v) if isinstance(v, float) and v.is_integer() else v for v in values[name]
+            ]
+
+
+def _warn_resources(name: str, container: dict) -> None:
+    resources = container.get("resources", {})
+    accelerator = resources.get("accelerator", {})
+    if accelerator.get("count") or accelerator.get("resourceCount"):
+        import torch
+
+        if not torch.cuda.is_available():
+            log.warning(
+                "task %s asks for an accelerator; none is present here, it runs on CPU", name
+            )
+    requested = sorted(k for k in resources if k != "accelerator")
+    if (
+        requested
+    ):  # every built-in task has them (loopline/pipelines/cluster/pods.py): not worth a warning
+        log.info(
+            "task %s: resource settings %s are not enforced on one machine; Kubernetes applies them",
+            name,
+            ", ".join(requested),
+        )
+
+
+def paths(value: Any) -> Any:
+    """An artifact's local path, or the paths of a list of them."""
+    return [paths(v) for v in value] if isinstance(value, list) else value.path

@@ -1,0 +1,102 @@
+"""Adaptive batching in the server process: the rows of concurrent requests share one
+forward pass, with no second service, no serialization and no fixed wait.
+
+The rule is the prediction log's group commit. A request that finds the model idle runs
+at once; requests that arrive while a forward pass runs wait for it, then go together
+into the next one, up to ``max_rows``. A lone request therefore pays for one forward pass
+and nothing else, and under load the batches grow by themselves. A request is never split
+across passes, and each pass runs one model: the one its requests were validated against,
+so a request answered across a champion switch still names the model of every row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import groupby
+
+import numpy as np
+
+from loopline.serving.champion import LoadedModel
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one model said about the rows of one request."""
+
+    model_version: str
+    labels: list[str]
+    probabilities: np.ndarray  # (rows, classes) float64
+
+
+@dataclass
+class _Waiting:
+    model: LoadedModel
+    rows: np.ndarray
+    future: asyncio.Future
+
+
+class Batcher:
+    """Forward passes for one event loop, one at a time, off the loop in one thread (the
+    model's own kernels use the cores)."""
+
+    def __init__(self, max_rows: int, *, batching: bool = True):
+        self.max_rows = max_rows
+        self.batching = batching
+        self._waiting: list[_Waiting] = []
+        self._running: asyncio.Task | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="forward")
+
+    async def predict(self, model: LoadedModel, rows: np.ndarray) -> Outputs:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(model, rows, future))
+        if self._running is None:
+            self._running = asyncio.create_task(self._drain())
+        return await future
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._take()
+                for _, items in groupby(batch, key=lambda w: id(w.model)):
+                    await self._run(list(items))
+        finally:
+            self._running = None
+
+    def _take(self) -> list[_Waiting]:
+        """The oldest request plus those behind it while they fit, grouped by model."""
+        taken, rows = 1, len(self._waiting[0].rows)
+        while self.batching and taken < len(self._waiting):
+            more = len(self._waiting[taken].rows)
+            if rows + more > self.max_rows:
+                break
+            taken, rows = taken + 1, rows + more
+        batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        return sorted(batch, key=lambda w: id(w.model))  # stable: arrival order per model
+
+    async def _run(self, items: list[_Waiting]) -> None:
+        model = items[0].model
+        rows = items[0].rows if len(items) == 1 else np.concatenate([w.rows for w in items])
+        try:
+            probabilities = await asyncio.get_running_loop().run_in_executor(
+                self._thread, model.probabilities, rows
+            )
+        except Exception as exc:  # every request of the pass hears it
+            for waiting in items:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        classes = model.schema.classes
+        labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
+        start = 0
+        for waiting in items:
+            end = start + len(waiting.rows)
+            if not waiting.future.done():  # a client that left cancels its future
+                waiting.future.set_result(
+                    Outputs(model.version, labels[start:end], probabilities[start:end])
+                )
+            start = end

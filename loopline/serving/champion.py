@@ -1,0 +1,108 @@
+"""The model a server answers with: the registry's champion, or a pinned version.
+
+A background thread follows the ``champion`` alias. A new version is downloaded and
+loaded beside the old one, then swapped in with one reference assignment, so requests in
+flight finish on the model they started with and none is dropped. A version that fails
+to load is reported and the current model keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from loopline.core.layout import INPUT_SCHEMA
+from loopline.core.settings import Settings
+from loopline.ml.dataset import DatasetSchema
+from loopline.ml.weights import load_model
+from loopline.storage.registry import VersionInfo, model_folder, reader
+
+log = logging.getLogger("loopline.serving")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    model: nn.Module
+    schema: DatasetSchema
+    folder: Path
+
+    @torch.inference_mode()
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(rows, classes)``, rounded to 6 places (as answered)."""
+        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        return torch.softmax(self.model(x), dim=1).numpy().astype(np.float64).round(6)
+
+
+def load_version(settings: Settings, info: VersionInfo) -> LoadedModel:
+    folder = model_folder(settings, info)
+    model, _ = load_model(folder)
+    schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+    return LoadedModel(info.name, info.version, model, schema, folder)
+
+
+class ChampionHolder:
+    """The current model, kept in step with the registry by a polling thread."""
+
+    def __init__(self, settings: Settings, *, pinned: str | None, poll_s: float):
+        self.settings = settings
+        self.pinned = pinned
+        self.poll_s = poll_s
+        self.current: LoadedModel | None = None
+        self.problem: str | None = "the model is still loading"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="champion", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def refresh(self) -> bool:
+        """Load the version the registry names now; True when the model changed."""
+        name = self.settings.model_name
+        # Polled every few seconds: plain SQL where it can, and a missing store reads as
+        # empty without being created (a first training run is migrating it).
+        reads = reader(self.settings)
+        info = reads.version(name, self.pinned) if self.pinned else reads.champion(name)
+        if info is None:
+            self.problem = f"model {name!r} has no champion yet; run `loopline run` first"
+            return False
+        if self.current is not None and self.current.version == info.version:
+            return False
+        loaded = load_version(self.settings, info)
+        previous, self.current = self.current, loaded
+        self.problem = None
+        log.info(
+            "serving %s version %s (was %s)",
+            name,
+            loaded.version,
+            previous.version if previous else "none",
+        )
+        return True
+
+    def _follow(self) -> None:
+        reported = None
+        while True:
+            try:
+                self.refresh()
+            except Exception as exc:  # keep serving the current model; say why not switched
+                self.problem = f"cannot load the registry's model: {exc}"
+            if self.problem != reported and self.problem:
+                log.warning("%s; serving %s", self.problem, self._serving())
+            reported = self.problem
+            if self.pinned and self.current is not None:
+                return
+            if self._stop.wait(self.poll_s):
+                return
+
+    def _serving(self) -> str:
+        return f"version {self.current.version}" if self.current else "nothing"

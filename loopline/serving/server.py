@@ -1,0 +1,137 @@
+"""Start and stop ``bentoml serve`` for loopline's service, as a child process tree.
+
+One helper serves the CLI (`loopline serve`), the demo, the tests and the benchmark, so
+they all run the real server the same way. BentoML's workers run in process groups of
+their own, so stopping signals the whole tree; the server dies with the process that
+started it (even by ``kill -9``), and its workers die with the server (``service.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopline.core import processes
+from loopline.core.package import installed_root
+from loopline.core.settings import Settings, SettingsError
+
+SERVICE = "loopline.serving.service:Predictor"
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    log_path: Path | None
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Return once ``/readyz`` answers 200, i.e. the model is loaded."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"bentoml serve exited with {self.process.returncode}{self._tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(
+            f"the server at {self.url} was not ready in {timeout:.0f} s{self._tail()}"
+        )
+
+    def stop(self, timeout: float = 25) -> None:
+        """SIGTERM to every server process (the workers flush the prediction log on the
+        way out), SIGKILL to any still alive after ``timeout`` seconds."""
+        processes.stop_tree(self.process.pid, grace=timeout)
+        self.process.wait()
+
+    def kill(self) -> None:
+        """``kill -9`` every process of the server: no shutdown hook runs."""
+        processes.kill_tree(self.process.pid)
+        self.process.wait()
+
+    def _tail(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "; last log lines:\n" + "\n".join(self.log_path.read_text().splitlines()[-15:])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_env(
+    settings: Settings, extra: dict[str, str] | None = None, **options: str
+) -> dict[str, str]:
+    """The child's environment: loopline's settings, BentoML's home under LOOPLINE_HOME,
+    and ``LOOPLINE_SERVE_*`` options (version, batching, poll_s, ...)."""
+    env = dict(os.environ)
+    env.update(
+        LOOPLINE_HOME=str(settings.home),
+        LOOPLINE_TRACKING_URI=settings.tracking_uri,
+        LOOPLINE_DATABASE_URL=settings.database_url,
+        LOOPLINE_MODEL_NAME=settings.model_name,
+        BENTOML_HOME=str(settings.bentoml_home),
+        BENTOML_DO_NOT_TRACK="true",
+    )
+    env.update({f"LOOPLINE_SERVE_{k.upper()}": str(v) for k, v in options.items() if v is not None})
+    env.update(extra or {})
+    return env
+
+
+def start_server(
+    settings: Settings,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    target: str = SERVICE,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    **options: str,
+) -> Server:
+    """``bentoml serve`` in its own process group; ``target`` is the service or a Bento tag."""
+    command = [
+        str(Path(sys.executable).parent / "bentoml"), "serve", target,
+        "--host", host, "--port", str(port), "--working-dir", str(installed_root()),
+    ]  # fmt: skip
+    output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(
+        command,
+        env=serve_env(settings, env, **options),
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,  # Ctrl-C in the terminal reaches loopline, which stops it
+        preexec_fn=processes.die_with_parent,
+    )
+    return Server(process, f"http://{host}:{port}", log_path)
+
+
+def preflight(settings: Settings, version: str | None) -> bool:
+    """Whether there is a model to serve: the pinned ``version``, else a champion. Reads
+    only; an unknown pinned version is a usage error."""
+    from loopline.storage.registry import RegistryError, reader
+
+    reads = reader(settings)
+    if version is None:
+        return reads.champion(settings.model_name) is not None
+    try:
+        reads.version(settings.model_name, version)
+    except (RegistryError, Exception) as exc:
+        raise SettingsError(
+            f"--version {version}: model {settings.model_name!r} has no such version ({exc}); "
+            "list versions in the MLflow UI or serve the champion"
+        ) from None
+    return True

@@ -1,0 +1,369 @@
+"""loopline's model server: one BentoML service, with the model in its process.
+
+``Predictor`` owns the HTTP contract (KServe v1 ``/predict``), checks the API key,
+validates every request against the model's recorded schema, runs the champion, writes
+the prediction log and answers with an envelope (model version, request id). The rows of
+concurrent requests share forward passes (:mod:`loopline.serving.batcher`). BentoML's batchable
+APIs must return one item per input, so the envelope would need a second service, and the
+hop to it (serialization, a second HTTP stack, a fixed batching wait) cost more than the
+model itself; batching in the process keeps one hop.
+
+Run it with ``loopline serve``, or ``bentoml serve loopline.serving.service:Predictor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import bentoml
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.routing import request_response
+from starlette.types import ASGIApp
+
+from loopline.core import processes
+from loopline.core.settings import load_settings
+from loopline.serving.auth import HEADER, load_api_key
+from loopline.serving.batcher import Batcher
+from loopline.serving.champion import ChampionHolder, LoadedModel
+from loopline.serving.metrics import ServingMetrics
+from loopline.serving.options import load_options
+from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type, parse
+from loopline.storage.database import open_database
+from loopline.storage.feedback import FeedbackStore, parse_labels
+from loopline.storage.predictions import Answer, PredictionLog, digest
+
+log = logging.getLogger("loopline.serving")
+OPTIONS = load_options()
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+DECODERS = 2
+PNG_BUDGET_S = 2.0
+
+
+class _API(FastAPI):
+    """FastAPI for the OpenAPI document (BentoML publishes a mounted FastAPI app's routes
+    at ``/docs.json``). The POST routes registered with :meth:`direct` answer without
+    FastAPI's middleware stack and dependency solving: the handlers take the bare request
+    and catch their own errors. In a py-spy profile at concurrency 8, those layers took
+    about a tenth of the server's busy time (benchmarks/README.md)."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self._direct: dict[str, ASGIApp] = {}
+
+    def direct(self, path: str, **openapi):
+        def register(endpoint):
+            self.post(path, **openapi)(endpoint)  # documented like any route
+            self._direct[path] = request_response(endpoint)
+            return endpoint
+
+        return register
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._direct.get(scope["path"])
+            if handler is not None:
+                return await handler(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+api = _API(title="loopline prediction API", docs_url=None, redoc_url=None)
+
+
+class Unavailable(Exception):
+    """The model server has no model to answer with (yet)."""
+
+
+@bentoml.service(
+    name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60}, tracing=OPTIONS.tracing
+)
+@bentoml.asgi_app(api, path="/")
+class Predictor:
+    def __init__(self) -> None:
+        _die_with_the_server()
+        settings = load_settings()
+        database = open_database(settings, migrate=True)
+        self.log = PredictionLog(database)
+        self.feedback = FeedbackStore(database)
+        self.key = load_api_key()
+        self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
+        # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
+        self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
+        self.holder = ChampionHolder(settings, pinned=OPTIONS.version, poll_s=OPTIONS.poll_s)
+        self.holder.start()
+        self.batcher = Batcher(OPTIONS.max_batch, batching=OPTIONS.batching)
+        torch.set_num_threads(OPTIONS.threads)
+        self.metrics = ServingMetrics(settings.model_name)
+
+    def __is_ready__(self) -> bool:
+        return self.holder.current is not None
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.holder.stop()
+        self.log.close()  # commits whatever is still queued
+        self.batcher.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def answer(self, request: Request) -> JSONResponse:
+        offered = request.headers.get("x-request-id")  # an empty one is a bad one
+        request_id = offered if offered is not None else uuid.uuid4().hex
+        headers = {"X-Request-ID": request_id}
+        if not self.key.allows(request.headers.get(HEADER)):
+            return _unauthorized(headers)
+        try:
+            if offered is not None and not REQUEST_ID.fullmatch(offered):
+                raise RequestError(400, f"X-Request-ID must match {REQUEST_ID.pattern}")
+            body = await _read_body(request, self.limits.max_bytes)
+            model = self._model()  # validate and predict with the same one, even mid-switch
+            rows = await self._rows(body, request.headers.get("content-type"), model)
+            outputs = await self.batcher.predict(model, rows)
+            answer = Answer(
+                request_id, outputs.model_version, rows, outputs.labels, outputs.probabilities
+            )
+        except RequestError as exc:
+            return _error(exc.status, str(exc), headers)
+        except Unavailable as exc:
+            return _error(503, f"{exc}; retry once /readyz answers 200", headers)
+        except Exception:
+            log.exception("prediction %s failed", request_id)
+            return _error(500, f"internal error; the server log has request {request_id}", headers)
+        try:  # answer only once the log has it: a response the client saw is never lost
+            logged = await self.log.record(answer)
+        except Exception:
+            log.exception("prediction log write for %s failed", request_id)
+            return _error(503, "the prediction log cannot record predictions; retry later", headers)
+        if logged.outcome != "new":  # a reused id: the log kept the first answer
+            return self._again(logged.stored, rows, headers)
+        self.metrics.predicted(answer.model_version, answer.labels)
+        return _envelope(answer, headers)
+
+    def _again(self, stored: Answer, rows: np.ndarray, headers: dict) -> JSONResponse:
+        """A reused request id: the stored answer again when the inputs are the same (an
+        idempotent retry), 409 when they differ. Either way the log is unchanged."""
+        if stored.digest != digest(rows):
+            return _error(
+                409,
+                f"request id {stored.request_id} was already used with other inputs; send a "
+                "new X-Request-ID (or none) for a new request",
+                headers,
+            )
+        return _envelope(stored, {**headers, "X-Idempotent-Replay": "true"})
+
+    def _model(self) -> LoadedModel:
+        current = self.holder.current
+        if current is None:
+            raise Unavailable(self.holder.problem or "no model loaded")
+        return current
+
+    async def _rows(self, body: bytes, content_type: str | None, model: LoadedModel) -> np.ndarray:
+        if media_type(content_type) != PNG:
+            return parse(body, content_type, model.schema, self.limits)
+        decoding = asyncio.get_running_loop().run_in_executor(
+            self.decoder, parse, body, content_type, model.schema, self.limits
+        )
+        try:
+            return await asyncio.wait_for(decoding, PNG_BUDGET_S)
+        except TimeoutError:
+            raise RequestError(
+                413, f"the image took over {PNG_BUDGET_S:g} s to decode; send a smaller PNG"
+            ) from None
+
+    async def attach_feedback(self, request: Request) -> JSONResponse:
+        if not self.key.allows(request.headers.get(HEADER)):
+            return _unauthorized({})
+        try:
+            body = await _read_body(request, self.limits.max_bytes)
+            labels = parse_labels(body, request.headers.get("content-type"), self.limits)
+            classes = self._model().schema.classes
+            result = await asyncio.to_thread(self.feedback.attach, labels, classes)
+        except RequestError as exc:
+            return _error(exc.status, str(exc), {})
+        except Unavailable as exc:
+            return _error(503, f"{exc}; retry once /readyz answers 200", {})
+        except Exception:
+            log.exception("feedback failed")
+            return _error(500, "internal error; the server log has the details", {})
+        return JSONResponse(result)
+
+
+ERRORS = {
+    400: "Unreadable body or header: bad JSON, an empty body, a bad X-Request-ID",
+    401: "Missing or wrong API key (X-API-Key)",
+    409: "The X-Request-ID was already used with other inputs",
+    413: "Too large: body bytes, instances, image pixels, or an image too slow to decode",
+    415: "Unsupported Content-Type",
+    422: "Well-formed but wrong: shape, type, range, nesting, unknown fields or classes",
+    500: "Unexpected server error (the body names the request id in the server log)",
+    503: "No model loaded yet, or the prediction log cannot record; retry later",
+}
+ERROR_BODY = {
+    JSON: {
+        "schema": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        }
+    }
+}
+HEADERS = [
+    {"name": "X-API-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+    {
+        "name": "X-Request-ID",
+        "in": "header",
+        "required": False,
+        "description": "Reuse with the same inputs to replay the logged answer; other inputs get 409",
+        "schema": {"type": "string", "pattern": f"^{REQUEST_ID.pattern}$"},
+    },
+]
+
+
+def _responses(ok: dict, *codes: int) -> dict:
+    return {
+        "200": {"description": "OK", "content": {JSON: {"schema": ok}}},
+        **{str(c): {"description": ERRORS[c], "content": ERROR_BODY} for c in codes},
+    }
+
+
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+INSTANCE = {  # flat, or nested to the input shape (up to 3 levels), or feature -> value
+    "anyOf": [
+        NUMBERS,
+        {"type": "array", "items": NUMBERS},
+        {"type": "array", "items": {"type": "array", "items": NUMBERS}},
+        {"type": "object", "additionalProperties": {"type": "number"}},
+    ]
+}
+ENVELOPE = {
+    "type": "object",
+    "required": ["predictions", "model_version", "request_id"],
+    "properties": {
+        "predictions": {"type": "array", "items": {"type": "object"}},
+        "model_version": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+}
+LABELS_BODY = {
+    "type": "object",
+    "required": ["labels"],
+    "additionalProperties": False,
+    "properties": {
+        "labels": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["request_id", "label"],
+                "additionalProperties": False,
+                "properties": {
+                    "request_id": {"type": "string"},
+                    "item": {"type": "integer", "minimum": 0},
+                    "label": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+ATTACHED = {
+    "type": "object",
+    "properties": {
+        "stored": {"type": "integer"},
+        "unknown": {"type": "array", "items": {"type": "string"}},
+        "unknown_count": {"type": "integer"},
+    },
+}
+
+
+@api.direct(
+    "/predict",
+    summary="Predict the class of each instance (KServe v1)",
+    openapi_extra={
+        "parameters": HEADERS,
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["instances"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "instances": {"type": "array", "minItems": 1, "items": INSTANCE}
+                        },
+                    },
+                    "example": {"instances": [[0.0] * 64]},
+                },
+                PNG: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        "responses": _responses(ENVELOPE, 400, 401, 409, 413, 415, 422, 500, 503),
+    },
+)
+async def predict(request: Request) -> JSONResponse:
+    service: Predictor = bentoml.get_current_service()
+    return await service.metrics.timed("predict", service.answer(request))
+
+
+def _die_with_the_server() -> None:
+    """A worker runs in a process group of its own: make the kernel stop it (SIGTERM, so
+    the log is flushed) when the server process that started it dies, even by kill -9."""
+    parent = os.getppid()
+    processes.die_with_parent()
+    if os.getppid() != parent:  # the server died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@api.direct(
+    "/feedback",
+    summary="Attach ground-truth labels to served predictions",
+    openapi_extra={
+        "parameters": HEADERS[:1],
+        "requestBody": {"required": True, "content": {JSON: {"schema": LABELS_BODY}}},
+        "responses": _responses(ATTACHED, 400, 401, 413, 415, 422, 500, 503),
+    },
+)
+async def feedback(request: Request) -> JSONResponse:
+    service: Predictor = bentoml.get_current_service()
+    return await service.metrics.timed("feedback", service.attach_feedback(request))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` rather than after reading it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _envelope(answer: Answer, headers: dict[str, str]) -> JSONResponse:
+    predictions = [
+        {"label": label, "probabilities": probabilities.tolist()}
+        for label, probabilities in zip(answer.labels, answer.probabilities, strict=True)
+    ]
+    return JSONResponse(
+        {"predictions": predictions, "model_version": answer.model_version,
+         "request_id": answer.request_id},
+        headers=headers,
+    )  # fmt: skip
+
+
+def _unauthorized(headers: dict[str, str]) -> JSONResponse:
+    return _error(401, f"missing or wrong API key; send it in the {HEADER} header", headers)
+
+
+def _error(status: int, message: str, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
