@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 REGISTRY = "ghcr.io/loopline-dev"
-VERSION = "0.1.0"  # the package's version; tests/infra checks it against pyproject.toml
+VERSION = "0.1.1"  # the package's version; tests/infra checks it against pyproject.toml
 PYTHON = "3.11"
 # variant -> the torch wheel index its image installs from (the CUDA wheel carries its
 # runtime libraries; the node's driver comes from the NVIDIA device plugin).
