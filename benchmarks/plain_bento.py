@@ -6,7 +6,7 @@ No API key, no validation beyond BentoML's own, no prediction log, no envelope: 
 BentoML itself costs.
 
 ``bentoml serve benchmarks.plain_bento:Plain`` (or ``:Batchable``) with
-``LOOPLINE_BENCH_MODEL`` naming a model folder (``model.safetensors`` + architecture).
+``BENCH_MODEL_FOLDER`` naming a model folder (``model.safetensors`` + architecture).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import bentoml
 import numpy as np
 import torch
 
+from loopline.core.settings import load_settings
 from loopline.ml.weights import load_model
-from loopline.serving.options import load_options
 
-OPTIONS = load_options()
+OPTIONS = load_settings().serve
 MAX_LATENCY_MS = 1000
 
 
 def _model() -> torch.nn.Module:
-    model, _ = load_model(Path(os.environ["LOOPLINE_BENCH_MODEL"]))
+    model, _ = load_model(Path(os.environ["BENCH_MODEL_FOLDER"]))
     return model.eval()
 
 

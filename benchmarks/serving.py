@@ -144,7 +144,7 @@ def started(mode: str, settings, model: Path, port: int) -> Iterator:
         settings,
         port=port,
         target=PLAIN.get(mode, "loopline.serving.service:Predictor"),
-        env={"LOOPLINE_BENCH_MODEL": str(model)},
+        env={"BENCH_MODEL_FOLDER": str(model)},
         log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log",
     )
     try:

@@ -182,7 +182,7 @@ def _pinned(container: dict) -> Result:
 
 def _base_image(container: dict, settings: Settings) -> Result:
     image = container.get("image", "")
-    allowed = {platform("cpu"), platform("cuda"), *settings.allowed_images}
+    allowed = {platform("cpu"), platform("cuda"), *settings.catalog.allowed_images}
     if image in allowed:
         return Result("base_image", True, f"{image} is allowed")
     return Result(

@@ -9,7 +9,6 @@ A traceback goes to ``LOOPLINE_HOME/logs/errors.log``, and to the terminal with
 from __future__ import annotations
 
 import functools
-import os
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -21,6 +20,7 @@ from typer.exceptions import TyperException
 
 from loopline.cli.options import console, first_line, verbose
 from loopline.core.errors import UsageError
+from loopline.core.settings import read as read_setting
 
 USAGE = 2
 FAILED = 1
@@ -58,7 +58,7 @@ def handled(command: Callable) -> Callable:
 
 def _record(exc: BaseException) -> Path | None:
     """Append the traceback to the home's error log; None when it cannot be written."""
-    home = Path(os.environ.get("LOOPLINE_HOME", ".loopline")).expanduser()
+    home = read_setting("LOOPLINE_HOME")
     target = home / "logs" / "errors.log"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

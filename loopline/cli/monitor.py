@@ -86,22 +86,21 @@ def feedback(
     The file is checked as POST /feedback checks a body; one bad row refuses the whole
     file (exit 2) and nothing is stored.
     """
+    from loopline.serving.labels import check_classes, read_labels_csv
     from loopline.serving.requests import RequestError
     from loopline.storage.database import open_database
-    from loopline.storage.feedback import FeedbackStore, read_labels_csv
+    from loopline.storage.feedback import FeedbackStore
 
     settings = options.settings(ctx, model)
     try:
         parsed = read_labels_csv(labels)
+        check_classes(parsed, _classes(settings))
     except RequestError as exc:
         console.print(f"[red]labels refused, none stored[/]: {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     database = open_database(settings, migrate=True)
     try:
-        result = FeedbackStore(database).attach(parsed, classes=_classes(settings))
-    except RequestError as exc:
-        console.print(f"[red]labels refused, none stored[/]: {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        result = FeedbackStore(database).attach(parsed)
     finally:
         database.close()
     console.print(

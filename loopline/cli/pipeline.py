@@ -318,7 +318,7 @@ def server(
     if port is not None:
         import dataclasses
 
-        settings = dataclasses.replace(settings, prefect_port=port)
+        settings = dataclasses.replace(settings, prefect=dataclasses.replace(settings.prefect, port=port))
     home_server = prefect_server.ensure(settings)
     logs = settings.logs
     worker = None

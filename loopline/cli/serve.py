@@ -29,13 +29,11 @@ def serve(
     """
     from loopline.core import processes
     from loopline.serving.auth import load_api_key
-    from loopline.serving.options import load_options
     from loopline.serving.server import SERVICE, preflight, start_server
     from loopline.storage.database import open_database
 
     settings = options.settings(ctx, model)
-    load_api_key()  # a bad key file or setting stops here, exit 2, before any process starts
-    load_options()
+    load_api_key(settings.serve)  # a bad key file stops here, exit 2, before any process starts
     open_database(settings, migrate=True).close()  # reachable, and at this code's schema
     servable = preflight(settings, version)
     settings.logs.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+from loopline.core.settings import read as read_setting
 
 LINEAGE = "lineage.json"
 
@@ -32,7 +33,7 @@ def content_hash(path: Path) -> str:
 
 def code_version() -> str:
     """The git commit of loopline's code; images set LOOPLINE_GIT_SHA at build time."""
-    if sha := os.environ.get("LOOPLINE_GIT_SHA"):
+    if sha := read_setting("LOOPLINE_GIT_SHA"):
         return sha
     try:
         out = subprocess.run(

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from loopline.core.settings import read as read_setting
+
 ENV = "LOOPLINE_PROGRESS_FILE"
 
 
@@ -52,4 +54,5 @@ def read(path: Path) -> dict | None:
 
 def target() -> str | None:
     """The progress file this process's runner asked for, if any."""
-    return os.environ.get(ENV) or None
+    found = read_setting(ENV)
+    return str(found) if found else None

@@ -21,17 +21,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
+from loopline.core.settings import GateSettings
+
 BOOTSTRAP_SAMPLES = 2000
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    metric: str = "accuracy"
-    alpha: float = 0.05  # the test's one-sided significance level
-    margin: float = 0.0  # the challenger must also beat the champion by more than this
-    min_rows: int = 30  # fewer labelled rows than this cannot decide
-    tolerance: float = 0.02  # the most the challenger may lose on the guardrail set
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,7 @@ class GateDecision:
 
 
 def decide(
-    policy: GatePolicy,
+    policy: GateSettings,
     *,
     challenger_score: float,
     evidence: Rows | None,
@@ -128,7 +120,7 @@ def decide(
     return decision
 
 
-def compare(policy: GatePolicy, rows: Rows, num_classes: int) -> Comparison:
+def compare(policy: GateSettings, rows: Rows, num_classes: int) -> Comparison:
     """Both models' ``policy.metric`` on the same rows, with a one-sided paired test."""
     truth, challenger, champion = (
         np.asarray(a) for a in (rows.truth, rows.challenger, rows.champion)
@@ -192,7 +184,7 @@ def _bootstrap(score, truth, challenger, champion, num_classes: int, alpha: floa
     return p_value, [low, high]
 
 
-def _describe(policy: GatePolicy, evidence: Comparison, champion_version: str, better: bool) -> str:
+def _describe(policy: GateSettings, evidence: Comparison, champion_version: str, better: bool) -> str:
     verdict = "is significantly better than" if better else "is not significantly better than"
     return (
         f"challenger {policy.metric} {evidence.challenger:.4f} {verdict} champion "

@@ -126,13 +126,13 @@ def train_step(
     from loopline.ml.weights import ARCHITECTURE, WEIGHTS
     from loopline.storage.registry import Registry
 
-    use_gpu = settings.train_gpu if use_gpu is None else use_gpu
+    use_gpu = settings.train.gpu if use_gpu is None else use_gpu
     schema = read_schema(dataset)
     spec = config.spec_for(schema)
     data_hash = lineage.content_hash(dataset)
     if workers < 0:
         workers = auto_workers(settings, use_gpu)
-    config = dataclasses.replace(config, memory_mb=settings.train_memory_mb)
+    config = dataclasses.replace(config, memory_mb=settings.train.memory_mb)
     params = {**asdict(config), "arch": spec.arch, "workers": workers}
     inputs = {"dataset": data_hash}
     if config.pretrained:  # resolved here: workers get a local file, lineage its digest
@@ -157,7 +157,7 @@ def train_step(
         else:
             from loopline.ml.ray_training import keep_token_in, train_with_ray
 
-            if settings.ray_address is None:
+            if settings.ray.address is None:
                 keep_token_in(settings.home)
             checkpoint, state = train_with_ray(
                 config,
@@ -167,8 +167,8 @@ def train_step(
                 run_name=f"train-{key[:16]}",
                 target=Path(tmp),
                 use_gpu=use_gpu,
-                ray_address=settings.ray_address,
-                max_failures=settings.train_max_failures,
+                ray_address=settings.ray.address,
+                max_failures=settings.train.max_failures,
                 **tracking,
             )
         out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ def auto_workers(settings: Settings, use_gpu: bool | None) -> int:
     PyTorch loop. A Ray cluster (``LOOPLINE_RAY_ADDRESS``) gets 2 workers, and a machine
     with several GPUs one worker per GPU.
     """
-    if settings.ray_address:
+    if settings.ray.address:
         return 2
     if use_gpu is False:
         return 0
@@ -268,7 +268,7 @@ def evaluate_step(
 
     net, spec = load_model(model)
     schema = read_schema(dataset)
-    if streaming.in_memory_bytes(dataset, "test", schema) > settings.train_memory_mb * 2**20:
+    if streaming.in_memory_bytes(dataset, "test", schema) > settings.train.memory_mb * 2**20:
         result = evaluate_chunks(net, streaming.chunks(dataset, "test", schema), schema.classes)
     else:
         result = evaluate(net, read_split(dataset, "test", schema), schema.classes)
@@ -323,7 +323,7 @@ def register_step(
         from loopline.ml.gate import GateDecision
 
         decision = GateDecision(
-            False, settings.gate_metric, asdict(settings.gate), challenger[settings.gate_metric],
+            False, settings.gate.metric, asdict(settings.gate), challenger[settings.gate.metric],
             champion.version,
             reasons=[f"same files as v{existing.version} (already registered); "
                      f"champion stays v{champion.version}"],

@@ -21,9 +21,7 @@ retrain_epochs: 20
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 import yaml
 
@@ -54,26 +52,22 @@ class Policy:
     retrain_epochs: int = 20
 
 
-def policy_path(settings: Settings) -> Path:
-    return Path(os.environ.get("LOOPLINE_MONITOR_CONFIG") or settings.home / "monitoring.yaml")
-
-
 def load_policy(settings: Settings) -> Policy:
-    path = policy_path(settings)
+    path = settings.monitor_config
     if not path.exists():
-        return _with_env(Policy())
+        return _with_env(Policy(), settings)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path} is not valid YAML ({exc}); fix the file.") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"{path} must be a mapping of setting: value.")
-    return _with_env(parse_policy(raw, str(path)))
+    return _with_env(parse_policy(raw, str(path)), settings)
 
 
-def _with_env(policy: Policy) -> Policy:
+def _with_env(policy: Policy, settings: Settings) -> Policy:
     """``LOOPLINE_ALERT_URL`` (from a Secret: it usually carries a token) wins over the file."""
-    url = os.environ.get("LOOPLINE_ALERT_URL")
+    url = settings.monitor.alert_url
     return replace(policy, alert_url=url) if url else policy
 
 

@@ -38,11 +38,11 @@ def start_retraining(
 ) -> dict:
     """Run or submit the retraining; the result says which, and the outcome when known."""
     arguments = retraining_arguments(trigger, epochs)
-    engine = _choose(engine)
+    engine = _choose(engine, settings)
     if engine == "kubeflow":
         from loopline.pipelines.cluster import kubeflow
 
-        host = os.environ["LOOPLINE_KFP_HOST"]
+        host = settings.monitor.kfp_host
         run_id = kubeflow.submit(
             load_ir(get("retraining")), host, arguments=arguments, settings=settings
         )
@@ -100,12 +100,12 @@ def follow_retraining(settings: Settings, trigger: Trigger) -> dict | None:
     return {**ref, "state": "promoted" if promoted else "refused", "version": version.version}
 
 
-def _choose(engine: str) -> str:
+def _choose(engine: str, settings: Settings) -> str:
     if engine not in ENGINES:
         raise ValueError(f"retraining engine {engine!r}; use one of {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
-    if os.environ.get("LOOPLINE_KFP_HOST"):
+    if settings.monitor.kfp_host:
         return "kubeflow"
     if os.environ.get("PREFECT_API_URL"):
         return "deployment"

@@ -8,10 +8,8 @@ in constant time and never logged.
 from __future__ import annotations
 
 import hmac
-import os
-from pathlib import Path
 
-from loopline.core.settings import SettingsError
+from loopline.core.settings import ServeSettings, SettingsError
 
 HEADER = "X-API-Key"
 
@@ -34,15 +32,16 @@ class ApiKey:
         return f"ApiKey(enabled={self.enabled})"
 
 
-def load_api_key(env: dict[str, str] | None = None) -> ApiKey:
-    env = dict(os.environ if env is None else env)
-    if env.get("LOOPLINE_API_KEY"):
-        return ApiKey(env["LOOPLINE_API_KEY"])
-    path = env.get("LOOPLINE_API_KEY_FILE")
+def load_api_key(serve: ServeSettings) -> ApiKey:
+    """The key from ``LOOPLINE_API_KEY``, else from the file ``LOOPLINE_API_KEY_FILE``
+    names; neither: the endpoints are open."""
+    if serve.api_key:
+        return ApiKey(serve.api_key)
+    path = serve.api_key_file
     if not path:
         return ApiKey(None)
     try:
-        secret = Path(path).read_text().strip()
+        secret = path.read_text().strip()
     except OSError as exc:
         raise SettingsError(
             f"LOOPLINE_API_KEY_FILE={path} cannot be read ({exc.strerror}); "

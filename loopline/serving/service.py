@@ -34,15 +34,18 @@ from loopline.core.settings import load_settings
 from loopline.serving.auth import HEADER, load_api_key
 from loopline.serving.batcher import Batcher
 from loopline.serving.champion import ChampionHolder, LoadedModel
+from loopline.serving.labels import check_classes, parse_labels
 from loopline.serving.metrics import ServingMetrics
-from loopline.serving.options import load_options
 from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type, parse
+from loopline.serving.tracing import bentoml_tracing
 from loopline.storage.database import open_database
-from loopline.storage.feedback import FeedbackStore, parse_labels
+from loopline.storage.feedback import FeedbackStore
 from loopline.storage.predictions import Answer, PredictionLog, digest
 
 log = logging.getLogger("loopline.serving")
-OPTIONS = load_options()
+# BentoML fixes the worker count when the class is defined, so the serve settings are
+# read at import; `loopline serve` sets LOOPLINE_SERVE_* for its child.
+OPTIONS = load_settings().serve
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DECODERS = 2
 PNG_BUDGET_S = 2.0
@@ -83,7 +86,7 @@ class Unavailable(Exception):
 
 
 @bentoml.service(
-    name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60}, tracing=OPTIONS.tracing
+    name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60}, tracing=bentoml_tracing(OPTIONS)
 )
 @bentoml.asgi_app(api, path="/")
 class Predictor:
@@ -93,7 +96,7 @@ class Predictor:
         database = open_database(settings, migrate=True)
         self.log = PredictionLog(database)
         self.feedback = FeedbackStore(database)
-        self.key = load_api_key()
+        self.key = load_api_key(settings.serve)
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
         self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
@@ -183,8 +186,8 @@ class Predictor:
         try:
             body = await _read_body(request, self.limits.max_bytes)
             labels = parse_labels(body, request.headers.get("content-type"), self.limits)
-            classes = self._model().schema.classes
-            result = await asyncio.to_thread(self.feedback.attach, labels, classes)
+            check_classes(labels, self._model().schema.classes)
+            result = await asyncio.to_thread(self.feedback.attach, labels)
         except RequestError as exc:
             return _error(exc.status, str(exc), {})
         except Unavailable as exc:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loopline.core.errors import UsageError
 from loopline.core.package import data
-from loopline.core.settings import Settings, SettingsError
+from loopline.core.settings import Settings, SettingsError, sqlite_path
 from loopline.storage.tables import REVISIONS
 
 if TYPE_CHECKING:
@@ -208,10 +207,6 @@ def open_for_reading(settings: Settings) -> Database | None:
         return None
     _refuse_newer(found, database.shown)
     return database
-
-
-def sqlite_path(url: str) -> Path | None:
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
 def _connect(url: str, *, read_only: bool = False) -> Database:

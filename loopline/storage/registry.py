@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from loopline.core.settings import Settings
+from loopline.core.settings import Settings, sqlite_path
 
 CHAMPION = "champion"
 METRIC_TAG = "metric."
@@ -76,10 +76,6 @@ def model_folder(settings: Settings, info: VersionInfo) -> Path:
         if local.is_dir():
             return local
     return Registry(settings).download(info)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 class Registry:

@@ -1,6 +1,18 @@
+import re
+from pathlib import Path
+
 import pytest
 
-from loopline.core.settings import SettingsError, load_settings
+from loopline.core.settings import (
+    BY_NAME,
+    VARIABLES,
+    SettingsError,
+    load_settings,
+    markdown,
+    names,
+    path,
+    text,
+)
 
 
 def test_defaults_live_under_loopline_home(tmp_path):
@@ -8,11 +20,11 @@ def test_defaults_live_under_loopline_home(tmp_path):
     assert settings.home == tmp_path
     assert settings.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert settings.artifact_root == tmp_path / "artifacts"
-    assert settings.ray_address is None
+    assert settings.ray.address is None
 
 
 def test_ray_address_selects_a_cluster():
-    assert load_settings({"RAY_ADDRESS": "ray://head:10001"}).ray_address == "ray://head:10001"
+    assert load_settings({"RAY_ADDRESS": "ray://head:10001"}).ray.address == "ray://head:10001"
 
 
 @pytest.mark.parametrize(
@@ -26,3 +38,41 @@ def test_bad_values_name_the_variable_and_the_fix(env, named):
     with pytest.raises(SettingsError, match=named) as info:
         load_settings(env)
     assert "set it to" in str(info.value)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMED = re.compile(r"\bLOOPLINE_[A-Z0-9_]*[A-Z0-9]\b")
+
+
+def test_every_variable_the_code_and_manifests_read_is_in_the_tree():
+    """One tree: a LOOPLINE_* name anywhere in the package or the manifests is a
+    variable of :data:`VARIABLES` (a prefix such as ``LOOPLINE_SERVE_`` is not a name)."""
+    files = [*ROOT.joinpath("loopline").rglob("*.py"), *ROOT.joinpath("infra").rglob("*.yaml")]
+    named = {n for f in files for n in NAMED.findall(f.read_text())}
+    assert named - set(BY_NAME) == set()
+
+
+def test_the_configuration_page_is_generated_from_the_tree():
+    page = ROOT / "docs" / "configuration.md"
+    assert page.read_text() == markdown(), (
+        "docs/configuration.md is stale: python -m loopline.core.settings --markdown "
+        "> docs/configuration.md"
+    )
+
+
+CAN_FAIL = [v for v in VARIABLES if v.parse not in (text, path, names)]
+
+
+@pytest.mark.parametrize("variable", CAN_FAIL, ids=[v.name for v in CAN_FAIL])
+def test_every_checked_variable_refuses_nonsense_naming_itself(variable):
+    with pytest.raises(SettingsError, match=variable.name) as info:
+        load_settings({variable.name: "no such value!"})
+    assert "set it to" in str(info.value) or "use a number and a unit" in str(info.value)
+
+
+def test_every_default_loads_and_the_sections_hold_them(tmp_path):
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path)})
+    assert settings.serve.max_batch == 256 and settings.gate.metric == "accuracy"
+    assert settings.prefect.idle_s == 600.0 and settings.train.gpu is None
+    assert settings.monitor_config == tmp_path / "monitoring.yaml"
+    assert "s3cret" not in repr(load_settings({"LOOPLINE_API_KEY": "s3cret"}))

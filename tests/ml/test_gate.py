@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from loopline.ml.gate import GatePolicy, Rows, compare, decide, mcnemar_p
+from loopline.core.settings import GateSettings
+from loopline.ml.gate import Rows, compare, decide, mcnemar_p
 
-POLICY = GatePolicy()
+POLICY = GateSettings()
 
 
 def rows(truth, challenger_right: np.ndarray, champion_right: np.ndarray, k: int = 10) -> Rows:
@@ -89,7 +90,7 @@ def test_a_challenger_that_forgets_the_guardrail_is_refused():
 
 
 def test_the_margin_still_applies_on_top_of_significance():
-    strict = GatePolicy(margin=0.2)
+    strict = GateSettings(margin=0.2)
     decision = decide(
         strict, challenger_score=0.9, evidence=paired(300, 200, 40, 5), champion_version="1"
     )
@@ -97,7 +98,7 @@ def test_the_margin_still_applies_on_top_of_significance():
 
 
 def test_macro_metrics_use_a_deterministic_paired_bootstrap():
-    policy = GatePolicy(metric="macro_f1")
+    policy = GateSettings(metric="macro_f1")
     better = paired(300, 200, 40, 5)
     first = compare(policy, better, 10)
     assert first == compare(policy, better, 10)  # same data, same p-value

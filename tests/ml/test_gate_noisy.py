@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopline.core.settings import GateSettings
 from loopline.ml.dataset import LABEL, Split, read_schema, read_split, write_dataset
 from loopline.ml.evaluation import predict
-from loopline.ml.gate import GatePolicy, Rows, decide
+from loopline.ml.gate import Rows, decide
 from loopline.ml.training import BEST, LocalSession, TrainConfig, fit
 from loopline.ml.weights import load_model
 
@@ -62,7 +63,7 @@ def test_twenty_noisy_retrainings_never_promote_a_truly_worse_model(digits_dir, 
         })  # fmt: skip
         challenger = trained(tmp_path / f"challenger-{seed}", data, seed=seed)
         decision = decide(
-            GatePolicy(),
+            GateSettings(),
             challenger_score=0.0,
             evidence=Rows(
                 noisy[recent], predict(challenger, val.x[recent]), predict(champion, val.x[recent])

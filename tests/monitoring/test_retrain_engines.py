@@ -28,11 +28,10 @@ TRIGGER = Trigger(7, "digits-classifier", "3", 1235, ["data drift: 97%"], "drift
 
 def test_a_configured_kfp_host_gets_a_retraining_run(kfp_api, monkeypatch, tmp_path):  # noqa: F811
     host, requests = kfp_api
-    monkeypatch.setenv("LOOPLINE_KFP_HOST", host)
-    local = load_settings({"LOOPLINE_HOME": str(tmp_path)})
+    local = load_settings({"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_KFP_HOST": host})
     with pytest.raises(UsageError, match="LOOPLINE_TRACKING_URI"):  # pods cannot reach it
         start_retraining(local, TRIGGER, epochs=5)
-    settings = load_settings({"LOOPLINE_HOME": str(tmp_path), **CLUSTER})
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_KFP_HOST": host, **CLUSTER})
     outcome = start_retraining(settings, TRIGGER, epochs=5)
     assert outcome == {"engine": "kubeflow", "state": "submitted", "run_id": "run-1", "host": host}
     [run] = posted(requests, "/apis/v2beta1/runs")
@@ -48,7 +47,6 @@ def test_a_configured_kfp_host_gets_a_retraining_run(kfp_api, monkeypatch, tmp_p
 
 
 def test_a_configured_prefect_server_gets_a_deployment_run(prefect_api, monkeypatch, tmp_path):
-    monkeypatch.delenv("LOOPLINE_KFP_HOST", raising=False)
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path)})
     outcome = start_retraining(settings, TRIGGER)
     assert outcome["engine"] == "deployment" and outcome["state"] == "submitted"

@@ -81,7 +81,7 @@ def ensure(settings: Settings) -> HomeServer:
         engine_env.prepare_logs(settings)
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "loopline.pipelines.local.prefect_server", "--home", str(settings.home),
-             "--port", str(_port(settings.prefect_port)), "--idle", str(settings.prefect_idle_s)],
+             "--port", str(_port(settings.prefect.port)), "--idle", str(settings.prefect.idle_s)],
             env={**os.environ, **engine_env.engine_environment(settings), "PREFECT_API_URL": ""},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -1,12 +1,16 @@
-"""Server options from LOOPLINE_SERVE_*: defaults, the CPUs a container really has, and
+"""Server settings from LOOPLINE_SERVE_*: defaults, the CPUs a container really has, and
 a clear error for a bad value."""
 
 import os
 
 import pytest
 
-from loopline.core.settings import SettingsError
-from loopline.serving.options import load_options, usable_cpus
+from loopline.core.settings import SettingsError, load_settings, usable_cpus
+from loopline.serving.tracing import bentoml_tracing
+
+
+def load_options(env):
+    return load_settings(env).serve
 
 
 def test_the_forward_pass_leaves_one_cpu_to_the_event_loop():
@@ -41,10 +45,10 @@ def test_with_tracing_off_no_request_opens_a_span(url):
     from _bentoml_sdk.service.config import validate
     from opentelemetry.util.http import ExcludeList
 
-    off = load_options({}).tracing
+    off = bentoml_tracing(load_options({}))
     assert validate({"tracing": off})  # BentoML takes it as service configuration
     assert ExcludeList(off["excluded_urls"]).url_disabled(f"http://127.0.0.1:3000{url}")
-    on = load_options({"LOOPLINE_SERVE_TRACE_SAMPLE_RATE": "0.25"}).tracing
+    on = bentoml_tracing(load_options({"LOOPLINE_SERVE_TRACE_SAMPLE_RATE": "0.25"}))
     assert validate({"tracing": on}) and on == {"sample_rate": 0.25}
 
 
