@@ -8,12 +8,13 @@ In a pipeline file::
 
 The catalog lives in the platform database (``LOOPLINE_DATABASE_URL``), so a team that
 shares the database shares the catalog. ``loopline component`` creates, checks, publishes
-and browses components; see ``checks`` for the contract and ``store`` for versioning.
+and browses components; see ``checks`` for the contract and :mod:`loopline.storage.catalog` for the records.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 from loopline.core.settings import Settings, load_settings
@@ -25,7 +26,7 @@ def load(reference: str, settings: Settings | None = None):
     from kfp import components
 
     from loopline.catalog.lock import active
-    from loopline.catalog.versions import parse_reference
+    from loopline.catalog.references import parse_reference
 
     name, wanted = parse_reference(reference)
     pinning = active()
@@ -40,7 +41,7 @@ def load(reference: str, settings: Settings | None = None):
 @contextlib.contextmanager
 def opened(settings: Settings) -> Iterator:
     """The catalog in ``settings``' database, migrated to this code's schema first."""
-    from loopline.catalog.store import Catalog
+    from loopline.storage.catalog import Catalog
     from loopline.storage.database import open_database
 
     database = open_database(settings, migrate=True)
@@ -54,12 +55,18 @@ def publish_checked(store, folder, version, report, *, changelog: str = "", owne
     """Store a component whose checks ``report`` passed, as ``version`` (a Version)."""
     import yaml
 
-    from loopline.catalog.interface import interface
+    from loopline.catalog.interface import interface, refuse_understated
 
+    new = interface(yaml.safe_load(report.component_yaml))
     return store.publish(
-        name=folder.name, version=version, owner=owner or folder.owner,
-        description=folder.description, source=folder.source,
+        name=folder.name,
+        version=version,
+        owner=owner or folder.owner,
+        description=folder.description,
+        source=folder.source,
         component_yaml=report.component_yaml,
-        interface=interface(yaml.safe_load(report.component_yaml)),
-        changelog=changelog, report=report.to_json(),
-    )  # fmt: skip
+        interface=new,
+        changelog=changelog,
+        report=report.to_json(),
+        check=functools.partial(refuse_understated, folder.name, version, new),
+    )

@@ -82,7 +82,7 @@ def publish(settings: Settings, engine=None) -> list[tuple[str, str]]:
     version already published with the same source is left as it is, unchecked."""
     from loopline import catalog
     from loopline.catalog import page
-    from loopline.catalog.versions import Version
+    from loopline.core.semver import Version
 
     with catalog.opened(settings) as store:
         found = folders(settings, engine)
@@ -100,7 +100,7 @@ def publish(settings: Settings, engine=None) -> list[tuple[str, str]]:
 
 
 def _published(store, folder: ComponentFolder) -> bool:
-    from loopline.catalog.store import CatalogError
+    from loopline.storage.catalog import CatalogError
 
     try:
         entry = store.get(folder.name, VERSION)
@@ -116,7 +116,7 @@ def _published(store, folder: ComponentFolder) -> bool:
 
 def _checked(folder: ComponentFolder, settings: Settings, engine):
     from loopline.catalog import checks
-    from loopline.catalog.store import CatalogError
+    from loopline.storage.catalog import CatalogError
 
     report = checks.check(folder, settings, engine=engine)
     if not report.passed:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopline.catalog.versions import name_problem
+from loopline.catalog.references import name_problem
 from loopline.core.errors import UsageError
 from loopline.core.images import platform
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loopline.catalog.versions import Bump
+from loopline.core.semver import Bump, Version
+from loopline.storage.catalog import CatalogError
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,16 @@ def _artifact_type(value: dict) -> str:
 
 def _retyped(kind: str, name: str, before: dict, after: dict) -> str:
     return f"{kind} {name} changed type from {before['type']} to {after['type']}"
+
+
+def refuse_understated(name: str, version: Version, interface: dict, before: Version, old: dict):
+    """Refuse ``version`` when it understates how its ``interface`` changed from the one
+    of ``before`` (``old``); the message names the changes and the version to use."""
+    found = changes(old, interface)
+    bump = needed(found)
+    if version.bump_from(before) < bump:
+        shown = "; ".join(c.what for c in found if c.bump == bump)
+        raise CatalogError(
+            f"{name} {version} changes the interface of {before} ({shown}), which needs "
+            f"a {bump.name.lower()} version; publish it as {before.next(bump)}"
+        )

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopline.catalog.versions import Range, Version
+from loopline.core.semver import Range, Version
 
 SUFFIX = ".catalog.lock"
 

@@ -8,7 +8,7 @@ import html
 import time
 from pathlib import Path
 
-from loopline.catalog.store import Catalog
+from loopline.storage.catalog import Catalog
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}

@@ -64,7 +64,7 @@ def publish(
     from loopline import catalog
     from loopline.catalog import checks, page
     from loopline.catalog.folder import read
-    from loopline.catalog.versions import Version
+    from loopline.core.semver import Version
 
     settings = options.settings(ctx)
     number = Version.parse(version)  # a malformed version fails before the checks run
@@ -111,7 +111,7 @@ def show(
     """One component: interface, versions, owner, check report."""
     from loopline import catalog
     from loopline.catalog.interface import describe
-    from loopline.catalog.versions import parse_reference
+    from loopline.catalog.references import parse_reference
 
     name, wanted = parse_reference(reference)
     with catalog.opened(options.settings(ctx)) as store:

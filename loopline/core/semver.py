@@ -1,4 +1,5 @@
-"""Semantic versions and the ranges pipelines ask for (``^1.2``, ``~1.2.3``, ``>=1,<3``).
+"""Semantic versions and the ranges pipelines ask for (``^1.2``, ``~1.2.3``, ``>=1,<3``):
+the catalog's versions (:mod:`loopline.catalog`) and their records (:mod:`loopline.storage.catalog`).
 
 A range is npm's caret or tilde, an exact ``X.Y.Z``, ``*`` (or nothing: the newest), or
 PEP 440 comparisons separated by commas.
@@ -112,24 +113,6 @@ class Range:
     def best(self, versions: list[Version]) -> Version | None:
         """The newest version in the range."""
         return max((v for v in versions if self.contains(v)), default=None)
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a component, or None when it can."""
-    if re.match(r"^[a-z][a-z0-9-]*$", str(name)):
-        return None
-    return (
-        f"{name!r} is not a component name; names are lower-case letters, digits and "
-        f"hyphens, starting with a letter (for example normalize-features)"
-    )
-
-
-def parse_reference(reference: str) -> tuple[str, Range]:
-    """``normalize@^1.2`` -> ("normalize", ^1.2); a bare name means the newest version."""
-    name, _, spec = reference.partition("@")
-    if problem := name_problem(name):
-        raise VersionError(problem)
-    return name, Range.parse(spec)
 
 
 def _partial(raw: str, text: str) -> tuple[int, int | None, int | None]:

@@ -3,7 +3,8 @@
 import pytest
 
 from loopline.catalog.interface import changes, needed
-from loopline.catalog.versions import Bump, Range, Version, VersionError, parse_reference
+from loopline.catalog.references import parse_reference
+from loopline.core.semver import Bump, Range, Version, VersionError
 
 V = Version.parse
 

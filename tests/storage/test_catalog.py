@@ -2,23 +2,33 @@
 version number must state the interface change, concurrent publishers of one version
 get one winner."""
 
+import functools
 import json
 import threading
 
 import pytest
 
-from loopline.catalog.store import Catalog, CatalogError
-from loopline.catalog.versions import Version
+from loopline.catalog.interface import refuse_understated
+from loopline.core.semver import Version
+from loopline.storage.catalog import Catalog, CatalogError
 
 
 def publish(catalog, version, inputs, name="normalize", changelog=None):
+    """As the catalog publishes: with the semver check on the version below."""
     interface = {"inputs": inputs, "outputs": {"Output": {"type": "LIST"}}}
+    version = Version.parse(version)
     return catalog.publish(
-        name=name, version=Version.parse(version), owner="ds@example.com", description="d",
-        source=f"# {version} {json.dumps(inputs)}", component_yaml="root: {}",
-        interface=interface, changelog=changelog or f"v{version}",
+        name=name,
+        version=version,
+        owner="ds@example.com",
+        description="d",
+        source=f"# {version} {json.dumps(inputs)}",
+        component_yaml="root: {}",
+        interface=interface,
+        changelog=changelog or f"v{version}",
         report={"passed": True, "checks": []},
-    )  # fmt: skip
+        check=functools.partial(refuse_understated, name, version, interface),
+    )
 
 
 VALUES = {"values": {"type": "LIST", "optional": False}}
