@@ -20,7 +20,7 @@ from loopline.ml.dataset import read_schema, read_split
 from loopline.ml.evaluation import evaluate
 from loopline.ml.models import build_model
 from loopline.ml.sources import ingest
-from loopline.ml.training import BEST, LocalSession, TrainConfig, fit
+from loopline.ml.training_loop import BEST, LocalSession, TrainConfig, fit
 from loopline.ml.weights import load_model, save_model
 
 

@@ -6,7 +6,7 @@ Prints a table and writes ``benchmarks/results/train_overhead-<device>.json``.
 
 Four ways, one run, same digits split, CNN, Adam 1e-3, batch 64, no augmentation:
 1. plain: a hand-written PyTorch loop, timed as fit is, from reading the splits;
-2. loopline in-process: ``loopline.ml.training.fit`` (checkpoint every epoch, early stopping
+2. loopline in-process: ``loopline.ml.training_loop.fit`` (checkpoint every epoch, early stopping
    bookkeeping, AMP on CUDA) without Ray;
 3. loopline train step, ``workers=auto`` (the pipeline's default; in-process on one
    machine): the whole step with MLflow, checkpoints, lineage and the model artifact;
@@ -34,7 +34,7 @@ from loopline.ml.augment import random_affine
 from loopline.ml.dataset import Split, read_schema, read_split, write_dataset
 from loopline.ml.models import build_model
 from loopline.ml.sources import ingest
-from loopline.ml.training import LocalSession, TrainConfig, fit
+from loopline.ml.training_loop import LocalSession, TrainConfig, fit
 
 RESULTS = Path(__file__).parent / "results"
 

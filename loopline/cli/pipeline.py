@@ -191,10 +191,9 @@ def compile_(
     pipeline_name: options.PipelineName = None,
 ) -> None:
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
-    from loopline.pipelines.compile import write_ir
-
+    
     ir = load_pipeline(pipeline, target, pipeline_name, write_lock=True)
-    console.print(f"wrote {write_ir(ir, output)}")
+    console.print(f"wrote {ir.write(output)}")
 
 
 def _record_uses(lock: Path, pins: dict[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""Ray Train adapter: runs :func:`loopline.ml.training.fit` on N workers with TorchTrainer.
+"""Ray Train adapter: runs :func:`loopline.ml.training_loop.fit` on N workers with TorchTrainer.
 
 Local Ray by default (``ray.init()``); ``LOOPLINE_RAY_ADDRESS``/``RAY_ADDRESS`` points at a
 cluster. A run's name is derived from its inputs, so rerunning a killed training resumes
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from loopline.core import progress
-from loopline.ml.training import TrainConfig, TrainState, fit, read_state
+from loopline.ml.training_loop import TrainConfig, TrainState, fit, read_state
 
 
 class RaySession:

@@ -31,12 +31,12 @@ from loopline.core.layout import (
     TRIGGER,
     TRIGGER_TAG,
 )
+from loopline.core.settings import GATE_METRICS as HEADLINE
 from loopline.core.settings import Settings
-from loopline.ml.gate import METRICS as HEADLINE
 from loopline.storage.registry import METRIC_TAG, reader
 
 if TYPE_CHECKING:
-    from loopline.ml.training import TrainConfig, TrainState
+    from loopline.ml.training_loop import TrainConfig, TrainState
     from loopline.ml.validation import ValidationConfig
 
 # The data stack (torch, pandas, scikit-learn, MLflow) is imported inside the steps that
@@ -122,7 +122,7 @@ def train_step(
     """Train on ``workers`` Ray workers (0: in this process, without Ray; -1: choose, see
     :func:`auto_workers`) into ``out``."""
     from loopline.ml.dataset import read_schema
-    from loopline.ml.training import BEST
+    from loopline.ml.training_loop import BEST
     from loopline.ml.weights import ARCHITECTURE, WEIGHTS
     from loopline.storage.registry import Registry
 
@@ -242,7 +242,7 @@ def _train_in_process(
 ) -> tuple[TrainState, Path]:
     import torch
 
-    from loopline.ml.training import LocalSession, fit
+    from loopline.ml.training_loop import LocalSession, fit
 
     gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
     session = LocalSession(folder, device="cuda" if gpu else "cpu")

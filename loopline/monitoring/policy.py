@@ -30,7 +30,7 @@ from loopline.core.settings import Settings, SettingsError
 from loopline.core.settings import duration_seconds as settings_duration
 
 TRIGGERS = ("data_drift", "prediction_drift", "quality")
-ENGINES = ("auto", "inprocess", "deployment", "kubeflow")
+RETRAIN_ENGINES = ("auto", "inprocess", "deployment", "kubeflow")
 
 
 class PolicyError(UsageError):
@@ -97,8 +97,8 @@ def parse_policy(raw: dict, where: str = "the policy") -> Policy:
             raise PolicyError(f"{where}: triggers must be a list drawn from {', '.join(TRIGGERS)}.")
         values["triggers"] = tuple(triggers)
     if "retrain_engine" in raw:
-        if raw["retrain_engine"] not in ENGINES:
-            raise PolicyError(f"{where}: retrain_engine must be one of {', '.join(ENGINES)}.")
+        if raw["retrain_engine"] not in RETRAIN_ENGINES:
+            raise PolicyError(f"{where}: retrain_engine must be one of {', '.join(RETRAIN_ENGINES)}.")
         values["retrain_engine"] = raw["retrain_engine"]
     if raw.get("alert_url"):
         values["alert_url"] = str(raw["alert_url"])

@@ -13,7 +13,7 @@ import os
 
 from loopline.core.layout import TRIGGER_TAG
 from loopline.core.settings import Settings
-from loopline.monitoring.policy import ENGINES
+from loopline.monitoring.policy import RETRAIN_ENGINES
 from loopline.pipelines.builtin_pipelines import get
 from loopline.pipelines.ir import load as load_ir
 from loopline.storage.checks import Trigger
@@ -101,8 +101,8 @@ def follow_retraining(settings: Settings, trigger: Trigger) -> dict | None:
 
 
 def _choose(engine: str, settings: Settings) -> str:
-    if engine not in ENGINES:
-        raise ValueError(f"retraining engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine not in RETRAIN_ENGINES:
+        raise ValueError(f"retraining engine {engine!r}; use one of {', '.join(RETRAIN_ENGINES)}")
     if engine != "auto":
         return engine
     if settings.monitor.kfp_host:

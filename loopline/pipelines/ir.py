@@ -62,6 +62,12 @@ class PipelineIR:
         """The IR as KFP writes it (:func:`from_documents` reads it back)."""
         return yaml.safe_dump_all(self.documents(), sort_keys=False)
 
+    def write(self, target: Path) -> Path:
+        """The IR file, as KFP writes it: the pipeline spec, then the platform spec."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.to_yaml())
+        return target
+
 
 def from_documents(text: str) -> PipelineIR:
     documents = [d for d in yaml.safe_load_all(text) if d]

@@ -17,7 +17,7 @@ from loopline.core.settings import GateSettings
 from loopline.ml.dataset import LABEL, Split, read_schema, read_split, write_dataset
 from loopline.ml.evaluation import predict
 from loopline.ml.gate import Rows, decide
-from loopline.ml.training import BEST, LocalSession, TrainConfig, fit
+from loopline.ml.training_loop import BEST, LocalSession, TrainConfig, fit
 from loopline.ml.weights import load_model
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ SCRIPT = """
 import json, os, sys
 from pathlib import Path
 from loopline.ml.ray_training import train_with_ray
-from loopline.ml.training import TrainConfig
+from loopline.ml.training_loop import TrainConfig
 folder, state = train_with_ray(
     TrainConfig(epochs=int(sys.argv[4]), patience=100), Path(sys.argv[1]), workers=2,
     storage=Path(sys.argv[2]), run_name="resume-test", target=Path(sys.argv[3]),

@@ -53,7 +53,7 @@ def test_each_worker_gets_its_own_rows_and_the_same_number_of_batches(tmp_path):
 TRAIN = """
 import json, sys
 from pathlib import Path
-from loopline.ml.training import LocalSession, TrainConfig, fit
+from loopline.ml.training_loop import LocalSession, TrainConfig, fit
 config = TrainConfig(arch="tabular_mlp", epochs=1, batch_size=512, stream=sys.argv[2],
                      memory_mb=int(sys.argv[3]), patience=5)
 state = fit(config, Path(sys.argv[1]), LocalSession(Path(sys.argv[4])))

@@ -15,7 +15,7 @@ from loopline.ml.dataset import DatasetSchema, Split, write_dataset
 from loopline.ml.model_spec import ModelSpec
 from loopline.ml.models import build_model
 from loopline.ml.steps import train_step
-from loopline.ml.training import TrainConfig
+from loopline.ml.training_loop import TrainConfig
 from loopline.ml.transfer import PretrainedError, frozen_stages, preflight
 from loopline.ml.weights import load_model
 from loopline.storage.registry import Registry
@@ -150,7 +150,7 @@ def test_bad_transfer_parameters_are_refused_up_front(arguments, message, tmp_pa
 def test_a_frozen_backbone_keeps_its_weights_and_the_new_head_learns(tmp_path):
     from safetensors.torch import load_file
 
-    from loopline.ml.training import BEST, LocalSession, fit
+    from loopline.ml.training_loop import BEST, LocalSession, fit
 
     data = digits(tmp_path / "data", [5, 6, 7], train_per_class=10)
     save_backbone(tmp_path / "w.safetensors", classes=9)
@@ -167,7 +167,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_the_new_head_learns(tmp_path):
 def test_after_the_probe_epochs_the_backbone_learns_too(tmp_path):
     from safetensors.torch import load_file
 
-    from loopline.ml.training import CURRENT, LocalSession, fit
+    from loopline.ml.training_loop import CURRENT, LocalSession, fit
 
     data = digits(tmp_path / "data", [5, 6, 7], train_per_class=10)
     save_backbone(tmp_path / "w.safetensors")

@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 from loopline.core.images import PLATFORM_IMAGE
-from loopline.pipelines.compile import compile_pipeline
-from loopline.pipelines.ir import PipelineIR, from_documents
+from loopline.pipelines.ir import PipelineIR, from_documents, load
 
 GOLDEN = Path(__file__).parent / "golden" / "training_structure.json"
 
@@ -64,7 +63,7 @@ def structure(documents: PipelineIR) -> dict:
 
 
 def test_compiled_training_pipeline_matches_golden(tmp_path):
-    target = compile_pipeline("training", tmp_path / "training.yaml")
+    target = load("training").write(tmp_path / "training.yaml")
     got = structure(from_documents(target.read_text()))
     if os.environ.get("LOOPLINE_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
@@ -72,7 +71,7 @@ def test_compiled_training_pipeline_matches_golden(tmp_path):
 
 
 def test_components_run_in_the_platform_image_and_install_nothing(tmp_path):
-    got = structure(from_documents(compile_pipeline("training", tmp_path / "t.yaml").read_text()))
+    got = structure(from_documents(load("training").write(tmp_path / "t.yaml").read_text()))
     assert got["images"] == [PLATFORM_IMAGE]
     assert got["installs_at_run_time"] is False
     assert got["tasks"]["train"]["after"] == ["ingest", "validate-data"]

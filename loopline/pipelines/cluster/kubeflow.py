@@ -9,7 +9,6 @@ from pathlib import Path
 from loopline.core.settings import Settings
 from loopline.pipelines.cluster.pods import check_reachable
 from loopline.pipelines.cluster.schedules import kfp_cron
-from loopline.pipelines.compile import write_ir
 from loopline.pipelines.ir import PipelineIR
 
 DEFAULT_EXPERIMENT = "loopline"
@@ -30,7 +29,7 @@ def submit(
     check_reachable(settings)
     client = Client(host=host)
     with tempfile.TemporaryDirectory() as tmp:
-        package = write_ir(ir, Path(tmp) / f"{ir.name}.yaml")
+        package = ir.write(Path(tmp) / f"{ir.name}.yaml")
         run = client.create_run_from_pipeline_package(
             str(package), arguments=arguments, experiment_name=experiment, run_name=ir.name
         )
@@ -54,7 +53,7 @@ def schedule(
     client = Client(host=host)
     experiment_id = client.create_experiment(experiment).experiment_id
     with tempfile.TemporaryDirectory() as tmp:
-        package = write_ir(ir, Path(tmp) / f"{ir.name}.yaml")
+        package = ir.write(Path(tmp) / f"{ir.name}.yaml")
         recurring = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=name or ir.name,

@@ -13,7 +13,6 @@ from loopline.core import images
 from loopline.core.errors import UsageError
 from loopline.core.package import installed_root
 from loopline.core.settings import Settings
-from loopline.pipelines.compile import write_ir
 from loopline.pipelines.ir import PipelineIR, check_supported
 from loopline.pipelines.local.prefect_server import WORK_POOL, ensure_work_pool
 
@@ -43,7 +42,7 @@ def schedule_prefect(
     name = name or ir.name
     if work_pool not in (None, WORK_POOL):
         return _schedule_on_kubernetes(ir, name, work_pool, cron, interval, arguments or {})
-    frozen = write_ir(ir, settings.home / "schedules" / f"{_slug(name)}.yaml")
+    frozen = ir.write(settings.home / "schedules" / f"{_slug(name)}.yaml")
     ensure_work_pool()
     source = pipeline_flow.from_source(source=str(installed_root()), entrypoint=ENTRYPOINT)
     return str(

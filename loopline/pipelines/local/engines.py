@@ -5,8 +5,6 @@ from __future__ import annotations
 from loopline.core.settings import Settings
 from loopline.pipelines.local.results import RunListener, RunResult
 
-ENGINES = ("prefect", "kfp-local")
-
 
 def run_pipeline(
     source: object,

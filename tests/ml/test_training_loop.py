@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loopline.ml.training import BEST, CURRENT, LocalSession, TrainConfig, fit
+from loopline.ml.training_loop import BEST, CURRENT, LocalSession, TrainConfig, fit
 
 
 def weights(folder):
