@@ -141,46 +141,22 @@ def _workers(value: str) -> int:
 def load_pipeline(
     source: str, target: str = "cpu", name: str | None = None, *, write_lock: bool = False
 ):
-    """The pipeline's IR. A .py file's catalog components follow its lock file
-    (loopline.catalog.lock); ``write_lock`` pins what they resolved to."""
-    from loopline.catalog.lock import pinning
-    from loopline.pipelines import builtin_pipelines as builtin
-    from loopline.pipelines.cluster import pods as cluster
-    from loopline.pipelines.ir import load
+    """The pipeline's IR (:func:`loopline.catalog.pipelines.load_pinned`), its warnings and
+    pins shown; a source that names nothing is a usage error on its option."""
+    from loopline.catalog.pipelines import load_pinned
+    from loopline.core.settings import load_settings
+    from loopline.pipelines.ir import PipelineSourceError
 
-    path = Path(source)
-    if source not in builtin.PIPELINES and not (
-        path.suffix in {".py", ".yaml", ".yml"} and path.exists()
-    ):
-        raise typer.BadParameter(
-            f"{source!r} is not a built-in pipeline ({', '.join(builtin.PIPELINES)}), "
-            "nor an existing .py or .yaml file",
-            param_hint="PIPELINE",
-        )
-    if name is not None and path.suffix != ".py":
-        raise typer.BadParameter(
-            "--pipeline picks one of a .py file's pipelines", param_hint="--pipeline"
-        )
-    if source in builtin.PIPELINES:
-        return load(builtin.get(source, target))
-    if path.suffix == ".py":
-        # its tasks that call with_settings get the target's
-        with cluster.target(target), pinning(path) as pins:
-            ir = load(source, name=name)
-        for warning in pins.warnings:
-            console.print(f"[yellow]warning[/]: {warning}", markup=True, soft_wrap=True)
-        if write_lock and (written := pins.write()):
-            _record_uses(written, {k: v["version"] for k, v in pins.used.items()})
-            pinned = ", ".join(f"{k} {v['version']}" for k, v in pins.used.items())
-            console.print(f"pinned {pinned} in {written}", markup=False)
-        return ir
-    if target != "cpu":
-        raise typer.BadParameter(
-            f"{source} is compiled IR, which keeps the target it was compiled for; "
-            f"pass the pipeline's .py file or a built-in name with --target {target}",
-            param_hint="--target",
-        )
-    return load(source)
+    try:
+        loaded = load_pinned(source, load_settings(), target, name, write_lock=write_lock)
+    except PipelineSourceError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    for warning in loaded.warnings:
+        console.print(f"[yellow]warning[/]: {warning}", markup=True, soft_wrap=True)
+    if loaded.lock:
+        pinned = ", ".join(f"{k} {v}" for k, v in loaded.pinned.items())
+        console.print(f"pinned {pinned} in {loaded.lock}", markup=False)
+    return loaded.ir
 
 
 def compile_(
@@ -194,15 +170,6 @@ def compile_(
     
     ir = load_pipeline(pipeline, target, pipeline_name, write_lock=True)
     console.print(f"wrote {ir.write(output)}")
-
-
-def _record_uses(lock: Path, pins: dict[str, str]) -> None:
-    """The catalog page lists the pipelines that pin each component."""
-    from loopline import catalog
-    from loopline.core.settings import load_settings
-
-    with catalog.opened(load_settings()) as store:
-        store.record_uses(str(lock.resolve()), pins)
 
 
 def schedule(

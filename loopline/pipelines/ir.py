@@ -74,21 +74,48 @@ def from_documents(text: str) -> PipelineIR:
     return PipelineIR(documents[0], documents[1] if len(documents) > 1 else {})
 
 
-def load(source: object, name: str | None = None) -> PipelineIR:
+class PipelineSourceError(UsageError):
+    """A pipeline argument that names nothing loopline can load; ``option`` is the flag
+    (or argument) to name in the message."""
+
+    def __init__(self, message: str, option: str = "PIPELINE"):
+        super().__init__(message)
+        self.option = option
+
+
+def load(source: object, name: str | None = None, *, target: str = "cpu") -> PipelineIR:
     """IR from a pipeline object, a built-in name, a ``.py`` file (``name`` picks one of
-    several pipelines there) or a compiled ``.yaml``."""
+    several pipelines there) or a compiled ``.yaml``; built for ``target`` (cpu or gpu:
+    :mod:`loopline.pipelines.cluster.pods`), which compiled IR keeps as it was built."""
+    from loopline.pipelines import builtin_pipelines as builtin
+    from loopline.pipelines.cluster import pods
+
     if isinstance(source, PipelineIR):
         return source
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if path.suffix in {".yaml", ".yml", ".json"} and path.exists():
-            return from_documents(path.read_text())
-        if path.suffix == ".py" and path.exists():
+    if not isinstance(source, str | Path):
+        return compile_pipeline(source)
+    path = Path(source)
+    compiled = path.suffix in {".yaml", ".yml", ".json"} and path.exists()
+    written = path.suffix == ".py" and path.exists()
+    if str(source) not in builtin.PIPELINES and not (compiled or written):
+        raise PipelineSourceError(
+            f"{str(source)!r} is not a built-in pipeline ({', '.join(builtin.PIPELINES)}), "
+            "nor an existing .py or .yaml file"
+        )
+    if name is not None and not written:
+        raise PipelineSourceError("--pipeline picks one of a .py file's pipelines", "--pipeline")
+    if str(source) in builtin.PIPELINES:
+        return compile_pipeline(builtin.get(str(source), target))
+    if written:
+        with pods.target(target):  # its tasks that call with_settings get the target's
             return compile_pipeline(_pipeline_in_file(path, name))
-        from loopline.pipelines import builtin_pipelines as builtin
-
-        return compile_pipeline(builtin.get(str(source)))
-    return compile_pipeline(source)
+    if target != "cpu":
+        raise PipelineSourceError(
+            f"{source} is compiled IR, which keeps the target it was compiled for; "
+            f"pass the pipeline's .py file or a built-in name with --target {target}",
+            "--target",
+        )
+    return from_documents(path.read_text())
 
 
 def compile_pipeline(pipeline: object) -> PipelineIR:
