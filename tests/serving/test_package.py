@@ -24,7 +24,11 @@ def test_bento_holds_the_service_the_packages_and_the_model_reference(served, tm
     assert manifest["service"] == "loopline.serving.service:Predictor"
     assert manifest["labels"]["loopline.model_version"] == "1"
     assert {s["name"] for s in manifest["services"]} == {"loopline"}
-    assert (bento / "src" / "serving" / "service.py").exists()
+    # the installed package, as installed: one namespace, nothing else of the checkout
+    src = bento / "src"
+    assert (src / "loopline" / "serving" / "service.py").exists()
+    assert {p.name for p in src.iterdir()} == {"loopline"}
+    assert not list(src.rglob("tests")) and not list(src.rglob("pyproject.toml"))
     assert not list((bento / "src").rglob("*.db")), "no registry or log files in the Bento"
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "torch==2.13.0" in requirements and "bentoml==1.4" in requirements
