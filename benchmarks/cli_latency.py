@@ -106,8 +106,9 @@ def main() -> None:
         (root / "plain_prefect.py").write_text(PLAIN_PREFECT)
         (root / "control_flow.py").write_text(CONTROL_FLOW)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOOPLINE_"))}
-        env.update(HOME=str(root / "user"), LOOPLINE_HOME=str(root / "home"),
-                   LOOPLINE_PREFECT_PORT="4299")  # fmt: skip
+        env.update(
+            HOME=str(root / "user"), LOOPLINE_HOME=str(root / "home"), LOOPLINE_PREFECT_PORT="4299"
+        )
         loopline = [str(BIN / "loopline")]
         training = [*loopline, "run", "training", "--workers", "0", "--epochs", "2"]
         one = [*loopline, "run", str(root / "one_step.py"), "--no-cache"]
@@ -135,8 +136,11 @@ def main() -> None:
             }
             stop_server()
             plain = [sys.executable, str(root / "plain_prefect.py")]
-            temporary = {**env, "PREFECT_HOME": str(root / "plain-prefect"),
-                         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true"}  # fmt: skip
+            temporary = {
+                **env,
+                "PREFECT_HOME": str(root / "plain-prefect"),
+                "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
+            }
             results["plain_prefect_temporary_server"] = repeat(plain, temporary, n)
             timed(one, env)  # the home's server again, for the plain script to use
             api = json.loads((root / "home" / "prefect" / "server.json").read_text())

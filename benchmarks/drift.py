@@ -69,8 +69,11 @@ def timed(command: list[str], env: dict) -> dict:
         started = time.perf_counter()
         done = subprocess.run(
             ["/usr/bin/time", "-f", "%M", "-o", stats.name, *command],
-            env=env, capture_output=True, text=True, cwd=ROOT,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"{command[:4]} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
@@ -81,8 +84,14 @@ def timed(command: list[str], env: dict) -> dict:
 def long_running_passes(env: dict, passes: int = 3) -> list[float]:
     """``loopline monitor --every 2s``: the seconds each pass reports judging the same
     window (the checks are forgotten after each), imports paid once."""
-    command = [str(Path(sys.executable).parent / "loopline"), "monitor", "--every", "2s",
-               "--no-retrain", "--json"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "loopline"),
+        "monitor",
+        "--every",
+        "2s",
+        "--no-retrain",
+        "--json",
+    ]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     seconds = []
     try:
@@ -112,8 +121,15 @@ def champion(env: dict, folder: Path) -> tuple[str, pd.DataFrame, list[str], lis
     config = TrainConfig(epochs=2, augment=False)
     train_step(data, model, config, run_id="bench", workers=0, model_name=MODEL, settings=settings)
     evaluate_step(model, data, folder / "eval", run_id="bench", settings=settings)
-    decision = register_step(model, data, folder / "eval", folder / "decision",
-                             run_id="bench", model_name=MODEL, settings=settings)  # fmt: skip
+    decision = register_step(
+        model,
+        data,
+        folder / "eval",
+        folder / "decision",
+        run_id="bench",
+        model_name=MODEL,
+        settings=settings,
+    )
     schema = read_schema(data)
     train = read_split(data, "train", schema)
     frame = pd.DataFrame(train.x, columns=schema.features)
@@ -154,8 +170,13 @@ def fill_log(env: dict, version: str, frame: pd.DataFrame, features: list[str], 
     pending = []
     for start in range(0, len(frame), REQUEST_ROWS):
         end = start + REQUEST_ROWS
-        answer = Answer(uuid.uuid4().hex, version, x[start:end], labels[start:end],
-                        probabilities[: len(labels[start:end])])  # fmt: skip
+        answer = Answer(
+            uuid.uuid4().hex,
+            version,
+            x[start:end],
+            labels[start:end],
+            probabilities[: len(labels[start:end])],
+        )
         pending.append(log.submit(answer))
         if len(pending) >= 32:  # as concurrent handlers do: many requests per commit
             [p.result(timeout=120) for p in pending]
@@ -208,14 +229,19 @@ def main() -> None:
     results = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
         "command": "python -m benchmarks.drift --rows "
-        + " ".join(map(str, args.rows)) + f" --repeat {args.repeat} --database {args.database}"
+        + " ".join(map(str, args.rows))
+        + f" --repeat {args.repeat} --database {args.database}"
         + (f" --plain-from {args.plain_from}" if args.plain_from else ""),
         "windows": [],
-    }  # fmt: skip
+    }
     with tempfile.TemporaryDirectory() as tmp, database_url(args.database) as url:
         folder = Path(tmp)
-        env = {**os.environ, "LOOPLINE_HOME": str(folder / "home"), "LOOPLINE_MODEL_NAME": MODEL,
-               "PYTHONPATH": str(ROOT)}  # fmt: skip
+        env = {
+            **os.environ,
+            "LOOPLINE_HOME": str(folder / "home"),
+            "LOOPLINE_MODEL_NAME": MODEL,
+            "PYTHONPATH": str(ROOT),
+        }
         if url:
             env["LOOPLINE_DATABASE_URL"] = url
         version, train, features, classes = champion(env, folder)
@@ -228,10 +254,20 @@ def main() -> None:
             fill_s = fill_log(env, version, frame, features, classes)
             del frame
             ours, plain = [], []
-            monitor = [str(Path(sys.executable).parent / "loopline"), "monitor", "--no-retrain",
-                       "--json"]  # fmt: skip
-            plain_cmd = [sys.executable, "-c", PLAIN, str(current), str(reference),
-                         str(folder / "plain.json")]  # fmt: skip
+            monitor = [
+                str(Path(sys.executable).parent / "loopline"),
+                "monitor",
+                "--no-retrain",
+                "--json",
+            ]
+            plain_cmd = [
+                sys.executable,
+                "-c",
+                PLAIN,
+                str(current),
+                str(reference),
+                str(folder / "plain.json"),
+            ]
             warm = long_running_passes(env)
             for _ in range(args.repeat):
                 forget_checks(env)
@@ -240,8 +276,12 @@ def main() -> None:
                     plain.append(timed(plain_cmd, env))
             if rows in earlier:
                 verdicts = earlier[rows]["plain_verdicts"]
-                plain = [{"seconds": t, "peak_rss_mb": m} for t, m in zip(
-                    earlier[rows]["plain_s"], earlier[rows]["plain_peak_rss_mb"], strict=True)]  # fmt: skip
+                plain = [
+                    {"seconds": t, "peak_rss_mb": m}
+                    for t, m in zip(
+                        earlier[rows]["plain_s"], earlier[rows]["plain_peak_rss_mb"], strict=True
+                    )
+                ]
             else:
                 verdicts = json.loads((folder / "plain.json").read_text())
             result = json.loads(ours[-1]["out"].strip().splitlines()[-1])
@@ -251,7 +291,8 @@ def main() -> None:
             shared = [k for k in verdicts if k in mine]
             agree = sum(mine[k] == verdicts[k] for k in shared) / len(shared)
             entry = {
-                "rows": rows, "fill_log_s": round(fill_s, 1),
+                "rows": rows,
+                "fill_log_s": round(fill_s, 1),
                 "loopline_s": [r["seconds"] for r in ours],
                 "loopline_peak_rss_mb": [r["peak_rss_mb"] for r in ours],
                 # in a long-running `loopline monitor --every`: the first pass, then warm ones
@@ -259,15 +300,21 @@ def main() -> None:
                 "plain_s": [r["seconds"] for r in plain],
                 "plain_peak_rss_mb": [r["peak_rss_mb"] for r in plain],
                 "sampled_rows": result["window"].get("sampled"),
-                "speedup": round(statistics.median(r["seconds"] for r in plain)
-                                 / statistics.median(r["seconds"] for r in ours), 1),
-                "speedup_long_running": round(statistics.median(r["seconds"] for r in plain)
-                                              / statistics.median(warm[1:]), 1),
-                "verdict_agreement": round(agree, 4), "columns_compared": len(shared),
+                "speedup": round(
+                    statistics.median(r["seconds"] for r in plain)
+                    / statistics.median(r["seconds"] for r in ours),
+                    1,
+                ),
+                "speedup_long_running": round(
+                    statistics.median(r["seconds"] for r in plain) / statistics.median(warm[1:]), 1
+                ),
+                "verdict_agreement": round(agree, 4),
+                "columns_compared": len(shared),
                 "drifted_plain": sum(verdicts[k] for k in shared),
                 "disagreeing": [k for k in shared if mine[k] != verdicts[k]],
-                "plain_verdicts": verdicts, "plain_reused": rows in earlier,
-            }  # fmt: skip
+                "plain_verdicts": verdicts,
+                "plain_reused": rows in earlier,
+            }
             results["windows"].append(entry)
             print(json.dumps({k: v for k, v in entry.items() if k != "plain_verdicts"}))
     RESULTS.mkdir(exist_ok=True)
@@ -305,14 +352,18 @@ def _reference_frame(env: dict, version: str, classes: list[str]) -> pd.DataFram
 
 def report(results: dict) -> None:
     print(f"\n{results['machine']}\n{results['command']}\n")
-    print(f"{'window rows':>12} {'loopline s':>12} {'--every pass s':>15} {'plain s':>12} "
-          f"{'speed-up':>9} {'loopline MB':>12} {'plain MB':>10} {'agree':>6}")  # fmt: skip
+    print(
+        f"{'window rows':>12} {'loopline s':>12} {'--every pass s':>15} {'plain s':>12} "
+        f"{'speed-up':>9} {'loopline MB':>12} {'plain MB':>10} {'agree':>6}"
+    )
     for w in results["windows"]:
-        print(f"{w['rows']:>12,} {_spread(w['loopline_s']):>12} "
-              f"{_spread(w['long_running_pass_s'][1:]):>15} {_spread(w['plain_s']):>12} "
-              f"{w['speedup']:>4}/{w['speedup_long_running']:<4} "
-              f"{_spread(w['loopline_peak_rss_mb']):>12} "
-              f"{_spread(w['plain_peak_rss_mb']):>10} {w['verdict_agreement']:>6.1%}")  # fmt: skip
+        print(
+            f"{w['rows']:>12,} {_spread(w['loopline_s']):>12} "
+            f"{_spread(w['long_running_pass_s'][1:]):>15} {_spread(w['plain_s']):>12} "
+            f"{w['speedup']:>4}/{w['speedup_long_running']:<4} "
+            f"{_spread(w['loopline_peak_rss_mb']):>12} "
+            f"{_spread(w['plain_peak_rss_mb']):>10} {w['verdict_agreement']:>6.1%}"
+        )
 
 
 def _spread(values: list) -> str:

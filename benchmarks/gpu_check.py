@@ -38,9 +38,15 @@ def train_and_score(data: Path, folder: Path, *, amp: bool, device: str, **confi
     save_model(model_dir, model, spec)
     loaded, _ = load_model(model_dir)  # the serving path: safetensors, CPU
     result = evaluate(loaded, read_split(data, "test", schema), schema.classes)
-    return {"amp": amp, "arch": spec.arch, "pretrained": bool(config.pretrained),
-            "seconds": seconds, "epochs": state.epoch, "test_accuracy": result.accuracy,
-            "weights": str(model_dir / "model.safetensors")}  # fmt: skip
+    return {
+        "amp": amp,
+        "arch": spec.arch,
+        "pretrained": bool(config.pretrained),
+        "seconds": seconds,
+        "epochs": state.epoch,
+        "test_accuracy": result.accuracy,
+        "weights": str(model_dir / "model.safetensors"),
+    }
 
 
 def main() -> None:
@@ -55,9 +61,15 @@ def main() -> None:
         resnet = {"arch": "resnet18", "input_size": 64, "epochs": 6, "batch_size": 128}
         backbone = train_and_score(data, Path(tmp) / "resnet", amp=True, device=device, **resnet)
         runs.append(backbone)
-        runs.append(train_and_score(data, Path(tmp) / "transfer", amp=True, device=device,
-                                    **{**resnet, "epochs": 3, "probe_epochs": 1,
-                                       "pretrained": backbone["weights"]}))  # fmt: skip
+        runs.append(
+            train_and_score(
+                data,
+                Path(tmp) / "transfer",
+                amp=True,
+                device=device,
+                **{**resnet, "epochs": 3, "probe_epochs": 1, "pretrained": backbone["weights"]},
+            )
+        )
     report = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "bf16": device == "cuda" and torch.cuda.is_bf16_supported(),

@@ -104,11 +104,25 @@ def champion_home(root: Path):
     settings = load_settings({"LOOPLINE_HOME": str(root / "home")})
     ingest("digits", root / "digits", seed=0)
     model = root / "model"
-    train_step(root / "digits", model, TrainConfig(epochs=5), run_id="bench", workers=0,
-               model_name=settings.model_name, settings=settings)  # fmt: skip
+    train_step(
+        root / "digits",
+        model,
+        TrainConfig(epochs=5),
+        run_id="bench",
+        workers=0,
+        model_name=settings.model_name,
+        settings=settings,
+    )
     evaluate_step(model, root / "digits", root / "eval", run_id="bench", settings=settings)
-    register_step(model, root / "digits", root / "eval", root / "decision", run_id="bench",
-                  model_name=settings.model_name, settings=settings)  # fmt: skip
+    register_step(
+        model,
+        root / "digits",
+        root / "eval",
+        root / "decision",
+        run_id="bench",
+        model_name=settings.model_name,
+        settings=settings,
+    )
     return settings
 
 
@@ -169,8 +183,9 @@ def measure(mode: str, server, settings, level: int, seconds: float, run: int) -
     result = asyncio.run(load(server.url, level, seconds, tag))
     cpu = server_cpu_s(server.process.pid) - cpu
     ids = set(result.pop("answered_ids"))
-    result.update(mode=mode, run=run,
-                  server_cpu_ms_per_request=round(1000 * cpu / result["requests"], 2))  # fmt: skip
+    result.update(
+        mode=mode, run=run, server_cpu_ms_per_request=round(1000 * cpu / result["requests"], 2)
+    )
     if logged:
         in_log = set(log.read_window(before).request_id)
         database.close()
@@ -194,10 +209,13 @@ def main() -> None:
         contextlib.ExitStack() as stack,
     ):
         sqlite = champion_home(Path(tmp))
-        on_postgres = load_settings({
-            "LOOPLINE_HOME": str(Path(tmp) / "home-pg"), "LOOPLINE_TRACKING_URI": sqlite.tracking_uri,
-            "LOOPLINE_DATABASE_URL": new_database(postgres, "bench"),
-        })  # fmt: skip
+        on_postgres = load_settings(
+            {
+                "LOOPLINE_HOME": str(Path(tmp) / "home-pg"),
+                "LOOPLINE_TRACKING_URI": sqlite.tracking_uri,
+                "LOOPLINE_DATABASE_URL": new_database(postgres, "bench"),
+            }
+        )
         settings = {m: on_postgres if m == "loopline-postgres" else sqlite for m in args.modes}
         servers = {
             mode: stack.enter_context(
@@ -211,8 +229,10 @@ def main() -> None:
                 # The servers' segments back to back, in turn first and last.
                 order = args.modes if segment % 2 == 0 else args.modes[::-1]
                 segment += 1
-                rows += [measure(mode, servers[mode], settings[mode], level, args.seconds, run)
-                         for mode in order]  # fmt: skip
+                rows += [
+                    measure(mode, servers[mode], settings[mode], level, args.seconds, run)
+                    for mode in order
+                ]
     report = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "command": "python -m benchmarks.serving "
@@ -272,13 +292,17 @@ def goals_missed(ratios_: dict) -> list[str]:
 
 
 def print_table(rows: list[dict], ratios_: dict) -> None:
-    print(f"{'mode':>18} {'run':>3} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'cpu ms/req':>10} {'errors':>6} log")  # fmt: skip
+    print(
+        f"{'mode':>18} {'run':>3} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu ms/req':>10} {'errors':>6} log"
+    )
     for r in rows:
         log = "" if "log_matches" not in r else ("ok" if r["log_matches"] else "MISMATCH")
-        print(f"{r['mode']:>18} {r['run']:>3} {r['concurrency']:>5} {r['requests_per_s']:>8} "
-              f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['server_cpu_ms_per_request']:>10} "
-              f"{r['errors']:>6} {log}")  # fmt: skip
+        print(
+            f"{r['mode']:>18} {r['run']:>3} {r['concurrency']:>5} {r['requests_per_s']:>8} "
+            f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['server_cpu_ms_per_request']:>10} "
+            f"{r['errors']:>6} {log}"
+        )
     for level, entry in ratios_.items():
         for name, values in entry.items():
             print(f"concurrency {level}: {name} {values}")

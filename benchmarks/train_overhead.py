@@ -88,15 +88,25 @@ def loopline_step_auto(data: Path, config: TrainConfig, device: str) -> dict | N
             # cold: a new home (the MLflow store is created); warm: the home a user has
             started = time.perf_counter()
             summary = train_step(
-                data, Path(tmp) / name, dataclasses.replace(config, seed=seed), run_id="bench",
-                workers=-1, model_name="bench", settings=settings, use_gpu=device == "cuda",
-            )  # fmt: skip
+                data,
+                Path(tmp) / name,
+                dataclasses.replace(config, seed=seed),
+                run_id="bench",
+                workers=-1,
+                model_name="bench",
+                settings=settings,
+                use_gpu=device == "cuda",
+            )
             runs[name] = time.perf_counter() - started
         history = json.loads((Path(tmp) / "warm" / "training.json").read_text())["history"]
     epoch_s = sum(len_train(data) / h["samples_per_s"] for h in history)
-    return {"train_step_s": runs["warm"], "cold_train_step_s": runs["cold"],
-            "epochs_compute_s": epoch_s, "fixed_overhead_s": runs["warm"] - epoch_s,
-            "epochs_run": summary["epochs_run"]}  # fmt: skip
+    return {
+        "train_step_s": runs["warm"],
+        "cold_train_step_s": runs["cold"],
+        "epochs_compute_s": epoch_s,
+        "fixed_overhead_s": runs["warm"] - epoch_s,
+        "epochs_run": summary["epochs_run"],
+    }
 
 
 def loopline_ray(data: Path, config: TrainConfig, use_gpu: bool) -> dict:
@@ -111,9 +121,15 @@ def loopline_ray(data: Path, config: TrainConfig, use_gpu: bool) -> dict:
         settings = load_settings({"LOOPLINE_HOME": tmp})
         fit_started = time.perf_counter()
         summary = train_step(
-            data, Path(tmp) / "model", config, run_id="bench", workers=1,
-            model_name="bench", settings=settings, use_gpu=use_gpu,
-        )  # fmt: skip
+            data,
+            Path(tmp) / "model",
+            config,
+            run_id="bench",
+            workers=1,
+            model_name="bench",
+            settings=settings,
+            use_gpu=use_gpu,
+        )
         step_s = time.perf_counter() - fit_started
         history = json.loads((Path(tmp) / "model" / "training.json").read_text())["history"]
     ray.shutdown()
@@ -231,8 +247,10 @@ def report(r: dict) -> None:
     if "ray" in r:
         rows.append(("loopline train step, Ray 1 worker", r["ray"]["train_step_s"]))
     print(f"{r['machine']}\n{r['command']}\n")
-    print(f"plain runs {[round(v, 2) for v in r['plain_runs_s']]}, in-process runs "
-          f"{[round(v, 2) for v in r['loopline_in_process_runs_s']]} (medians below)")  # fmt: skip
+    print(
+        f"plain runs {[round(v, 2) for v in r['plain_runs_s']]}, in-process runs "
+        f"{[round(v, 2) for v in r['loopline_in_process_runs_s']]} (medians below)"
+    )
     print(f"{'way':36} {'seconds':>8} {'samples/s':>10} {'ratio':>6}")
     for name, seconds in rows:
         ratio = seconds / r["plain_s"]

@@ -136,11 +136,13 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     CLI subprocesses reach it through PREFECT_API_URL."""
     from loopline.pipelines.local import prefect_server
 
-    settings = load_settings({
-        "LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")),
-        "LOOPLINE_PREFECT_IDLE": "0s",
-        "LOOPLINE_PREFECT_PORT": str(free_port()),  # never a user's server on 4200
-    })  # fmt: skip
+    settings = load_settings(
+        {
+            "LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")),
+            "LOOPLINE_PREFECT_IDLE": "0s",
+            "LOOPLINE_PREFECT_PORT": str(free_port()),  # never a user's server on 4200
+        }
+    )
     api = prefect_server.ensure(settings).api_url
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -185,11 +187,21 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
     # --block keeps the head tied to this process group, so teardown stops this head only
     # (`ray stop` would stop every Ray on the machine).
     head = subprocess.Popen(
-        [ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--disable-usage-stats", f"--dashboard-port={dashboard_port}",
-         "--node-ip-address=127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            f"--dashboard-port={dashboard_port}",
+            "--node-ip-address=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
     _wait_for_ray(address, head)
     os.environ["RAY_ADDRESS"] = address
@@ -209,13 +221,25 @@ def train_and_register(settings, dataset, folder, config, name=None) -> dict:
 
     name = name or settings.model_name
     model = folder / "model"
-    train_step(dataset, model, config, run_id="run-" + folder.name, workers=0,
-               model_name=name, settings=settings)  # fmt: skip
+    train_step(
+        dataset,
+        model,
+        config,
+        run_id="run-" + folder.name,
+        workers=0,
+        model_name=name,
+        settings=settings,
+    )
     evaluate_step(model, dataset, folder / "eval", run_id="r", settings=settings)
     return register_step(
-        model, dataset, folder / "eval", folder / "decision",
-        run_id="r", model_name=name, settings=settings,
-    )  # fmt: skip
+        model,
+        dataset,
+        folder / "eval",
+        folder / "decision",
+        run_id="r",
+        model_name=name,
+        settings=settings,
+    )
 
 
 # -- the platform database, on SQLite and on a real PostgreSQL ---------------------------

@@ -48,21 +48,43 @@ def running_postgres(*, durable: bool = False) -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
     subprocess.run(
-        _as_postgres([tool("initdb"), "-D", str(data), "-A", "trust", "-U", "loopline",
-                      "--no-sync"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
+        _as_postgres(
+            [tool("initdb"), "-D", str(data), "-A", "trust", "-U", "loopline", "--no-sync"]
+        ),
+        check=True,
+        capture_output=True,
+    )
     with open(folder / "postgres.log", "wb") as log:
         server = subprocess.Popen(
-            _as_postgres([tool("postgres"), "-D", str(data), "-p", str(port), "-k",
-                          str(folder), "-c", "listen_addresses=127.0.0.1", "-c",
-                          f"fsync={'on' if durable else 'off'}", "-c", "max_connections=200"]),
-            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-        )  # fmt: skip
+            _as_postgres(
+                [
+                    tool("postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-k",
+                    str(folder),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"fsync={'on' if durable else 'off'}",
+                    "-c",
+                    "max_connections=200",
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run([tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                             capture_output=True).returncode != 0:  # fmt: skip
+        while (
+            subprocess.run(
+                [tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+            ).returncode
+            != 0
+        ):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((folder / "postgres.log").read_text()[-2000:])
             time.sleep(0.2)

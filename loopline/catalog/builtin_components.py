@@ -50,7 +50,7 @@ def folders(settings: Settings, engine=None) -> list[ComponentFolder]:
                     has_example=True,
                     source_file=path,
                     example_runner=functools.partial(example.outputs, task),
-                )  # fmt: skip
+                )
             )
     return found
 
@@ -90,8 +90,13 @@ def publish(settings: Settings, engine=None) -> list[tuple[str, str]]:
         pending = [f for f in found if not done[f.name]]
         reports = {f.name: _checked(f, settings, engine) for f in pending}  # all, or none
         for folder in pending:
-            catalog.publish_checked(store, folder, Version.parse(VERSION),
-                                    reports[folder.name], changelog=f"loopline {VERSION}")  # fmt: skip
+            catalog.publish_checked(
+                store,
+                folder,
+                Version.parse(VERSION),
+                reports[folder.name],
+                changelog=f"loopline {VERSION}",
+            )
         page.write(store, settings.home / "catalog" / "index.html")
     return [
         (name, f"{VERSION} already published" if was else f"published {VERSION}")

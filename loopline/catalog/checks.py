@@ -26,8 +26,16 @@ SECRET = re.compile(
     r"(api|access|secret|private|ssh|signing|encryption)_?key)($|_)|^key$",
     re.IGNORECASE,
 )
-ORDER = ("typed", "documented", "no_secret_inputs", "side_effects", "compiles", "pinned",
-         "base_image", "example")  # fmt: skip
+ORDER = (
+    "typed",
+    "documented",
+    "no_secret_inputs",
+    "side_effects",
+    "compiles",
+    "pinned",
+    "base_image",
+    "example",
+)
 
 
 @dataclass
@@ -66,8 +74,11 @@ def check(folder: ComponentFolder, settings: Settings, *, engine=None) -> Report
     add(_documented(folder))
     add(_no_secret_inputs(folder))
     found = probe(folder)
-    add(Result("side_effects", not found.effects and not found.import_error,
-               _effects_message(found)))  # fmt: skip
+    add(
+        Result(
+            "side_effects", not found.effects and not found.import_error, _effects_message(found)
+        )
+    )
     if found.component_yaml is None:
         why = found.import_error or found.compile_error or "kfp found no component in it"
         add(Result("compiles", False, f"{SOURCE} does not compile with kfp: {why}"))
@@ -93,21 +104,24 @@ def _typed(folder: ComponentFolder) -> Result:
     missing = [a.arg for a in _arguments(function) if a.annotation is None]
     if missing:
         return Result(
-            "typed", False,
+            "typed",
+            False,
             f"input {', '.join(missing)} of {function.name} has no type; annotate it "
             f"(for example `{missing[0]}: float`, or Input[Dataset] for an artifact)",
-        )  # fmt: skip
+        )
     returns = any(
-        isinstance(node, ast.Return) and node.value is not None
+        isinstance(node, ast.Return)
+        and node.value is not None
         and not (isinstance(node.value, ast.Constant) and node.value.value is None)
         for node in ast.walk(function)
-    )  # fmt: skip
+    )
     if returns and function.returns is None:
         return Result(
-            "typed", False,
+            "typed",
+            False,
             f"{function.name} returns a value but declares no return type; add `-> TYPE` "
             f"(for example `-> float`, or a NamedTuple for several outputs)",
-        )  # fmt: skip
+        )
     return Result("typed", True, "every input and output is typed")
 
 
@@ -116,20 +130,23 @@ def _documented(folder: ComponentFolder) -> Result:
     doc = ast.get_docstring(function)
     if not doc:
         return Result(
-            "documented", False,
+            "documented",
+            False,
             f"{function.name} has no docstring; add one that says what it does, with an "
             f"Args: section describing each input",
-        )  # fmt: skip
+        )
     undocumented = [
-        a.arg for a in _arguments(function)
+        a.arg
+        for a in _arguments(function)
         if not re.search(rf"^\s*{re.escape(a.arg)}\s*(\(.*\))?:", doc, re.MULTILINE)
-    ]  # fmt: skip
+    ]
     if undocumented:
         return Result(
-            "documented", False,
+            "documented",
+            False,
             f"input {', '.join(undocumented)} is not described in the docstring; add "
             f"`{undocumented[0]}: what it is` under Args:",
-        )  # fmt: skip
+        )
     return Result("documented", True, "the component and each input are described")
 
 
@@ -137,11 +154,12 @@ def _no_secret_inputs(folder: ComponentFolder) -> Result:
     secret = [a.arg for a in _arguments(folder.function) if SECRET.search(a.arg)]
     if secret:
         return Result(
-            "no_secret_inputs", False,
+            "no_secret_inputs",
+            False,
             f"input {', '.join(secret)} looks like a secret, and parameters are stored in "
             f"run history; read it from the environment inside the component and have the "
             f"pipeline set it from a Kubernetes Secret (kfp.kubernetes.use_secret_as_env)",
-        )  # fmt: skip
+        )
     return Result("no_secret_inputs", True, "no input looks like a credential")
 
 
@@ -173,10 +191,11 @@ def _pinned(container: dict) -> Result:
             loose.append(text)
     if loose:
         return Result(
-            "pinned", False,
+            "pinned",
+            False,
             f"packages_to_install has unpinned {', '.join(loose)}; pin each to one version, "
             f"for example {_example_pin(loose[0])}",
-        )  # fmt: skip
+        )
     return Result("pinned", True, f"{len(wanted.packages)} package(s), each pinned")
 
 
@@ -186,19 +205,21 @@ def _base_image(container: dict, settings: Settings) -> Result:
     if image in allowed:
         return Result("base_image", True, f"{image} is allowed")
     return Result(
-        "base_image", False,
-        f"base_image {image} is not allowed; use @dsl.component(base_image=\"{platform()}\") "
+        "base_image",
+        False,
+        f'base_image {image} is not allowed; use @dsl.component(base_image="{platform()}") '
         f"or ask the platform team to add it to LOOPLINE_ALLOWED_IMAGES",
-    )  # fmt: skip
+    )
 
 
 def _example(folder: ComponentFolder, text: str, spec: dict, settings, engine) -> Result:
     if not folder.has_example:
         return Result(
-            "example", False,
+            "example",
+            False,
             f"there is no example; add [example.inputs] (and [example.files] for artifact "
             f"inputs) to {META}, so the catalog can run it",
-        )  # fmt: skip
+        )
     from loopline.catalog.example import run_example
 
     try:

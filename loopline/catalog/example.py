@@ -19,8 +19,10 @@ def run_example(folder: ComponentFolder, text: str, spec: dict, settings: Settin
 
     declared = spec["root"].get("inputDefinitions", {})
     parameters, artifacts = declared.get("parameters", {}), declared.get("artifacts", {})
-    unknown = sorted((set(folder.example_inputs) - set(parameters))
-                     | (set(folder.example_files) - set(artifacts)))  # fmt: skip
+    unknown = sorted(
+        (set(folder.example_inputs) - set(parameters))
+        | (set(folder.example_files) - set(artifacts))
+    )
     if unknown:
         raise ValueError(
             f"{META} gives {', '.join(unknown)}, which the component does not take "
@@ -55,12 +57,14 @@ def declared_outputs(spec: dict, produced: dict) -> list[str]:
     outputs = spec["root"].get("outputDefinitions", {})
     missing = [n for n in outputs.get("parameters", {}) if n not in produced]
     missing += [
-        n for n, value in outputs.get("artifacts", {}).items()
-        if n not in produced or not (
+        n
+        for n, value in outputs.get("artifacts", {}).items()
+        if n not in produced
+        or not (
             Path(produced[n]).exists()  # metrics may live in metadata only
             or value["artifactType"]["schemaTitle"] in METRICS
         )
-    ]  # fmt: skip
+    ]
     if missing:
         raise RuntimeError(f"it did not produce its declared output(s) {', '.join(missing)}")
     return sorted(produced)

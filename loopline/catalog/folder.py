@@ -242,8 +242,14 @@ def scaffold(name: str, parent: Path, owner: str | None = None) -> Path:
         raise UsageError(f"{folder} already exists; choose another name or remove it")
     function = name.replace("-", "_")
     owner = owner or getpass.getuser()
-    values = {"name": name, "function": function, "owner": owner, "folder": name,
-              "title": name, "image": platform()}  # fmt: skip
+    values = {
+        "name": name,
+        "function": function,
+        "owner": owner,
+        "folder": name,
+        "title": name,
+        "image": platform(),
+    }
     folder.mkdir(parents=True)
     (folder / SOURCE).write_text(TEMPLATE.format(**values))
     (folder / META).write_text(META_TEMPLATE.format(**values))

@@ -36,8 +36,11 @@ class Pinning:
         return None
 
     def record(self, name: str, wanted: Range, entry) -> None:
-        self.used[name] = {"range": wanted.text, "version": str(entry.version),
-                           "digest": entry.digest}  # fmt: skip
+        self.used[name] = {
+            "range": wanted.text,
+            "version": str(entry.version),
+            "digest": entry.digest,
+        }
         if entry.deprecated:
             self.warnings.append(
                 f"{name} {entry.version} (pinned in {self.path.name}) is deprecated: "

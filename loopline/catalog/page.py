@@ -22,10 +22,12 @@ code{background:#f4f4f4;padding:0 .2rem}
 def write(catalog: Catalog, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     uses = catalog.uses()
-    parts = [f"<!doctype html><meta charset=utf-8><title>loopline component catalog</title>"
-             f"<style>{STYLE}</style><h1>Component catalog</h1>"
-             f"<p>{len(catalog.names())} component(s); written "
-             f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><meta charset=utf-8><title>loopline component catalog</title>"
+        f"<style>{STYLE}</style><h1>Component catalog</h1>"
+        f"<p>{len(catalog.names())} component(s); written "
+        f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>"
+    ]
     for name in catalog.names():
         parts.append(_component(catalog.versions(name), uses.get(name, [])))
     tmp = target.with_suffix(".tmp")

@@ -22,9 +22,13 @@ class Loaded:
 
 
 def load_pinned(
-    source: str, settings: Settings, target: str = "cpu", name: str | None = None,
-    *, write_lock: bool = False,
-) -> Loaded:  # fmt: skip
+    source: str,
+    settings: Settings,
+    target: str = "cpu",
+    name: str | None = None,
+    *,
+    write_lock: bool = False,
+) -> Loaded:
     """The pipeline's IR; ``write_lock`` pins what a .py file's components resolved to,
     and records the pins in the catalog (its page lists the pipelines using each)."""
     path = Path(source)

@@ -17,11 +17,27 @@ import sys
 import tempfile
 from pathlib import Path
 
-NETWORK = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto",
-           "socket.bind", "urllib.Request", "http.client.connect"}  # fmt: skip
+NETWORK = {
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.sendto",
+    "socket.bind",
+    "urllib.Request",
+    "http.client.connect",
+}
 PROCESSES = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork"}
-FILES = {"os.mkdir", "os.remove", "os.rename", "os.rmdir", "os.symlink", "os.truncate",
-         "shutil.copyfile", "shutil.rmtree", "os.chmod"}  # fmt: skip
+FILES = {
+    "os.mkdir",
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.symlink",
+    "os.truncate",
+    "shutil.copyfile",
+    "shutil.rmtree",
+    "os.chmod",
+}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 

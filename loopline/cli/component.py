@@ -180,5 +180,13 @@ def publish_builtins(ctx: typer.Context) -> None:
         console.print(f"{name}: {outcome}")
 
 
-COMMANDS = {"new": new, "check": check, "publish": publish, "list": list_, "show": show,
-            "deprecate": deprecate, "page": page_, "publish-builtins": publish_builtins}  # fmt: skip
+COMMANDS = {
+    "new": new,
+    "check": check,
+    "publish": publish,
+    "list": list_,
+    "show": show,
+    "deprecate": deprecate,
+    "page": page_,
+    "publish-builtins": publish_builtins,
+}

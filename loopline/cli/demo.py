@@ -38,9 +38,13 @@ from loopline.storage.registry import Registry
 MODEL = "digits-classifier"
 DEMO_ARGUMENTS = {"dataset": "digits", "model_name": MODEL, "epochs": 20, "workers": 2}
 POLICY = Policy(
-    drift_share=0.5, min_rows=150, min_labels=300, cooldown_s=0,
-    retrain_engine="inprocess", retrain_epochs=30,
-)  # fmt: skip
+    drift_share=0.5,
+    min_rows=150,
+    min_labels=300,
+    cooldown_s=0,
+    retrain_engine="inprocess",
+    retrain_epochs=30,
+)
 
 
 @dataclasses.dataclass
@@ -108,9 +112,16 @@ def _loop(
     shifted = _replay(server.url, 1.0 - train.x[:600], train.y[:600], classes, "shifted", console)
     second = _monitor(settings, console)
     console.rule("5/6 labels for the shifted traffic arrive; monitoring starts retraining")
-    stored = httpx.post(f"{server.url}/feedback", timeout=60, json={"labels": [
-        {"request_id": r, "label": lb} for r, lb in zip(shifted.request_ids, shifted.labels, strict=True)
-    ]}).json()  # fmt: skip
+    stored = httpx.post(
+        f"{server.url}/feedback",
+        timeout=60,
+        json={
+            "labels": [
+                {"request_id": r, "label": lb}
+                for r, lb in zip(shifted.request_ids, shifted.labels, strict=True)
+            ]
+        },
+    ).json()
     console.print(f"feedback: {stored['stored']} labels stored")
     third = _monitor(settings, console)
     v2 = _wait_for_switch(server.url, Registry(settings).champion(MODEL).version, console)
@@ -155,8 +166,10 @@ def _replay(
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(send, x))
     traffic = Traffic([a["request_id"] for a in answers], labels, answers)
-    console.print(f"{name}: {len(x)} requests answered by v{', v'.join(sorted(traffic.versions()))}, "
-                  f"accuracy {traffic.accuracy():.3f}")  # fmt: skip
+    console.print(
+        f"{name}: {len(x)} requests answered by v{', v'.join(sorted(traffic.versions()))}, "
+        f"accuracy {traffic.accuracy():.3f}"
+    )
     return traffic
 
 
@@ -189,15 +202,20 @@ def _closing(settings, console, normal, shifted, after, checks, started) -> None
     places: list[tuple[str, str]] = []  # printed whole below the table, so they can be copied
     table.add_row("v1 on normal traffic", f"accuracy {normal.accuracy():.3f}")
     table.add_row("v1 on shifted traffic", f"accuracy {shifted.accuracy():.3f}")
-    table.add_row(f"v{', v'.join(sorted(after.versions()))} on held-out shifted traffic",
-                  f"accuracy {after.accuracy():.3f}")  # fmt: skip
+    table.add_row(
+        f"v{', v'.join(sorted(after.versions()))} on held-out shifted traffic",
+        f"accuracy {after.accuracy():.3f}",
+    )
     for number, label, check in zip(
         (1, 2, 3), ("normal", "shifted", "labels"), checks, strict=True
     ):
         drifted = check.drift["drifted_share"] if check.drift else None
-        table.add_row(f"check {number} ({label})", f"{check.status}"
-                      + (f", drifted share {drifted:.0%}" if drifted is not None else "")
-                      + (f", trigger {check.trigger}" if check.trigger else ""))  # fmt: skip
+        table.add_row(
+            f"check {number} ({label})",
+            f"{check.status}"
+            + (f", drifted share {drifted:.0%}" if drifted is not None else "")
+            + (f", trigger {check.trigger}" if check.trigger else ""),
+        )
         places += [
             (f"check {number} report ({kind})", path) for kind, path in check.reports.items()
         ]

@@ -42,8 +42,10 @@ def rollback(
         moved = (before.version if before else "none", to)
     else:
         moved = registry.rollback(name)
-    console.print(f"{name}: champion moved from v{moved[0]} to v{moved[1]}; "
-                  "running servers switch within their poll interval")  # fmt: skip
+    console.print(
+        f"{name}: champion moved from v{moved[0]} to v{moved[1]}; "
+        "running servers switch within their poll interval"
+    )
 
 
 def package(

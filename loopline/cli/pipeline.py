@@ -109,9 +109,14 @@ def run(
             RunView(console) as view,
         ):
             result = run_pipeline(
-                ir, arguments, settings, engine=engine.value, enable_cache=not no_cache,
-                listener=view, capture_output=not verbose,
-            )  # fmt: skip
+                ir,
+                arguments,
+                settings,
+                engine=engine.value,
+                enable_cache=not no_cache,
+                listener=view,
+                capture_output=not verbose,
+            )
     except Exception:
         if api := os.environ.get("PREFECT_API_URL"):
             console.print(
@@ -133,8 +138,9 @@ def _workers(value: str) -> int:
     if value == "auto":
         return -1
     if not value.isdigit():
-        raise typer.BadParameter(f"{value!r} is neither a number of workers nor auto",
-                                 param_hint="--workers")  # fmt: skip
+        raise typer.BadParameter(
+            f"{value!r} is neither a number of workers nor auto", param_hint="--workers"
+        )
     return int(value)
 
 
@@ -167,7 +173,7 @@ def compile_(
     pipeline_name: options.PipelineName = None,
 ) -> None:
     """Compile a pipeline to KFP v2 IR YAML for Kubeflow Pipelines."""
-    
+
     ir = load_pipeline(pipeline, target, pipeline_name, write_lock=True)
     console.print(f"wrote {ir.write(output)}")
 
@@ -224,9 +230,14 @@ def schedule(
     settings = options.settings(ctx)
     with prefect_server.api(settings) as api:
         deployment = schedule_prefect(
-            ir, settings, cron=cron, interval=interval, arguments=arguments, name=name,
+            ir,
+            settings,
+            cron=cron,
+            interval=interval,
+            arguments=arguments,
+            name=name,
             work_pool=work_pool,
-        )  # fmt: skip
+        )
     console.print(
         f"created Prefect deployment {deployment} for {ir.name} ({cron or 'every ' + every}) "
         f"at {api}; "
@@ -284,7 +295,9 @@ def server(
     if port is not None:
         import dataclasses
 
-        settings = dataclasses.replace(settings, prefect=dataclasses.replace(settings.prefect, port=port))
+        settings = dataclasses.replace(
+            settings, prefect=dataclasses.replace(settings.prefect, port=port)
+        )
     home_server = prefect_server.ensure(settings)
     logs = settings.logs
     worker = None

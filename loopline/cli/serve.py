@@ -39,10 +39,14 @@ def serve(
     settings.logs.mkdir(parents=True, exist_ok=True)
     with processes.sigterm_as_interrupt():
         server_ = start_server(
-            settings, port=port, host=host, target=bento or SERVICE,
-            version=version, batching="on" if batching else "off",
+            settings,
+            port=port,
+            host=host,
+            target=bento or SERVICE,
+            version=version,
+            batching="on" if batching else "off",
             log_path=settings.logs / "serve.log",
-        )  # fmt: skip
+        )
         try:
             if servable:
                 server_.wait_ready(timeout=300)

@@ -146,9 +146,10 @@ def _pipeline_in_file(path: Path, name: str | None = None) -> object:
             + (" or install the module it needs" if isinstance(exc, ImportError) else "")
         ) from None
     pipelines = {
-        attribute: value for attribute, value in vars(module).items()
+        attribute: value
+        for attribute, value in vars(module).items()
         if isinstance(value, GraphComponent)
-    }  # fmt: skip
+    }
     if name is not None:
         if name not in pipelines:
             raise UsageError(
@@ -162,9 +163,12 @@ def _pipeline_in_file(path: Path, name: str | None = None) -> object:
     if len(own) != 1:
         raise UsageError(
             f"{path} defines {len(own)} pipelines"
-            + (f" ({', '.join(own)}); name one with --pipeline NAME" if own else
-               "; add a @dsl.pipeline function")
-        )  # fmt: skip
+            + (
+                f" ({', '.join(own)}); name one with --pipeline NAME"
+                if own
+                else "; add a @dsl.pipeline function"
+            )
+        )
     return next(iter(own.values()))
 
 
@@ -202,9 +206,16 @@ def check_supported(ir: PipelineIR) -> None:
 # kfp-kubernetes settings the local engine honours: secrets as env come from its own
 # environment; scheduling hints (node selectors, tolerations, ...) only matter on a cluster.
 LOCAL_KUBERNETES = {
-    "secretAsEnv", "nodeSelector", "tolerations", "nodeAffinity", "podMetadata",
-    "imagePullPolicy", "imagePullSecret", "activeDeadlineSeconds", "securityContext",
-}  # fmt: skip
+    "secretAsEnv",
+    "nodeSelector",
+    "tolerations",
+    "nodeAffinity",
+    "podMetadata",
+    "imagePullPolicy",
+    "imagePullSecret",
+    "activeDeadlineSeconds",
+    "securityContext",
+}
 
 
 def declared_env(config: dict, *, required_only: bool = False) -> list[str]:

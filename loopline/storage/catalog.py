@@ -47,12 +47,17 @@ class Entry:
 
     def to_json(self, *, full: bool = False) -> dict:
         shown = {
-            "name": self.name, "version": str(self.version), "owner": self.owner,
-            "description": self.description, "digest": self.digest,
-            "interface": self.interface, "changelog": self.changelog,
-            "published": self.published, "deprecated": self.deprecated,
+            "name": self.name,
+            "version": str(self.version),
+            "owner": self.owner,
+            "description": self.description,
+            "digest": self.digest,
+            "interface": self.interface,
+            "changelog": self.changelog,
+            "published": self.published,
+            "deprecated": self.deprecated,
             "checks": self.report,
-        }  # fmt: skip
+        }
         if full:
             shown |= {"source": self.source, "component_yaml": self.component_yaml}
         return shown
@@ -88,14 +93,22 @@ class Catalog:
             if before is not None and check is not None:
                 check(before, self._interface(connection, name, before))
             row = {
-                "name": name, "version": str(version), "major": version.major,
-                "minor": version.minor, "patch": version.patch, "owner": owner,
-                "description": description, "source": source,
+                "name": name,
+                "version": str(version),
+                "major": version.major,
+                "minor": version.minor,
+                "patch": version.patch,
+                "owner": owner,
+                "description": description,
+                "source": source,
                 "digest": hashlib.sha256(source.encode()).hexdigest(),
-                "component_yaml": component_yaml, "interface": json.dumps(interface),
-                "changelog": changelog, "report": json.dumps(report),
-                "published": time.time(), "deprecated": None,
-            }  # fmt: skip
+                "component_yaml": component_yaml,
+                "interface": json.dumps(interface),
+                "changelog": changelog,
+                "report": json.dumps(report),
+                "published": time.time(),
+                "deprecated": None,
+            }
             try:
                 connection.execute(components_table.insert().values(**row))
             except IntegrityError:  # a concurrent publisher won the same version
@@ -129,9 +142,7 @@ class Catalog:
                 )
             row = connection.execute(
                 select(components_table).where(
-                    and_(
-                        components_table.c.name == name, components_table.c.version == str(best)
-                    )  # fmt: skip
+                    and_(components_table.c.name == name, components_table.c.version == str(best))
                 )
             ).one()
         return _entry(row)
@@ -143,7 +154,7 @@ class Catalog:
                 .where(components_table.c.name == name)
                 .order_by(
                     components_table.c.major, components_table.c.minor, components_table.c.patch
-                )  # fmt: skip
+                )
             ).all()
             if not rows:
                 raise CatalogError(self._unknown(connection, name))
@@ -170,7 +181,7 @@ class Catalog:
                         components_table.c.name == name,
                         components_table.c.version == str(entry.version),
                     )
-                )  # fmt: skip
+                )
                 .values(deprecated=message)
             )
         return self.get(name, str(entry.version))
@@ -178,8 +189,9 @@ class Catalog:
     def record_uses(self, pipeline: str, pins: dict[str, str]) -> None:
         with self.database.write() as connection:
             for name, version in pins.items():
-                statement = self.database.upsert(catalog_uses, ["pipeline", "name"],
-                                                 ["version", "ts"])  # fmt: skip
+                statement = self.database.upsert(
+                    catalog_uses, ["pipeline", "name"], ["version", "ts"]
+                )
                 connection.execute(
                     statement.values(pipeline=pipeline, name=name, version=version, ts=time.time())
                 )
@@ -218,9 +230,16 @@ class Catalog:
 
 def _entry(row) -> Entry:
     return Entry(
-        name=row.name, version=Version.parse(row.version), owner=row.owner,
-        description=row.description, digest=row.digest, source=row.source,
-        component_yaml=row.component_yaml, interface=json.loads(row.interface),
-        changelog=row.changelog, report=json.loads(row.report), published=row.published,
+        name=row.name,
+        version=Version.parse(row.version),
+        owner=row.owner,
+        description=row.description,
+        digest=row.digest,
+        source=row.source,
+        component_yaml=row.component_yaml,
+        interface=json.loads(row.interface),
+        changelog=row.changelog,
+        report=json.loads(row.report),
+        published=row.published,
         deprecated=row.deprecated,
-    )  # fmt: skip
+    )

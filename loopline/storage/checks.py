@@ -46,26 +46,46 @@ class MonitorState:
         from sqlalchemy import select
 
         with self.database.read() as connection:
-            row = connection.execute(
-                select(checks).where(checks.c.model_name == model_name)
-                .order_by(checks.c.id.desc()).limit(1)
-            ).mappings().first()  # fmt: skip
+            row = (
+                connection.execute(
+                    select(checks)
+                    .where(checks.c.model_name == model_name)
+                    .order_by(checks.c.id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             return None
-        found = {k: row[k] for k in ("ts", "model_version", "first_seq", "last_seq", "rows",
-                                     "verdict")}  # fmt: skip
+        found = {
+            k: row[k] for k in ("ts", "model_version", "first_seq", "last_seq", "rows", "verdict")
+        }
         return {**found, "summary": json.loads(row["summary"])}
 
     def record_check(
-        self, model_name: str, version: str, first_seq: int, last_seq: int, rows: int,
-        verdict: str, summary: dict,
-    ) -> None:  # fmt: skip
+        self,
+        model_name: str,
+        version: str,
+        first_seq: int,
+        last_seq: int,
+        rows: int,
+        verdict: str,
+        summary: dict,
+    ) -> None:
         with self.database.write() as connection:
-            connection.execute(checks.insert().values(
-                ts=time.time(), model_name=model_name, model_version=version,
-                first_seq=first_seq, last_seq=last_seq, rows=rows, verdict=verdict,
-                summary=json.dumps(summary, default=str),
-            ))  # fmt: skip
+            connection.execute(
+                checks.insert().values(
+                    ts=time.time(),
+                    model_name=model_name,
+                    model_version=version,
+                    first_seq=first_seq,
+                    last_seq=last_seq,
+                    rows=rows,
+                    verdict=verdict,
+                    summary=json.dumps(summary, default=str),
+                )
+            )
 
     # -- triggers -----------------------------------------------------------------------
 
@@ -88,25 +108,39 @@ class MonitorState:
 
         now = time.time()
         with self.database.write() as connection:
-            row = connection.execute(
-                select(triggers).where(
-                    triggers.c.model_name == model_name,
-                    triggers.c.state.in_(OPEN_TRIGGER_STATES),
-                ).with_for_update()  # joiners take turns: no reason is lost (PostgreSQL)
-            ).mappings().first()  # fmt: skip
+            row = (
+                connection.execute(
+                    select(triggers)
+                    .where(
+                        triggers.c.model_name == model_name,
+                        triggers.c.state.in_(OPEN_TRIGGER_STATES),
+                    )
+                    .with_for_update()  # joiners take turns: no reason is lost (PostgreSQL)
+                )
+                .mappings()
+                .first()
+            )
             if row is not None:
                 known = json.loads(row["reasons"])
                 joined = known + [r for r in reasons if r not in known]
                 connection.execute(
-                    triggers.update().where(triggers.c.id == row["id"])
+                    triggers.update()
+                    .where(triggers.c.id == row["id"])
                     .values(reasons=json.dumps(joined), updated=now)
-                )  # fmt: skip
+                )
                 return self._get(connection, row["id"]), "joined"
-            new_id = connection.execute(triggers.insert().values(
-                model_name=model_name, model_version=version, first_seq=first_seq,
-                reasons=json.dumps(reasons), report=report, state="pending",
-                created=now, updated=now,
-            )).inserted_primary_key[0]  # fmt: skip
+            new_id = connection.execute(
+                triggers.insert().values(
+                    model_name=model_name,
+                    model_version=version,
+                    first_seq=first_seq,
+                    reasons=json.dumps(reasons),
+                    report=report,
+                    state="pending",
+                    created=now,
+                    updated=now,
+                )
+            ).inserted_primary_key[0]
             return self._get(connection, new_id), "new"
 
     def claim(self, trigger_id: int, owner: str, lease_s: float) -> bool:
@@ -125,29 +159,46 @@ class MonitorState:
                         and_(triggers.c.state == "running", triggers.c.lease_expires < now),
                     ),
                 )
-                .values(state="running", lease_owner=owner, lease_expires=now + lease_s,
-                        updated=now)
-            ).rowcount  # fmt: skip
+                .values(
+                    state="running", lease_owner=owner, lease_expires=now + lease_s, updated=now
+                )
+            ).rowcount
         return taken == 1
 
     def renew(self, trigger_id: int, owner: str, lease_s: float) -> bool:
         now = time.time()
         with self.database.write() as connection:
-            return connection.execute(
-                triggers.update()
-                .where(triggers.c.id == trigger_id, triggers.c.lease_owner == owner,
-                       triggers.c.state == "running")
-                .values(lease_expires=now + lease_s, updated=now)
-            ).rowcount == 1  # fmt: skip
+            return (
+                connection.execute(
+                    triggers.update()
+                    .where(
+                        triggers.c.id == trigger_id,
+                        triggers.c.lease_owner == owner,
+                        triggers.c.state == "running",
+                    )
+                    .values(lease_expires=now + lease_s, updated=now)
+                ).rowcount
+                == 1
+            )
 
     def submitted(self, trigger_id: int, run_ref: dict) -> None:
         """A run handed to another engine; its outcome is recorded once it ends."""
-        self._set(trigger_id, state="submitted", run_ref=json.dumps(run_ref), lease_owner=None,
-                  lease_expires=None)  # fmt: skip
+        self._set(
+            trigger_id,
+            state="submitted",
+            run_ref=json.dumps(run_ref),
+            lease_owner=None,
+            lease_expires=None,
+        )
 
     def finish(self, trigger_id: int, state: str, result: dict) -> None:
-        self._set(trigger_id, state=state, result=json.dumps(result, default=str),
-                  lease_owner=None, lease_expires=None)  # fmt: skip
+        self._set(
+            trigger_id,
+            state=state,
+            result=json.dumps(result, default=str),
+            lease_owner=None,
+            lease_expires=None,
+        )
 
     def trigger(self, trigger_id: int) -> Trigger | None:
         with self.database.read() as connection:
@@ -194,26 +245,36 @@ class MonitorState:
     def _set(self, trigger_id: int, **values) -> None:
         with self.database.write() as connection:
             connection.execute(
-                triggers.update().where(triggers.c.id == trigger_id)
+                triggers.update()
+                .where(triggers.c.id == trigger_id)
                 .values(updated=time.time(), **values)
-            )  # fmt: skip
+            )
 
     @staticmethod
     def _get(connection, trigger_id: int) -> Trigger | None:
         from sqlalchemy import select
 
-        row = connection.execute(
-            select(triggers).where(triggers.c.id == trigger_id)
-        ).mappings().first()  # fmt: skip
+        row = (
+            connection.execute(select(triggers).where(triggers.c.id == trigger_id))
+            .mappings()
+            .first()
+        )
         return _trigger(row) if row is not None else None
 
 
 def _trigger(row) -> Trigger:
     return Trigger(
-        id=row["id"], model_name=row["model_name"], model_version=row["model_version"],
-        first_seq=row["first_seq"], reasons=json.loads(row["reasons"]), report=row["report"],
-        state=row["state"], created=row["created"], updated=row["updated"],
+        id=row["id"],
+        model_name=row["model_name"],
+        model_version=row["model_version"],
+        first_seq=row["first_seq"],
+        reasons=json.loads(row["reasons"]),
+        report=row["report"],
+        state=row["state"],
+        created=row["created"],
+        updated=row["updated"],
         result=json.loads(row["result"]) if row["result"] else None,
-        lease_owner=row["lease_owner"], lease_expires=row["lease_expires"],
+        lease_owner=row["lease_owner"],
+        lease_expires=row["lease_expires"],
         run_ref=json.loads(row["run_ref"]) if row["run_ref"] else None,
-    )  # fmt: skip
+    )

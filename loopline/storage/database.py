@@ -59,9 +59,12 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(
-                self.url, pool_pre_ping=True, pool_size=4, max_overflow=4,
+                self.url,
+                pool_pre_ping=True,
+                pool_size=4,
+                max_overflow=4,
                 connect_args={"connect_timeout": 10},
-            )  # fmt: skip
+            )
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:

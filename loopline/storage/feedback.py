@@ -41,21 +41,24 @@ class FeedbackStore:
             for chunk in range(0, len(wanted), 500):
                 part = wanted[chunk : chunk + 500]
                 known.update(
-                    tuple(row) for row in connection.execute(
+                    tuple(row)
+                    for row in connection.execute(
                         select(predictions.c.request_id, predictions.c.item).where(
                             tuple_(predictions.c.request_id, predictions.c.item).in_(part)
                         )
                     )
-                )  # fmt: skip
+                )
             latest = {
                 (lb.request_id, lb.item): lb for lb in labels if (lb.request_id, lb.item) in known
             }
             if latest:  # a corrected label replaces the earlier one
                 connection.execute(
                     self.database.upsert(feedback, ["request_id", "item"], ["label", "ts"]),
-                    [{"request_id": r, "item": i, "label": lb.label, "ts": now}
-                     for (r, i), lb in latest.items()],
-                )  # fmt: skip
+                    [
+                        {"request_id": r, "item": i, "label": lb.label, "ts": now}
+                        for (r, i), lb in latest.items()
+                    ],
+                )
         unknown = [
             f"{lb.request_id}#{lb.item}" for lb in labels if (lb.request_id, lb.item) not in known
         ]
@@ -71,10 +74,17 @@ class FeedbackStore:
         right = func.coalesce(
             func.sum(case((predictions.c.label == feedback.c.label, 1), else_=0)), 0
         )
-        query = select(func.count(), right).select_from(
-            feedback.join(predictions, (feedback.c.request_id == predictions.c.request_id)
-                          & (feedback.c.item == predictions.c.item))
-        ).where(predictions.c.seq > after)  # fmt: skip
+        query = (
+            select(func.count(), right)
+            .select_from(
+                feedback.join(
+                    predictions,
+                    (feedback.c.request_id == predictions.c.request_id)
+                    & (feedback.c.item == predictions.c.item),
+                )
+            )
+            .where(predictions.c.seq > after)
+        )
         if upto is not None:
             query = query.where(predictions.c.seq <= upto)
         if model_version is not None:
@@ -90,21 +100,39 @@ class FeedbackStore:
 
         query = (
             select(
-                predictions.c.seq, predictions.c.request_id, predictions.c.item,
-                predictions.c.ts, predictions.c.model_version, predictions.c.inputs,
-                predictions.c.label.label("prediction"), feedback.c.label,
+                predictions.c.seq,
+                predictions.c.request_id,
+                predictions.c.item,
+                predictions.c.ts,
+                predictions.c.model_version,
+                predictions.c.inputs,
+                predictions.c.label.label("prediction"),
+                feedback.c.label,
             )
-            .join(feedback, (feedback.c.request_id == predictions.c.request_id)
-                  & (feedback.c.item == predictions.c.item))
+            .join(
+                feedback,
+                (feedback.c.request_id == predictions.c.request_id)
+                & (feedback.c.item == predictions.c.item),
+            )
             .where(predictions.c.seq > after)
             .order_by(predictions.c.seq)
-        )  # fmt: skip
+        )
         if upto is not None:
             query = query.where(predictions.c.seq <= upto)
         with self.database.read() as connection:
             rows = [dict(r) for r in connection.execute(query).mappings()]
-        frame = pd.DataFrame(rows, columns=[
-            "seq", "request_id", "item", "ts", "model_version", "inputs", "prediction", "label",
-        ])  # fmt: skip
+        frame = pd.DataFrame(
+            rows,
+            columns=[
+                "seq",
+                "request_id",
+                "item",
+                "ts",
+                "model_version",
+                "inputs",
+                "prediction",
+                "label",
+            ],
+        )
         frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
         return frame

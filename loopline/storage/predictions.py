@@ -367,9 +367,10 @@ class PredictionLog:
         """The statement that claims the batch's request ids and returns those it took."""
         values = ", ".join(["(?, ?, ?, ?, ?)"] * len(first))
         return CLAIM % values, [
-            v for a in first.values()
+            v
+            for a in first.values()
             for v in (a.request_id, now, a.model_version, a.digest, len(a.inputs))
-        ]  # fmt: skip
+        ]
 
     def _outcome(self, answer: Answer, first: dict[str, Answer], claimed, cursor) -> Logged:
         """How ``answer`` was taken, given the ids its batch ``claimed``."""
@@ -451,7 +452,14 @@ def _rows(answer: Answer, now: float) -> list[tuple]:
     inputs = np.ascontiguousarray(answer.inputs, dtype=np.float32)
     probabilities = np.ascontiguousarray(answer.probabilities, dtype=np.float64)
     return [
-        (answer.request_id, item, now, answer.model_version, inputs[item].tobytes(), label,
-         probabilities[item].tobytes())
+        (
+            answer.request_id,
+            item,
+            now,
+            answer.model_version,
+            inputs[item].tobytes(),
+            label,
+            probabilities[item].tobytes(),
+        )
         for item, label in enumerate(answer.labels)
-    ]  # fmt: skip
+    ]

@@ -13,8 +13,14 @@ pytestmark = pytest.mark.slow  # one small training run on the session's Prefect
 def test_the_built_in_components_pass_every_check_and_publish_once(home, engine):
     settings = load_settings()
     outcomes = builtins.publish(settings, engine=engine)
-    names = ["loopline-ingest", "loopline-validate-data", "loopline-train", "loopline-evaluate",
-             "loopline-register", "loopline-package"]  # fmt: skip
+    names = [
+        "loopline-ingest",
+        "loopline-validate-data",
+        "loopline-train",
+        "loopline-evaluate",
+        "loopline-register",
+        "loopline-package",
+    ]
     assert outcomes == [(n, f"published {VERSION}") for n in names]
     with catalog.opened(settings) as store:
         train = store.get("loopline-train", f"^{VERSION}")

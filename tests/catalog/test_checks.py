@@ -58,20 +58,41 @@ def test_a_good_component_passes_every_check_in_order(tmp_path, engine):
     ("change", "check", "message"),
     [
         (("text: str,", "text,"), "typed", "input text of shout has no type"),
-        (('    """Upper-cases text.', '    _ = """Upper-cases text.'), "documented",
-         "shout has no docstring"),
-        (("        times: How often to repeat them.\n", ""), "documented",
-         "input times is not described"),
-        (("text: str,", "api_token: str, text: str,"), "no_secret_inputs",
-         "api_token looks like a secret"),
-        ((f'base_image="{platform()}"', 'base_image="python:3.11"'), "base_image",
-         "python:3.11 is not allowed"),
-        ((f'base_image="{platform()}"', f'base_image="{platform()}", packages_to_install=["dill>=0.3"]'),
-         "pinned", "unpinned dill>=0.3; pin each to one version, for example dill==X.Y.Z"),
-        (("    return text.upper() * times", "    raise ValueError('no')"), "example",
-         "the example failed"),
+        (
+            ('    """Upper-cases text.', '    _ = """Upper-cases text.'),
+            "documented",
+            "shout has no docstring",
+        ),
+        (
+            ("        times: How often to repeat them.\n", ""),
+            "documented",
+            "input times is not described",
+        ),
+        (
+            ("text: str,", "api_token: str, text: str,"),
+            "no_secret_inputs",
+            "api_token looks like a secret",
+        ),
+        (
+            (f'base_image="{platform()}"', 'base_image="python:3.11"'),
+            "base_image",
+            "python:3.11 is not allowed",
+        ),
+        (
+            (
+                f'base_image="{platform()}"',
+                f'base_image="{platform()}", packages_to_install=["dill>=0.3"]',
+            ),
+            "pinned",
+            "unpinned dill>=0.3; pin each to one version, for example dill==X.Y.Z",
+        ),
+        (
+            ("    return text.upper() * times", "    raise ValueError('no')"),
+            "example",
+            "the example failed",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_broken_contract_fails_its_named_check(tmp_path, engine, change, check, message):
     report, results = run(tmp_path, engine, source=GOOD.replace(*change))
     assert results[check].passed is False, checks.describe(report)
@@ -138,9 +159,18 @@ def test_a_folder_without_component_py_says_how_to_make_one(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "secret"),
-    [("api_token", True), ("db_password", True), ("aws_secret_access_key", True), ("key", True),
-     ("apikey", True), ("credentials", True), ("sort_key", False), ("tokenizer", False),
-     ("passage", False), ("keys_to_keep", False)],
-)  # fmt: skip
+    [
+        ("api_token", True),
+        ("db_password", True),
+        ("aws_secret_access_key", True),
+        ("key", True),
+        ("apikey", True),
+        ("credentials", True),
+        ("sort_key", False),
+        ("tokenizer", False),
+        ("passage", False),
+        ("keys_to_keep", False),
+    ],
+)
 def test_secret_looking_names_and_their_false_friends(name, secret):
     assert bool(checks.SECRET.search(name)) is secret

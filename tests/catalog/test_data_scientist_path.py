@@ -31,16 +31,26 @@ def test_new_check_publish_use_evolve_and_lock(tmp_path, prefect_api):
     env = {**os.environ, "LOOPLINE_HOME": str(tmp_path / "home")}
 
     def loopline(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(VENV_BIN / "loopline"), *args], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        done = subprocess.run(
+            [str(VENV_BIN / "loopline"), *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == expect, f"{args}: {done.returncode}\n{done.stdout}{done.stderr}"
         assert "Traceback" not in done.stderr
         return done
 
     loopline("component", "new", "normalize")  # 1
-    own_test = subprocess.run([str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p",
-                               "no:cacheprovider", "normalize"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    own_test = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "normalize"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert own_test.returncode == 0, own_test.stdout  # the generated test runs as generated
     source = tmp_path / "normalize" / "component.py"
     good = source.read_text()

@@ -45,9 +45,12 @@ def test_status_json_without_a_champion(home):
     result = runner.invoke(app, ["status", "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
-        "model": "digits-classifier", "champion": None,
-        "last_check": None, "last_retraining": None, "open_trigger": None,
-    }  # fmt: skip
+        "model": "digits-classifier",
+        "champion": None,
+        "last_check": None,
+        "last_retraining": None,
+        "open_trigger": None,
+    }
 
 
 def test_compile_writes_kfp_ir(home, tmp_path):
@@ -115,16 +118,22 @@ def test_bad_transfer_parameters_exit_2_before_the_pipeline_runs(home, tmp_path)
     from loopline.ml.models import build_model
 
     other = build_model(ModelSpec(arch="resnet50", input_shape=[3, 32, 32], num_classes=2))
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()},
-              str(tmp_path / "r50.safetensors"))  # fmt: skip
+    save_file(
+        {k: v.contiguous() for k, v in other.state_dict().items()},
+        str(tmp_path / "r50.safetensors"),
+    )
     (tmp_path / "bad.pt").write_bytes(pickle.dumps({"fc.weight": print}))
     cases = [
         (["--param", "arch=resnet152"], "is not an architecture"),
-        (["--param", "arch=resnet18", "--param", f"pretrained={tmp_path / 'r50.safetensors'}"],
-         "does not match resnet18: "),
-        (["--param", "arch=resnet18", "--param", f"pretrained={tmp_path / 'bad.pt'}"],
-         "not a weights-only file"),
-    ]  # fmt: skip
+        (
+            ["--param", "arch=resnet18", "--param", f"pretrained={tmp_path / 'r50.safetensors'}"],
+            "does not match resnet18: ",
+        ),
+        (
+            ["--param", "arch=resnet18", "--param", f"pretrained={tmp_path / 'bad.pt'}"],
+            "not a weights-only file",
+        ),
+    ]
     for args, message in cases:
         result = runner.invoke(app, ["run", "training", *args])
         assert result.exit_code == 2, result.output

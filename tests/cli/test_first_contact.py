@@ -24,12 +24,16 @@ def test_two_first_runs_and_a_status_at_once_on_a_fresh_machine(tmp_path):
     user_home.mkdir()
     (tmp_path / "plus_one.py").write_text(ONE_STEP.read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOOPLINE_"))}
-    env.update(HOME=str(user_home), LOOPLINE_HOME=str(home),
-               LOOPLINE_PREFECT_PORT=str(free_port()))  # fmt: skip
+    env.update(HOME=str(user_home), LOOPLINE_HOME=str(home), LOOPLINE_PREFECT_PORT=str(free_port()))
 
     def loopline(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(VENV_BIN / "loopline"), *args], env=env,
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        return subprocess.run(
+            [str(VENV_BIN / "loopline"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     with ThreadPoolExecutor(3) as pool:
         training = pool.submit(
@@ -62,7 +66,8 @@ def test_two_first_runs_and_a_status_at_once_on_a_fresh_machine(tmp_path):
 
 def test_status_on_an_empty_home_says_so_and_writes_nothing(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "LOOPLINE_HOME": str(tmp_path / "none")}
-    result = subprocess.run([str(VENV_BIN / "loopline"), "status"], env=env,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [str(VENV_BIN / "loopline"), "status"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "has no champion yet" in result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -66,9 +66,16 @@ def test_failed_validation_exits_1_lists_checks_and_keeps_the_champion(trained, 
     frame.loc[10:14, "digit"] = "x"  # a sixth-rate class with 5 samples
     frame.to_csv(tmp_path / "broken.csv", index=False)
     result = loopline(
-        "run", "training", "--dataset", str(tmp_path / "broken.csv"), "--label-column", "digit",
-        "--model", "digits-classifier", home=home,
-    )  # fmt: skip
+        "run",
+        "training",
+        "--dataset",
+        str(tmp_path / "broken.csv"),
+        "--label-column",
+        "digit",
+        "--model",
+        "digits-classifier",
+        home=home,
+    )
     assert result.returncode == 1
     assert "step validate-data failed: DataValidationError" in result.stderr
     assert "missing_values: 1 problem(s)" in result.stderr
@@ -87,18 +94,36 @@ def test_unchanged_rerun_comes_from_cache_and_a_new_parameter_reruns_only_what_i
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads(again.stdout)
     cached = {t["name"]: t["cached"] for t in summary["tasks"] if t["status"] == "succeeded"}
-    assert cached == {"ingest": True, "validate-data": True, "train": True, "evaluate": True,
-                      "register": False}  # fmt: skip
+    assert cached == {
+        "ingest": True,
+        "validate-data": True,
+        "train": True,
+        "evaluate": True,
+        "register": False,
+    }
     assert summary["decision"]["version"] == "1"
     assert "already registered" in summary["decision"]["decision"]["reasons"][0]
     changed = loopline(
-        "run", "training", "--dataset", "digits", "--epochs", "3", "--workers", "0",
-        "--json", home=home,
-    )  # fmt: skip
+        "run",
+        "training",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "3",
+        "--workers",
+        "0",
+        "--json",
+        home=home,
+    )
     tasks = json.loads(changed.stdout)["tasks"]
     cached = {t["name"]: t["cached"] for t in tasks if not t["name"].startswith("condition")}
-    assert cached == {"ingest": True, "validate-data": True, "train": False, "evaluate": False,
-                      "register": False}  # fmt: skip
+    assert cached == {
+        "ingest": True,
+        "validate-data": True,
+        "train": False,
+        "evaluate": False,
+        "register": False,
+    }
 
 
 def test_worse_model_is_not_promoted(trained):

@@ -42,21 +42,33 @@ def test_prefect_engine_runs_compiled_ir(home, pipeline_file, tmp_path, prefect_
     env = {**os.environ, "LOOPLINE_HOME": str(home)}
     result = subprocess.run(
         [str(VENV_BIN / "loopline"), "run", str(ir), "--param", "x=41", "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     answer = json.loads(result.stdout)
     assert answer["outputs"] == {"Output": 42}
-    assert answer["tasks"] == [{"name": "add", "status": "succeeded", "cached": False,
-                                "seconds": answer["tasks"][0]["seconds"]}]  # fmt: skip
+    assert answer["tasks"] == [
+        {
+            "name": "add",
+            "status": "succeeded",
+            "cached": False,
+            "seconds": answer["tasks"][0]["seconds"],
+        }
+    ]
 
 
 def test_unreachable_prefect_api_is_a_clear_error_not_a_traceback(home, pipeline_file):
     env = {**os.environ, "LOOPLINE_HOME": str(home), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     result = subprocess.run(
         [str(VENV_BIN / "loopline"), "run", str(pipeline_file)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "Failed to reach API" in result.stderr and "details: " in result.stderr
     assert "Traceback" not in result.stderr and "PREFECT_API_URL points at" in result.stderr
@@ -81,12 +93,25 @@ def test_a_file_with_several_pipelines_needs_pipeline_name_and_runs_the_one_name
     assert "plus_one, plus_two" in ambiguous.output and "--pipeline NAME" in ambiguous.output
     unknown = CliRunner().invoke(app, ["run", str(path), "--pipeline", "plus_three"])
     assert unknown.exit_code == 2 and "no pipeline 'plus_three'" in unknown.output
-    named = CliRunner().invoke(app, ["run", str(path), "--pipeline", "plus_two", "--engine",
-                                     "kfp-local", "--param", "x=40", "--json"])  # fmt: skip
+    named = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(path),
+            "--pipeline",
+            "plus_two",
+            "--engine",
+            "kfp-local",
+            "--param",
+            "x=40",
+            "--json",
+        ],
+    )
     assert named.exit_code == 0, named.output
     assert json.loads(named.stdout)["outputs"] == {"Output": 42}
-    compiled = CliRunner().invoke(app, ["compile", str(path), "--pipeline", "plus_one", "-o",
-                                        str(tmp_path / "one.yaml")])  # fmt: skip
+    compiled = CliRunner().invoke(
+        app, ["compile", str(path), "--pipeline", "plus_one", "-o", str(tmp_path / "one.yaml")]
+    )
     assert compiled.exit_code == 0, compiled.output
 
 
@@ -105,8 +130,11 @@ def test_a_file_that_fails_to_import_is_a_usage_error_without_a_traceback(
     path.write_text(source)
     result = subprocess.run(
         [str(VENV_BIN / "loopline"), "run", str(path)],
-        capture_output=True, text=True, env={**os.environ, "LOOPLINE_HOME": str(home)}, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOOPLINE_HOME": str(home)},
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr + result.stdout
 
@@ -128,9 +156,11 @@ def test_a_required_artifact_input_is_refused_before_anything_runs(home, tmp_pat
 def test_a_pipeline_imported_into_a_file_does_not_make_it_ambiguous(home, tmp_path, monkeypatch):
     (tmp_path / "shared_steps.py").write_text(PIPELINE.read_text())
     path = tmp_path / "mine.py"
-    path.write_text("from kfp import dsl\nfrom shared_steps import add, plus_one  # noqa\n\n"
-                    "@dsl.pipeline\ndef mine(x: int = 1) -> int:\n"
-                    "    return add(a=x, b=100).output\n")  # fmt: skip
+    path.write_text(
+        "from kfp import dsl\nfrom shared_steps import add, plus_one  # noqa\n\n"
+        "@dsl.pipeline\ndef mine(x: int = 1) -> int:\n"
+        "    return add(a=x, b=100).output\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     result = CliRunner().invoke(app, ["run", str(path), "--engine", "kfp-local", "--json"])
     assert result.exit_code == 0, result.output

@@ -58,17 +58,25 @@ OPTIONAL = {"type": "NUMBER_DOUBLE", "optional": True}
     ("before", "after", "bump", "what"),
     [
         (iface({"x": REQUIRED}), iface({}), Bump.MAJOR, "input x was removed"),
-        (iface({"x": REQUIRED}), iface({"x": {**REQUIRED, "type": "STRING"}}), Bump.MAJOR,
-         "input x changed type from LIST to STRING"),
+        (
+            iface({"x": REQUIRED}),
+            iface({"x": {**REQUIRED, "type": "STRING"}}),
+            Bump.MAJOR,
+            "input x changed type from LIST to STRING",
+        ),
         (iface(), iface({"x": REQUIRED}), Bump.MAJOR, "required input x was added"),
-        (iface({"x": OPTIONAL}), iface({"x": {**OPTIONAL, "optional": False}}), Bump.MAJOR,
-         "input x became required"),
+        (
+            iface({"x": OPTIONAL}),
+            iface({"x": {**OPTIONAL, "optional": False}}),
+            Bump.MAJOR,
+            "input x became required",
+        ),
         (iface(outputs={"o": {"type": "LIST"}}), iface(), Bump.MAJOR, "output o was removed"),
         (iface(), iface({"x": OPTIONAL}), Bump.MINOR, "optional input x was added"),
         (iface(), iface(outputs={"o": {"type": "LIST"}}), Bump.MINOR, "output o was added"),
         (iface({"x": REQUIRED}), iface({"x": REQUIRED}), Bump.PATCH, None),
     ],
-)  # fmt: skip
+)
 def test_each_interface_change_needs_its_bump(before, after, bump, what):
     found = changes(before, after)
     assert needed(found) == bump

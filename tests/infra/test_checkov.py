@@ -28,11 +28,22 @@ def test_checkov_finds_no_failed_check_in_the_overlays_and_the_dockerfile(tmp_pa
         (tmp_path / f"{overlay}.yaml").write_text(deploy.to_yaml(deploy.render(overlay, settings)))
     shutil.copy(ROOT / "infra" / "docker" / "Dockerfile", tmp_path / "Dockerfile")
     done = subprocess.run(
-        [str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes", "dockerfile",
-         "--compact", "-o", "json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(CHECKOV),
+            "-d",
+            str(tmp_path),
+            "--framework",
+            "kubernetes",
+            "dockerfile",
+            "--compact",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "HOME": str(tmp_path)},  # its update check's cache stays here
-    )  # fmt: skip
+    )
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}

@@ -39,8 +39,12 @@ def test_the_tags_carry_the_package_version_and_each_variant():
 
 
 def test_loopline_images_prints_every_tag_and_its_build_command():
-    done = subprocess.run([str(Path(sys.executable).with_name("loopline")), "images"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("loopline")), "images"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     shown = done.stdout + done.stderr  # the console writes to stderr, --json to stdout
     for variant, index in images.TORCH_INDEX.items():
         assert images.platform(variant) in shown

@@ -89,8 +89,12 @@ def validate_custom(document: dict) -> None:
     if document["kind"] == "RayCluster":  # KubeRay embeds Kubernetes' PodTemplateSpec
         spec = document["spec"]
         for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
-            template = {"apiVersion": "v1", "kind": "PodTemplate",
-                        "metadata": {"name": "ray"}, "template": group["template"]}  # fmt: skip
+            template = {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": "ray"},
+                "template": group["template"],
+            }
             kubernetes_validate.validate(template, KUBERNETES, strict=True)
 
 
@@ -106,8 +110,9 @@ def test_each_overlay_renders_with_this_releases_images(overlay):
     assert images.platform("cpu") in found
     assert not found & (set(images.PLACEHOLDERS) | {images.BENTO_PLACEHOLDER}), found
     assert images.bento("digits") in found
-    assert all(d["metadata"].get("namespace") == "loopline" for d in documents
-               if d["kind"] != "Namespace")  # fmt: skip
+    assert all(
+        d["metadata"].get("namespace") == "loopline" for d in documents if d["kind"] != "Namespace"
+    )
 
 
 @pytest.mark.parametrize(("name", "document"), every(), ids=[n for n, _ in every()])
@@ -122,15 +127,21 @@ def test_every_object_matches_its_schema(name, document):
     ("mistake", "path"),
     [
         ("a misspelt RayCluster field", ("spec", "workerGroupSpecs", 0, "maxReplica")),
-        ("a misspelt pod field in a Ray template",
-         ("spec", "headGroupSpec", "template", "spec", "containers", 0, "imagePullPolcy")),
+        (
+            "a misspelt pod field in a Ray template",
+            ("spec", "headGroupSpec", "template", "spec", "containers", 0, "imagePullPolcy"),
+        ),
         ("a misspelt PodMonitor endpoint field", ("spec", "podMetricsEndpoints", 0, "prot")),
         ("a misspelt alert field", ("spec", "groups", 0, "rules", 0, "expression")),
     ],
-)  # fmt: skip
+)
 def test_the_custom_resource_checks_catch_unknown_fields(mistake, path):
-    target = {"workerGroupSpecs": "RayCluster", "headGroupSpec": "RayCluster",
-              "podMetricsEndpoints": "PodMonitor", "groups": "PrometheusRule"}[path[1]]  # fmt: skip
+    target = {
+        "workerGroupSpecs": "RayCluster",
+        "headGroupSpec": "RayCluster",
+        "podMetricsEndpoints": "PodMonitor",
+        "groups": "PrometheusRule",
+    }[path[1]]
     document = copy.deepcopy(next(d for d in rendered("gpu") if d["kind"] == target))
     node = document
     for step in path[:-1]:
@@ -188,8 +199,12 @@ def test_local_is_one_replica_of_everything_and_small():
     assert not kinds("local", "HorizontalPodAutoscaler")
     (ray,) = kinds("local", "RayCluster").values()
     assert [g["maxReplicas"] for g in ray["spec"]["workerGroupSpecs"]] == [1]
-    requests = [c["resources"]["requests"]["cpu"] for d in rendered("local")
-                for _, s in pod_specs(d) for c in s["containers"]]  # fmt: skip
+    requests = [
+        c["resources"]["requests"]["cpu"]
+        for d in rendered("local")
+        for _, s in pod_specs(d)
+        for c in s["containers"]
+    ]
     assert all(r.endswith("m") or float(r) <= 1 for r in requests), requests
 
 
@@ -235,8 +250,9 @@ def test_deploy_applies_the_rendered_overlay_with_kubectl(tmp_path, monkeypatch)
 
     from loopline.cli import app
 
-    result = CliRunner().invoke(app, ["deploy", "--overlay", "local"],
-                                env={"LOOPLINE_HOME": str(tmp_path / "home")})  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["deploy", "--overlay", "local"], env={"LOOPLINE_HOME": str(tmp_path / "home")}
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "args").read_text().split() == ["apply", "-f", "-"]
     applied = list(yaml.safe_load_all((tmp_path / "applied").read_text()))

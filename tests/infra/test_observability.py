@@ -18,10 +18,33 @@ from loopline.serving.metrics import ServingMetrics
 BASE = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "base"
 # PromQL words that are not metric names.
 PROMQL = {
-    "sum", "max", "min", "avg", "count", "topk", "bottomk", "rate", "irate", "increase",
-    "histogram_quantile", "time", "absent", "clamp_min", "clamp_max", "by", "on", "without",
-    "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool",
-}  # fmt: skip
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "rate",
+    "irate",
+    "increase",
+    "histogram_quantile",
+    "time",
+    "absent",
+    "clamp_min",
+    "clamp_max",
+    "by",
+    "on",
+    "without",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+}
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
@@ -73,7 +96,15 @@ def test_the_parser_finds_a_metric_that_does_not_exist():
 
 
 def test_the_alerts_cover_what_operations_asked_for():
-    names = {r["alert"] for g in yaml.safe_load((BASE / "alerts.yaml").read_text())["spec"]["groups"]
-             for r in g["rules"]}  # fmt: skip
-    assert {"LooplineMonitoringStalled", "LooplineDrift", "LooplineServingErrors",
-            "LooplineServingLatencyP99", "LooplineServingNotChampion"} <= names  # fmt: skip
+    names = {
+        r["alert"]
+        for g in yaml.safe_load((BASE / "alerts.yaml").read_text())["spec"]["groups"]
+        for r in g["rules"]
+    }
+    assert {
+        "LooplineMonitoringStalled",
+        "LooplineDrift",
+        "LooplineServingErrors",
+        "LooplineServingLatencyP99",
+        "LooplineServingNotChampion",
+    } <= names

@@ -34,10 +34,15 @@ def test_plots_and_report(tmp_path, digits_dir):
     split = Split(x=np.zeros((4, 2), np.float32), y=np.array([0, 0, 1, 2]))
     result = evaluate(AlwaysZero(), split, ["a", "b", "c"])
     history = [
-        {"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "train_accuracy": 0.5,
-         "val_accuracy": 0.6}
+        {
+            "epoch": e,
+            "train_loss": 1 / (e + 1),
+            "val_loss": 1.2 / (e + 1),
+            "train_accuracy": 0.5,
+            "val_accuracy": 0.6,
+        }
         for e in range(4)
-    ]  # fmt: skip
+    ]
     curves = plot_training_curves(history, tmp_path / "curves.png")
     matrix = plot_confusion_matrix(result, tmp_path / "cm.png")
     for png in (curves, matrix):

@@ -23,9 +23,11 @@ def paired(n: int, both: int, only_challenger: int, only_champion: int, seed: in
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, 10, n)
     kinds = np.array(
-        ["both"] * both + ["chal"] * only_challenger + ["champ"] * only_champion
+        ["both"] * both
+        + ["chal"] * only_challenger
+        + ["champ"] * only_champion
         + ["none"] * (n - both - only_challenger - only_champion)
-    )  # fmt: skip
+    )
     rng.shuffle(kinds)
     return rows(truth, np.isin(kinds, ["both", "chal"]), np.isin(kinds, ["both", "champ"]))
 
@@ -76,17 +78,23 @@ def test_a_challenger_that_forgets_the_guardrail_is_refused():
     better_on_new = paired(300, 200, 40, 5)
     worse_on_old = paired(400, 300, 2, 30, seed=1)  # 0.755 vs 0.825
     decision = decide(
-        POLICY, challenger_score=0.9, evidence=better_on_new, guardrail=worse_on_old,
+        POLICY,
+        challenger_score=0.9,
+        evidence=better_on_new,
+        guardrail=worse_on_old,
         champion_version="2",
-    )  # fmt: skip
+    )
     assert not decision.promote
     assert "guardrail (400 held-out rows" in decision.reasons[-1]
     assert "> tolerance 0.02" in decision.reasons[-1]
     within = paired(400, 300, 2, 6, seed=1)  # a loss of 0.01 is within the tolerance
     assert decide(
-        POLICY, challenger_score=0.9, evidence=better_on_new, guardrail=within,
+        POLICY,
+        challenger_score=0.9,
+        evidence=better_on_new,
+        guardrail=within,
         champion_version="2",
-    ).promote  # fmt: skip
+    ).promote
 
 
 def test_the_margin_still_applies_on_top_of_significance():
@@ -121,7 +129,10 @@ def test_macro_f1_matches_scikit_learn():
 
 def test_incomparable_champion_is_never_replaced_silently():
     decision = decide(
-        POLICY, challenger_score=1.0, evidence=None, champion_version="1",
+        POLICY,
+        challenger_score=1.0,
+        evidence=None,
+        champion_version="1",
         incompatible="input shapes differ",
-    )  # fmt: skip
+    )
     assert not decision.promote and "input shapes differ" in decision.reasons[0]

@@ -56,18 +56,24 @@ def test_twenty_noisy_retrainings_never_promote_a_truly_worse_model(digits_dir, 
         cut = int(len(order) * 0.7)
         learn, recent = order[:cut], order[cut:]
         data = tmp_path / f"retraining-{seed}"
-        write_dataset(data, schema, {
-            "train": Split(np.vstack([own.x, val.x[learn]]), np.concatenate([own.y, noisy[learn]])),
-            "val": Split(val.x[learn], noisy[learn]),
-            "test": Split(val.x[recent], noisy[recent]),
-        })  # fmt: skip
+        write_dataset(
+            data,
+            schema,
+            {
+                "train": Split(
+                    np.vstack([own.x, val.x[learn]]), np.concatenate([own.y, noisy[learn]])
+                ),
+                "val": Split(val.x[learn], noisy[learn]),
+                "test": Split(val.x[recent], noisy[recent]),
+            },
+        )
         challenger = trained(tmp_path / f"challenger-{seed}", data, seed=seed)
         decision = decide(
             GateSettings(),
             challenger_score=0.0,
             evidence=Rows(
                 noisy[recent], predict(challenger, val.x[recent]), predict(champion, val.x[recent])
-            ),  # fmt: skip
+            ),
             guardrail=Rows(test.y, predict(challenger, test.x), predict(champion, test.x)),
             champion_version="1",
             num_classes=10,

@@ -84,9 +84,10 @@ def test_a_worker_killed_mid_run_is_replaced_within_the_run(digits_dir, tmp_path
     run = start(digits_dir, storage, tmp_path / "a", epochs=6)
     wait_for_checkpoint(run, storage / "resume-test")
     workers = [
-        p for p in psutil.process_iter(["cmdline"])
+        p
+        for p in psutil.process_iter(["cmdline"])
         if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
-    ]  # fmt: skip
+    ]
     assert workers, "no Ray Train worker process found"
     workers[0].kill()
     out, _ = run.communicate(timeout=400)
@@ -117,9 +118,20 @@ def test_a_clusters_workers_train_on_data_the_driver_no_longer_has(
         "rt.ship = ship_then_delete",
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(data), str(tmp_path / "ray"), str(tmp_path / "out"), "2"],
-        capture_output=True, text=True, timeout=400, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(data),
+            str(tmp_path / "ray"),
+            str(tmp_path / "out"),
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert not data.exists()
     assert state_of(done.stdout)["epoch"] == 2

@@ -79,9 +79,14 @@ def test_registering_the_same_files_again_reuses_the_version(
 ):
     folder = tmp_path / "v1"
     again = register_step(
-        folder / "model", digits_dir, folder / "eval", tmp_path / "again", run_id="r2",
-        model_name="digits-classifier", settings=settings,
-    )  # fmt: skip
+        folder / "model",
+        digits_dir,
+        folder / "eval",
+        tmp_path / "again",
+        run_id="r2",
+        model_name="digits-classifier",
+        settings=settings,
+    )
     assert again["version"] == "1" and not again["promoted"]
     assert "already registered" in again["decision"]["reasons"][0]
     assert len(Registry(settings).client.search_model_versions("name = 'digits-classifier'")) == 1

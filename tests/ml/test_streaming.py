@@ -22,11 +22,16 @@ def dataset(folder, rows, *, seed=0, ids=False):
         if ids and name == "train":
             x[:, -1] = np.arange(n)  # a row id, to check coverage
         splits[name] = Split(x, y)
-    schema = DatasetSchema(name="synthetic", kind="tabular",
-                           features=[f"f{i}" for i in range(FEATURES)], classes=["0", "1"],
-                           input_shape=[FEATURES], feature_mean=[0.0] * FEATURES,
-                           feature_std=[1.0] * FEATURES,
-                           rows={k: len(v.y) for k, v in splits.items()})  # fmt: skip
+    schema = DatasetSchema(
+        name="synthetic",
+        kind="tabular",
+        features=[f"f{i}" for i in range(FEATURES)],
+        classes=["0", "1"],
+        input_shape=[FEATURES],
+        feature_mean=[0.0] * FEATURES,
+        feature_std=[1.0] * FEATURES,
+        rows={k: len(v.y) for k, v in splits.items()},
+    )
     write_dataset(folder, schema, splits)
     return folder, schema
 
@@ -65,8 +70,12 @@ print(json.dumps({"peak_mb": peak, "val_accuracy": state.history[-1]["val_accura
 
 
 def train(folder, stream, budget_mb, run):
-    done = subprocess.run([sys.executable, "-c", TRAIN, str(folder), stream, str(budget_mb),
-                           str(run)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN, str(folder), stream, str(budget_mb), str(run)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -79,8 +88,10 @@ def test_a_split_larger_than_the_budget_streams_and_its_memory_does_not_grow(tmp
     streamed = train(folder, "auto", 64, tmp_path / "streamed")  # auto: over budget, streams
     double, _ = dataset(tmp_path / "double", 2 * rows, seed=1)
     streamed_double = train(double, "auto", 64, tmp_path / "streamed-double")
-    print(f"peak RSS: whole {whole['peak_mb']} MB, streamed {streamed['peak_mb']} MB, "
-          f"streamed with twice the rows {streamed_double['peak_mb']} MB")  # fmt: skip
+    print(
+        f"peak RSS: whole {whole['peak_mb']} MB, streamed {streamed['peak_mb']} MB, "
+        f"streamed with twice the rows {streamed_double['peak_mb']} MB"
+    )
     assert all(r["val_accuracy"] > 0.9 for r in (whole, streamed, streamed_double))
     data_mb = rows * FEATURES * 4 / 2**20
     assert whole["peak_mb"] - streamed["peak_mb"] > data_mb, (whole, streamed)

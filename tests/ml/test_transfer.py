@@ -20,8 +20,13 @@ from loopline.ml.transfer import PretrainedError, frozen_stages, preflight
 from loopline.ml.weights import load_model
 from loopline.storage.registry import Registry
 
-BACKBONE = {"arch": "resnet18", "input_size": 16, "augment": False, "batch_size": 32,
-            "patience": 100}  # fmt: skip
+BACKBONE = {
+    "arch": "resnet18",
+    "input_size": 16,
+    "augment": False,
+    "batch_size": 32,
+    "patience": 100,
+}
 
 
 def digits(folder, classes, *, train_per_class=None, seed=0):
@@ -32,19 +37,27 @@ def digits(folder, classes, *, train_per_class=None, seed=0):
     for label, digit in enumerate(classes):
         rows = rng.permutation(np.flatnonzero(y == digit))
         n_train = train_per_class or int(len(rows) * 0.7)
-        parts = {"train": rows[:n_train], "val": rows[n_train : n_train + 20],
-                 "test": rows[n_train + 20 :]}  # fmt: skip
+        parts = {
+            "train": rows[:n_train],
+            "val": rows[n_train : n_train + 20],
+            "test": rows[n_train + 20 :],
+        }
         for name, picked in parts.items():
             splits[name][0].append(x[picked])
             splits[name][1].append(np.full(len(picked), label))
-    built = {k: Split(np.concatenate(a).astype(np.float32), np.concatenate(b).astype(np.int64))
-             for k, (a, b) in splits.items()}  # fmt: skip
+    built = {
+        k: Split(np.concatenate(a).astype(np.float32), np.concatenate(b).astype(np.int64))
+        for k, (a, b) in splits.items()
+    }
     schema = DatasetSchema(
-        name=f"digits-{''.join(map(str, classes))}", kind="image",
-        features=[f"px{i}" for i in range(64)], classes=[str(c) for c in classes],
-        input_shape=[1, 8, 8], value_range=[0.0, 16.0],
+        name=f"digits-{''.join(map(str, classes))}",
+        kind="image",
+        features=[f"px{i}" for i in range(64)],
+        classes=[str(c) for c in classes],
+        input_shape=[1, 8, 8],
+        value_range=[0.0, 16.0],
         rows={k: len(v.y) for k, v in built.items()},
-    )  # fmt: skip
+    )
     write_dataset(folder, schema, built)
     return folder
 
@@ -63,8 +76,15 @@ def accuracy(model_dir, dataset) -> float:
 def train(tmp_path, dataset, name, **config):
     settings = load_settings()
     out = tmp_path / name
-    summary = train_step(dataset, out, TrainConfig(**{**BACKBONE, **config}), run_id=name,
-                         workers=0, model_name=name, settings=settings)  # fmt: skip
+    summary = train_step(
+        dataset,
+        out,
+        TrainConfig(**{**BACKBONE, **config}),
+        run_id=name,
+        workers=0,
+        model_name=name,
+        settings=settings,
+    )
     return out, summary
 
 
@@ -74,8 +94,9 @@ def test_a_registered_backbone_transfers_to_new_classes_better_than_scratch(tmp_
     source = digits(tmp_path / "zero-to-four", [0, 1, 2, 3, 4])
     _, pre = train(tmp_path, source, "pretrain", epochs=10)
     registry = Registry(load_settings())
-    version = registry.create_version("digits-backbone", source=pre["model_uri"],
-                                      run_id=pre["mlflow_run_id"], tags={})  # fmt: skip
+    version = registry.create_version(
+        "digits-backbone", source=pre["model_uri"], run_id=pre["mlflow_run_id"], tags={}
+    )
     target = digits(tmp_path / "five-to-nine", [5, 6, 7, 8, 9], train_per_class=20)
     reference = f"models:/digits-backbone/{version.version}"
     tuned_dir, _ = train(tmp_path, target, "tuned", epochs=12, pretrained=reference)
@@ -155,8 +176,14 @@ def test_a_frozen_backbone_keeps_its_weights_and_the_new_head_learns(tmp_path):
     data = digits(tmp_path / "data", [5, 6, 7], train_per_class=10)
     save_backbone(tmp_path / "w.safetensors", classes=9)
     before = load_file(str(tmp_path / "w.safetensors"))
-    config = TrainConfig(**{**BACKBONE, "epochs": 2, "freeze": "backbone",
-                            "pretrained": str(tmp_path / "w.safetensors")})  # fmt: skip
+    config = TrainConfig(
+        **{
+            **BACKBONE,
+            "epochs": 2,
+            "freeze": "backbone",
+            "pretrained": str(tmp_path / "w.safetensors"),
+        }
+    )
     fit(config, data, LocalSession(tmp_path / "run"))
     after = load_file(str(sorted((tmp_path / "run").glob("checkpoint_*"))[-1] / BEST))
     body = [k for k in before if not k.startswith("fc.")]
@@ -172,8 +199,14 @@ def test_after_the_probe_epochs_the_backbone_learns_too(tmp_path):
     data = digits(tmp_path / "data", [5, 6, 7], train_per_class=10)
     save_backbone(tmp_path / "w.safetensors")
     before = load_file(str(tmp_path / "w.safetensors"))
-    config = TrainConfig(**{**BACKBONE, "epochs": 2, "probe_epochs": 1,
-                            "pretrained": str(tmp_path / "w.safetensors")})  # fmt: skip
+    config = TrainConfig(
+        **{
+            **BACKBONE,
+            "epochs": 2,
+            "probe_epochs": 1,
+            "pretrained": str(tmp_path / "w.safetensors"),
+        }
+    )
     fit(config, data, LocalSession(tmp_path / "run"))
     first, second = sorted((tmp_path / "run").glob("checkpoint_*"))
     probed, tuned = load_file(str(first / CURRENT)), load_file(str(second / CURRENT))

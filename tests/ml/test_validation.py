@@ -26,9 +26,17 @@ def failed(folder, config=None):
 def test_clean_digits_pass_every_check(digits_dir):
     checks = validate(digits_dir)
     assert [c.name for c in checks] == [
-        "schema", "missing_values", "labels", "classes", "samples_per_class", "class_balance",
-        "value_range", "normalization", "duplicates", "split_leakage",
-    ]  # fmt: skip
+        "schema",
+        "missing_values",
+        "labels",
+        "classes",
+        "samples_per_class",
+        "class_balance",
+        "value_range",
+        "normalization",
+        "duplicates",
+        "split_leakage",
+    ]
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
 
 

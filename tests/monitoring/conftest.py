@@ -25,9 +25,13 @@ from loopline.serving.server import Server, free_port, start_server
 from tests.conftest import train_and_register
 
 POLICY = Policy(
-    drift_share=0.5, min_rows=100, min_labels=100, cooldown_s=0,
-    retrain_engine="inprocess", retrain_epochs=6,
-)  # fmt: skip
+    drift_share=0.5,
+    min_rows=100,
+    min_labels=100,
+    cooldown_s=0,
+    retrain_engine="inprocess",
+    retrain_epochs=6,
+)
 
 
 @dataclasses.dataclass

@@ -63,9 +63,11 @@ def test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors(loo
     from loopline.monitoring.monitor import Monitor, monitor_folder
 
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(
-            lambda _: Monitor(loop.settings, POLICY).run(retrain=False, window=window), range(2)
-        ))  # fmt: skip
+        results = list(
+            pool.map(
+                lambda _: Monitor(loop.settings, POLICY).run(retrain=False, window=window), range(2)
+            )
+        )
     second_ids = loop.send(x[200:])
     later = loop.monitor.run(retrain=False)
     assert all(r.status == "drift" for r in [*results, later])

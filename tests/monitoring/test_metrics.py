@@ -32,8 +32,11 @@ def samples(text: str) -> dict[tuple, float]:
 def test_the_last_check_and_triggers_by_state_are_exported(database, tmp_path):
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path)})
     state = MonitorState(database)
-    summary = {"drifted_share": 0.75, "feature_scores": {"pixel_3": 0.9, "pixel_4": 0.01},
-               "prediction_drift": {"score": 0.4}}  # fmt: skip
+    summary = {
+        "drifted_share": 0.75,
+        "feature_scores": {"pixel_3": 0.9, "pixel_4": 0.01},
+        "prediction_drift": {"score": 0.4},
+    }
     state.record_check("other-model", "7", 1, 10, 10, "ok", {"drifted_share": 0.0})
     state.record_check(settings.model_name, "3", 1, 500, 500, "drift", summary)
     state.raise_trigger(settings.model_name, "3", 1, ["data drift"], "report")
@@ -68,10 +71,20 @@ def test_loopline_monitor_serves_metrics_and_stops_on_sigterm(tmp_path):
     port = free_port()
     env = {**os.environ, "LOOPLINE_HOME": str(tmp_path), "LOOPLINE_PREFECT_IDLE": "0s"}
     monitor = subprocess.Popen(
-        [str(Path(sys.executable).with_name("loopline")), "monitor", "--every", "1s", "--no-retrain",
-         "--metrics-port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).with_name("loopline")),
+            "monitor",
+            "--every",
+            "1s",
+            "--no-retrain",
+            "--metrics-port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -22,8 +22,9 @@ from tests.pipelines.test_kubeflow import (  # noqa: F401 - kfp_api is the fixtu
     posted,
 )
 
-TRIGGER = Trigger(7, "digits-classifier", "3", 1235, ["data drift: 97%"], "drift.html",
-                  "running", 0.0, 0.0, None)  # fmt: skip
+TRIGGER = Trigger(
+    7, "digits-classifier", "3", 1235, ["data drift: 97%"], "drift.html", "running", 0.0, 0.0, None
+)
 
 
 def test_a_configured_kfp_host_gets_a_retraining_run(kfp_api, monkeypatch, tmp_path):  # noqa: F811
@@ -77,6 +78,12 @@ def tag_a_version(settings, *, trigger_id: str, promoted: str) -> None:
 
     registry = Registry(settings)
     run = registry.start_run("digits-classifier", params={}, tags={})
-    registry.create_version("digits-classifier", source="file:///nowhere", run_id=run, tags={
-        "loopline.trigger_id": trigger_id, "gate.promoted": promoted,
-    })  # fmt: skip
+    registry.create_version(
+        "digits-classifier",
+        source="file:///nowhere",
+        run_id=run,
+        tags={
+            "loopline.trigger_id": trigger_id,
+            "gate.promoted": promoted,
+        },
+    )

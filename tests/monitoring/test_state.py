@@ -83,7 +83,7 @@ def test_three_monitor_processes_race_and_a_killed_one_blocks_no_longer_than_its
             stdout=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for _ in range(3)
     ]
     answers = [r.stdout.readline().strip() for r in racers]
@@ -112,10 +112,12 @@ def test_an_unreachable_database_names_the_variable_and_hides_the_password(tmp_p
     from loopline.core.settings import SettingsError, load_settings
     from loopline.storage.database import open_database
 
-    settings = load_settings({
-        "LOOPLINE_HOME": str(tmp_path),
-        "LOOPLINE_DATABASE_URL": "postgresql://loopline:s3cret@127.0.0.1:9/loopline",
-    })  # fmt: skip
+    settings = load_settings(
+        {
+            "LOOPLINE_HOME": str(tmp_path),
+            "LOOPLINE_DATABASE_URL": "postgresql://loopline:s3cret@127.0.0.1:9/loopline",
+        }
+    )
     with pytest.raises(SettingsError, match="LOOPLINE_DATABASE_URL") as info:
         open_database(settings)
     assert "s3cret" not in str(info.value) and "***" in str(info.value)

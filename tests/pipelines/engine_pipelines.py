@@ -167,11 +167,17 @@ def bracket(text: str, out: dsl.OutputPath(str), suffix: str = None):
         image=PLATFORM_IMAGE,
         command=["sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s" "$0" > "$1"'],
         args=[
-            dsl.ConcatPlaceholder(["<", text, dsl.IfPresentPlaceholder(
-                input_name="suffix", then=suffix, else_="none"), ">"]),
+            dsl.ConcatPlaceholder(
+                [
+                    "<",
+                    text,
+                    dsl.IfPresentPlaceholder(input_name="suffix", then=suffix, else_="none"),
+                    ">",
+                ]
+            ),
             out,
         ],
-    )  # fmt: skip
+    )
 
 
 @dsl.container_component
@@ -179,9 +185,11 @@ def flags(out: dsl.OutputPath(str), flag: str = None):
     return dsl.ContainerSpec(
         image=PLATFORM_IMAGE,
         command=["sh", "-c", 'mkdir -p "$(dirname "$0")" && echo "$@" > "$0"'],
-        args=[out, dsl.IfPresentPlaceholder(input_name="flag", then=["--flag", flag],
-                                            else_=["--no-flag"])],
-    )  # fmt: skip
+        args=[
+            out,
+            dsl.IfPresentPlaceholder(input_name="flag", then=["--flag", flag], else_=["--no-flag"]),
+        ],
+    )
 
 
 @dsl.component
@@ -201,8 +209,14 @@ def report_status(status: dsl.PipelineTaskFinalStatus, path: str):
     import json
 
     with open(path, "w") as fh:
-        json.dump({"state": status.state, "task": status.pipeline_task_name,
-                   "error": status.error_message}, fh)  # fmt: skip
+        json.dump(
+            {
+                "state": status.state,
+                "task": status.pipeline_task_name,
+                "error": status.error_message,
+            },
+            fh,
+        )
 
 
 @dsl.pipeline

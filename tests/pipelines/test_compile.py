@@ -33,8 +33,10 @@ def structure(documents: PipelineIR) -> dict:
     components = {
         name: {
             "inputs": sorted(
-                [*c.get("inputDefinitions", {}).get("parameters", {}),
-                 *c.get("inputDefinitions", {}).get("artifacts", {})]
+                [
+                    *c.get("inputDefinitions", {}).get("parameters", {}),
+                    *c.get("inputDefinitions", {}).get("artifacts", {}),
+                ]
             ),
             "outputs": {
                 k: v["artifactType"]["schemaTitle"]
@@ -42,7 +44,7 @@ def structure(documents: PipelineIR) -> dict:
             },
         }
         for name, c in ir["components"].items()
-    }  # fmt: skip
+    }
     return {
         "inputs": {
             k: v["parameterType"] for k, v in ir["root"]["inputDefinitions"]["parameters"].items()
@@ -88,9 +90,10 @@ def test_the_gpu_target_gives_the_train_task_a_gpu_the_cuda_image_and_the_settin
 
     out = tmp_path / "training-gpu.yaml"
     result = CliRunner().invoke(
-        app, ["compile", "training", "--target", "gpu", "-o", str(out)],
+        app,
+        ["compile", "training", "--target", "gpu", "-o", str(out)],
         env={"LOOPLINE_HOME": str(tmp_path / "home")},
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     ir = load(out)
     executors = ir.spec["deploymentSpec"]["executors"]

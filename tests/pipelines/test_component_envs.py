@@ -25,9 +25,13 @@ def test_requirements_are_read_from_the_command_without_kfp_itself():
 
 
 def test_index_urls_are_kept_and_change_the_environment():
-    script = ["sh", "-c", "python3 -m pip install --quiet --index-url https://a/simple "
-              "--extra-index-url https://b/simple --trusted-host a 'toolz==0.12.1' && "
-              "python3 -m pip install 'kfp==2.17.3' '--no-deps' && \"$0\" \"$@\""]  # fmt: skip
+    script = [
+        "sh",
+        "-c",
+        "python3 -m pip install --quiet --index-url https://a/simple "
+        "--extra-index-url https://b/simple --trusted-host a 'toolz==0.12.1' && "
+        "python3 -m pip install 'kfp==2.17.3' '--no-deps' && \"$0\" \"$@\"",
+    ]
     wanted = component_envs.requirements(script)
     assert wanted.packages == ("toolz==0.12.1",)
     assert wanted.index_urls == ("https://a/simple", "https://b/simple")

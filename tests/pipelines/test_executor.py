@@ -88,8 +88,9 @@ def test_exit_handler_runs_when_the_guarded_task_fails(engine, tmp_path):
 def test_a_component_calling_sys_exit_fails_its_task_and_the_exit_handler_runs(engine, tmp_path):
     """The issue's case: Prefect saw a SystemExit and aborted the whole flow run."""
     cleaned = tmp_path / "cleaned"
-    result = engine.run(p.cleanup_after_exit, {"code": 1, "cleaned": str(cleaned)},
-                        enable_cache=False)  # fmt: skip
+    result = engine.run(
+        p.cleanup_after_exit, {"code": 1, "cleaned": str(cleaned)}, enable_cache=False
+    )
     assert not result.succeeded and result.failed_task == "exit-handler-1.exit-with"
     assert "exited with code 1" in result.error
     assert cleaned.exists()
@@ -158,14 +159,18 @@ def test_fan_in_feeds_a_branch_whose_artifact_a_later_task_takes_through_one_of(
     the artifact and the label."""
     from tests.pipelines.feature_pipelines import fan_in_branch_one_of
 
-    result = engine.run(fan_in_branch_one_of, {"offset": offset, "threshold": 20},
-                        enable_cache=False)  # fmt: skip
+    result = engine.run(
+        fan_in_branch_one_of, {"offset": offset, "threshold": 20}, enable_cache=False
+    )
     assert result.succeeded, result.error
     assert result.outputs == {"Output": expected}
     ran = {r.name for r in result.records if r.status == "succeeded"}
     skipped = {r.name for r in result.records if r.status == "skipped"}
-    branch, other = ("condition-4", "condition-5") if expected.startswith("big") else (
-        "condition-5", "condition-4")  # fmt: skip
+    branch, other = (
+        ("condition-4", "condition-5")
+        if expected.startswith("big")
+        else ("condition-5", "condition-4")
+    )
     assert any(name.startswith(f"condition-branches-3.{branch}.") for name in ran), ran
     assert not any(name.startswith(f"condition-branches-3.{other}.") for name in ran), ran
     assert skipped, "the other branch is recorded as skipped"
@@ -258,8 +263,12 @@ def test_several_exit_handlers_each_run_once(engine):
     assert result.task_outputs["shout"] == {"Output": "FIRST"}
     assert result.task_outputs["shout-2"] == {"Output": "SECOND"}
     assert sorted(r.name for r in result.records) == [
-        "exit-handler-1.add", "exit-handler-2.add-2", "join", "shout", "shout-2"
-    ]  # fmt: skip
+        "exit-handler-1.add",
+        "exit-handler-2.add-2",
+        "join",
+        "shout",
+        "shout-2",
+    ]
 
 
 def test_a_custom_artifact_type_reaches_the_next_task_as_its_class(engine):

@@ -136,5 +136,7 @@ def test_the_cli_submits_the_built_in_training_pipeline_with_its_settings_secret
         [secret] = config["secretAsEnv"]
         assert secret["secretName"] == "loopline-settings" and secret["optional"] is True
         assert {p["envVar"] for p in secret["keyToEnv"]} >= {
-            "LOOPLINE_TRACKING_URI", "LOOPLINE_DATABASE_URL", "LOOPLINE_RAY_ADDRESS",
-        }  # fmt: skip
+            "LOOPLINE_TRACKING_URI",
+            "LOOPLINE_DATABASE_URL",
+            "LOOPLINE_RAY_ADDRESS",
+        }

@@ -29,9 +29,12 @@ def test_a_short_interval_deployment_produces_a_completed_flow_run(
 ):
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
     deployment = schedule_prefect(
-        load(chain), settings, interval=timedelta(seconds=5), arguments={"x": 2, "text": "tick"},
+        load(chain),
+        settings,
+        interval=timedelta(seconds=5),
+        arguments={"x": 2, "text": "tick"},
         name="chain-every-5s",
-    )  # fmt: skip
+    )
     monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")  # not 10: the test waits on it
     worker = start_worker(prefect_api, tmp_path / "worker.log")
     try:
@@ -124,8 +127,9 @@ def test_the_flow_runs_a_pipeline_handed_over_as_ir_text(prefect_api, tmp_path, 
     from loopline.pipelines.local.prefect_flow import pipeline_flow
 
     monkeypatch.setenv("LOOPLINE_HOME", str(tmp_path / "home"))
-    outputs = pipeline_flow(pipeline="chain", ir=load(chain).to_yaml(),
-                            arguments={"x": 2, "text": "inline"})  # fmt: skip
+    outputs = pipeline_flow(
+        pipeline="chain", ir=load(chain).to_yaml(), arguments={"x": 2, "text": "inline"}
+    )
     assert outputs, "the pipeline produced no outputs"
 
 

@@ -35,9 +35,11 @@ class Load:
                     return
                 request_id = f"c{client}-{n}"
                 try:
-                    r = http.post(f"{self.urls[n % len(self.urls)]}/predict",
-                                  json={"instances": ROW * 3},
-                                  headers={**self.headers, "X-Request-ID": request_id})  # fmt: skip
+                    r = http.post(
+                        f"{self.urls[n % len(self.urls)]}/predict",
+                        json={"instances": ROW * 3},
+                        headers={**self.headers, "X-Request-ID": request_id},
+                    )
                 except httpx.HTTPError:
                     continue  # that server is gone; the request was never answered
                 if r.status_code == 200:

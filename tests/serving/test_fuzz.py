@@ -27,12 +27,28 @@ def test_fuzzing_predict_and_feedback_finds_no_5xx_and_no_undocumented_answer(se
         assert "requestBody" in operation
         assert {"400", "413", "415", "422"} <= set(operation["responses"])
     result = subprocess.run(
-        [str(VENV_BIN / "schemathesis"), "run", f"{served.url}/docs.json",
-         "--checks", CHECKS, "--include-path-regex", "^/(predict|feedback)$",
-         "--max-time", "15", "--workers", "2", "--report", "junit",
-         "--report-dir", str(tmp_path), "--no-color"],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            str(VENV_BIN / "schemathesis"),
+            "run",
+            f"{served.url}/docs.json",
+            "--checks",
+            CHECKS,
+            "--include-path-regex",
+            "^/(predict|feedback)$",
+            "--max-time",
+            "15",
+            "--workers",
+            "2",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stdout[-6000:]
     assert "passed" in result.stdout.lower(), result.stdout[-2000:]
     json.dumps(document)  # the document itself is valid JSON

@@ -35,9 +35,11 @@ def test_a_keyed_server_needs_its_key_and_every_answer_survives_kill_9(own_setti
     key_file.write_text("s3cret-key\n")
     log_path = tmp_path / "serve.log"
     server = start_server(
-        own_settings, port=free_port(), log_path=log_path,
+        own_settings,
+        port=free_port(),
+        log_path=log_path,
         env={"LOOPLINE_API_KEY_FILE": str(key_file)},
-    )  # fmt: skip
+    )
     server.wait_ready()
     url = f"{server.url}/predict"
     missing = httpx.post(url, json={"instances": ROW})
@@ -73,12 +75,18 @@ def test_loopline_serve_leaves_no_process_when_stopped_or_killed(served, tmp_pat
 
     port = free_port()
     home = tmp_path / "home"
-    env = {**os.environ, "LOOPLINE_HOME": str(home),
-           "LOOPLINE_TRACKING_URI": served.settings.tracking_uri}  # fmt: skip
+    env = {
+        **os.environ,
+        "LOOPLINE_HOME": str(home),
+        "LOOPLINE_TRACKING_URI": served.settings.tracking_uri,
+    }
     process = subprocess.Popen(
         [str(VENV_BIN / "loopline"), "serve", "--port", str(port)],
-        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     lines = []
     for line in process.stderr:
         lines.append(line)

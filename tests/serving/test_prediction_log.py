@@ -61,8 +61,13 @@ def test_one_batch_with_a_reused_id_logs_the_first_and_judges_the_rest_against_i
     """The writer claims a whole batch in one statement; an id twice in one batch (a
     client retrying before its first answer came back) is still logged once."""
     log = PredictionLog(database)
-    batch = [answer("dup", rows=2), answer("dup", rows=2), answer("dup", value=0.7),
-             answer("solo"), answer("dup", rows=2)]  # fmt: skip
+    batch = [
+        answer("dup", rows=2),
+        answer("dup", rows=2),
+        answer("dup", value=0.7),
+        answer("solo"),
+        answer("dup", rows=2),
+    ]
     outcomes = log._write(batch)  # what the writer thread does with one gathered batch
     assert [o.outcome for o in outcomes] == ["new", "replay", "conflict", "new", "replay"]
     assert outcomes[1].stored is batch[0]
@@ -100,10 +105,12 @@ def test_the_writer_reconnects_when_postgresql_drops_its_connection(postgres_url
     log = PredictionLog(database)
     assert log.append(answer("before")).outcome == "new"
     with admin.write() as connection:
-        killed = connection.execute(text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )).scalar()  # fmt: skip
+        killed = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
     assert killed >= 1
     assert log.append(answer("after")).outcome == "new"
     assert log.append(answer("before")).outcome == "replay"
@@ -177,8 +184,9 @@ def test_async_writers_are_woken_per_commit_with_their_own_outcomes(database):
     log = PredictionLog(database)
 
     async def main():
-        tasks = [asyncio.create_task(log.record(answer(f"a{i % 40}", value=i // 40)))
-                 for i in range(80)]  # fmt: skip
+        tasks = [
+            asyncio.create_task(log.record(answer(f"a{i % 40}", value=i // 40))) for i in range(80)
+        ]
         await asyncio.sleep(0)  # every request is queued
         tasks[5].cancel()  # gives up while its commit is under way
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -251,10 +259,16 @@ while True:
 
 def test_acknowledged_predictions_survive_kill_9(database, database_url, tmp_path):
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "LOOPLINE_HOME": str(tmp_path),
-             "LOOPLINE_DATABASE_URL": database_url},
-    )  # fmt: skip
+        [sys.executable, "-c", WRITER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "LOOPLINE_HOME": str(tmp_path),
+            "LOOPLINE_DATABASE_URL": database_url,
+        },
+    )
     acknowledged = [writer.stdout.readline().strip() for _ in range(200)]
     writer.send_signal(signal.SIGKILL)
     writer.wait()

@@ -23,10 +23,13 @@ pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
 def test_two_replicas_one_database_and_a_kill_9_lose_no_acknowledged_answer(
     served, postgres_url, tmp_path
 ):
-    settings = load_settings({
-        "LOOPLINE_HOME": str(tmp_path / "home"), "LOOPLINE_DATABASE_URL": postgres_url,
-        "LOOPLINE_TRACKING_URI": served.settings.tracking_uri,
-    })  # fmt: skip
+    settings = load_settings(
+        {
+            "LOOPLINE_HOME": str(tmp_path / "home"),
+            "LOOPLINE_DATABASE_URL": postgres_url,
+            "LOOPLINE_TRACKING_URI": served.settings.tracking_uri,
+        }
+    )
     open_database(settings, migrate=True).close()  # `loopline db upgrade`, once
     replicas = [
         start_server(settings, port=free_port(), log_path=tmp_path / f"serve-{n}.log")
@@ -70,12 +73,22 @@ def test_rows_committed_out_of_clock_order_are_each_judged_in_exactly_one_window
     def slow_replica() -> None:
         with replica_a.write() as connection:
             first = replica_a.take_numbers(connection.connection.cursor(), "predictions", 5)
-            connection.execute(predictions.insert(), [
-                {"seq": first + i, "request_id": f"a{i}", "item": 0, "ts": time.time() - 10,
-                 "model_version": "1", "inputs": b"\0" * 4, "label": "0",
-                 "probabilities": b"\0" * 8}
-                for i in range(5)
-            ])  # fmt: skip
+            connection.execute(
+                predictions.insert(),
+                [
+                    {
+                        "seq": first + i,
+                        "request_id": f"a{i}",
+                        "item": 0,
+                        "ts": time.time() - 10,
+                        "model_version": "1",
+                        "inputs": b"\0" * 4,
+                        "label": "0",
+                        "probabilities": b"\0" * 8,
+                    }
+                    for i in range(5)
+                ],
+            )
             holding.set()
             release.wait(10)
 

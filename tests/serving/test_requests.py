@@ -8,9 +8,13 @@ from loopline.ml.dataset import DatasetSchema
 from loopline.serving.requests import Limits, RequestError, parse
 
 IMAGE = DatasetSchema(
-    name="digits", kind="image", features=[f"px_{i}" for i in range(4)], classes=["0", "1"],
-    input_shape=[1, 2, 2], value_range=[0.0, 1.0],
-)  # fmt: skip
+    name="digits",
+    kind="image",
+    features=[f"px_{i}" for i in range(4)],
+    classes=["0", "1"],
+    input_shape=[1, 2, 2],
+    value_range=[0.0, 1.0],
+)
 TABLE = DatasetSchema(
     name="t", kind="tabular", features=["age", "income"], classes=["a", "b"], input_shape=[2]
 )

@@ -106,30 +106,120 @@ def _corpus() -> list[tuple[str, dict, int, str]]:
     return [
         ("wrong shape", {"json": {"instances": [good[:10]]}}, 422, "has 10 values; expected 64"),
         ("wrong nesting", {"json": {"instances": [[good]]}}, 422, "is nested as [1, 64]"),
-        ("string for a number", {"json": {"instances": [["a"] * 64]}}, 422, "instances[0][0] is str"),
-        ("NaN", {"content": json.dumps({"instances": [[float("nan")] * 64]}), "headers": as_json}, 422, "NaN is not a number"),
-        ("inf", {"content": b'{"instances": [[Infinity' + b", 0" * 63 + b"]]}", "headers": as_json}, 422, "Infinity is not a number"),
-        ("out of range", {"json": {"instances": [[5.0] * 64]}}, 422, "expected a value in [0.0, 1.0]"),
+        (
+            "string for a number",
+            {"json": {"instances": [["a"] * 64]}},
+            422,
+            "instances[0][0] is str",
+        ),
+        (
+            "NaN",
+            {"content": json.dumps({"instances": [[float("nan")] * 64]}), "headers": as_json},
+            422,
+            "NaN is not a number",
+        ),
+        (
+            "inf",
+            {"content": b'{"instances": [[Infinity' + b", 0" * 63 + b"]]}", "headers": as_json},
+            422,
+            "Infinity is not a number",
+        ),
+        (
+            "out of range",
+            {"json": {"instances": [[5.0] * 64]}},
+            422,
+            "expected a value in [0.0, 1.0]",
+        ),
         ("empty body", {"content": b"", "headers": as_json}, 400, "body is empty"),
-        ("not JSON", {"content": b"{\"instances\": [[0", "headers": as_json}, 400, "not valid JSON"),
-        ("wrong content-type", {"content": b"1,2,3", "headers": {"Content-Type": "text/csv"}}, 415, "must be application/json"),
-        ("over the size limit", {"content": b"[" + b"0," * 600_000 + b"0]", "headers": as_json}, 413, "the limit is 1000000"),
+        ("not JSON", {"content": b'{"instances": [[0', "headers": as_json}, 400, "not valid JSON"),
+        (
+            "wrong content-type",
+            {"content": b"1,2,3", "headers": {"Content-Type": "text/csv"}},
+            415,
+            "must be application/json",
+        ),
+        (
+            "over the size limit",
+            {"content": b"[" + b"0," * 600_000 + b"0]", "headers": as_json},
+            413,
+            "the limit is 1000000",
+        ),
         ("too many instances", {"json": {"instances": [good] * 300}}, 413, "the limit is 256"),
-        ("unknown field", {"json": {"instances": [good], "extra": 1}}, 422, "unknown field(s) extra"),
+        (
+            "unknown field",
+            {"json": {"instances": [good], "extra": 1}},
+            422,
+            "unknown field(s) extra",
+        ),
         ("no instances", {"json": {"inputs": [good]}}, 422, 'must be an object {"instances"'),
-        ("feature object for an image model", {"json": {"instances": [{"px_0": 1}]}}, 422, "must be a list of numbers"),
-        ("truncated PNG", {"content": whole_png[: len(whole_png) // 2], "headers": {"Content-Type": "image/png"}}, 400, "not a readable PNG"),
-        ("not a PNG", {"content": b"GIF89a....", "headers": {"Content-Type": "image/png"}}, 400, "not a readable PNG"),
+        (
+            "feature object for an image model",
+            {"json": {"instances": [{"px_0": 1}]}},
+            422,
+            "must be a list of numbers",
+        ),
+        (
+            "truncated PNG",
+            {"content": whole_png[: len(whole_png) // 2], "headers": {"Content-Type": "image/png"}},
+            400,
+            "not a readable PNG",
+        ),
+        (
+            "not a PNG",
+            {"content": b"GIF89a....", "headers": {"Content-Type": "image/png"}},
+            400,
+            "not a readable PNG",
+        ),
         # The issue's 500s: huge integers, deep nesting, ragged arrays.
-        ("a 400-digit integer", {"content": b'{"instances": [[' + b"9" * 400 + b"]]}", "headers": as_json}, 422, "has 400 digits"),
-        ("a 5000-digit integer", {"content": b'{"instances": [[' + b"9" * 5000 + b"]]}", "headers": as_json}, 422, "has 5000 digits"),
-        ("a 300-character float", {"content": b'{"instances": [[0.' + b"1" * 300 + b"]]}", "headers": as_json}, 422, "written with 302 characters"),
-        ("nested 1,000 deep", {"content": b'{"instances": ' + b"[" * 1000 + b"]" * 1000 + b"}", "headers": as_json}, 422, "nests deeper than 32"),
-        ("nested 10,000 deep", {"content": b'{"instances": ' + b"[" * 10000 + b"]" * 10000 + b"}", "headers": as_json}, 422, "nests deeper than 32"),
-        ("ragged nesting", {"json": {"instances": [[[0.0] * 8] * 7 + [[0.0] * 9]]}}, 422, "instances[0]"),
-        ("a bad request id", {"json": {"instances": [good]}, "headers": {"X-Request-ID": "spaces are not ok"}}, 400, "X-Request-ID must match"),
-        ("a 1 x 16,000,000 PNG", {"content": png(np.zeros((1, 16_000_000))), "headers": {"Content-Type": "image/png"}}, 413, "4096 px a side"),
-    ]  # fmt: skip
+        (
+            "a 400-digit integer",
+            {"content": b'{"instances": [[' + b"9" * 400 + b"]]}", "headers": as_json},
+            422,
+            "has 400 digits",
+        ),
+        (
+            "a 5000-digit integer",
+            {"content": b'{"instances": [[' + b"9" * 5000 + b"]]}", "headers": as_json},
+            422,
+            "has 5000 digits",
+        ),
+        (
+            "a 300-character float",
+            {"content": b'{"instances": [[0.' + b"1" * 300 + b"]]}", "headers": as_json},
+            422,
+            "written with 302 characters",
+        ),
+        (
+            "nested 1,000 deep",
+            {"content": b'{"instances": ' + b"[" * 1000 + b"]" * 1000 + b"}", "headers": as_json},
+            422,
+            "nests deeper than 32",
+        ),
+        (
+            "nested 10,000 deep",
+            {"content": b'{"instances": ' + b"[" * 10000 + b"]" * 10000 + b"}", "headers": as_json},
+            422,
+            "nests deeper than 32",
+        ),
+        (
+            "ragged nesting",
+            {"json": {"instances": [[[0.0] * 8] * 7 + [[0.0] * 9]]}},
+            422,
+            "instances[0]",
+        ),
+        (
+            "a bad request id",
+            {"json": {"instances": [good]}, "headers": {"X-Request-ID": "spaces are not ok"}},
+            400,
+            "X-Request-ID must match",
+        ),
+        (
+            "a 1 x 16,000,000 PNG",
+            {"content": png(np.zeros((1, 16_000_000))), "headers": {"Content-Type": "image/png"}},
+            413,
+            "4096 px a side",
+        ),
+    ]
 
 
 @pytest.mark.parametrize(("case", "request_kwargs", "status", "says"), _corpus())
@@ -205,10 +295,13 @@ def test_png_decoding_never_holds_other_clients(served):
         finished[name] = time.monotonic()
 
     threads = [
-        threading.Thread(target=send, args=(f"png-{i}",),
-                         kwargs={"content": big, "headers": {"Content-Type": "image/png"}})
+        threading.Thread(
+            target=send,
+            args=(f"png-{i}",),
+            kwargs={"content": big, "headers": {"Content-Type": "image/png"}},
+        )
         for i in range(4)
-    ]  # fmt: skip
+    ]
     for thread in threads:
         thread.start()
     time.sleep(0.05)
@@ -222,8 +315,15 @@ def test_feedback_attaches_labels_to_logged_predictions_and_refuses_bad_ones(ser
     answer = post(served.url, {"instances": ROWS[:2].tolist()}, headers={"X-Request-ID": "fb-1"})
     assert answer.status_code == 200
     url = f"{served.url}/feedback"
-    good = httpx.post(url, json={"labels": [
-        {"request_id": "fb-1", "item": 1, "label": "1"}, {"request_id": "nope", "label": "3"}]})  # fmt: skip
+    good = httpx.post(
+        url,
+        json={
+            "labels": [
+                {"request_id": "fb-1", "item": 1, "label": "1"},
+                {"request_id": "nope", "label": "3"},
+            ]
+        },
+    )
     assert good.status_code == 200, good.text
     assert good.json()["stored"] == 1 and good.json()["unknown"] == ["nope#0"]
     bad_class = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "eleven"}]})
@@ -239,6 +339,9 @@ def test_feedback_attaches_labels_to_logged_predictions_and_refuses_bad_ones(ser
     assert as_text.status_code == 415, as_text.text
     top = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "1"}], "why": 1})
     assert top.status_code == 422 and "only 'labels'" in top.json()["error"]
-    deep = httpx.post(url, content=b'{"labels": ' + b"[" * 10000 + b"]" * 10000 + b"}",
-                      headers={"Content-Type": "application/json"})  # fmt: skip
+    deep = httpx.post(
+        url,
+        content=b'{"labels": ' + b"[" * 10000 + b"]" * 10000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert deep.status_code == 422 and "nests deeper" in deep.json()["error"]

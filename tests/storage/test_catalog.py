@@ -50,7 +50,11 @@ def test_semver_is_enforced_against_the_version_below(database):
     publish(catalog, "2.0.0", SCALE)
     publish(catalog, "1.1.1", {**VALUES, **SCALE})  # a fix for 1.x users, after 2.0.0
     assert [str(e.version) for e in catalog.versions("normalize")] == [
-        "1.0.0", "1.1.0", "1.1.1", "2.0.0"]  # fmt: skip
+        "1.0.0",
+        "1.1.0",
+        "1.1.1",
+        "2.0.0",
+    ]
     assert str(catalog.get("normalize", "^1").version) == "1.1.1"
     assert catalog.get("normalize", "1.0.0").changelog == "v1.0.0"  # unchanged by later ones
 

@@ -28,11 +28,21 @@ print("ok")
 def test_concurrent_first_registries_all_succeed(tmp_path):
     go = tmp_path / "go"
     racers = [
-        subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "home"), str(go),
-                          str(tmp_path / f"ready-{n}")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SCRIPT,
+                str(tmp_path / "home"),
+                str(go),
+                str(tmp_path / f"ready-{n}"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(4)
-    ]  # fmt: skip
+    ]
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("ready-*"))) < len(racers):  # all at the line, then go
         assert time.monotonic() < deadline, "the racers did not start"

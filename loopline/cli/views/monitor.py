@@ -36,11 +36,16 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
         table.add_row("drifted features", f"{result.drift['drifted_share']:.0%}")
         prediction = result.drift.get("prediction")
         if prediction:
-            table.add_row("prediction drift", f"{prediction['method']} {prediction['score']:.3g}"
-                          f" ({'drifted' if prediction['drifted'] else 'stable'})")  # fmt: skip
+            table.add_row(
+                "prediction drift",
+                f"{prediction['method']} {prediction['score']:.3g}"
+                f" ({'drifted' if prediction['drifted'] else 'stable'})",
+            )
         if result.quality:
-            table.add_row("accuracy (labelled)", f"{result.quality['accuracy']:.3f} on "
-                          f"{result.quality['rows']} rows")  # fmt: skip
+            table.add_row(
+                "accuracy (labelled)",
+                f"{result.quality['accuracy']:.3f} on {result.quality['rows']} rows",
+            )
         console.print(table)
         for name, path in result.reports.items():  # whole, on their own line, to copy
             console.print(f"  report ({name}): {path}", soft_wrap=True)
@@ -49,7 +54,9 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
     if result.trigger:
         console.print(f"  retraining trigger: {result.trigger}")
     for run in result.retraining:
-        console.print(f"  retraining (trigger {run['trigger_id']}): {run['state']}"
-                      + (f", waiting for {run['waiting_for']}" if run.get("waiting_for") else "")
-                      + (f", v{run['version']}" if run.get("version") else "")
-                      + (f" - {run['error']}" if run.get("error") else ""))  # fmt: skip
+        console.print(
+            f"  retraining (trigger {run['trigger_id']}): {run['state']}"
+            + (f", waiting for {run['waiting_for']}" if run.get("waiting_for") else "")
+            + (f", v{run['version']}" if run.get("version") else "")
+            + (f" - {run['error']}" if run.get("error") else "")
+        )

@@ -73,15 +73,26 @@ def render(status: dict, console: Console) -> None:
     check, retraining = status["last_check"], status["last_retraining"]
     if check:
         summary = check["summary"]
-        table.add_row("last drift check", f"{check['verdict']} on v{check['model_version']}, "
-                      f"{check['rows']} rows, drifted share {summary.get('drifted_share') or 0:.0%}")  # fmt: skip
+        table.add_row(
+            "last drift check",
+            f"{check['verdict']} on v{check['model_version']}, "
+            f"{check['rows']} rows, drifted share {summary.get('drifted_share') or 0:.0%}",
+        )
         if summary.get("reports"):
             table.add_row("drift report", summary["reports"].get("html", ""))
     if retraining:
         result = retraining["result"] or {}
-        table.add_row("last retraining", f"{retraining['state']} (trigger {retraining['id']}"
-                      + (f", v{result['version']}" if result.get("version") else "") + ")")  # fmt: skip
+        table.add_row(
+            "last retraining",
+            f"{retraining['state']} (trigger {retraining['id']}"
+            + (f", v{result['version']}" if result.get("version") else "")
+            + ")",
+        )
     opened = status["open_trigger"]
-    table.add_row("open trigger", f"{opened['state']} (trigger {opened['id']}): "
-                  + "; ".join(opened["reasons"]) if opened else "none")  # fmt: skip
+    table.add_row(
+        "open trigger",
+        f"{opened['state']} (trigger {opened['id']}): " + "; ".join(opened["reasons"])
+        if opened
+        else "none",
+    )
     console.print(table)

@@ -25,8 +25,14 @@ SERVICE_ACCOUNT = "loopline-flow-runs"
 TEMPLATE_FILE = data("infra", "k8s", "base", "prefect", "base-job-template.json")
 HOME = "/var/lib/loopline"
 # The flow itself is light; pipeline tasks train on the Ray cluster.
-DEFAULTS = {"cpu_request": "1", "cpu_limit": "4", "memory_request": "2Gi",
-            "memory_limit": "8Gi", "finished_job_ttl": 86400, "backoff_limit": 0}  # fmt: skip
+DEFAULTS = {
+    "cpu_request": "1",
+    "cpu_limit": "4",
+    "memory_request": "2Gi",
+    "memory_limit": "8Gi",
+    "finished_job_ttl": 86400,
+    "backoff_limit": 0,
+}
 
 
 def base_job_template() -> dict:
@@ -43,24 +49,40 @@ def base_job_template() -> dict:
     pod = job["template"]["spec"]
     # Prefect's default puts these Job fields in the pod spec, which a strict API refuses.
     job.update({key: pod.pop(key) for key in ("completions", "parallelism") if key in pod})
-    pod.update({
-        "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                            "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}],
-    })  # fmt: skip
+    pod.update(
+        {
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}],
+        }
+    )
     container = pod["containers"][0]
     # A list, not "{{ env }}": Prefect prepends the flow run's variables to it.
     container["env"] = [
-        {"name": variable,
-         "valueFrom": {"secretKeyRef": {"name": SETTINGS_SECRET, "key": key, "optional": True}}}
+        {
+            "name": variable,
+            "valueFrom": {"secretKeyRef": {"name": SETTINGS_SECRET, "key": key, "optional": True}},
+        }
         for key, variable in SETTINGS_KEYS.items()
-    ] + [{"name": "LOOPLINE_HOME", "value": HOME}, {"name": "PREFECT_HOME", "value": "/tmp/prefect"}]  # fmt: skip
-    container["securityContext"] = {"allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}}  # fmt: skip
-    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"},
-                                 {"name": "home", "mountPath": HOME}]  # fmt: skip
+    ] + [
+        {"name": "LOOPLINE_HOME", "value": HOME},
+        {"name": "PREFECT_HOME", "value": "/tmp/prefect"},
+    ]
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    container["volumeMounts"] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "home", "mountPath": HOME},
+    ]
     return template
 
 

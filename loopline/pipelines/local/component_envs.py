@@ -101,25 +101,39 @@ def _make(folder: Path, wanted: Requirements) -> None:
 
     uv = find_uv_bin()
     # uv's cache and data (credentials) under the home, not ~/.cache and ~/.local/share.
-    env = {"UV_CACHE_DIR": str(folder.parent / ".uv-cache"),
-           "XDG_DATA_HOME": str(folder.parent / ".uv-data"), **os.environ}  # fmt: skip
-    _uv([uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(folder)],
-        wanted, env)  # fmt: skip
+    env = {
+        "UV_CACHE_DIR": str(folder.parent / ".uv-cache"),
+        "XDG_DATA_HOME": str(folder.parent / ".uv-data"),
+        **os.environ,
+    }
+    _uv(
+        [uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(folder)],
+        wanted,
+        env,
+    )
     python = folder / "bin" / "python"
     indexes = []
     for n, url in enumerate(wanted.index_urls):
         indexes += ["--index-url" if n == 0 else "--extra-index-url", url]
-    _uv([uv, "pip", "install", "--quiet", "--python", str(python), *indexes, *wanted.packages],
-        wanted, env)  # fmt: skip
+    _uv(
+        [uv, "pip", "install", "--quiet", "--python", str(python), *indexes, *wanted.packages],
+        wanted,
+        env,
+    )
     site = Path(
-        subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                       capture_output=True, text=True, check=True).stdout.strip()
-    )  # fmt: skip
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     # After the environment's own packages: loopline's (kfp, its executor, the project).
     own = sysconfig.get_path("purelib")
     (site / "zz_loopline.pth").write_text(f"import site; site.addsitedir({own!r})\n")
-    (folder / READY).write_text(json.dumps({"packages": wanted.packages,
-                                            "index_urls": wanted.index_urls}))  # fmt: skip
+    (folder / READY).write_text(
+        json.dumps({"packages": wanted.packages, "index_urls": wanted.index_urls})
+    )
 
 
 def _uv(command: list[str], wanted: Requirements, env: dict[str, str]) -> None:
@@ -138,9 +152,17 @@ def run_in_env(python: Path, call, env: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         module = Path(tmp) / "component.py"
         module.write_text(call.source)
-        command = [str(python), "-m", "kfp.dsl.executor_main", "--component_module_path",
-                   str(module), "--executor_input", json.dumps(call.executor_input),
-                   "--function_to_execute", call.function]  # fmt: skip
+        command = [
+            str(python),
+            "-m",
+            "kfp.dsl.executor_main",
+            "--component_module_path",
+            str(module),
+            "--executor_input",
+            json.dumps(call.executor_input),
+            "--function_to_execute",
+            call.function,
+        ]
         log = None
         if call.log_path:
             Path(call.log_path).parent.mkdir(parents=True, exist_ok=True)

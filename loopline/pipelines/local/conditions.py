@@ -12,13 +12,24 @@ import ast
 import operator
 import re
 
-_TOKENS = [(r"&&", " and "), (r"\|\|", " or "), (r"!(?!=)", " not "), (r"\btrue\b", "True"),
-           (r"\bfalse\b", "False"), (r"\bnull\b", "None")]  # fmt: skip
+_TOKENS = [
+    (r"&&", " and "),
+    (r"\|\|", " or "),
+    (r"!(?!=)", " not "),
+    (r"\btrue\b", "True"),
+    (r"\bfalse\b", "False"),
+    (r"\bnull\b", "None"),
+]
 _CASTS = {"int": int, "double": float, "string": str, "bool": bool}
 _COMPARE = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
-}  # fmt: skip
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+}
 
 
 class ConditionError(ValueError):

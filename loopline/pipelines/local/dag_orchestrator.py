@@ -220,8 +220,10 @@ def _collect(nodes: list[Node]) -> Outputs:
     """``dsl.Collected``: each output of a loop's body becomes the list over iterations."""
     collected = Outputs()
     for node in nodes:
-        for target, outputs in ((collected.parameters, node.outputs.parameters),
-                                (collected.artifacts, node.outputs.artifacts)):  # fmt: skip
+        for target, outputs in (
+            (collected.parameters, node.outputs.parameters),
+            (collected.artifacts, node.outputs.artifacts),
+        ):
             for key, value in outputs.items():
                 into = target.setdefault(key, Collected())
                 if isinstance(value, Collected):  # from a loop inside this one: one flat

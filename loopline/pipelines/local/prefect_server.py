@@ -80,14 +80,23 @@ def ensure(settings: Settings) -> HomeServer:
         (folder / STATE).unlink(missing_ok=True)
         engine_env.prepare_logs(settings)
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "loopline.pipelines.local.prefect_server", "--home", str(settings.home),
-             "--port", str(_port(settings.prefect.port)), "--idle", str(settings.prefect.idle_s)],
+            [
+                sys.executable,
+                "-m",
+                "loopline.pipelines.local.prefect_server",
+                "--home",
+                str(settings.home),
+                "--port",
+                str(_port(settings.prefect.port)),
+                "--idle",
+                str(settings.prefect.idle_s),
+            ],
             env={**os.environ, **engine_env.engine_environment(settings), "PREFECT_API_URL": ""},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(settings.logs / "prefect-server.log", "ab"),  # noqa: SIM115 - the child's
             start_new_session=True,  # outlives this command; it stops itself when idle
-        )  # fmt: skip
+        )
         return _wait_started(settings, supervisor)
 
 
@@ -239,8 +248,11 @@ def _supervise(home: Path, port: int, idle: float) -> int:
                 last_active = time.time()
             last_active = max(last_active, _mtime(folder / LEASES / ".last"))
             if time.time() - last_active > idle > 0:
-                print(f"no loopline command used the server for {idle:.0f} s; stopping",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"no loopline command used the server for {idle:.0f} s; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 break
     finally:
         with contextlib.suppress(OSError):

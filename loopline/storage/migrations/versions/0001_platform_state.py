@@ -80,9 +80,13 @@ def upgrade() -> None:
         sa.Column("run_ref", sa.Text),
     )
     op.create_index(
-        "triggers_one_open_per_model", "triggers", ["model_name"], unique=True,
-        sqlite_where=OPEN, postgresql_where=OPEN,
-    )  # fmt: skip
+        "triggers_one_open_per_model",
+        "triggers",
+        ["model_name"],
+        unique=True,
+        sqlite_where=OPEN,
+        postgresql_where=OPEN,
+    )
 
 
 def downgrade() -> None:
