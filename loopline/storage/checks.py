@@ -15,6 +15,9 @@ import json
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+
 from loopline.storage.database import Database
 from loopline.storage.tables import OPEN_TRIGGER_STATES, checks, triggers
 
@@ -43,7 +46,6 @@ class MonitorState:
     # -- checks -------------------------------------------------------------------------
 
     def last_check(self, model_name: str) -> dict | None:
-        from sqlalchemy import select
 
         with self.database.read() as connection:
             row = (
@@ -94,7 +96,6 @@ class MonitorState:
     ) -> tuple[Trigger, str]:
         """A new pending trigger (``"new"``), or the model's open one with these reasons
         added (``"joined"``): one drift episode, one retraining."""
-        from sqlalchemy.exc import IntegrityError
 
         for _ in range(3):
             try:
@@ -104,7 +105,6 @@ class MonitorState:
         raise RuntimeError(f"could not record a trigger for {model_name}")
 
     def _raise(self, model_name, version, first_seq, reasons, report) -> tuple[Trigger, str]:
-        from sqlalchemy import select
 
         now = time.time()
         with self.database.write() as connection:
@@ -146,7 +146,6 @@ class MonitorState:
     def claim(self, trigger_id: int, owner: str, lease_s: float) -> bool:
         """Take a pending trigger, or a running one whose lease expired; exactly one
         caller gets True."""
-        from sqlalchemy import and_, or_
 
         now = time.time()
         with self.database.write() as connection:
@@ -205,7 +204,6 @@ class MonitorState:
             return self._get(connection, trigger_id)
 
     def triggers(self, model_name: str, state: str | None = None) -> list[Trigger]:
-        from sqlalchemy import select
 
         query = select(triggers).where(triggers.c.model_name == model_name)
         if state is not None:
@@ -216,7 +214,6 @@ class MonitorState:
 
     def trigger_counts(self, model_name: str) -> dict[str, int]:
         """How many of the model's triggers are in each state."""
-        from sqlalchemy import func, select
 
         query = (
             select(triggers.c.state, func.count())
@@ -232,7 +229,6 @@ class MonitorState:
 
     def last_finished(self, model_name: str) -> float | None:
         """When the model's latest retraining ended (for the cooldown)."""
-        from sqlalchemy import func, select
 
         with self.database.read() as connection:
             return connection.execute(
@@ -252,7 +248,6 @@ class MonitorState:
 
     @staticmethod
     def _get(connection, trigger_id: int) -> Trigger | None:
-        from sqlalchemy import select
 
         row = (
             connection.execute(select(triggers).where(triggers.c.id == trigger_id))

@@ -21,6 +21,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
 from loopline.core.errors import UsageError
 from loopline.core.package import data
 from loopline.core.settings import Settings, SettingsError, sqlite_path
@@ -41,9 +45,6 @@ class SchemaError(UsageError):
 
 class Database:
     def __init__(self, url: str, *, read_only: bool = False):
-        from sqlalchemy import create_engine, event
-        from sqlalchemy.engine import make_url
-
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
         self.migrated: tuple[str | None, str] | None = None  # (before, after) of an upgrade
@@ -85,11 +86,8 @@ class Database:
         )
 
     def _insert(self, table: Table):
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        return insert(table)
+        dialect = sqlite if self.dialect == "sqlite" else postgresql
+        return dialect.insert(table)
 
     @contextlib.contextmanager
     def driver_write(self, connection) -> Iterator:
@@ -134,8 +132,6 @@ class Database:
 
     def revision(self) -> str | None:
         """The schema revision the database holds; None when it has no loopline tables."""
-        from sqlalchemy import inspect, text
-
         with self.read() as connection:
             if not inspect(connection).has_table("alembic_version"):
                 return None
@@ -144,9 +140,8 @@ class Database:
     def upgrade(self) -> tuple[str | None, str]:
         """Migrate to this code's schema; (revision before, after). Concurrent callers
         take turns (SQLite's write lock, PostgreSQL's advisory lock)."""
-        from alembic import command
+        from alembic import command  # only a migrating process pays for Alembic
         from alembic.config import Config
-        from sqlalchemy import text
 
         before = self.revision()
         _refuse_newer(before, self.shown)

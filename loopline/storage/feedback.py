@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import case, func, select, tuple_
 
 from loopline.storage.database import Database
 from loopline.storage.tables import feedback, predictions
@@ -32,7 +33,6 @@ class FeedbackStore:
     def attach(self, labels: list[Label]) -> dict:
         """Store labels of logged predictions; return counts and the labels whose
         prediction was never logged (reported, not stored)."""
-        from sqlalchemy import select, tuple_
 
         now = time.time()
         wanted = sorted({(lb.request_id, lb.item) for lb in labels})
@@ -69,7 +69,6 @@ class FeedbackStore:
     ) -> tuple[int, int]:
         """How many predictions numbered ``after < seq <= upto`` have a label, and how many
         of those were right: counted in the database, whatever the window's length."""
-        from sqlalchemy import case, func, select
 
         right = func.coalesce(
             func.sum(case((predictions.c.label == feedback.c.label, 1), else_=0)), 0
@@ -96,7 +95,6 @@ class FeedbackStore:
     def labelled(self, after: int = 0, upto: int | None = None) -> pd.DataFrame:
         """Logged predictions numbered ``after < seq <= upto`` that have a label, with
         their inputs (decoded), the served label (``prediction``) and the true ``label``."""
-        from sqlalchemy import select
 
         query = (
             select(

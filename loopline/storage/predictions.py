@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import func, select
 
 from loopline.storage.database import Database
 from loopline.storage.tables import predictions
@@ -169,20 +170,17 @@ class PredictionLog:
                 cursor.close()
 
     def count(self) -> int:
-        from sqlalchemy import func, select
 
         with self.database.read() as connection:
             return connection.execute(select(func.count()).select_from(predictions)).scalar()
 
     def last_seq(self) -> int:
         """The number of the newest committed prediction (0 when there is none)."""
-        from sqlalchemy import func, select
 
         with self.database.read() as connection:
             return connection.execute(select(func.max(predictions.c.seq))).scalar() or 0
 
     def count_window(self, after: int, upto: int, *, model_version: str | None = None) -> int:
-        from sqlalchemy import func, select
 
         query = (
             select(func.count())
@@ -198,7 +196,6 @@ class PredictionLog:
         self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
     ):
         """Predictions numbered ``after < seq <= upto``, oldest first, inputs decoded."""
-        from sqlalchemy import select
 
         query = select(predictions).where(predictions.c.seq > after).order_by(predictions.c.seq)
         if upto is not None:
