@@ -1,7 +1,9 @@
 """The one place that turns an exception into a message and an exit code.
 
 Exit codes (scripts rely on them): 0 success; 1 the work failed (a pipeline, a server);
-2 a usage or configuration error (:class:`loopline.core.errors.UsageError`, or a bad flag).
+2 a usage or configuration error (a bad flag, or a :class:`loopline.core.errors.UsageError`).
+A :class:`loopline.core.errors.LooplineError` carries its own code; any other exception
+is a failure of the work.
 A traceback goes to ``LOOPLINE_HOME/logs/errors.log``, and to the terminal with
 ``--verbose``; the terminal always gets the message and where the details are.
 """
@@ -19,11 +21,10 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from loopline.cli.options import console, first_line, verbose
-from loopline.core.errors import UsageError
+from loopline.core.errors import LooplineError
 from loopline.core.settings import read as read_setting
 
-USAGE = 2
-FAILED = 1
+FAILED = 1  # anything that is not a LooplineError is a failure of the work
 
 
 def handled(command: Callable) -> Callable:
@@ -38,22 +39,29 @@ def handled(command: Callable) -> Callable:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
-        except UsageError as exc:
+        except LooplineError as exc:
+            if exc.exit_code == FAILED:
+                _failed(exc, kwargs.get("ctx"))
             console.print(f"[red]error[/]: {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(USAGE) from None
+            raise typer.Exit(exc.exit_code) from None
         except Exception as exc:
-            where = _record(exc)
-            console.print(
-                f"[red]error[/]: {escape(type(exc).__name__)}: {escape(first_line(str(exc)))}",
-                soft_wrap=True,
-            )
-            if verbose(kwargs.get("ctx")):
-                console.print(escape("".join(traceback.format_exception(exc))), soft_wrap=True)
-            elif where:
-                console.print(f"details: {where} (or run again with --verbose)", soft_wrap=True)
-            raise typer.Exit(FAILED) from None
+            _failed(exc, kwargs.get("ctx"))
 
     return wrapper
+
+
+def _failed(exc: Exception, ctx) -> None:
+    """The work failed: its first line, and the traceback in the log (or on screen)."""
+    where = _record(exc)
+    console.print(
+        f"[red]error[/]: {escape(type(exc).__name__)}: {escape(first_line(str(exc)))}",
+        soft_wrap=True,
+    )
+    if verbose(ctx):
+        console.print(escape("".join(traceback.format_exception(exc))), soft_wrap=True)
+    elif where:
+        console.print(f"details: {where} (or run again with --verbose)", soft_wrap=True)
+    raise typer.Exit(FAILED) from None
 
 
 def _record(exc: BaseException) -> Path | None:

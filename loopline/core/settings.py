@@ -32,7 +32,15 @@ class SettingsError(UsageError):
 
 DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-SWITCH = {"auto": None, "on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+SWITCH = {
+    "auto": None,
+    "on": True,
+    "true": True,
+    "1": True,
+    "off": False,
+    "false": False,
+    "0": False,
+}
 GATE_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
 
 

@@ -184,7 +184,9 @@ def _bootstrap(score, truth, challenger, champion, num_classes: int, alpha: floa
     return p_value, [low, high]
 
 
-def _describe(policy: GateSettings, evidence: Comparison, champion_version: str, better: bool) -> str:
+def _describe(
+    policy: GateSettings, evidence: Comparison, champion_version: str, better: bool
+) -> str:
     verdict = "is significantly better than" if better else "is not significantly better than"
     return (
         f"challenger {policy.metric} {evidence.challenger:.4f} {verdict} champion "

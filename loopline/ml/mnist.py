@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loopline.core.errors import LooplineError
+
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 # MD5 sums published with the dataset (the same ones torchvision checks).
 FILES: dict[str, str] = {
@@ -22,7 +24,7 @@ FILES: dict[str, str] = {
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class IdxError(ValueError):
+class IdxError(LooplineError, ValueError):
     """An IDX file is corrupt, truncated or fails its checksum."""
 
 

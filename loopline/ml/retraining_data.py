@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.core import lineage
+from loopline.core.errors import LooplineError
 from loopline.core.layout import GUARDRAIL, INPUT_SCHEMA, REFERENCE, TRIGGER
 from loopline.core.settings import Settings
 from loopline.ml.dataset import LABEL, DatasetSchema, Split, write_dataset
@@ -24,7 +25,7 @@ from loopline.storage.registry import Registry
 MIN_LABELLED = 20
 
 
-class RetrainingDataError(ValueError):
+class RetrainingDataError(LooplineError, ValueError):
     """Not enough labelled data to retrain on, or no champion to start from."""
 
 

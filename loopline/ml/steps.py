@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loopline.core import lineage
+from loopline.core.errors import LooplineError
 from loopline.core.layout import (
     DECISION,
     ERROR,
@@ -369,7 +370,7 @@ def _gate(settings: Settings, registry, champion, model: Path, dataset: Path, ch
     )  # fmt: skip
 
 
-class _Incomparable(Exception):
+class _Incomparable(LooplineError):
     """The champion cannot be scored on this data."""
 
 

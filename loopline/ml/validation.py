@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loopline.core.errors import LooplineError
 from loopline.ml.dataset import LABEL, SPLITS, DatasetSchema, read_frame, read_schema
 
 
@@ -33,7 +34,7 @@ class CheckResult:
     details: list[str] = field(default_factory=list)
 
 
-class DataValidationError(RuntimeError):
+class DataValidationError(LooplineError, RuntimeError):
     """One or more data checks failed; the message lists each with its counts."""
 
     def __init__(self, failures: list[CheckResult]):

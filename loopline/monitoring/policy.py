@@ -98,7 +98,9 @@ def parse_policy(raw: dict, where: str = "the policy") -> Policy:
         values["triggers"] = tuple(triggers)
     if "retrain_engine" in raw:
         if raw["retrain_engine"] not in RETRAIN_ENGINES:
-            raise PolicyError(f"{where}: retrain_engine must be one of {', '.join(RETRAIN_ENGINES)}.")
+            raise PolicyError(
+                f"{where}: retrain_engine must be one of {', '.join(RETRAIN_ENGINES)}."
+            )
         values["retrain_engine"] = raw["retrain_engine"]
     if raw.get("alert_url"):
         values["alert_url"] = str(raw["alert_url"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from loopline.core.errors import LooplineError
 from loopline.core.package import installed_root, requirements
 from loopline.core.settings import Settings
 from loopline.serving.server import SERVICE
@@ -30,7 +31,7 @@ class BuiltBento:
     model_version: str
 
 
-class PackageError(RuntimeError):
+class PackageError(LooplineError, RuntimeError):
     """Nothing to package (no champion, unknown version)."""
 
 

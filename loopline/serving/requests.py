@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from loopline.core.errors import UsageError
 from loopline.ml.dataset import DatasetSchema
 
 
-class RequestError(ValueError):
+class RequestError(UsageError):
     """A request the service refuses; ``status`` is the HTTP code to answer with."""
 
     def __init__(self, status: int, message: str):

@@ -30,6 +30,7 @@ from starlette.routing import request_response
 from starlette.types import ASGIApp
 
 from loopline.core import processes
+from loopline.core.errors import LooplineError
 from loopline.core.settings import load_settings
 from loopline.serving.auth import HEADER, load_api_key
 from loopline.serving.batcher import Batcher
@@ -81,12 +82,15 @@ class _API(FastAPI):
 api = _API(title="loopline prediction API", docs_url=None, redoc_url=None)
 
 
-class Unavailable(Exception):
+class Unavailable(LooplineError):
     """The model server has no model to answer with (yet)."""
 
 
 @bentoml.service(
-    name="loopline", workers=OPTIONS.api_workers, traffic={"timeout": 60}, tracing=bentoml_tracing(OPTIONS)
+    name="loopline",
+    workers=OPTIONS.api_workers,
+    traffic={"timeout": 60},
+    tracing=bentoml_tracing(OPTIONS),
 )
 @bentoml.asgi_app(api, path="/")
 class Predictor:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import func, select
 
+from loopline.core.errors import LooplineError
 from loopline.storage.database import Database
 from loopline.storage.tables import predictions
 
@@ -100,7 +101,7 @@ def digest(inputs: np.ndarray) -> str:
     return hashlib.sha256(str(rows.shape).encode() + rows.tobytes()).hexdigest()
 
 
-class ConnectionLost(RuntimeError):
+class ConnectionLost(LooplineError, RuntimeError):
     """The writer's database connection ended (a restart, an idle timeout)."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
+from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings, sqlite_path
 
 CHAMPION = "champion"
@@ -32,7 +33,7 @@ CONTENT_TAG = "loopline.content_hash"
 HISTORY_TAG = "loopline.champion_history"  # the versions that held the alias, oldest first
 
 
-class RegistryError(RuntimeError):
+class RegistryError(LooplineError, RuntimeError):
     """A registry operation that cannot be done (e.g. no earlier champion to roll back to)."""
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from loopline.core.errors import LooplineError
+
 ENVS = "envs"
 READY = ".ready"
 KFP_ITSELF = ("kfp", "typing-extensions")  # the executor comes from loopline's own kfp
@@ -78,7 +80,7 @@ def _name(requirement: str) -> str:
 _VALUED = {"--index-url", "--extra-index-url", "--trusted-host", "-i", "-c", "-r", "--target"}
 
 
-class InstallError(RuntimeError):
+class InstallError(LooplineError, RuntimeError):
     """uv could not install a component's packages; the message names them."""
 
 

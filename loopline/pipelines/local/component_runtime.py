@@ -31,6 +31,7 @@ from pathlib import Path
 from threading import Lock
 from typing import Protocol
 
+from loopline.core.errors import LooplineError
 from loopline.pipelines.ir import EXECUTOR_MODULE
 
 
@@ -147,7 +148,7 @@ class Runtime(Protocol):
         """Stop whatever the runtime started."""
 
 
-class ComponentExit(RuntimeError):
+class ComponentExit(LooplineError, RuntimeError):
     """A component called ``sys.exit`` with a failure code."""
 
 

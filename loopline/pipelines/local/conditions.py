@@ -12,6 +12,8 @@ import ast
 import operator
 import re
 
+from loopline.core.errors import LooplineError
+
 _TOKENS = [
     (r"&&", " and "),
     (r"\|\|", " or "),
@@ -32,7 +34,7 @@ _COMPARE = {
 }
 
 
-class ConditionError(ValueError):
+class ConditionError(LooplineError, ValueError):
     """A trigger condition uses syntax outside the supported subset."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from threading import BoundedSemaphore
 from typing import Any
 
+from loopline.core.errors import LooplineError
 from loopline.pipelines.ir import PipelineIR
 from loopline.pipelines.local import component_runtime
 from loopline.pipelines.local.cache import TaskCache
@@ -45,7 +46,7 @@ log = logging.getLogger("loopline.run")
 TaskWrapper = Callable[[str, dict, Callable[..., Outputs]], Callable[..., Outputs]]
 
 
-class PipelineFailed(RuntimeError):
+class PipelineFailed(LooplineError, RuntimeError):
     """A task failed; the message names the task and its error."""
 
     def __init__(self, task: str, error: BaseException):
