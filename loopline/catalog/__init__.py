@@ -17,16 +17,18 @@ import contextlib
 import functools
 from collections.abc import Iterator
 
+from loopline.catalog.interface import interface, refuse_understated
+from loopline.catalog.lock import active
+from loopline.catalog.references import parse_reference
 from loopline.core.settings import Settings, load_settings
+from loopline.storage.catalog import Catalog
+from loopline.storage.database import open_database
 
 
 def load(reference: str, settings: Settings | None = None):
     """The component ``name@range`` (``normalize@^1.2``; a bare name is the newest) as a
     KFP component. Inside ``loopline compile`` or ``run``, the pipeline's lock file pins it."""
     from kfp import components
-
-    from loopline.catalog.lock import active
-    from loopline.catalog.references import parse_reference
 
     name, wanted = parse_reference(reference)
     pinning = active()
@@ -41,9 +43,6 @@ def load(reference: str, settings: Settings | None = None):
 @contextlib.contextmanager
 def opened(settings: Settings) -> Iterator:
     """The catalog in ``settings``' database, migrated to this code's schema first."""
-    from loopline.storage.catalog import Catalog
-    from loopline.storage.database import open_database
-
     database = open_database(settings, migrate=True)
     try:
         yield Catalog(database)
@@ -54,8 +53,6 @@ def opened(settings: Settings) -> Iterator:
 def publish_checked(store, folder, version, report, *, changelog: str = "", owner=None):
     """Store a component whose checks ``report`` passed, as ``version`` (a Version)."""
     import yaml
-
-    from loopline.catalog.interface import interface, refuse_understated
 
     new = interface(yaml.safe_load(report.component_yaml))
     return store.publish(

@@ -11,10 +11,14 @@ import ast
 import functools
 import uuid
 
+from loopline import catalog
+from loopline.catalog import checks, page
 from loopline.catalog.folder import ComponentFolder, component_functions
 from loopline.core.images import VERSION
 from loopline.core.package import installed_root
+from loopline.core.semver import Version
 from loopline.core.settings import Settings
+from loopline.storage.catalog import CatalogError
 
 OWNER = "loopline platform team"
 # module file -> {function: task name in the training pipeline}
@@ -80,10 +84,6 @@ class _Example:
 def publish(settings: Settings, engine=None) -> list[tuple[str, str]]:
     """Check and publish every built-in at loopline's version; (name, outcome) each. A
     version already published with the same source is left as it is, unchecked."""
-    from loopline import catalog
-    from loopline.catalog import page
-    from loopline.core.semver import Version
-
     with catalog.opened(settings) as store:
         found = folders(settings, engine)
         done = {f.name: _published(store, f) for f in found}
@@ -105,8 +105,6 @@ def publish(settings: Settings, engine=None) -> list[tuple[str, str]]:
 
 
 def _published(store, folder: ComponentFolder) -> bool:
-    from loopline.storage.catalog import CatalogError
-
     try:
         entry = store.get(folder.name, VERSION)
     except CatalogError:
@@ -120,9 +118,6 @@ def _published(store, folder: ComponentFolder) -> bool:
 
 
 def _checked(folder: ComponentFolder, settings: Settings, engine):
-    from loopline.catalog import checks
-    from loopline.storage.catalog import CatalogError
-
     report = checks.check(folder, settings, engine=engine)
     if not report.passed:
         failed = ", ".join(f"{r.name}: {r.message}" for r in report.failures())

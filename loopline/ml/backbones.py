@@ -116,8 +116,9 @@ class ResNetClassifier(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False)  # fmt: skip
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+            )
         return (x - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

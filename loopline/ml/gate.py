@@ -201,8 +201,16 @@ def _describe(
 
 
 def _classes(*sets: Rows | None) -> int:
-    return int(max(int(np.max(a)) for r in sets if r is not None for a in
-                   (r.truth, r.challenger, r.champion) if len(a)) + 1)  # fmt: skip
+    return int(
+        max(
+            int(np.max(a))
+            for r in sets
+            if r is not None
+            for a in (r.truth, r.challenger, r.champion)
+            if len(a)
+        )
+        + 1
+    )
 
 
 def _confusion(truth: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:

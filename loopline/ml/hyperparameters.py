@@ -69,10 +69,14 @@ def with_hyperparameters(**defaults: Any):
         signature = inspect.signature(func)
         own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
         added = [
-            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                              default=defaults.get(p.name, p.default), annotation=p.type)
+            inspect.Parameter(
+                p.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=defaults.get(p.name, p.default),
+                annotation=p.type,
+            )
             for p in PARAMETERS
-        ]  # fmt: skip
+        ]
         signature = signature.replace(parameters=own + added)
 
         @functools.wraps(func)

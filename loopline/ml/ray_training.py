@@ -3,6 +3,9 @@
 Local Ray by default (``ray.init()``); ``LOOPLINE_RAY_ADDRESS``/``RAY_ADDRESS`` points at a
 cluster. A run's name is derived from its inputs, so rerunning a killed training resumes
 from the last checkpoint Ray Train recorded under the same storage path and name.
+
+Ray is imported where it is used: importing it costs seconds, and a training that runs
+in-process (the default on one machine) never needs it.
 """
 
 from __future__ import annotations

@@ -86,10 +86,12 @@ def assemble_step(
         "trigger": trigger,
     }
     summary["lineage"] = lineage.record(
-        out, run_id=str(trigger.get("run_id", "")), step="assemble",
+        out,
+        run_id=str(trigger.get("run_id", "")),
+        step="assemble",
         inputs={"champion": champion.tags.get("loopline.content_hash", champion.version)},
         parameters={"since": since, "test_fraction": test_fraction, "trigger": trigger},
-    )  # fmt: skip
+    )
     return summary
 
 
@@ -127,8 +129,10 @@ def _splits(
     n_val_ref = max(1, int(len(reference) * 0.15))
     val = pd.concat([val_new, reference[:n_val_ref]])
     train = pd.concat([train_new, reference[n_val_ref:]]).sample(frac=1.0, random_state=seed)
-    return {name: _split(frame, schema) for name, frame in
-            (("train", train), ("val", val), ("test", test))}  # fmt: skip
+    return {
+        name: _split(frame, schema)
+        for name, frame in (("train", train), ("val", val), ("test", test))
+    }
 
 
 def _split(frame: pd.DataFrame, schema: DatasetSchema) -> Split:

@@ -224,8 +224,12 @@ def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> N
 
     schema = read_schema(dataset)
     if spec is not None and spec.normalization:
-        schema.preprocessing = {"value_range": spec.value_range, "input_size": spec.input_size,
-                                "channels": 3, "normalization": spec.normalization}  # fmt: skip
+        schema.preprocessing = {
+            "value_range": spec.value_range,
+            "input_size": spec.input_size,
+            "channels": 3,
+            "normalization": spec.normalization,
+        }
     (out / INPUT_SCHEMA).write_text(schema.to_json())
     sample_rows(dataset, "train", REFERENCE_ROWS, seed).to_parquet(out / REFERENCE, index=False)
     # This run's test rows, plus the guardrail a retraining inherited from its champion.
@@ -324,13 +328,28 @@ def register_step(
         from loopline.ml.gate import GateDecision
 
         decision = GateDecision(
-            False, settings.gate.metric, asdict(settings.gate), challenger[settings.gate.metric],
+            False,
+            settings.gate.metric,
+            asdict(settings.gate),
+            challenger[settings.gate.metric],
             champion.version,
-            reasons=[f"same files as v{existing.version} (already registered); "
-                     f"champion stays v{champion.version}"],
-        )  # fmt: skip
-        return _record_decision(out, run_id, model_name, existing.version, decision,
-                                challenger, training, model_lineage, evaluation, settings)  # fmt: skip
+            reasons=[
+                f"same files as v{existing.version} (already registered); "
+                f"champion stays v{champion.version}"
+            ],
+        )
+        return _record_decision(
+            out,
+            run_id,
+            model_name,
+            existing.version,
+            decision,
+            challenger,
+            training,
+            model_lineage,
+            evaluation,
+            settings,
+        )
     from loopline.storage.registry import Registry
 
     registry = Registry(settings)
@@ -346,8 +365,18 @@ def register_step(
     registry.set_tags(model_name, version.version, _decision_tags(decision))
     if decision.promote:
         registry.promote(model_name, version.version)
-    return _record_decision(out, run_id, model_name, version.version, decision, challenger,
-                            training, model_lineage, evaluation, settings)  # fmt: skip
+    return _record_decision(
+        out,
+        run_id,
+        model_name,
+        version.version,
+        decision,
+        challenger,
+        training,
+        model_lineage,
+        evaluation,
+        settings,
+    )
 
 
 def _gate(settings: Settings, registry, champion, model: Path, dataset: Path, challenger: dict):
@@ -362,12 +391,21 @@ def _gate(settings: Settings, registry, champion, model: Path, dataset: Path, ch
     try:
         evidence, guardrail, classes = _predictions(registry, champion, model, dataset)
     except _Incomparable as exc:
-        return decide(policy, challenger_score=score, evidence=None,
-                      champion_version=champion.version, incompatible=str(exc))  # fmt: skip
+        return decide(
+            policy,
+            challenger_score=score,
+            evidence=None,
+            champion_version=champion.version,
+            incompatible=str(exc),
+        )
     return decide(
-        policy, challenger_score=score, evidence=evidence, guardrail=guardrail,
-        champion_version=champion.version, num_classes=classes,
-    )  # fmt: skip
+        policy,
+        challenger_score=score,
+        evidence=evidence,
+        guardrail=guardrail,
+        champion_version=champion.version,
+        num_classes=classes,
+    )
 
 
 class _Incomparable(LooplineError):
@@ -446,8 +484,18 @@ def _decision_tags(decision) -> dict[str, str]:
     }
 
 
-def _record_decision(out, run_id, model_name, version, decision, challenger, training,
-                     model_lineage, evaluation: Path, settings: Settings) -> dict:  # fmt: skip
+def _record_decision(
+    out,
+    run_id,
+    model_name,
+    version,
+    decision,
+    challenger,
+    training,
+    model_lineage,
+    evaluation: Path,
+    settings: Settings,
+) -> dict:
     result = {
         "model_name": model_name,
         "version": version,

@@ -51,9 +51,14 @@ def owners(sizes: list[int], world: int) -> list[int]:
 
 
 def chunks(
-    folder: Path, split: str, schema: DatasetSchema, *, rank: int = 0, world: int = 1,
+    folder: Path,
+    split: str,
+    schema: DatasetSchema,
+    *,
+    rank: int = 0,
+    world: int = 1,
     chunk_rows: int = CHUNK_ROWS,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """This rank's chunks of a split: (features float32, labels int64).
 
     Whole row groups are read, one at a time (pyarrow's batch iterator holds on to
@@ -73,8 +78,9 @@ def chunks(
                 parquet.read_row_group(group, columns=columns, use_threads=False),
             )
         part = table.slice(start, size)
-        x = np.column_stack([part.column(i).to_numpy(zero_copy_only=False)
-                             for i in range(len(schema.features))]).astype(np.float32)  # fmt: skip
+        x = np.column_stack(
+            [part.column(i).to_numpy(zero_copy_only=False) for i in range(len(schema.features))]
+        ).astype(np.float32)
         y = part.column(len(schema.features)).to_numpy(zero_copy_only=False).astype(np.int64)
         yield x, y
 
@@ -93,8 +99,16 @@ def _layout(meta, chunk_rows: int) -> list[tuple[int, int, int]]:
 class TrainStream(IterableDataset):
     """Shuffled batches of this rank's share of the train split, the same count per rank."""
 
-    def __init__(self, folder: Path, schema: DatasetSchema, batch_size: int, *, rank: int,
-                 world: int, seed: int):  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        schema: DatasetSchema,
+        batch_size: int,
+        *,
+        rank: int,
+        world: int,
+        seed: int,
+    ):
         self.folder, self.schema, self.batch_size = Path(folder), schema, batch_size
         self.rank, self.world, self.seed, self.epoch = rank, world, seed, 0
         sizes = chunk_sizes(split_path(folder, "train"))

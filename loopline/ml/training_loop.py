@@ -25,12 +25,23 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm import tqdm
 
 from loopline.core import progress
+from loopline.ml import streaming
 from loopline.ml.augment import random_affine
+from loopline.ml.backbones import STAGES
 from loopline.ml.dataset import DatasetSchema, read_schema, read_split
 from loopline.ml.model_spec import BACKBONES, ModelSpec, default_arch
 from loopline.ml.models import build_model
+from loopline.ml.transfer import (
+    Weights,
+    frozen_stages,
+    load_backbone,
+    parameter_groups,
+    set_frozen,
+)
+from loopline.ml.transfer import read_state as read_weights
 from loopline.ml.weights import save_weights, unwrap
 
 STATE = "state.json"
@@ -215,8 +226,6 @@ def _train_epoch(
 ) -> tuple[float, float, int]:
     model.train()
     if frozen is not None:  # a backbone: () unfreezes what a probe epoch froze
-        from loopline.ml.transfer import set_frozen
-
         set_frozen(unwrap(model), frozen)
     total_loss = correct = seen = 0.0
     for x, y in loader:
@@ -267,20 +276,15 @@ class _Transfer:
         self.arch = spec.arch
         if not self.backbone:
             return
-        from loopline.ml.backbones import STAGES
-        from loopline.ml.transfer import frozen_stages
-
         self.after_probe = frozen_stages(config.freeze)
         self.all = STAGES
 
     def load(self, model: nn.Module) -> None:
         if not (self.backbone and self.config.pretrained):
             return
-        from loopline.ml.transfer import Weights, load_backbone, read_state
-
         path = Path(self.config.pretrained)  # resolved to a local file by the caller
         weights = Weights(path, self.config.pretrained, "")
-        load_backbone(model, read_state(weights), weights, self.arch)
+        load_backbone(model, read_weights(weights), weights, self.arch)
 
     @property
     def freezes(self) -> bool:
@@ -294,22 +298,19 @@ class _Transfer:
     def groups(self, model: nn.Module, lr: float):
         if not self.backbone:
             return model.parameters()
-        from loopline.ml.transfer import parameter_groups
-
         return parameter_groups(model, lr, self.config.backbone_lr_scale)
 
 
 def _data(config: TrainConfig, data_dir: Path, schema: DatasetSchema, session: TrainSession):
     """The train batches (with ``set_epoch``) and a callable giving this rank's validation
     batches: read whole, or streamed from Parquet when they would not fit the budget."""
-    from loopline.ml import streaming
-
     rank, world = session.rank, session.world_size
     budget = config.memory_mb * 2**20
     size = sum(streaming.in_memory_bytes(data_dir, s, schema) for s in ("train", "val"))
     if config.stream == "on" or (config.stream == "auto" and size > budget):
-        train = streaming.TrainStream(data_dir, schema, config.batch_size, rank=rank,
-                                      world=world, seed=config.seed)  # fmt: skip
+        train = streaming.TrainStream(
+            data_dir, schema, config.batch_size, rank=rank, world=world, seed=config.seed
+        )
 
         def val():
             for x, y in streaming.chunks(data_dir, "val", schema, rank=rank, world=world):
@@ -323,8 +324,15 @@ def _data(config: TrainConfig, data_dir: Path, schema: DatasetSchema, session: T
     device = session.device
     val_x = torch.from_numpy(val_split.x[part]).to(device)
     val_y = torch.from_numpy(val_split.y[part]).to(device)
-    batches = _InMemoryBatches(train_split.x, train_split.y, config.batch_size, rank=rank,
-                               world=world, seed=config.seed, device=device)  # fmt: skip
+    batches = _InMemoryBatches(
+        train_split.x,
+        train_split.y,
+        config.batch_size,
+        rank=rank,
+        world=world,
+        seed=config.seed,
+        device=device,
+    )
     return batches, lambda: zip(torch.split(val_x, 1024), torch.split(val_y, 1024), strict=True)
 
 
@@ -333,8 +341,17 @@ class _InMemoryBatches:
     tensors (as a plain loop does), not collated row by row. As DistributedSampler does,
     each rank gets the same number of rows; the first ones repeat to even them out."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, rank: int,
-                 world: int, seed: int, device: torch.device):  # fmt: skip
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        *,
+        rank: int,
+        world: int,
+        seed: int,
+        device: torch.device,
+    ):
         self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
         self.epoch = 0
@@ -412,7 +429,7 @@ class _MetricLogger:
     def __init__(self, run_id: str | None, tracking_uri: str | None):
         self.run_id = run_id
         if run_id:
-            from mlflow import MlflowClient
+            from mlflow import MlflowClient  # only a tracked run pays for importing MLflow
 
             self.client = MlflowClient(tracking_uri)
 
@@ -452,6 +469,4 @@ class LocalSession:
     def progress(self, total: int, initial: int) -> ProgressBar:
         if path := progress.target():
             return progress.FileProgress(path, total, initial)
-        from tqdm import tqdm
-
         return tqdm(total=total, initial=initial, desc="epochs", unit="epoch")

@@ -42,8 +42,11 @@ class DriftResult:
 
     def to_dict(self) -> dict:
         # Not dataclasses.asdict: it would deep-copy the whole snapshot (0.3 s) to drop it.
-        result = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
-                  if f.name != "snapshot"}  # fmt: skip
+        result = {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "snapshot"
+        }
         result["drifted_columns"] = self.drifted_columns
         return result
 

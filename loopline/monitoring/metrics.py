@@ -30,8 +30,17 @@ WINDOW_ROWS = "loopline_monitor_window_rows"
 TRIGGERS = "loopline_retraining_triggers"
 CHAMPION = "loopline_champion_version"
 SCRAPE_ERRORS = "loopline_monitor_scrape_errors"
-NAMES = (LAST_CHECK, DRIFTED_SHARE, DRIFT_DETECTED, FEATURE_SCORE, PREDICTION_DRIFT,
-         WINDOW_ROWS, TRIGGERS, CHAMPION, SCRAPE_ERRORS)  # fmt: skip
+NAMES = (
+    LAST_CHECK,
+    DRIFTED_SHARE,
+    DRIFT_DETECTED,
+    FEATURE_SCORE,
+    PREDICTION_DRIFT,
+    WINDOW_ROWS,
+    TRIGGERS,
+    CHAMPION,
+    SCRAPE_ERRORS,
+)
 
 
 class MonitorCollector(Collector):
@@ -70,21 +79,38 @@ class MonitorCollector(Collector):
         labels = ["model", "version"]
         values = [model, str(check["model_version"])]
         yield _gauge(LAST_CHECK, "When the last monitoring check ran", labels, values, check["ts"])
-        yield _gauge(WINDOW_ROWS, "Predictions in the last check's window", labels, values,
-                     check["rows"])  # fmt: skip
-        yield _gauge(DRIFT_DETECTED, "1 when the last check found drift or a quality drop",
-                     labels, values, 1.0 if check["verdict"] == "drift" else 0.0)  # fmt: skip
+        yield _gauge(
+            WINDOW_ROWS, "Predictions in the last check's window", labels, values, check["rows"]
+        )
+        yield _gauge(
+            DRIFT_DETECTED,
+            "1 when the last check found drift or a quality drop",
+            labels,
+            values,
+            1.0 if check["verdict"] == "drift" else 0.0,
+        )
         if summary.get("drifted_share") is not None:
-            yield _gauge(DRIFTED_SHARE, "Share of features drifted in the last check", labels,
-                         values, summary["drifted_share"])  # fmt: skip
+            yield _gauge(
+                DRIFTED_SHARE,
+                "Share of features drifted in the last check",
+                labels,
+                values,
+                summary["drifted_share"],
+            )
         prediction = summary.get("prediction_drift")
         if prediction:
-            yield _gauge(PREDICTION_DRIFT, "Drift score of the predicted class", labels, values,
-                         prediction["score"])  # fmt: skip
+            yield _gauge(
+                PREDICTION_DRIFT,
+                "Drift score of the predicted class",
+                labels,
+                values,
+                prediction["score"],
+            )
         scores = GaugeMetricFamily(
-            FEATURE_SCORE, "Per-feature drift score of the last check (Evidently)",
+            FEATURE_SCORE,
+            "Per-feature drift score of the last check (Evidently)",
             labels=[*labels, "feature"],
-        )  # fmt: skip
+        )
         for feature, score in (summary.get("feature_scores") or {}).items():
             scores.add_metric([*values, feature], score)
         yield scores

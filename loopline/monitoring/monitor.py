@@ -104,9 +104,16 @@ class Monitor:
             window = (after, self.log.last_seq())
         after, upto = window
         rows = self.log.count_window(after, upto, model_version=version)
-        result = MonitorResult(name, "waiting", version, {
-            "first_seq": after + 1, "last_seq": upto, "rows": rows,
-        })  # fmt: skip
+        result = MonitorResult(
+            name,
+            "waiting",
+            version,
+            {
+                "first_seq": after + 1,
+                "last_seq": upto,
+                "rows": rows,
+            },
+        )
         if rows < policy.min_rows:
             return result
         # Drawn by number, enough that about max_rows of them are the champion's.
@@ -116,9 +123,12 @@ class Monitor:
         folder = model_folder(self.settings, champion)
         schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
         drift = detect_drift(
-            _reference(folder, schema), _current(current, schema), schema.features,
-            drift_share=policy.drift_share, max_rows=policy.max_rows,
-        )  # fmt: skip
+            _reference(folder, schema),
+            _current(current, schema),
+            schema.features,
+            drift_share=policy.drift_share,
+            max_rows=policy.max_rows,
+        )
         result.drift = drift.to_dict()
         result.quality = self._quality(version, after, upto)
         result.reasons = _reasons(policy, drift, result.quality)
@@ -138,15 +148,19 @@ class Monitor:
         if last is not None and time.time() - last < self.policy.cooldown_s:
             return "cooldown"
         trigger, how = self.state.raise_trigger(
-            result.model, result.champion_version, result.window["first_seq"], result.reasons,
+            result.model,
+            result.champion_version,
+            result.window["first_seq"],
+            result.reasons,
             result.reports.get("html", ""),
-        )  # fmt: skip
+        )
         if how == "new":
             send_alert(
-                self.policy.alert_url, "drift",
+                self.policy.alert_url,
+                "drift",
                 f"{result.model} v{result.champion_version}: " + "; ".join(result.reasons),
                 {"report": result.reports.get("html"), "trigger_id": trigger.id},
-            )  # fmt: skip
+            )
         return how
 
     def start_due_retraining(self) -> list[dict]:
@@ -158,17 +172,26 @@ class Monitor:
         if trigger.state == "pending" and (
             champion is None or champion.version != trigger.model_version
         ):
-            self.state.finish(trigger.id, "superseded", {
-                "reason": f"the champion moved from v{trigger.model_version} to "
-                f"v{champion.version if champion else 'none'}; its windows are judged afresh",
-            })  # fmt: skip
+            self.state.finish(
+                trigger.id,
+                "superseded",
+                {
+                    "reason": f"the champion moved from v{trigger.model_version} to "
+                    f"v{champion.version if champion else 'none'}; its windows are judged afresh",
+                },
+            )
             return [{"trigger_id": trigger.id, "state": "superseded"}]
         if trigger.state == "submitted":
             return [self._follow(trigger)]
         labelled, _ = self.feedback.accuracy(trigger.first_seq - 1)
         if labelled < self.policy.min_labels:
-            return [{"trigger_id": trigger.id, "state": trigger.state,
-                     "waiting_for": f"{labelled}/{self.policy.min_labels} labelled predictions"}]  # fmt: skip
+            return [
+                {
+                    "trigger_id": trigger.id,
+                    "state": trigger.state,
+                    "waiting_for": f"{labelled}/{self.policy.min_labels} labelled predictions",
+                }
+            ]
         if not self.state.claim(trigger.id, self.owner, self.policy.lease_s):
             return []  # another monitor runs it, under a live lease
         return [self._retrain(trigger)]
@@ -179,9 +202,11 @@ class Monitor:
         renewing.start()
         try:
             outcome = start_retraining(
-                self.settings, trigger, engine=self.policy.retrain_engine,
+                self.settings,
+                trigger,
+                engine=self.policy.retrain_engine,
                 epochs=self.policy.retrain_epochs,
-            )  # fmt: skip
+            )
         except Exception as exc:  # recorded and alerted; the champion is untouched
             outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -209,11 +234,12 @@ class Monitor:
         event = {"promoted": "promotion", "failed": "failure"}.get(outcome["state"])
         if event:
             send_alert(
-                self.policy.alert_url, event,
+                self.policy.alert_url,
+                event,
                 f"retraining for {trigger.model_name} (trigger {trigger.id}): {outcome['state']}"
                 + (f" v{outcome.get('version')}" if outcome["state"] == "promoted" else ""),
                 outcome,
-            )  # fmt: skip
+            )
 
 
 def run_monitor(settings: Settings, policy: Policy, **options) -> MonitorResult:

@@ -17,6 +17,7 @@ from loopline.monitoring.policy import RETRAIN_ENGINES
 from loopline.pipelines.builtin_pipelines import get
 from loopline.pipelines.ir import load as load_ir
 from loopline.storage.checks import Trigger
+from loopline.storage.registry import reader
 
 
 def retraining_arguments(trigger: Trigger, epochs: int | None = None) -> dict:
@@ -24,10 +25,14 @@ def retraining_arguments(trigger: Trigger, epochs: int | None = None) -> dict:
         "model_name": trigger.model_name,
         "since": trigger.first_seq - 1,  # labels of the predictions numbered after this
         "trigger": json.dumps(
-            {"trigger_id": trigger.id, "champion_version": trigger.model_version,
-             "reasons": trigger.reasons, "report": trigger.report}
+            {
+                "trigger_id": trigger.id,
+                "champion_version": trigger.model_version,
+                "reasons": trigger.reasons,
+                "report": trigger.report,
+            }
         ),
-    }  # fmt: skip
+    }
     if epochs is not None:
         arguments["epochs"] = epochs
     return arguments
@@ -91,8 +96,6 @@ def follow_retraining(settings: Settings, trigger: Trigger) -> dict | None:
         return None
     if failed:
         return {**ref, "state": "failed", "error": f"the run ended {state}"}
-    from loopline.storage.registry import reader
-
     version = reader(settings).find_by_tag(trigger.model_name, TRIGGER_TAG, str(trigger.id))
     if version is None:
         return {**ref, "state": "failed", "error": "the run ended without registering a model"}

@@ -29,17 +29,35 @@ class ServingMetrics:
 
     def __init__(self, model_name: str, registry: CollectorRegistry = REGISTRY):
         self.model_name = model_name
-        self.requests = Counter(REQUESTS, "HTTP requests, by endpoint and status",
-                                ["endpoint", "status"], registry=registry)  # fmt: skip
-        self.latency = Histogram(LATENCY, "Time to answer, by endpoint", ["endpoint"],
-                                 buckets=BUCKETS, registry=registry)  # fmt: skip
-        self.errors = Counter(ERRORS, "Answers with a 4xx or 5xx status, by endpoint and kind",
-                              ["endpoint", "kind"], registry=registry)  # fmt: skip
-        self.predictions = Counter(PREDICTIONS, "Predictions served, by model version and class",
-                                   ["model_version", "label"], registry=registry)  # fmt: skip
+        self.requests = Counter(
+            REQUESTS,
+            "HTTP requests, by endpoint and status",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            LATENCY, "Time to answer, by endpoint", ["endpoint"], buckets=BUCKETS, registry=registry
+        )
+        self.errors = Counter(
+            ERRORS,
+            "Answers with a 4xx or 5xx status, by endpoint and kind",
+            ["endpoint", "kind"],
+            registry=registry,
+        )
+        self.predictions = Counter(
+            PREDICTIONS,
+            "Predictions served, by model version and class",
+            ["model_version", "label"],
+            registry=registry,
+        )
         # livemax: the highest version any live worker served last; a switch shows at once
-        self.served = Gauge(SERVED_VERSION, "The model version this server answers with",
-                            ["model"], multiprocess_mode="livemax", registry=registry)  # fmt: skip
+        self.served = Gauge(
+            SERVED_VERSION,
+            "The model version this server answers with",
+            ["model"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
         self._served: str | None = None
 
     async def timed(self, endpoint: str, answer: Awaitable[Response]) -> Response:

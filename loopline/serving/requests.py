@@ -134,17 +134,19 @@ class _Numbers:
         digits = len(text.lstrip("-"))
         if digits > self.limits.max_digits:
             raise RequestError(
-                422, f"a number has {digits} digits ({text[:12]}...); at most "
+                422,
+                f"a number has {digits} digits ({text[:12]}...); at most "
                 f"{self.limits.max_digits} are accepted",
-            )  # fmt: skip
+            )
         return int(text)
 
     def real(self, text: str) -> float:
         if len(text) > self.limits.max_number_chars:
             raise RequestError(
-                422, f"a number is written with {len(text)} characters ({text[:12]}...); at most "
+                422,
+                f"a number is written with {len(text)} characters ({text[:12]}...); at most "
                 f"{self.limits.max_number_chars} are accepted",
-            )  # fmt: skip
+            )
         return float(text)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from loopline.core import processes
 from loopline.core.package import installed_root
 from loopline.core.settings import Settings, SettingsError
+from loopline.storage.registry import RegistryError, reader
 
 SERVICE = "loopline.serving.service:Predictor"
 
@@ -104,9 +105,16 @@ def start_server(
 ) -> Server:
     """``bentoml serve`` in its own process group; ``target`` is the service or a Bento tag."""
     command = [
-        str(Path(sys.executable).parent / "bentoml"), "serve", target,
-        "--host", host, "--port", str(port), "--working-dir", str(installed_root()),
-    ]  # fmt: skip
+        str(Path(sys.executable).parent / "bentoml"),
+        "serve",
+        target,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(installed_root()),
+    ]
     output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
         command,
@@ -122,8 +130,6 @@ def start_server(
 def preflight(settings: Settings, version: str | None) -> bool:
     """Whether there is a model to serve: the pinned ``version``, else a champion. Reads
     only; an unknown pinned version is a usage error."""
-    from loopline.storage.registry import RegistryError, reader
-
     reads = reader(settings)
     if version is None:
         return reads.champion(settings.model_name) is not None

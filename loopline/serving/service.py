@@ -362,10 +362,13 @@ def _envelope(answer: Answer, headers: dict[str, str]) -> JSONResponse:
         for label, probabilities in zip(answer.labels, answer.probabilities, strict=True)
     ]
     return JSONResponse(
-        {"predictions": predictions, "model_version": answer.model_version,
-         "request_id": answer.request_id},
+        {
+            "predictions": predictions,
+            "model_version": answer.model_version,
+            "request_id": answer.request_id,
+        },
         headers=headers,
-    )  # fmt: skip
+    )
 
 
 def _unauthorized(headers: dict[str, str]) -> JSONResponse:
