@@ -23,35 +23,31 @@ BUILTIN = {
 }
 
 
-def defined_exceptions() -> dict[str, list[str]]:
-    """Every class in the package that is an exception, by its bases' names (read from the
-    source, so no engine is imported): name -> bases."""
-    classes = {}
+def classes() -> dict[str, list[str]]:
+    """Every class in the package, by its bases' names (read from the source, so no
+    engine is imported): name -> bases."""
+    found = {}
     for path in ROOT.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
-                classes[node.name] = [ast.unparse(b).split(".")[-1] for b in node.bases]
-    exceptions, grew = set(BUILTIN), True
+                found[node.name] = [ast.unparse(b).split(".")[-1] for b in node.bases]
+    return found
+
+
+def descendants(roots: set[str], bases: dict[str, list[str]]) -> set[str]:
+    """``roots`` and every class that derives from one of them, however indirectly."""
+    found, grew = set(roots), True
     while grew:
-        grew = False
-        for name, bases in classes.items():
-            if name not in exceptions and exceptions & set(bases):
-                exceptions.add(name)
-                grew = True
-    return {n: b for n, b in classes.items() if n in exceptions}
+        grew = {n for n, b in bases.items() if n not in found and found & set(b)}
+        found |= grew
+    return found
 
 
 def test_every_exception_loopline_defines_has_the_root():
-    found = defined_exceptions()
-    assert len(found) > 20  # the walk saw the package
-    rooted, grew = {"LooplineError"}, True
-    while grew:
-        grew = False
-        for name, bases in found.items():
-            if name not in rooted and rooted & set(bases):
-                rooted.add(name)
-                grew = True
-    assert sorted(set(found) - rooted) == []
+    defined = classes()
+    exceptions = descendants(BUILTIN, defined) & set(defined)
+    assert len(exceptions) > 20  # the walk saw the package
+    assert sorted(exceptions - descendants({"LooplineError"}, defined)) == []
 
 
 def test_usage_errors_keep_their_code_and_builtin_base():
