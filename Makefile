@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # checkov pins packaging<24, which breaks Ray: it gets a virtual environment of its own.
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install demo test test-fast lint format benchmarks clean postgres kubectl lock
+.PHONY: install demo test test-fast lint format docs benchmarks clean postgres kubectl lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
+# The manual (docs/, MkDocs); `make test` builds it too, in strict mode.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
@@ -68,4 +72,4 @@ $(CHECKOV):
 	.venv-checkov/bin/pip install -q 'checkov==3.3.*'
 
 clean:
-	rm -rf .loopline .pytest_cache
+	rm -rf .loopline .pytest_cache site
