@@ -17,6 +17,7 @@ Pure functions over label arrays: no model, registry or file is touched here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,9 +27,14 @@ from loopline.core.settings import GateSettings
 BOOTSTRAP_SAMPLES = 2000
 
 
+TASKS = ("classification", "regression")
+REGRESSION_METRIC = "mae"  # a regressor is judged on its per-row absolute errors
+
+
 @dataclass(frozen=True)
 class Rows:
-    """One set of rows both models predicted: the truth and each model's class index."""
+    """One set of rows both models predicted: the truth and each model's answer (a class
+    index for a classifier, a number for a regressor)."""
 
     truth: np.ndarray
     challenger: np.ndarray
@@ -42,13 +48,24 @@ class Comparison:
     champion: float
     test: str
     p_value: float  # one-sided, for "the challenger is better"
-    interval: list[float]  # (1 - 2 alpha) interval of challenger - champion
-    challenger_only: int  # rows only the challenger got right
-    champion_only: int  # rows only the champion got right
+    interval: list[float]  # (1 - 2 alpha) interval of the challenger's improvement
+    challenger_only: int  # rows only the challenger got right (a regressor: got closer)
+    champion_only: int  # rows only the champion got right (a regressor: got closer)
+    lower_is_better: bool = False  # an error (MAE), not a score
 
     @property
     def difference(self) -> float:
-        return self.challenger - self.champion
+        """How much better the challenger is: its score's gain, or its error's drop."""
+        gain = self.challenger - self.champion
+        return -gain if self.lower_is_better else gain
+
+    @property
+    def loss(self) -> float:
+        """How much worse the challenger is, as the guardrail's tolerance reads it: a
+        score's absolute drop, or an error's relative growth."""
+        if self.lower_is_better:
+            return -self.difference / max(self.champion, 1e-12)
+        return -self.difference
 
 
 @dataclass
@@ -76,12 +93,15 @@ def decide(
     champion_version: str | None = None,
     incompatible: str | None = None,
     num_classes: int | None = None,
+    task: str = "classification",
 ) -> GateDecision:
     """Promote when there is no champion, or when the challenger is significantly better
-    on ``evidence`` and does not regress on ``guardrail``."""
-    decision = GateDecision(
-        False, policy.metric, asdict(policy), challenger_score, champion_version
-    )
+    on ``evidence`` and does not regress on ``guardrail``. A classifier is compared on
+    ``policy.metric``; a regressor on its absolute errors (:func:`compare_errors`)."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}; use one of {', '.join(TASKS)}")
+    metric = policy.metric if task == "classification" else REGRESSION_METRIC
+    decision = GateDecision(False, metric, asdict(policy), challenger_score, champion_version)
     if incompatible:
         decision.reasons.append(f"champion v{champion_version} cannot be compared: {incompatible}")
         return decision
@@ -89,9 +109,14 @@ def decide(
         decision.promote = True
         decision.reasons.append("there is no champion yet")
         return decision
-    classes = num_classes or _classes(evidence, guardrail)
+    if task == "regression":
+        judge = functools.partial(compare_errors, alpha=policy.alpha)
+    else:
+        judge = functools.partial(
+            compare, policy, num_classes=num_classes or _classes(evidence, guardrail)
+        )
     rows = len(evidence.truth)
-    decision.evidence = compare(policy, evidence, classes)
+    decision.evidence = judge(evidence)
     decision.champion_score = decision.evidence.champion
     if rows < policy.min_rows:
         decision.reasons.append(
@@ -102,22 +127,60 @@ def decide(
     better = (
         decision.evidence.p_value < policy.alpha and decision.evidence.difference > policy.margin
     )
-    decision.reasons.append(_describe(policy, decision.evidence, champion_version, better))
+    decision.reasons.append(_describe(policy, metric, decision.evidence, champion_version, better))
     if not better:
         return decision
     if guardrail is not None and len(guardrail.truth):
-        decision.guardrail = compare(policy, guardrail, classes)
-        loss = -decision.guardrail.difference
+        decision.guardrail = judge(guardrail)
+        loss = decision.guardrail.loss
         holds = loss <= policy.tolerance
         decision.reasons.append(
             f"guardrail ({decision.guardrail.rows} held-out rows kept with v{champion_version}): "
-            f"{policy.metric} {decision.guardrail.challenger:.4f} vs {decision.guardrail.champion:.4f}"
+            f"{metric} {decision.guardrail.challenger:.4f} vs {decision.guardrail.champion:.4f}"
             + (" holds" if holds else f", a loss of {loss:.4f} > tolerance {policy.tolerance:g}")
         )
         if not holds:
             return decision
     decision.promote = True
     return decision
+
+
+def compare_errors(rows: Rows, *, alpha: float) -> Comparison:
+    """Two regressors on the same rows: their mean absolute errors, and a one-sided paired
+    bootstrap of the drop in MAE (the rows' error differences resampled together)."""
+    truth, challenger, champion = (
+        np.asarray(a, dtype=np.float64) for a in (rows.truth, rows.challenger, rows.champion)
+    )
+    mine, theirs = np.abs(challenger - truth), np.abs(champion - truth)
+    drops = theirs - mine  # per row: how much closer the challenger got
+    rng = np.random.default_rng(0)  # the same data always gets the same decision
+    n = len(drops)
+    means = np.concatenate(
+        [
+            drops[rng.integers(0, n, (chunk, n))].mean(axis=1)
+            for chunk in _chunks(BOOTSTRAP_SAMPLES, max(1, 4_000_000 // max(n, 1)))
+        ]
+    )
+    p_value = (np.sum(means <= 0) + 1) / (BOOTSTRAP_SAMPLES + 1)
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return Comparison(
+        rows=n,
+        challenger=float(mine.mean()),
+        champion=float(theirs.mean()),
+        test=f"paired bootstrap of the MAE drop, {BOOTSTRAP_SAMPLES} resamples (one-sided)",
+        p_value=float(p_value),
+        interval=[float(low), float(high)],
+        challenger_only=int(np.sum(mine < theirs)),
+        champion_only=int(np.sum(theirs < mine)),
+        lower_is_better=True,
+    )
+
+
+def _chunks(total: int, size: int):
+    """Sizes that add up to ``total``, none larger than ``size`` (memory stays bounded)."""
+    while total > 0:
+        yield min(size, total)
+        total -= size
 
 
 def compare(policy: GateSettings, rows: Rows, num_classes: int) -> Comparison:
@@ -185,14 +248,15 @@ def _bootstrap(score, truth, challenger, champion, num_classes: int, alpha: floa
 
 
 def _describe(
-    policy: GateSettings, evidence: Comparison, champion_version: str, better: bool
+    policy: GateSettings, metric: str, evidence: Comparison, champion_version: str, better: bool
 ) -> str:
     verdict = "is significantly better than" if better else "is not significantly better than"
+    right = "closer" if evidence.lower_is_better else "right"
     return (
-        f"challenger {policy.metric} {evidence.challenger:.4f} {verdict} champion "
+        f"challenger {metric} {evidence.challenger:.4f} {verdict} champion "
         f"v{champion_version} {evidence.champion:.4f} on the same {evidence.rows} labelled rows "
         f"({evidence.test}: p = {evidence.p_value:.3g}, needs < {policy.alpha:g}; "
-        f"only the challenger right on {evidence.challenger_only} rows, only the champion on "
+        f"only the challenger {right} on {evidence.challenger_only} rows, only the champion on "
         f"{evidence.champion_only}; difference interval [{evidence.interval[0]:+.4f}, "
         f"{evidence.interval[1]:+.4f}]"
         + (f"; margin {policy.margin:g}" if policy.margin else "")
