@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,54 @@ def test_every_exception_loopline_defines_has_the_root():
     exceptions = descendants(BUILTIN, defined) & set(defined)
     assert len(exceptions) > 20  # the walk saw the package
     assert sorted(exceptions - descendants({"LooplineError"}, defined)) == []
+
+
+# The same question asked of the imported classes (their real bases, third-party ones
+# included, by module), in a child interpreter: importing every engine and the service
+# (which reads its settings at import) must not leak into this session.
+WALK = """
+import importlib, inspect, json, pkgutil, sys
+import loopline
+from loopline.core.errors import LooplineError
+
+SKIP = {"loopline.storage.migrations.env"}  # alembic's script, run only by alembic
+failed, seen, rootless = {}, [], []
+
+def record(name):
+    failed[name] = repr(sys.exc_info()[1])
+
+for info in pkgutil.walk_packages(loopline.__path__, "loopline.", onerror=record):
+    if info.name in SKIP:
+        continue
+    try:
+        module = importlib.import_module(info.name)
+    except Exception:
+        record(info.name)
+        continue
+    found = [c for c in vars(module).values() if inspect.isclass(c)]
+    while found:
+        cls = found.pop()
+        if cls.__module__ != module.__name__:
+            continue
+        found += [c for c in vars(cls).values() if inspect.isclass(c)]
+        if issubclass(cls, BaseException):
+            seen.append(f"{module.__name__}.{cls.__qualname__}")
+            if not issubclass(cls, LooplineError):
+                rootless.append(seen[-1])
+print(json.dumps({"failed": failed, "seen": seen, "rootless": sorted(rootless)}))
+"""
+
+
+def test_every_exception_class_imported_from_loopline_has_the_root(tmp_path):
+    env = {**os.environ, "LOOPLINE_HOME": str(tmp_path)}
+    walked = subprocess.run(
+        [sys.executable, "-c", WALK], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert walked.returncode == 0, walked.stderr
+    answer = json.loads(walked.stdout.splitlines()[-1])
+    assert answer["failed"] == {}  # every module imports: no optional runtime is missing
+    assert len(answer["seen"]) > 20
+    assert answer["rootless"] == []
 
 
 def test_usage_errors_keep_their_code_and_builtin_base():
