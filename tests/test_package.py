@@ -58,7 +58,7 @@ def test_installed_alone_it_finds_its_data_and_nothing_generic(wheel, tmp_path):
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        [str(python), "-I", "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -73,8 +73,12 @@ def test_installed_alone_it_finds_its_data_and_nothing_generic(wheel, tmp_path):
         "print([m for m in ('components', 'pipelines', 'serving', 'monitoring') "
         "if importlib.util.find_spec(m)])\n"
     )
-    found = subprocess.run(
-        [str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    found = subprocess.run(  # -I: no PYTHONPATH and no checkout on the path
+        [str(python), "-I", "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == "[]"

@@ -90,6 +90,7 @@ print(json.dumps({"failed": failed, "seen": seen, "rootless": sorted(rootless)})
 """
 
 
+@pytest.mark.slow  # imports every engine: half a minute
 def test_every_exception_class_imported_from_loopline_has_the_root(tmp_path):
     env = {**os.environ, "LOOPLINE_HOME": str(tmp_path)}
     walked = subprocess.run(

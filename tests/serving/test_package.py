@@ -27,7 +27,7 @@ def test_bento_holds_the_service_the_packages_and_the_model_reference(served, tm
     # the installed package, as installed: one namespace, nothing else of the checkout
     src = bento / "src"
     assert (src / "loopline" / "serving" / "service.py").exists()
-    assert {p.name for p in src.iterdir()} == {"loopline"}
+    assert {p.name for p in src.iterdir()} <= {"loopline", "bentofile.yaml"}
     assert not list(src.rglob("tests")) and not list(src.rglob("pyproject.toml"))
     assert not list((bento / "src").rglob("*.db")), "no registry or log files in the Bento"
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
