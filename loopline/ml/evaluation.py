@@ -93,11 +93,7 @@ def scores(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> Eval
 
 
 def plot_training_curves(history: list[dict], target: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     epochs = [h["epoch"] + 1 for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style in (("train", "-"), ("val", "--")):
@@ -116,11 +112,7 @@ def plot_training_curves(history: list[dict], target: Path) -> Path:
 
 
 def plot_confusion_matrix(evaluation: Evaluation, target: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     matrix = np.array(evaluation.confusion_matrix)
     size = max(4, 0.6 * len(evaluation.classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -138,6 +130,22 @@ def plot_confusion_matrix(evaluation: Evaluation, target: Path) -> Path:
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return target
+
+
+def _pyplot():
+    """matplotlib's pyplot on the off-screen Agg backend.
+
+    Imported here rather than at the top: the backend must be chosen before pyplot is
+    imported, and choosing it when this module is imported would switch it for whoever
+    imports the module (a notebook, a test) though only the plots need it; the gate's
+    ``predict`` draws nothing.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def html_report(

@@ -24,6 +24,10 @@ import numpy as np
 
 from loopline.core.settings import GateSettings
 
+# scipy.stats is imported inside the two functions that use it: it takes 0.5-2 s to
+# import, and loopline.ml.steps imports this module for the register step's re-run, which
+# uses GateDecision alone (the cached training re-run of benchmarks/cli_latency, ≤ 3 s).
+
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -225,10 +229,10 @@ def mcnemar_p(challenger_only: int, champion_only: int) -> float:
 
 def _accuracy_interval(right_chal, right_champ, alpha: float) -> list[float]:
     """A normal-approximation interval of the paired accuracy difference."""
-    diff = right_chal.astype(float) - right_champ.astype(float)
-    n = max(len(diff), 1)
     from scipy.stats import norm
 
+    diff = right_chal.astype(float) - right_champ.astype(float)
+    n = max(len(diff), 1)
     half = norm.ppf(1 - alpha) * float(np.std(diff, ddof=1) if n > 1 else 0.0) / np.sqrt(n)
     return [float(diff.mean() - half), float(diff.mean() + half)]
 
@@ -239,9 +243,9 @@ def _bootstrap(score, truth, challenger, champion, num_classes: int, alpha: floa
     differences = np.empty(BOOTSTRAP_SAMPLES)
     for b in range(BOOTSTRAP_SAMPLES):
         pick = rng.integers(0, n, n)
-        differences[b] = score(truth[pick], challenger[pick], num_classes) - score(
-            truth[pick], champion[pick], num_classes
-        )
+        challenger_score = score(truth[pick], challenger[pick], num_classes)
+        champion_score = score(truth[pick], champion[pick], num_classes)
+        differences[b] = challenger_score - champion_score
     p_value = (np.sum(differences <= 0) + 1) / (BOOTSTRAP_SAMPLES + 1)
     low, high = np.quantile(differences, [alpha, 1 - alpha])
     return p_value, [low, high]
@@ -265,16 +269,8 @@ def _describe(
 
 
 def _classes(*sets: Rows | None) -> int:
-    return int(
-        max(
-            int(np.max(a))
-            for r in sets
-            if r is not None
-            for a in (r.truth, r.challenger, r.champion)
-            if len(a)
-        )
-        + 1
-    )
+    arrays = [a for r in sets if r is not None for a in (r.truth, r.challenger, r.champion)]
+    return max(int(np.max(a)) for a in arrays if len(a)) + 1
 
 
 def _confusion(truth: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:

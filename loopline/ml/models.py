@@ -14,12 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from loopline.ml.backbones import BLOCKS, ResNetClassifier
 from loopline.ml.model_spec import ModelSpec
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
-    from loopline.ml.backbones import BLOCKS, ResNetClassifier
-
     builders = {"mlp": SeedMLP, "cnn": SmallCNN, "tabular_mlp": TabularMLP}
     builders |= dict.fromkeys(BLOCKS, ResNetClassifier)
     return builders[spec.arch](spec)

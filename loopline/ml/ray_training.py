@@ -4,8 +4,9 @@ Local Ray by default (``ray.init()``); ``LOOPLINE_RAY_ADDRESS``/``RAY_ADDRESS`` 
 cluster. A run's name is derived from its inputs, so rerunning a killed training resumes
 from the last checkpoint Ray Train recorded under the same storage path and name.
 
-Ray is imported where it is used: importing it costs seconds, and a training that runs
-in-process (the default on one machine) never needs it.
+Ray is imported where it is used: importing it costs seconds, and the pure helpers here
+(``keep_token_in``, ``ship``, ``unpack``) run, and are tested, without it. A training that
+runs in-process (the default on one machine) does not import this module at all.
 """
 
 from __future__ import annotations

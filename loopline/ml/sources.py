@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.model_selection import train_test_split
 
 from loopline.core.errors import UsageError
 from loopline.ml import mnist
@@ -61,16 +64,12 @@ def load(ref: str, *, label_column: str = LABEL, image_size: int = 28) -> RawDat
 
 
 def _digits() -> RawDataset:
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     images = bunch.images[:, None] / 16.0  # pixel intensities are 0..16
     return _images("digits", images, bunch.target, [str(c) for c in bunch.target_names])
 
 
 def _breast_cancer() -> RawDataset:
-    from sklearn.datasets import load_breast_cancer
-
     bunch = load_breast_cancer()
     names = [_column_name(n) for n in bunch.feature_names]
     return RawDataset(
@@ -137,8 +136,6 @@ def _table(path: Path, label_column: str) -> RawDataset:
 
 
 def _image_folder(folder: Path, size: int) -> RawDataset:
-    from PIL import Image, UnidentifiedImageError
-
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
     if not class_dirs:
         raise SourceError(f"{folder} has no class sub-folders; put each class's images in one.")
@@ -172,8 +169,6 @@ def split(
     raw: RawDataset, *, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> dict[str, Split]:
     """A stratified train/val/test split that depends only on the data order and ``seed``."""
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(len(raw.y))
     counts = np.bincount(raw.y[raw.y >= 0])
     stratify = raw.y if counts.size and counts.min() >= 3 else None

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset
@@ -160,7 +161,7 @@ class TrainStream(IterableDataset):
             leftover = (x[full:], y[full:])
 
 
-def sample_rows(folder: Path, split: str, n: int, seed: int):
+def sample_rows(folder: Path, split: str, n: int, seed: int) -> pd.DataFrame:
     """``n`` random rows of a split (every column) as a DataFrame, read a row group at a
     time: the same rows whatever the memory budget, for a given seed."""
     parquet = pq.ParquetFile(split_path(folder, split))
@@ -173,10 +174,6 @@ def sample_rows(folder: Path, split: str, n: int, seed: int):
         if len(mine):
             parts.append(parquet.read_row_group(group, use_threads=False).take(mine).to_pandas())
         start += rows
-    import pandas as pd
-
-    return (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else parquet.schema_arrow.empty_table().to_pandas()
-    )
+    if not parts:
+        return parquet.schema_arrow.empty_table().to_pandas()
+    return pd.concat(parts, ignore_index=True)

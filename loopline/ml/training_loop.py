@@ -436,7 +436,7 @@ class _MetricLogger:
     def log(self, metrics: dict) -> None:
         if not self.run_id:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # as in __init__: only a tracked run imports MLflow
 
         now = int(time.time() * 1000)
         step = int(metrics["epoch"])

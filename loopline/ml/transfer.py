@@ -14,8 +14,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
 from loopline.core.errors import UsageError
-from loopline.ml.model_spec import ARCHITECTURES, BACKBONES
+from loopline.core.settings import load_settings
+from loopline.ml.backbones import HEAD, STAGES
+from loopline.ml.model_spec import ARCHITECTURES, BACKBONES, ModelSpec
+from loopline.ml.models import build_model
+from loopline.storage.registry import Registry
 
 FREEZE_HELP = "backbone, none or until:<layer> (conv1, bn1, layer1 … layer4)"
 
@@ -55,9 +63,6 @@ def resolve(reference: str, settings=None) -> Weights:
 
 
 def _registered(reference: str, settings) -> Path:
-    from loopline.core.settings import load_settings
-    from loopline.storage.registry import Registry
-
     parts = reference.removeprefix("models:/").split("/")
     if len(parts) != 2 or not all(parts):
         raise PretrainedError(
@@ -75,11 +80,7 @@ def _registered(reference: str, settings) -> Path:
 
 def read_state(weights: Weights) -> dict:
     """The tensors in the file: safetensors, or a weights-only torch file."""
-    import torch
-
     if weights.path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(weights.path))
         except Exception as exc:
@@ -109,8 +110,6 @@ def read_state(weights: Weights) -> dict:
 def load_backbone(model, state: dict, weights: Weights, arch: str) -> int:
     """Copy every backbone tensor of ``state`` into ``model``; the head stays new. Refuses,
     naming the layers, anything missing, extra or of another shape. Returns the count."""
-    from loopline.ml.backbones import HEAD
-
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{HEAD}.")}
     given = {k.removeprefix("module."): v for k, v in state.items()}
     given = {k: v for k, v in given.items() if not k.startswith(f"{HEAD}.")}
@@ -140,8 +139,6 @@ def load_backbone(model, state: dict, weights: Weights, arch: str) -> int:
 
 def frozen_stages(rule: str) -> tuple[str, ...]:
     """The backbone stages a ``freeze`` rule freezes."""
-    from loopline.ml.backbones import STAGES
-
     if rule == "none":
         return ()
     if rule == "backbone":
@@ -154,8 +151,6 @@ def frozen_stages(rule: str) -> tuple[str, ...]:
 def set_frozen(model, stages: tuple[str, ...]) -> None:
     """Freeze ``stages``: no gradients, and their batch norms keep their statistics.
     Call after ``model.train()``, which puts every batch norm back in training mode."""
-    from torch import nn
-
     for name, module in model.named_children():
         frozen = name in stages
         for parameter in module.parameters():
@@ -168,8 +163,6 @@ def set_frozen(model, stages: tuple[str, ...]) -> None:
 
 def parameter_groups(model, lr: float, backbone_scale: float) -> list[dict]:
     """Discriminative learning rates: the head at ``lr``, the backbone at ``lr × scale``."""
-    from loopline.ml.backbones import HEAD
-
     head = [p for n, p in model.named_parameters() if n.startswith(f"{HEAD}.")]
     body = [p for n, p in model.named_parameters() if not n.startswith(f"{HEAD}.")]
     return [{"params": head, "lr": lr}, {"params": body, "lr": lr * backbone_scale}]
@@ -192,9 +185,6 @@ def preflight(arguments: dict, settings=None) -> Weights | None:
             f"pretrained weights need a backbone architecture: set arch to one of "
             f"{', '.join(BACKBONES)} (arch is {arch})"
         )
-    from loopline.ml.model_spec import ModelSpec
-    from loopline.ml.models import build_model
-
     weights = resolve(reference, settings)
     probe = build_model(ModelSpec(arch=arch, input_shape=[3, 32, 32], num_classes=2))
     load_backbone(probe, read_state(weights), weights, arch)

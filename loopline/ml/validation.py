@@ -220,6 +220,8 @@ def write_reports(folder: Path, checks: list[CheckResult], out: Path) -> dict[st
 
 
 def _evidently_summary(folder: Path, target: Path) -> Path:
+    # Evidently takes about 5 s to import; only a validation that passed writes its
+    # summary, so the checks themselves, and a failure's report, never wait for it.
     from evidently import Report
     from evidently.presets import DataSummaryPreset
 

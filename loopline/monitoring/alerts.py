@@ -32,6 +32,8 @@ def send_alert(url: str | None, event: str, message: str, details: dict) -> bool
 
 
 def _apprise(url: str, scheme: str, title: str, body: str) -> bool:
+    # Imported only for an apprise URL: a monitor pass with a webhook or no alerts does
+    # not pay its 0.1-0.2 s (the one-shot `loopline monitor` of benchmarks/drift.py).
     import apprise
 
     quiet = logging.getLogger("apprise")

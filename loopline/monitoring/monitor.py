@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from evidently.legacy.utils import NumpyEncoder
+from evidently.ui.storage.local.base import SNAPSHOTS_DIR_NAME, LocalState
+from evidently.ui.workspace import Workspace
 
 from loopline.core.layout import INPUT_SCHEMA, REFERENCE
 from loopline.core.settings import Settings
@@ -104,16 +107,8 @@ class Monitor:
             window = (after, self.log.last_seq())
         after, upto = window
         rows = self.log.count_window(after, upto, model_version=version)
-        result = MonitorResult(
-            name,
-            "waiting",
-            version,
-            {
-                "first_seq": after + 1,
-                "last_seq": upto,
-                "rows": rows,
-            },
-        )
+        window_info = {"first_seq": after + 1, "last_seq": upto, "rows": rows}
+        result = MonitorResult(name, "waiting", version, window_info)
         if rows < policy.min_rows:
             return result
         # Drawn by number, enough that about max_rows of them are the champion's.
@@ -309,10 +304,6 @@ def _add_to_workspace(settings: Settings, model: str, drift: DriftResult) -> Non
     Writers take turns under a file lock, so two monitors never create the model's
     project twice.
     """
-    from evidently.legacy.utils import NumpyEncoder
-    from evidently.ui.storage.local.base import SNAPSHOTS_DIR_NAME, LocalState
-    from evidently.ui.workspace import Workspace
-
     folder = monitor_folder(settings) / "workspace"
     folder.mkdir(parents=True, exist_ok=True)
     title = f"loopline {model}"

@@ -15,7 +15,10 @@ from loopline.core.layout import TRIGGER_TAG
 from loopline.core.settings import Settings
 from loopline.monitoring.policy import RETRAIN_ENGINES
 from loopline.pipelines.builtin_pipelines import get
+from loopline.pipelines.cluster import kubeflow
+from loopline.pipelines.cluster.schedules import run_prefect_deployment
 from loopline.pipelines.ir import load as load_ir
+from loopline.pipelines.local.engines import run_pipeline
 from loopline.storage.checks import Trigger
 from loopline.storage.registry import reader
 
@@ -45,20 +48,14 @@ def start_retraining(
     arguments = retraining_arguments(trigger, epochs)
     engine = _choose(engine, settings)
     if engine == "kubeflow":
-        from loopline.pipelines.cluster import kubeflow
-
         host = settings.monitor.kfp_host
         run_id = kubeflow.submit(
             load_ir(get("retraining")), host, arguments=arguments, settings=settings
         )
         return {"engine": engine, "state": "submitted", "run_id": run_id, "host": host}
     if engine == "deployment":
-        from loopline.pipelines.cluster.schedules import run_prefect_deployment
-
         run_id = run_prefect_deployment(load_ir(get("retraining")), settings, arguments)
         return {"engine": engine, "state": "submitted", "run_id": run_id}
-    from loopline.pipelines.local.engines import run_pipeline
-
     result = run_pipeline(get("retraining"), arguments, settings, engine="prefect")
     decision = result.task_outputs.get("register", {})
     if not result.succeeded:
@@ -80,11 +77,11 @@ def follow_retraining(settings: Settings, trigger: Trigger) -> dict | None:
     """How a submitted run ended (promoted, refused or failed), or None while it runs."""
     ref = dict(trigger.run_ref or {})
     if ref.get("engine") == "kubeflow":
-        from loopline.pipelines.cluster import kubeflow
-
         state = kubeflow.run_state(ref["host"], ref["run_id"])
         ended, failed = state in kubeflow.FINAL_STATES, state != "SUCCEEDED"
     else:
+        # Prefect's client takes seconds to import; only following a deployment run needs
+        # it, not the one-shot `loopline monitor` (benchmarks/drift.py) or Kubeflow.
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:

@@ -44,7 +44,9 @@ def build_bento(settings: Settings, *, version: str | None = None) -> BuiltBento
         raise PackageError(
             f"model {name!r} has no champion to package; run `loopline run training` first"
         )
-    os.environ["BENTOML_HOME"] = str(settings.bentoml_home)  # before bentoml reads it
+    # BentoML is imported only now, after BENTOML_HOME is set: it fixes its home the
+    # first time it reads the variable.
+    os.environ["BENTOML_HOME"] = str(settings.bentoml_home)
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema
 

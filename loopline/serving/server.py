@@ -104,17 +104,9 @@ def start_server(
     **options: str,
 ) -> Server:
     """``bentoml serve`` in its own process group; ``target`` is the service or a Bento tag."""
-    command = [
-        str(Path(sys.executable).parent / "bentoml"),
-        "serve",
-        target,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--working-dir",
-        str(installed_root()),
-    ]
+    executable = str(Path(sys.executable).parent / "bentoml")
+    command = [executable, "serve", target, "--host", host, "--port", str(port)]
+    command += ["--working-dir", str(installed_root())]
     output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
         command,
