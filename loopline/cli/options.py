@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from loopline.core import engine_env
-from loopline.core.settings import Settings, duration_seconds, load_settings
+from loopline.core.settings import Settings, duration, load_settings
 from loopline.ml.builtin_datasets import BUILTIN
 from loopline.ml.model_spec import ARCHITECTURES
 
@@ -122,7 +122,7 @@ def dataset(value: str) -> str:
 
 def seconds(text: str, option: str) -> float:
     try:
-        return duration_seconds(text, option)
+        return duration(text, option, allow_zero=False)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 

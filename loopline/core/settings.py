@@ -123,11 +123,6 @@ def duration(raw: str, where: str, *, allow_zero: bool = True) -> float:
     return float(int(match.group(1)) * SECONDS[match.group(2)])
 
 
-def duration_seconds(raw: str, where: str, *, allow_zero: bool = False) -> float:
-    """A duration flag or policy value: zero refused unless ``allow_zero``."""
-    return duration(raw, where, allow_zero=allow_zero)
-
-
 def gate_metric(raw: str, where: str) -> str:
     if raw not in GATE_METRICS:
         raise SettingsError(

@@ -27,7 +27,7 @@ import yaml
 
 from loopline.core.errors import UsageError
 from loopline.core.settings import Settings, SettingsError
-from loopline.core.settings import duration_seconds as settings_duration
+from loopline.core.settings import duration as settings_duration
 
 TRIGGERS = ("data_drift", "prediction_drift", "quality")
 RETRAIN_ENGINES = ("auto", "inprocess", "deployment", "kubeflow")
@@ -109,7 +109,7 @@ def parse_policy(raw: dict, where: str = "the policy") -> Policy:
 
 def duration_seconds(text: str, where: str) -> float:
     try:
-        return settings_duration(text, where, allow_zero=True)
+        return settings_duration(text, where)
     except SettingsError as exc:
         raise PolicyError(str(exc)) from None
 
