@@ -45,8 +45,22 @@ def main_options(
     ctx.obj = {"verbose": verbose}
 
 
-def demo(ctx: typer.Context) -> None:
+def demo(
+    ctx: typer.Context,
+    example: Annotated[
+        str | None,
+        typer.Option(
+            "--example",
+            help="Run one of examples/ instead (churn_sklearn, diabetes_torch, "
+            "tickets_text): a model you bring, through the same loop.",
+        ),
+    ] = None,
+) -> None:
     """The whole loop on embedded data: train, serve, drift, retrain, promote."""
+    if example is not None:
+        from loopline.cli.example_demo import run_example
+
+        raise typer.Exit(run_example(example, options.settings(ctx), options.console))
     from loopline.cli.demo import run_demo
 
     raise typer.Exit(run_demo(options.settings(ctx), options.console))

@@ -18,6 +18,7 @@ Pure functions over label arrays: no model, registry or file is touched here.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -147,6 +148,28 @@ def decide(
             return decision
     decision.promote = True
     return decision
+
+
+def decision_tags(decision: GateDecision) -> dict[str, str]:
+    """The gate's verdict on a version, where `loopline status` and the MLflow UI see it."""
+    brief = {
+        key: getattr(decision, key)
+        and {
+            "test": getattr(decision, key).test,
+            "rows": getattr(decision, key).rows,
+            "p_value": round(getattr(decision, key).p_value, 6),
+            "interval": [round(v, 6) for v in getattr(decision, key).interval],
+            "challenger": round(getattr(decision, key).challenger, 6),
+            "champion": round(getattr(decision, key).champion, 6),
+        }
+        for key in ("evidence", "guardrail")
+    }
+    return {
+        "gate.promoted": str(decision.promote).lower(),
+        "gate.reasons": "; ".join(decision.reasons)[:4000],
+        "gate.champion_version": decision.champion_version or "",
+        "gate.decision": json.dumps({"metric": decision.metric, **brief}),
+    }
 
 
 def compare_errors(rows: Rows, *, alpha: float) -> Comparison:

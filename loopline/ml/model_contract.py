@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -65,6 +65,15 @@ class ModelContract:
     @property
     def text_columns(self) -> list[str]:
         return [c.name for c in self.columns if c.kind == "text"]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelContract:
+        raw = json.loads(text)
+        columns = tuple(Column(**c) for c in raw.pop("columns"))
+        return cls(**{**raw, "columns": columns, "flavors": tuple(raw["flavors"])})
 
 
 def read_contract(folder: Path, task: str | None = None) -> ModelContract:
@@ -122,6 +131,21 @@ def file_digests(folder: Path) -> dict[str, str]:
                     digest.update(block)
             digests[path.relative_to(folder).as_posix()] = digest.hexdigest()
     return digests
+
+
+def manifest_digest(digests: dict[str, str]) -> str:
+    """One sha256 for a whole folder: of its files' digests, by path. Recorded in the
+    registry at registration, where the folder's own files cannot change it."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+def verify_digest(folder: Path, registered: str) -> None:
+    """Refuse ``folder`` unless its files digest to the registered manifest digest."""
+    if manifest_digest(file_digests(folder)) != registered:
+        raise ModelTampered(
+            f"{folder} is not the model that was registered (its files' sha256 differ from "
+            "the registry's record); it is not loaded. Register the model again from its source"
+        )
 
 
 def verify(folder: Path, registered: dict[str, str]) -> None:

@@ -140,3 +140,34 @@ def _split(frame: pd.DataFrame, schema: DatasetSchema) -> Split:
         x=frame[schema.features].to_numpy(dtype=np.float32),
         y=frame[LABEL].to_numpy(dtype=np.int64),
     )
+
+
+def assemble_rows(settings: Settings, *, since: int, folder: Path, card, out: Path) -> dict:
+    """The retraining file for a model with named columns (an MLflow Model): the labelled
+    production rows after prediction ``since``, plus the champion's reference (a labelled
+    sample of its training rows; never its guardrail, which the gate keeps apart), in the
+    signature's columns and the label column, as one Parquet file at ``out``. The user's
+    pipeline splits it as it likes."""
+    from loopline.storage.predictions import decode_records
+
+    keep = [*card.columns, card.label_column]
+    database = open_for_reading(settings)
+    if database is None:
+        raise RetrainingDataError("the prediction log is empty: nothing was served yet")
+    try:
+        labelled = FeedbackStore(database).labelled(since, records=True)
+    finally:
+        database.close()
+    if len(labelled) < MIN_LABELLED:
+        raise RetrainingDataError(
+            f"only {len(labelled)} labelled predictions since #{since}; send labels to "
+            f"/feedback (at least {MIN_LABELLED}) before retraining"
+        )
+    recent = pd.DataFrame(decode_records(labelled["inputs"]), columns=card.columns)
+    truth = labelled["label"].to_numpy()
+    recent[card.label_column] = truth.astype(float) if card.task == "regression" else truth
+    kept = pd.read_parquet(folder / REFERENCE)[keep] if (folder / REFERENCE).exists() else None
+    frame = pd.concat([recent, kept], ignore_index=True) if kept is not None else recent
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    return {"rows": len(frame), "labelled": len(recent), "kept": 0 if kept is None else len(kept)}

@@ -34,7 +34,7 @@ from loopline.core.layout import (
 )
 from loopline.core.settings import GATE_METRICS as HEADLINE
 from loopline.core.settings import Settings
-from loopline.ml.gate import GateDecision, Rows, decide
+from loopline.ml.gate import GateDecision, Rows, decide, decision_tags
 from loopline.storage.registry import METRIC_TAG, Registry, reader
 
 if TYPE_CHECKING:
@@ -359,7 +359,7 @@ def register_step(
         run_id=training["mlflow_run_id"],
         tags=_version_tags(run_id, model_lineage, training, dataset, challenger),
     )
-    registry.set_tags(model_name, version.version, _decision_tags(decision))
+    registry.set_tags(model_name, version.version, decision_tags(decision))
     if decision.promote:
         registry.promote(model_name, version.version)
     return _record_decision(
@@ -453,28 +453,6 @@ def _version_tags(run_id, model_lineage, training, dataset: Path, challenger: di
             {"input_shape": schema.input_shape, "classes": schema.classes}
         ),
         **{f"{METRIC_TAG}{k}": f"{v:.6f}" for k, v in challenger.items()},
-    }
-
-
-def _decision_tags(decision) -> dict[str, str]:
-    """The gate's verdict on a version, where `loopline status` and the MLflow UI see it."""
-    brief = {
-        key: getattr(decision, key)
-        and {
-            "test": getattr(decision, key).test,
-            "rows": getattr(decision, key).rows,
-            "p_value": round(getattr(decision, key).p_value, 6),
-            "interval": [round(v, 6) for v in getattr(decision, key).interval],
-            "challenger": round(getattr(decision, key).challenger, 6),
-            "champion": round(getattr(decision, key).champion, 6),
-        }
-        for key in ("evidence", "guardrail")
-    }
-    return {
-        "gate.promoted": str(decision.promote).lower(),
-        "gate.reasons": "; ".join(decision.reasons)[:4000],
-        "gate.champion_version": decision.champion_version or "",
-        "gate.decision": json.dumps({"metric": decision.metric, **brief}),
     }
 
 

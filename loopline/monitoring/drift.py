@@ -6,6 +6,12 @@ labels against the reference's labels). Windows and references larger than ``max
 are sampled: a drift test's verdict needs a sample, not every row (benchmarks/drift.py
 measures the agreement with full-data runs).
 
+Columns are judged by type, as a model's signature names them: numbers by K-S or
+Wasserstein, categories (strings) by chi-square or Jensen-Shannon, and free text through
+descriptors of each text (its length in characters and words, and the share of its words
+the reference never used), each a number judged like any other. A regressor's prediction
+drift is a numeric test on its answers; a classifier's, a categorical one on its labels.
+
 The report holds a ``ValueDrift`` per column, each with its test: the per-column part of
 ``DataDriftPreset``. The preset's overview table draws every column's distribution a
 second time (40% of a pass), and its ``DriftedColumnsCount`` runs every column's test a
@@ -16,6 +22,7 @@ the report's test summary shows the same count (benchmarks/README.md).
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from dataclasses import dataclass, field, fields
 
@@ -59,25 +66,38 @@ def detect_drift(
     drift_share: float,
     max_rows: int,
     seed: int = 0,
+    categorical: list[str] = (),
+    text: list[str] = (),
+    numeric_prediction: bool = False,
 ) -> DriftResult:
-    """Evidently's verdicts on ``features`` (and ``prediction`` when both sides have it)."""
+    """Evidently's verdicts on ``features`` (numbers), ``categorical`` and ``text``
+    columns, and on ``prediction`` when both sides have it."""
     rows = {"reference": len(reference), "current": len(current)}
     reference, current = _sample(reference, max_rows, seed), _sample(current, max_rows, seed)
     rows.update(reference_used=len(reference), current_used=len(current))
+    numeric, categorical = list(features), list(categorical)
+    if text:
+        reference, current = reference.copy(), current.copy()
+        for column in text:
+            numeric += add_text_descriptors(reference, current, column)
+    judged = numeric + categorical
     with_prediction = PREDICTION in reference and PREDICTION in current
+    prediction = [PREDICTION] if with_prediction else []
     definition = DataDefinition(
-        numerical_columns=features, categorical_columns=[PREDICTION] if with_prediction else []
+        numerical_columns=numeric + (prediction if numeric_prediction else []),
+        categorical_columns=categorical + ([] if numeric_prediction else prediction),
     )
-    columns = features + ([PREDICTION] if with_prediction else [])
+    columns = judged + prediction
     metrics = [ValueDrift(column=name) for name in columns]
-    current_data = Dataset.from_pandas(_typed(current, columns, with_prediction), definition)
-    reference_data = Dataset.from_pandas(_typed(reference, columns, with_prediction), definition)
+    as_text = categorical + ([] if numeric_prediction else prediction)
+    current_data = Dataset.from_pandas(_typed(current, columns, as_text), definition)
+    reference_data = Dataset.from_pandas(_typed(reference, columns, as_text), definition)
     with warnings.catch_warnings():  # constant columns (blank pixels) divide by zero inside
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = Report(metrics, include_tests=True).run(current_data, reference_data)
     verdicts = _column_verdicts(snapshot.dict())
-    per_feature = {name: verdicts[name] for name in features}
-    share = sum(c["drifted"] for c in per_feature.values()) / max(len(features), 1)
+    per_feature = {name: verdicts[name] for name in judged}
+    share = sum(c["drifted"] for c in per_feature.values()) / max(len(judged), 1)
     return DriftResult(
         columns=per_feature,
         drifted_share=share,
@@ -92,11 +112,29 @@ def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return frame.sample(n=max_rows, random_state=seed) if len(frame) > max_rows else frame
 
 
-def _typed(frame: pd.DataFrame, columns: list[str], with_prediction: bool) -> pd.DataFrame:
+def _typed(frame: pd.DataFrame, columns: list[str], as_text: list[str]) -> pd.DataFrame:
     typed = frame[columns].copy()
-    if with_prediction:
-        typed[PREDICTION] = typed[PREDICTION].astype(str)
+    for name in as_text:
+        typed[name] = typed[name].astype(str)
     return typed
+
+
+WORD = re.compile(r"\w+")
+
+
+def add_text_descriptors(reference: pd.DataFrame, current: pd.DataFrame, column: str) -> list[str]:
+    """Numeric descriptors of a text column on both sides (in place); their names. The
+    out-of-vocabulary share is against the reference's own words, so new words show."""
+    vocabulary = {w for t in reference[column].astype(str) for w in WORD.findall(t.lower())}
+    names = [f"{column}.length", f"{column}.words", f"{column}.oov_share"]
+    for frame in (reference, current):
+        words = frame[column].astype(str).str.lower().map(WORD.findall)
+        frame[names[0]] = frame[column].astype(str).str.len().astype(float)
+        frame[names[1]] = words.map(len).astype(float)
+        frame[names[2]] = words.map(
+            lambda ws: sum(w not in vocabulary for w in ws) / len(ws) if ws else 0.0
+        )
+    return names
 
 
 def _column_verdicts(report: dict) -> dict[str, dict]:

@@ -38,14 +38,16 @@ from evidently.ui.workspace import Workspace
 from loopline.core.layout import INPUT_SCHEMA, REFERENCE
 from loopline.core.settings import Settings
 from loopline.ml.dataset import LABEL, DatasetSchema
+from loopline.ml.mlflow_model import ModelCard, registered_card, typed
+from loopline.ml.registration import DIGEST_TAG, FORMAT_TAG
 from loopline.monitoring.alerts import send_alert
 from loopline.monitoring.drift import PREDICTION, DriftResult, detect_drift
 from loopline.monitoring.policy import Policy
-from loopline.monitoring.retrain import follow_retraining, start_retraining
+from loopline.monitoring.retrain import check_pipeline, follow_retraining, start_retraining
 from loopline.storage.checks import MonitorState, Trigger
 from loopline.storage.database import Database, open_database
 from loopline.storage.feedback import FeedbackStore
-from loopline.storage.predictions import PredictionLog
+from loopline.storage.predictions import PredictionLog, decode_records
 from loopline.storage.registry import VersionInfo, model_folder, reader
 
 log = logging.getLogger("loopline.monitoring")
@@ -81,6 +83,9 @@ class Monitor:
         self.feedback = FeedbackStore(self.database)
         self.state = MonitorState(self.database)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        pipeline = policy.pipelines.get(settings.model_name)
+        if pipeline is not None:  # a pipeline that cannot take the data is refused now
+            check_pipeline(settings.model_name, pipeline)
 
     def run(self, *, retrain: bool = True, window: tuple[int, int] | None = None) -> MonitorResult:
         """One pass; ``window`` = (after, upto) prediction numbers overrides the automatic one."""
@@ -113,19 +118,34 @@ class Monitor:
             return result
         # Drawn by number, enough that about max_rows of them are the champion's.
         drawn = min(upto - after, math.ceil(policy.max_rows * (upto - after) / rows))
-        current = self.log.sample_window(after, upto, drawn, model_version=version, seed=upto)
+        records = champion.tags.get(FORMAT_TAG) == "mlflow"  # inputs logged as sent
+        current = self.log.sample_window(
+            after, upto, drawn, model_version=version, seed=upto, records=records
+        )
         result.window["sampled"] = len(current)
         folder = model_folder(self.settings, champion)
-        schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
-        drift = detect_drift(
-            _reference(folder, schema),
-            _current(current, schema),
-            schema.features,
-            drift_share=policy.drift_share,
-            max_rows=policy.max_rows,
-        )
+        task = "classification"
+        if champion.tags.get(FORMAT_TAG) == "mlflow":
+            card = registered_card(folder, champion.tags[DIGEST_TAG])
+            task = card.task
+            drift = detect_drift(
+                pd.read_parquet(folder / REFERENCE),
+                _current_records(current, card),
+                drift_share=policy.drift_share,
+                max_rows=policy.max_rows,
+                **_columns_by_type(card),
+            )
+        else:
+            schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+            drift = detect_drift(
+                _reference(folder, schema),
+                _current(current, schema),
+                schema.features,
+                drift_share=policy.drift_share,
+                max_rows=policy.max_rows,
+            )
         result.drift = drift.to_dict()
-        result.quality = self._quality(version, after, upto)
+        result.quality = self._quality(version, after, upto, task)
         result.reasons = _reasons(policy, drift, result.quality)
         result.status = "drift" if result.reasons else "ok"
         _write_reports(self.settings, result, drift)
@@ -134,7 +154,10 @@ class Monitor:
             result.trigger = self._raise(result)
         return result
 
-    def _quality(self, version: str, after: int, upto: int) -> dict | None:
+    def _quality(self, version: str, after: int, upto: int, task: str) -> dict | None:
+        if task == "regression":
+            rows, mae, rmse = self.feedback.errors(after, upto, model_version=version)
+            return {"rows": rows, "mae": mae, "rmse": rmse} if rows else None
         rows, correct = self.feedback.accuracy(after, upto, model_version=version)
         return {"rows": rows, "accuracy": correct / rows} if rows else None
 
@@ -201,6 +224,7 @@ class Monitor:
                 trigger,
                 engine=self.policy.retrain_engine,
                 epochs=self.policy.retrain_epochs,
+                pipeline=self.policy.pipelines.get(trigger.model_name),
             )
         except Exception as exc:  # recorded and alerted; the champion is untouched
             outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
@@ -252,6 +276,34 @@ def _reference(folder: Path, schema: DatasetSchema) -> pd.DataFrame:
     return reference
 
 
+def _current_records(window: pd.DataFrame, card: ModelCard) -> pd.DataFrame:
+    """A window of a model with named columns, as the typed frame it was answered from."""
+    current = typed(
+        pd.DataFrame(decode_records(window["inputs"]), columns=card.columns), card.contract
+    )
+    labels = window["label"].to_numpy()
+    current[PREDICTION] = labels.astype(float) if card.task == "regression" else labels
+    return current
+
+
+def _columns_by_type(card: ModelCard) -> dict:
+    kinds: dict[str, list[str]] = {"numeric": [], "categorical": [], "text": []}
+    for column in card.contract.columns:
+        kinds[
+            "categorical"
+            if column.kind == "boolean"
+            else column.kind
+            if column.kind in kinds
+            else "numeric"
+        ].append(column.name)
+    return {
+        "features": kinds["numeric"],
+        "categorical": kinds["categorical"],
+        "text": kinds["text"],
+        "numeric_prediction": card.task == "regression",
+    }
+
+
 def _current(window: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     current = pd.DataFrame(np.stack(window["inputs"].to_numpy()), columns=schema.features)
     current[PREDICTION] = window["label"].to_numpy()
@@ -270,7 +322,13 @@ def _reasons(policy: Policy, drift: DriftResult, quality: dict | None) -> list[s
         reasons.append(
             f"prediction drift: {p['method']} {p['score']:.3g} (threshold {p['threshold']})"
         )
-    if "quality" in policy.triggers and quality and quality["accuracy"] < policy.min_accuracy:
+    if "quality" in policy.triggers and quality and "mae" in quality:
+        if policy.max_mae is not None and quality["mae"] > policy.max_mae:
+            reasons.append(
+                f"quality: MAE {quality['mae']:.4g} on {quality['rows']} labelled rows "
+                f"(maximum {policy.max_mae:g})"
+            )
+    elif "quality" in policy.triggers and quality and quality["accuracy"] < policy.min_accuracy:
         reasons.append(
             f"quality: accuracy {quality['accuracy']:.3f} on {quality['rows']} labelled rows "
             f"(minimum {policy.min_accuracy})"

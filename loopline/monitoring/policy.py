@@ -11,17 +11,24 @@ cooldown: 1h            # no new retraining this soon after the last one for the
 lease: 10m              # a started retraining's claim; a dead monitor's expires, another takes over
 triggers: [data_drift, prediction_drift]   # and/or quality
 min_accuracy: 0.8       # the quality trigger: accuracy on labelled rows below this
+max_mae: 25.0           # the quality trigger for a regressor: MAE on labelled rows above this
 min_labels: 100         # labelled rows a pending retraining waits for
 alert_url: https://hooks.example.com/loopline   # webhook (JSON POST) or an apprise URL;
                                                 # LOOPLINE_ALERT_URL overrides it
 retrain_engine: auto    # auto, inprocess, deployment (Prefect) or kubeflow
 retrain_epochs: 20
+models:                 # a model of your own retrains with your own pipeline
+  churn:
+    pipeline: pipelines/churn.py    # a .py file or compiled IR; relative to this file
+    parameters: {rows: 3000}        # passed to it as they are
+    dataset_parameter: dataset      # the input that gets the retraining Parquet file
 ```
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import yaml
 
@@ -46,10 +53,21 @@ class Policy:
     lease_s: float = 600.0
     triggers: tuple[str, ...] = ("data_drift", "prediction_drift")
     min_accuracy: float = 0.8
+    max_mae: float | None = None
     min_labels: int = 100
     alert_url: str | None = None
     retrain_engine: str = "auto"
     retrain_epochs: int = 20
+    pipelines: dict[str, RetrainPipeline] = field(default_factory=dict)  # by model name
+
+
+@dataclass(frozen=True)
+class RetrainPipeline:
+    """The user's pipeline that retrains one model, from ``models:`` in the policy."""
+
+    source: str
+    parameters: dict = field(default_factory=dict)
+    dataset_parameter: str = "dataset"
 
 
 def load_policy(settings: Settings) -> Policy:
@@ -62,7 +80,7 @@ def load_policy(settings: Settings) -> Policy:
         raise PolicyError(f"{path} is not valid YAML ({exc}); fix the file.") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"{path} must be a mapping of setting: value.")
-    return _with_env(parse_policy(raw, str(path)), settings)
+    return _with_env(parse_policy(raw, str(path), base=path.parent), settings)
 
 
 def _with_env(policy: Policy, settings: Settings) -> Policy:
@@ -71,8 +89,12 @@ def _with_env(policy: Policy, settings: Settings) -> Policy:
     return replace(policy, alert_url=url) if url else policy
 
 
-def parse_policy(raw: dict, where: str = "the policy") -> Policy:
-    known = {f.name for f in fields(Policy)} - {"cooldown_s", "lease_s"} | {"cooldown", "lease"}
+def parse_policy(raw: dict, where: str = "the policy", base: Path = Path()) -> Policy:
+    known = {f.name for f in fields(Policy)} - {"cooldown_s", "lease_s", "pipelines"} | {
+        "cooldown",
+        "lease",
+        "models",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PolicyError(
@@ -91,6 +113,11 @@ def parse_policy(raw: dict, where: str = "the policy") -> Policy:
         values["lease_s"] = duration_seconds(str(raw["lease"]), f"{where}: lease")
         if values["lease_s"] <= 0:
             raise PolicyError(f"{where}: lease must be longer than 0s, e.g. 10m.")
+    if "max_mae" in raw:
+        value = raw["max_mae"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise PolicyError(f"{where}: max_mae must be a positive number, e.g. 25.")
+        values["max_mae"] = float(value)
     if "triggers" in raw:
         triggers = raw["triggers"]
         if not isinstance(triggers, list) or not set(triggers) <= set(TRIGGERS) or not triggers:
@@ -104,7 +131,36 @@ def parse_policy(raw: dict, where: str = "the policy") -> Policy:
         values["retrain_engine"] = raw["retrain_engine"]
     if raw.get("alert_url"):
         values["alert_url"] = str(raw["alert_url"])
+    if "models" in raw:
+        values["pipelines"] = _pipelines(raw["models"], where, base)
     return Policy(**values)
+
+
+def _pipelines(raw, where: str, base: Path) -> dict[str, RetrainPipeline]:
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{where}: models must map each model name to its pipeline.")
+    found = {}
+    for name, spec in raw.items():
+        at = f"{where}: models.{name}"
+        if not isinstance(spec, dict) or not isinstance(spec.get("pipeline"), str):
+            raise PolicyError(f"{at} needs pipeline: a .py file or compiled IR.")
+        unknown = sorted(set(spec) - {"pipeline", "parameters", "dataset_parameter"})
+        if unknown:
+            raise PolicyError(
+                f"{at}: unknown key(s) {', '.join(unknown)}; "
+                "known: pipeline, parameters, dataset_parameter."
+            )
+        parameters = spec.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise PolicyError(f"{at}.parameters must map parameter names to values.")
+        source = Path(spec["pipeline"]).expanduser()
+        source = source if source.is_absolute() else base / source
+        if not source.is_file():
+            raise PolicyError(f"{at}: pipeline {source} does not exist.")
+        found[str(name)] = RetrainPipeline(
+            str(source), parameters, str(spec.get("dataset_parameter", "dataset"))
+        )
+    return found
 
 
 def duration_seconds(text: str, where: str) -> float:

@@ -1,5 +1,11 @@
 """Start the retraining pipeline for a trigger, on the engine the configuration names.
 
+loopline's own models retrain with the built-in ``retraining`` pipeline. A model of the
+user's own (an MLflow Model) retrains with the pipeline ``models:`` names in the policy:
+loopline writes the labelled recent rows and the champion's kept rows as one Parquet
+file, and passes it to the pipeline's dataset parameter (and the trigger to its
+``trigger`` parameter, which the pipeline hands to ``loopline-register-model``).
+
 ``auto`` picks Kubeflow when ``LOOPLINE_KFP_HOST`` is set, else a Prefect deployment run
 when ``PREFECT_API_URL`` is set (a worker from ``loopline server`` runs it), else an
 in-process run through loopline's Prefect engine. Only the in-process run reports its
@@ -13,14 +19,18 @@ import os
 
 from loopline.core.layout import TRIGGER_TAG
 from loopline.core.settings import Settings
-from loopline.monitoring.policy import RETRAIN_ENGINES
+from loopline.ml.mlflow_model import registered_card
+from loopline.ml.registration import DIGEST_TAG
+from loopline.ml.retraining_data import assemble_rows
+from loopline.monitoring.policy import RETRAIN_ENGINES, PolicyError, RetrainPipeline
 from loopline.pipelines.builtin_pipelines import get
 from loopline.pipelines.cluster import kubeflow
 from loopline.pipelines.cluster.schedules import run_prefect_deployment
+from loopline.pipelines.ir import PipelineIR
 from loopline.pipelines.ir import load as load_ir
 from loopline.pipelines.local.engines import run_pipeline
 from loopline.storage.checks import Trigger
-from loopline.storage.registry import reader
+from loopline.storage.registry import model_folder, reader
 
 
 def retraining_arguments(trigger: Trigger, epochs: int | None = None) -> dict:
@@ -41,10 +51,34 @@ def retraining_arguments(trigger: Trigger, epochs: int | None = None) -> dict:
     return arguments
 
 
+def check_pipeline(model_name: str, spec: RetrainPipeline) -> PipelineIR:
+    """The model's retraining pipeline, refused up front (exit 2) when it lacks the
+    dataset parameter or a parameter the policy sets."""
+    ir = load_ir(spec.source)
+    names = set(ir.parameter_names())
+    missing = [spec.dataset_parameter] if spec.dataset_parameter not in names else []
+    missing += sorted(set(spec.parameters) - names)
+    if missing:
+        raise PolicyError(
+            f"the retraining pipeline of {model_name!r} ({spec.source}) has no parameter "
+            f"{', '.join(missing)}; give it a `{spec.dataset_parameter}: str` input for the "
+            "retraining data (or set dataset_parameter in monitoring.yaml), and set only "
+            f"parameters it has: {', '.join(sorted(names))}"
+        )
+    return ir
+
+
 def start_retraining(
-    settings: Settings, trigger: Trigger, *, engine: str = "auto", epochs: int | None = None
+    settings: Settings,
+    trigger: Trigger,
+    *,
+    engine: str = "auto",
+    epochs: int | None = None,
+    pipeline: RetrainPipeline | None = None,
 ) -> dict:
     """Run or submit the retraining; the result says which, and the outcome when known."""
+    if pipeline is not None:
+        return _retrain_with(settings, trigger, pipeline, _choose(engine, settings))
     arguments = retraining_arguments(trigger, epochs)
     engine = _choose(engine, settings)
     if engine == "kubeflow":
@@ -70,6 +104,47 @@ def start_retraining(
         "version": decision.get("version"),
         "error": result.error,
         "decision_file": str(result.artifact("register", "decision") or ""),
+    }
+
+
+def _retrain_with(settings, trigger: Trigger, spec: RetrainPipeline, engine: str) -> dict:
+    ir = check_pipeline(trigger.model_name, spec)
+    champion = reader(settings).version(trigger.model_name, trigger.model_version)
+    folder = model_folder(settings, champion)
+    card = registered_card(folder, champion.tags[DIGEST_TAG])
+    data = settings.home / "retraining" / f"trigger-{trigger.id}" / "dataset.parquet"
+    rows = assemble_rows(settings, since=trigger.first_seq - 1, folder=folder, card=card, out=data)
+    names = set(ir.parameter_names())
+    base = retraining_arguments(trigger)
+    arguments = {
+        **{k: v for k, v in base.items() if k in names and k != "since"},
+        **spec.parameters,
+        spec.dataset_parameter: str(data),
+    }
+    if engine == "kubeflow":
+        host = settings.monitor.kfp_host
+        run_id = kubeflow.submit(ir, host, arguments=arguments, settings=settings)
+        return {"engine": engine, "state": "submitted", "run_id": run_id, "host": host}
+    if engine == "deployment":
+        run_id = run_prefect_deployment(ir, settings, arguments)
+        return {"engine": engine, "state": "submitted", "run_id": run_id}
+    result = run_pipeline(ir, arguments, settings, engine="prefect")
+    version = reader(settings).find_by_tag(trigger.model_name, TRIGGER_TAG, str(trigger.id))
+    if not result.succeeded:
+        state = "failed"
+    elif version is None:
+        state, result.error = "failed", "the pipeline registered no model for the trigger"
+    else:
+        state = "promoted" if version.tags.get("gate.promoted") == "true" else "refused"
+    return {
+        "engine": engine,
+        "state": state,
+        "pipeline": spec.source,
+        "dataset": {"path": str(data), **rows},
+        "run_id": result.flow_run_id or result.run_name,
+        "run_dir": str(result.run_dir) if result.run_dir else None,
+        "version": version.version if version else None,
+        "error": result.error,
     }
 
 

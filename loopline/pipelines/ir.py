@@ -133,6 +133,8 @@ def _pipeline_in_file(path: Path, name: str | None = None) -> object:
     spec = importlib.util.spec_from_file_location(f"loopline_user_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
+    # As `python pipeline.py` would: the project's own modules beside it import.
+    sys.path.insert(0, str(path.parent.resolve()))
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's code: say where, without a traceback
@@ -145,6 +147,8 @@ def _pipeline_in_file(path: Path, name: str | None = None) -> object:
             f"{where} failed to import: {type(exc).__name__}: {exc}; fix the file"
             + (" or install the module it needs" if isinstance(exc, ImportError) else "")
         ) from None
+    finally:
+        sys.path.remove(str(path.parent.resolve()))
     pipelines = {
         attribute: value
         for attribute, value in vars(module).items()

@@ -18,7 +18,7 @@ from itertools import groupby
 
 import numpy as np
 
-from loopline.serving.champion import LoadedModel
+from loopline.serving.champion import ServedModel
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class Outputs:
 
 @dataclass
 class _Waiting:
-    model: LoadedModel
-    rows: np.ndarray
+    model: ServedModel
+    rows: object  # what the model's parse gave
     future: asyncio.Future
 
 
@@ -48,7 +48,7 @@ class Batcher:
         self._running: asyncio.Task | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="forward")
 
-    async def predict(self, model: LoadedModel, rows: np.ndarray) -> Outputs:
+    async def predict(self, model: ServedModel, rows) -> Outputs:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(model, rows, future))
         if self._running is None:
@@ -80,18 +80,16 @@ class Batcher:
 
     async def _run(self, items: list[_Waiting]) -> None:
         model = items[0].model
-        rows = items[0].rows if len(items) == 1 else np.concatenate([w.rows for w in items])
+        rows = model.concat([w.rows for w in items])
         try:
-            probabilities = await asyncio.get_running_loop().run_in_executor(
-                self._thread, model.probabilities, rows
+            labels, probabilities = await asyncio.get_running_loop().run_in_executor(
+                self._thread, model.answer, rows
             )
         except Exception as exc:  # every request of the pass hears it
             for waiting in items:
                 if not waiting.future.done():
                     waiting.future.set_exception(exc)
             return
-        classes = model.schema.classes
-        labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
         start = 0
         for waiting in items:
             end = start + len(waiting.rows)

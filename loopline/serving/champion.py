@@ -1,5 +1,11 @@
 """The model a server answers with: the registry's champion, or a pinned version.
 
+Two kinds of model answer through one small interface (:class:`ServedModel`): loopline's
+own networks (:class:`LoadedModel`, float rows validated against the recorded input
+schema) and any MLflow Model with a signature
+(:class:`loopline.serving.signature_model.SignatureModel`, named typed columns). The
+registry's ``loopline.format`` tag says which a version is.
+
 A background thread follows the ``champion`` alias. A new version is downloaded and
 loaded beside the old one, then swapped in with one reference assignment, so requests in
 flight finish on the model they started with and none is dropped. A version that fails
@@ -12,6 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,14 +27,35 @@ from torch import nn
 from loopline.core.layout import INPUT_SCHEMA
 from loopline.core.settings import Settings
 from loopline.ml.dataset import DatasetSchema
+from loopline.ml.registration import FORMAT_TAG
 from loopline.ml.weights import load_model
+from loopline.serving.labels import check_classes
+from loopline.serving.requests import Limits, parse
+from loopline.serving.signature_model import SignatureModel
 from loopline.storage.registry import VersionInfo, model_folder, reader
 
 log = logging.getLogger("loopline.serving")
 
 
+class ServedModel(Protocol):
+    """What the server asks of a model. ``rows`` are whatever :meth:`parse` returns; the
+    batcher joins several requests' rows with :meth:`concat` for one :meth:`answer`."""
+
+    name: str
+    version: str
+
+    def parse(self, body: bytes, content_type: str | None, limits: Limits) -> Any: ...
+    def concat(self, parts: list) -> Any: ...
+    def answer(self, rows) -> tuple[list[str], np.ndarray]: ...
+    def logged_inputs(self, rows) -> np.ndarray | list[bytes]: ...
+    def prediction(self, label: str, probabilities: np.ndarray) -> dict: ...
+    def check_labels(self, labels: list) -> None: ...
+
+
 @dataclass(frozen=True)
 class LoadedModel:
+    """One of loopline's own networks."""
+
     name: str
     version: str
     model: nn.Module
@@ -40,9 +68,31 @@ class LoadedModel:
         x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
         return torch.softmax(self.model(x), dim=1).numpy().astype(np.float64).round(6)
 
+    def parse(self, body: bytes, content_type: str | None, limits: Limits) -> np.ndarray:
+        return parse(body, content_type, self.schema, limits)
 
-def load_version(settings: Settings, info: VersionInfo) -> LoadedModel:
+    def concat(self, parts: list[np.ndarray]) -> np.ndarray:
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def answer(self, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+        probabilities = self.probabilities(rows)
+        classes = self.schema.classes
+        return [classes[i] for i in probabilities.argmax(axis=1).tolist()], probabilities
+
+    def logged_inputs(self, rows: np.ndarray) -> np.ndarray:
+        return rows
+
+    def prediction(self, label: str, probabilities: np.ndarray) -> dict:
+        return {"label": label, "probabilities": probabilities.tolist()}
+
+    def check_labels(self, labels: list) -> None:
+        check_classes(labels, self.schema.classes)
+
+
+def load_version(settings: Settings, info: VersionInfo) -> ServedModel:
     folder = model_folder(settings, info)
+    if info.tags.get(FORMAT_TAG) == "mlflow":
+        return SignatureModel.load(info, folder)
     model, _ = load_model(folder)
     schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
     return LoadedModel(info.name, info.version, model, schema, folder)
@@ -55,7 +105,7 @@ class ChampionHolder:
         self.settings = settings
         self.pinned = pinned
         self.poll_s = poll_s
-        self.current: LoadedModel | None = None
+        self.current: ServedModel | None = None
         self.problem: str | None = "the model is still loading"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="champion", daemon=True)

@@ -41,6 +41,7 @@ class Limits:
     max_depth: int = 32  # JSON nesting; an instance nests as deep as its input shape
     max_digits: int = 20  # an integer literal; a 4,300-digit one stops Python's int()
     max_number_chars: int = 64  # a float literal
+    max_text: int = 100_000  # one string value (a text column)
 
 
 JSON = "application/json"
@@ -58,20 +59,7 @@ def parse(
     payload = read_json(
         body, content_type, limits, accepts=(JSON, PNG), example='{"instances": [...]}'
     )
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise RequestError(422, 'body must be an object {"instances": [...]}')
-    unknown = sorted(set(payload) - {"instances"})
-    if unknown:
-        raise RequestError(
-            422, f"unknown field(s) {', '.join(unknown)}; only 'instances' is accepted"
-        )
-    instances = payload["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise RequestError(422, "instances must be a non-empty list")
-    if len(instances) > limits.max_instances:
-        raise RequestError(
-            413, f"{len(instances)} instances in one request; the limit is {limits.max_instances}"
-        )
+    instances = _instances(payload, limits)
     rows = [_instance(i, value, schema) for i, value in enumerate(instances)]
     return np.asarray(rows, dtype=np.float32)
 
@@ -278,3 +266,99 @@ def parse_png(body: bytes, schema: DatasetSchema, limits: Limits = Limits()) -> 
     low, high = schema.value_range or (0.0, 1.0)
     pixels = np.asarray(grey, dtype=np.float32) / 255.0 * (high - low) + low
     return pixels.reshape(1, -1)
+
+
+def parse_records(
+    body: bytes, content_type: str | None, columns: list, limits: Limits = Limits()
+) -> list[dict]:
+    """The instances of a request to a model with named, typed input columns (an MLflow
+    signature's :class:`~loopline.ml.model_contract.Column` list): each an object of
+    column -> value, or a list in column order. Values keep their JSON types: numbers for
+    numeric and integer columns, true/false for boolean ones, strings for categorical and
+    text ones. A missing or unknown column, or a value of the wrong type, is a 422 that
+    names the column."""
+    if media_type(content_type) == PNG:
+        raise RequestError(415, f"this model takes named columns; send {JSON} instances")
+    instances = _instances(
+        read_json(body, content_type, limits, example='{"instances": [...]}'), limits
+    )
+    return [_record(f"instances[{i}]", v, columns, limits) for i, v in enumerate(instances)]
+
+
+def _instances(payload, limits: Limits) -> list:
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise RequestError(422, 'body must be an object {"instances": [...]}')
+    unknown = sorted(set(payload) - {"instances"})
+    if unknown:
+        raise RequestError(
+            422, f"unknown field(s) {', '.join(unknown)}; only 'instances' is accepted"
+        )
+    instances = payload["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise RequestError(422, "instances must be a non-empty list")
+    if len(instances) > limits.max_instances:
+        raise RequestError(
+            413, f"{len(instances)} instances in one request; the limit is {limits.max_instances}"
+        )
+    return instances
+
+
+def _record(where: str, value: Any, columns: list, limits: Limits) -> dict:
+    names = [c.name for c in columns]
+    if isinstance(value, list):
+        if len(value) != len(columns):
+            raise RequestError(
+                422,
+                f"{where} has {len(value)} values; expected {len(columns)}, in the order "
+                f"{', '.join(names[:10])}",
+            )
+        value = dict(zip(names, value, strict=True))
+    elif not isinstance(value, dict):
+        raise RequestError(422, f"{where} must be an object of column -> value, or a list")
+    missing = [n for n in names if n not in value]
+    unknown = sorted(set(value) - set(names))
+    if missing or unknown:
+        parts = [f"missing column(s) {', '.join(missing[:10])}"] if missing else []
+        parts += [f"unknown column(s) {', '.join(unknown[:10])}"] if unknown else []
+        raise RequestError(422, f"{where}: {'; '.join(parts)}")
+    return {c.name: _typed_value(f"{where}.{c.name}", value[c.name], c, limits) for c in columns}
+
+
+def _typed_value(where: str, value: Any, column, limits: Limits):
+    kind = column.kind
+    if kind in ("numeric", "integer"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RequestError(
+                422,
+                f"{where} is {type(value).__name__} {_short(value)}; column {column.name!r} "
+                f"takes a number ({column.type})",
+            )
+        if not math.isfinite(value):
+            raise RequestError(422, f"{where} is {value}; expected a finite number")
+        if kind == "integer" and not float(value).is_integer():
+            raise RequestError(
+                422, f"{where} is {value}; column {column.name!r} takes a whole number"
+            )
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise RequestError(
+                422, f"{where} is {type(value).__name__} {_short(value)}; expected true or false"
+            )
+        return value
+    if not isinstance(value, str):
+        raise RequestError(
+            422,
+            f"{where} is {type(value).__name__} {_short(value)}; column {column.name!r} takes "
+            f"a string ({kind})",
+        )
+    if len(value) > limits.max_text:
+        raise RequestError(
+            413, f"{where} is {len(value)} characters; the limit is {limits.max_text}"
+        )
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -22,7 +22,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
-import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -34,14 +33,14 @@ from loopline.core.errors import LooplineError
 from loopline.core.settings import load_settings
 from loopline.serving.auth import HEADER, load_api_key
 from loopline.serving.batcher import Batcher
-from loopline.serving.champion import ChampionHolder, LoadedModel
-from loopline.serving.labels import check_classes, parse_labels
+from loopline.serving.champion import ChampionHolder, ServedModel
+from loopline.serving.labels import parse_labels
 from loopline.serving.metrics import ServingMetrics
-from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type, parse
+from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type
 from loopline.serving.tracing import bentoml_tracing
 from loopline.storage.database import open_database
 from loopline.storage.feedback import FeedbackStore
-from loopline.storage.predictions import Answer, PredictionLog, digest
+from loopline.storage.predictions import Answer, PredictionLog
 
 log = logging.getLogger("loopline.serving")
 # BentoML fixes the worker count when the class is defined, so the serve settings are
@@ -134,7 +133,11 @@ class Predictor:
             rows = await self._rows(body, request.headers.get("content-type"), model)
             outputs = await self.batcher.predict(model, rows)
             answer = Answer(
-                request_id, outputs.model_version, rows, outputs.labels, outputs.probabilities
+                request_id,
+                outputs.model_version,
+                model.logged_inputs(rows),
+                outputs.labels,
+                outputs.probabilities,
             )
         except RequestError as exc:
             return _error(exc.status, str(exc), headers)
@@ -149,33 +152,35 @@ class Predictor:
             log.exception("prediction log write for %s failed", request_id)
             return _error(503, "the prediction log cannot record predictions; retry later", headers)
         if logged.outcome != "new":  # a reused id: the log kept the first answer
-            return self._again(logged.stored, rows, headers)
+            return self._again(logged.stored, answer, model, headers)
         self.metrics.predicted(answer.model_version, answer.labels)
-        return _envelope(answer, headers)
+        return _envelope(answer, model, headers)
 
-    def _again(self, stored: Answer, rows: np.ndarray, headers: dict) -> JSONResponse:
+    def _again(
+        self, stored: Answer, answer: Answer, model: ServedModel, headers: dict
+    ) -> JSONResponse:
         """A reused request id: the stored answer again when the inputs are the same (an
         idempotent retry), 409 when they differ. Either way the log is unchanged."""
-        if stored.digest != digest(rows):
+        if stored.digest != answer.digest:
             return _error(
                 409,
                 f"request id {stored.request_id} was already used with other inputs; send a "
                 "new X-Request-ID (or none) for a new request",
                 headers,
             )
-        return _envelope(stored, {**headers, "X-Idempotent-Replay": "true"})
+        return _envelope(stored, model, {**headers, "X-Idempotent-Replay": "true"})
 
-    def _model(self) -> LoadedModel:
+    def _model(self) -> ServedModel:
         current = self.holder.current
         if current is None:
             raise Unavailable(self.holder.problem or "no model loaded")
         return current
 
-    async def _rows(self, body: bytes, content_type: str | None, model: LoadedModel) -> np.ndarray:
+    async def _rows(self, body: bytes, content_type: str | None, model: ServedModel):
         if media_type(content_type) != PNG:
-            return parse(body, content_type, model.schema, self.limits)
+            return model.parse(body, content_type, self.limits)
         decoding = asyncio.get_running_loop().run_in_executor(
-            self.decoder, parse, body, content_type, model.schema, self.limits
+            self.decoder, model.parse, body, content_type, self.limits
         )
         try:
             return await asyncio.wait_for(decoding, PNG_BUDGET_S)
@@ -190,7 +195,7 @@ class Predictor:
         try:
             body = await _read_body(request, self.limits.max_bytes)
             labels = parse_labels(body, request.headers.get("content-type"), self.limits)
-            check_classes(labels, self._model().schema.classes)
+            self._model().check_labels(labels)
             result = await asyncio.to_thread(self.feedback.attach, labels)
         except RequestError as exc:
             return _error(exc.status, str(exc), {})
@@ -241,12 +246,14 @@ def _responses(ok: dict, *codes: int) -> dict:
 
 
 NUMBERS = {"type": "array", "items": {"type": "number"}}
-INSTANCE = {  # flat, or nested to the input shape (up to 3 levels), or feature -> value
+VALUE = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}
+INSTANCE = {  # flat, or nested to the input shape (up to 3 levels), or column -> value
     "anyOf": [
         NUMBERS,
         {"type": "array", "items": NUMBERS},
         {"type": "array", "items": {"type": "array", "items": NUMBERS}},
-        {"type": "object", "additionalProperties": {"type": "number"}},
+        {"type": "array", "items": VALUE},  # a model with named columns, in their order
+        {"type": "object", "additionalProperties": VALUE},
     ]
 }
 ENVELOPE = {
@@ -356,9 +363,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _envelope(answer: Answer, headers: dict[str, str]) -> JSONResponse:
+def _envelope(answer: Answer, model: ServedModel, headers: dict[str, str]) -> JSONResponse:
     predictions = [
-        {"label": label, "probabilities": probabilities.tolist()}
+        model.prediction(label, probabilities)
         for label, probabilities in zip(answer.labels, answer.probabilities, strict=True)
     ]
     return JSONResponse(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import case, func, select, tuple_
+from sqlalchemy import Float, case, cast, func, select, tuple_
 
 from loopline.storage.database import Database
 from loopline.storage.tables import feedback, predictions
@@ -64,6 +64,33 @@ class FeedbackStore:
         ]
         return {"stored": len(latest), "unknown": unknown[:20], "unknown_count": len(unknown)}
 
+    def errors(
+        self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
+    ) -> tuple[int, float | None, float | None]:
+        """A regressor's labelled predictions numbered ``after < seq <= upto``: how many,
+        their mean absolute error and root mean squared error, computed in the database."""
+        difference = cast(predictions.c.label, Float) - cast(feedback.c.label, Float)
+        query = (
+            select(func.count(), func.avg(func.abs(difference)), func.avg(difference * difference))
+            .select_from(
+                feedback.join(
+                    predictions,
+                    (feedback.c.request_id == predictions.c.request_id)
+                    & (feedback.c.item == predictions.c.item),
+                )
+            )
+            .where(predictions.c.seq > after)
+        )
+        if upto is not None:
+            query = query.where(predictions.c.seq <= upto)
+        if model_version is not None:
+            query = query.where(predictions.c.model_version == model_version)
+        with self.database.read() as connection:
+            rows, mae, squared = connection.execute(query).one()
+        if not rows:
+            return 0, None, None
+        return rows, float(mae), float(squared) ** 0.5
+
     def accuracy(
         self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
     ) -> tuple[int, int]:
@@ -92,9 +119,12 @@ class FeedbackStore:
             rows, correct = connection.execute(query).one()
         return int(rows), int(correct)
 
-    def labelled(self, after: int = 0, upto: int | None = None) -> pd.DataFrame:
+    def labelled(
+        self, after: int = 0, upto: int | None = None, *, records: bool = False
+    ) -> pd.DataFrame:
         """Logged predictions numbered ``after < seq <= upto`` that have a label, with
-        their inputs (decoded), the served label (``prediction``) and the true ``label``."""
+        their inputs (decoded; with ``records``, a named-column model's rows as logged),
+        the served label (``prediction``) and the true ``label``."""
 
         query = (
             select(
@@ -132,5 +162,7 @@ class FeedbackStore:
                 "label",
             ],
         )
-        frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
+        frame["inputs"] = [
+            bytes(b) if records else np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]
+        ]
         return frame

@@ -38,10 +38,22 @@ class PredictionStore(Protocol):
     def last_seq(self) -> int: ...
     def count_window(self, after: int, upto: int, *, model_version: str | None = None) -> int: ...
     def read_window(
-        self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
+        self,
+        after: int = 0,
+        upto: int | None = None,
+        *,
+        model_version: str | None = None,
+        records: bool = False,
     ): ...
     def sample_window(
-        self, after: int, upto: int, size: int, *, model_version: str | None = None, seed: int = 0
+        self,
+        after: int,
+        upto: int,
+        size: int,
+        *,
+        model_version: str | None = None,
+        seed: int = 0,
+        records: bool = False,
     ): ...
     def close(self) -> None: ...
 
@@ -53,7 +65,12 @@ class LabelStore(Protocol):
     def accuracy(
         self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
     ) -> tuple[int, int]: ...
-    def labelled(self, after: int = 0, upto: int | None = None) -> pd.DataFrame: ...
+    def errors(
+        self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
+    ) -> tuple[int, float | None, float | None]: ...
+    def labelled(
+        self, after: int = 0, upto: int | None = None, *, records: bool = False
+    ) -> pd.DataFrame: ...
 
 
 class CheckStore(Protocol):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import queue
 import threading
 import time
@@ -83,11 +84,13 @@ SELECT request_id FROM claimed
 @dataclass(frozen=True)
 class Answer:
     """One request and what it was answered with: one label and one probability vector
-    per input row."""
+    per input row (empty for a model without probabilities)."""
 
     request_id: str
     model_version: str
-    inputs: np.ndarray  # (rows, features) float32
+    # (rows, features) float32 for loopline's own models; for a model with named columns,
+    # each row as sent: one JSON object (UTF-8), which the monitor reads back by type.
+    inputs: np.ndarray | list[bytes]
     labels: list[str]
     probabilities: np.ndarray  # (rows, classes) float64
 
@@ -96,9 +99,16 @@ class Answer:
         return digest(self.inputs)
 
 
-def digest(inputs: np.ndarray) -> str:
+def digest(inputs: np.ndarray | list[bytes]) -> str:
+    if isinstance(inputs, list):
+        return hashlib.sha256(b"\n".join(inputs)).hexdigest()
     rows = np.ascontiguousarray(inputs, dtype=np.float32)
     return hashlib.sha256(str(rows.shape).encode() + rows.tobytes()).hexdigest()
+
+
+def decode_records(blobs) -> list[dict]:
+    """Logged rows of a model with named columns, as column -> value."""
+    return [json.loads(b) for b in blobs]
 
 
 class ConnectionLost(LooplineError, RuntimeError):
@@ -194,7 +204,12 @@ class PredictionLog:
             return connection.execute(query).scalar()
 
     def read_window(
-        self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
+        self,
+        after: int = 0,
+        upto: int | None = None,
+        *,
+        model_version: str | None = None,
+        records: bool = False,
     ):
         """Predictions numbered ``after < seq <= upto``, oldest first, inputs decoded."""
 
@@ -204,17 +219,24 @@ class PredictionLog:
         if model_version is not None:
             query = query.where(predictions.c.model_version == model_version)
         with self.database.read() as connection:
-            return _frame(connection.execute(query).all())
+            return _frame(connection.execute(query).all(), records=records)
 
     def sample_window(
-        self, after: int, upto: int, size: int, *, model_version: str | None = None, seed: int = 0
+        self,
+        after: int,
+        upto: int,
+        size: int,
+        *,
+        model_version: str | None = None,
+        seed: int = 0,
+        records: bool = False,
     ):
         """About ``size`` predictions numbered ``after < seq <= upto``, drawn uniformly by
         number, oldest first. Only the drawn rows are read, so a pass costs the same for a
         window of any length. Drawn numbers of another model version are not kept: the
         caller draws more where the window mixes versions."""
         if upto - after <= size:
-            return self.read_window(after, upto, model_version=model_version)
+            return self.read_window(after, upto, model_version=model_version, records=records)
         drawn = np.random.default_rng(seed).choice(upto - after, size, replace=False)
         numbers = np.sort(drawn) + after + 1
         version = "" if model_version is None else " AND model_version = ?"
@@ -232,7 +254,7 @@ class PredictionLog:
                 )
                 rows += cursor.fetchall()
             cursor.close()
-        return _frame(rows)
+        return _frame(rows, records=records)
 
     def _write_loop(self) -> None:
         while True:
@@ -377,11 +399,13 @@ class PredictionLog:
                 return Logged("new")
             stored = first[answer.request_id]  # the same id earlier in the batch
         else:
-            stored = self._stored(cursor, answer.request_id)
+            stored = self._stored(
+                cursor, answer.request_id, records=isinstance(answer.inputs, list)
+            )
         same = stored is not None and stored.digest == answer.digest
         return Logged("replay" if same else "conflict", stored)
 
-    def _stored(self, cursor, request_id: str) -> Answer | None:
+    def _stored(self, cursor, request_id: str, *, records: bool = False) -> Answer | None:
         cursor.execute(
             self.database.driver_sql(
                 f"SELECT {COLUMNS} FROM predictions WHERE request_id = ? ORDER BY item"
@@ -394,7 +418,9 @@ class PredictionLog:
         return Answer(
             request_id,
             found[0]["model_version"],
-            np.stack([np.frombuffer(r["inputs"], dtype=np.float32) for r in found]),
+            [bytes(r["inputs"]) for r in found]
+            if records
+            else np.stack([np.frombuffer(r["inputs"], dtype=np.float32) for r in found]),
             [r["label"] for r in found],
             np.stack([np.frombuffer(r["probabilities"], dtype=np.float64) for r in found]),
         )
@@ -434,12 +460,15 @@ def _settle_on_loop(settled: list) -> None:
             done.set_result(result)
 
 
-def _frame(rows):
-    """Rows of ``predictions`` (tuples, in the table's column order) as a frame."""
+def _frame(rows, *, records: bool = False):
+    """Rows of ``predictions`` (tuples, in the table's column order) as a frame; inputs as
+    float arrays, or with ``records`` as the logged bytes (see :func:`decode_records`)."""
     import pandas as pd
 
     frame = pd.DataFrame([tuple(r) for r in rows], columns=NAMES)
-    frame["inputs"] = [np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]]
+    frame["inputs"] = [
+        bytes(b) if records else np.frombuffer(b, dtype=np.float32) for b in frame["inputs"]
+    ]
     frame["probabilities"] = [np.frombuffer(b, dtype=np.float64) for b in frame["probabilities"]]
     frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
     return frame
@@ -447,7 +476,11 @@ def _frame(rows):
 
 def _rows(answer: Answer, now: float) -> list[tuple]:
     """The answer's rows for :data:`INSERT`, without their numbers."""
-    inputs = np.ascontiguousarray(answer.inputs, dtype=np.float32)
+    inputs = (
+        answer.inputs
+        if isinstance(answer.inputs, list)
+        else np.ascontiguousarray(answer.inputs, dtype=np.float32)
+    )
     probabilities = np.ascontiguousarray(answer.probabilities, dtype=np.float64)
     return [
         (
@@ -455,7 +488,7 @@ def _rows(answer: Answer, now: float) -> list[tuple]:
             item,
             now,
             answer.model_version,
-            inputs[item].tobytes(),
+            inputs[item] if isinstance(inputs, list) else inputs[item].tobytes(),
             label,
             probabilities[item].tobytes(),
         )

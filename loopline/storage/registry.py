@@ -204,6 +204,14 @@ class Registry:
             )
         )
 
+    def local_artifacts(self, run_id: str, artifact_path: str) -> Path:
+        """A local folder with a run's artifacts under ``artifact_path`` (the folder itself
+        when the store is local)."""
+        uri = self.artifact_uri(run_id, artifact_path)
+        if uri.startswith("file://"):
+            return Path(unquote(urlparse(uri).path))
+        return self.download(VersionInfo("", "", uri, run_id, {}))
+
     def _info(self, version) -> VersionInfo:
         return VersionInfo(
             name=version.name,

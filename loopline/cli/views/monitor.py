@@ -41,10 +41,15 @@ def render_monitor(result: MonitorResult, console: Console) -> None:
                 f"{prediction['method']} {prediction['score']:.3g}"
                 f" ({'drifted' if prediction['drifted'] else 'stable'})",
             )
-        if result.quality:
+        quality = result.quality
+        if quality and "mae" in quality:  # a regressor
             table.add_row(
-                "accuracy (labelled)",
-                f"{result.quality['accuracy']:.3f} on {result.quality['rows']} rows",
+                "error (labelled)",
+                f"MAE {quality['mae']:.4g}, RMSE {quality['rmse']:.4g} on {quality['rows']} rows",
+            )
+        elif quality:
+            table.add_row(
+                "accuracy (labelled)", f"{quality['accuracy']:.3f} on {quality['rows']} rows"
             )
         console.print(table)
         for name, path in result.reports.items():  # whole, on their own line, to copy

@@ -1,0 +1,165 @@
+"""A user's MLflow Model in the loop: loaded only from the registry, and asked for answers
+in one shape whatever its flavor.
+
+A registered folder holds the MLflow Model (``model/``) beside what the loop keeps with it:
+``card.json`` (the contract, the label column and a classifier's classes), the drift
+reference and the guardrail rows. Its sha256 manifest is recorded in the registry, and
+:func:`load` verifies the folder against it before MLflow reads a byte: pickled flavors
+are code, and only files the registry vouches for are ever unpickled.
+
+Answers: a classifier gives labels, and probabilities when its flavor has them (a
+scikit-learn model's ``predict_proba``, in ``classes_`` order); a regressor gives numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loopline.ml.model_contract import ModelContract, verify_digest
+
+MODEL = "model"  # the MLflow Model inside a registered folder
+CARD = "card.json"
+ALLOW_PICKLE = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+_allow_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the loop keeps about a registered MLflow Model."""
+
+    contract: ModelContract
+    label_column: str
+    classes: tuple[str, ...] = ()  # a classifier's, in probability order
+
+    @property
+    def task(self) -> str:
+        return self.contract.task
+
+    @property
+    def columns(self) -> list[str]:
+        return [c.name for c in self.contract.columns]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "contract": json.loads(self.contract.to_json()),
+                "label_column": self.label_column,
+                "classes": list(self.classes),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        raw = json.loads(text)
+        contract = ModelContract.from_json(json.dumps(raw["contract"]))
+        return cls(contract, raw["label_column"], tuple(raw["classes"]))
+
+
+@dataclass(frozen=True)
+class Answers:
+    labels: list[str]  # a classifier's labels; a regressor's numbers, as text
+    values: np.ndarray | None  # a regressor's numbers
+    probabilities: np.ndarray | None  # (rows, classes), when the model has them
+
+
+class MlflowModel:
+    """One loaded, verified model; :meth:`predict` is safe to call from one thread."""
+
+    def __init__(self, card: ModelCard, pyfunc, estimator=None):
+        self.card = card
+        self._pyfunc = pyfunc
+        self._estimator = estimator  # a scikit-learn model with predict_proba
+        # Its probabilities' order: the estimator's own, whatever the card says.
+        self.classes = tuple(str(c) for c in estimator.classes_) if estimator is not None else ()
+
+    def frame(self, records: list[dict]) -> pd.DataFrame:
+        """Records (column -> value, already checked) as a frame typed by the signature."""
+        frame = pd.DataFrame.from_records(records, columns=self.card.columns)
+        return typed(frame, self.card.contract)
+
+    def predict(self, frame: pd.DataFrame) -> Answers:
+        if self.card.task == "regression":
+            values = _flat(self._pyfunc.predict(frame)).astype(np.float64)
+            return Answers([repr(float(v)) for v in values], values, None)
+        if self._estimator is not None:
+            probabilities = np.asarray(self._estimator.predict_proba(frame), dtype=np.float64)
+            classes = self.classes
+            labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
+            return Answers(labels, None, probabilities)
+        return Answers([str(v) for v in _flat(self._pyfunc.predict(frame)).tolist()], None, None)
+
+
+def typed(frame: pd.DataFrame, contract: ModelContract) -> pd.DataFrame:
+    """``frame``'s signature columns, in signature order, with the signature's types."""
+    out = {}
+    for column in contract.columns:
+        values = frame[column.name]
+        if column.kind == "numeric":
+            out[column.name] = values.astype("float32" if column.type == "float" else "float64")
+        elif column.kind == "integer":
+            out[column.name] = values.astype("int32" if column.type == "integer" else "int64")
+        elif column.kind == "boolean":
+            out[column.name] = values.astype(bool)
+        else:
+            out[column.name] = values.astype(object)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def read_card(folder: Path) -> ModelCard:
+    return ModelCard.from_json((Path(folder) / CARD).read_text())
+
+
+def registered_card(folder: Path, digest: str) -> ModelCard:
+    """The card of a registered folder whose files are the registered ones (the monitor
+    trusts its reference only then)."""
+    verify_digest(folder, digest)
+    return read_card(folder)
+
+
+def load(folder: Path, digest: str) -> MlflowModel:
+    """The registered folder's model, after its files are checked against ``digest``."""
+    folder = Path(folder)
+    verify_digest(folder, digest)
+    card = read_card(folder)
+    with allow_pickle():
+        import mlflow.pyfunc
+
+        pyfunc = mlflow.pyfunc.load_model(str(folder / MODEL))
+        estimator = None
+        if card.task == "classification" and "sklearn" in card.contract.flavors:
+            import mlflow.sklearn
+
+            loaded = mlflow.sklearn.load_model(str(folder / MODEL))
+            if hasattr(loaded, "predict_proba") and hasattr(loaded, "classes_"):
+                estimator = loaded
+    return MlflowModel(card, pyfunc, estimator)
+
+
+@contextlib.contextmanager
+def allow_pickle():
+    """MLflow refuses to deserialize unless told to: told only around a verified load."""
+    with _allow_lock:
+        before = os.environ.get(ALLOW_PICKLE)
+        os.environ[ALLOW_PICKLE] = "true"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(ALLOW_PICKLE, None)
+            else:
+                os.environ[ALLOW_PICKLE] = before
+
+
+def _flat(predicted) -> np.ndarray:
+    if isinstance(predicted, pd.DataFrame):
+        predicted = predicted.iloc[:, 0]
+    return np.asarray(predicted).reshape(len(predicted), -1)[:, 0]
