@@ -29,7 +29,7 @@ from loopline.core.errors import UsageError
 from loopline.core.layout import DECISION, GUARDRAIL, REFERENCE, TRIGGER_TAG
 from loopline.core.settings import Settings
 from loopline.ml.gate import METRIC_FUNCTIONS, GateDecision, Rows, decide, decision_tags
-from loopline.ml.mlflow_model import CARD, MODEL, MlflowModel, ModelCard, load
+from loopline.ml.mlflow_model import CARD, MODEL, MlflowModel, ModelCard, load, typed
 from loopline.ml.model_contract import file_digests, manifest_digest, read_contract
 from loopline.storage.registry import CONTENT_TAG, METRIC_TAG, Registry, model_folder, reader
 
@@ -267,12 +267,15 @@ def _gate(settings, champion, challenger: MlflowModel, rows, metrics) -> GateDec
             incompatible=str(exc),
             task=task,
         )
-    evidence, classes = _rows(challenger, held, rows)
+    # Rows the champion trained on would favour it: a retraining's data holds some (its
+    # reference), and the user's split may put them in the test rows.
+    fresh = unseen(rows, folder / REFERENCE, challenger.card)
+    evidence, classes = _rows(challenger, held, fresh)
     guardrail = None
     if (folder / GUARDRAIL).exists():
         guardrail, more = _rows(challenger, held, pd.read_parquet(folder / GUARDRAIL))
         classes = max(classes, more)
-    return decide(
+    decision = decide(
         policy,
         challenger_score=score,
         evidence=evidence,
@@ -281,6 +284,29 @@ def _gate(settings, champion, challenger: MlflowModel, rows, metrics) -> GateDec
         num_classes=classes,
         task=task,
     )
+    if len(fresh) < len(rows):
+        decision.reasons.append(
+            f"{len(rows) - len(fresh)} of the {len(rows)} evaluation rows were left out: "
+            f"champion v{champion.version} trained on them"
+        )
+    return decision
+
+
+def unseen(rows: pd.DataFrame, reference: Path, card: ModelCard) -> pd.DataFrame:
+    """``rows`` less those in the reference (the champion's training rows), matched on
+    the typed signature columns and the label."""
+    if not reference.exists():
+        return rows
+    seen = pd.read_parquet(reference)
+    if card.label_column not in seen:
+        return rows
+    return rows[~_keys(rows, card).isin(set(_keys(seen, card)))]
+
+
+def _keys(frame: pd.DataFrame, card: ModelCard) -> pd.Series:
+    typed_rows = typed(frame[card.columns], card.contract)
+    typed_rows[card.label_column] = frame[card.label_column].astype(str).to_numpy()
+    return pd.Series(pd.util.hash_pandas_object(typed_rows, index=False).to_numpy())
 
 
 def _rows(challenger: MlflowModel, champion: MlflowModel, rows: pd.DataFrame):

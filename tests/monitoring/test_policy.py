@@ -42,3 +42,83 @@ def test_invalid_yaml_is_a_policy_error(home):
     (settings.home / "monitoring.yaml").write_text("drift_share: [0.3\n")
     with pytest.raises(PolicyError, match="not valid YAML"):
         load_policy(settings)
+
+
+PIPELINE = """
+from kfp import dsl
+
+
+@dsl.component(base_image="loopline-platform")
+def echo(text: str) -> str:
+    return text
+
+
+@dsl.pipeline(name="mine")
+def mine({parameters}):
+    echo(text=model_name)
+"""
+
+
+def _project(tmp_path, parameters: str, models: str):
+    (tmp_path / "pipeline.py").write_text(PIPELINE.format(parameters=parameters))
+    (tmp_path / "monitoring.yaml").write_text(f"min_rows: 10\nmodels:\n{models}")
+    return tmp_path / "monitoring.yaml"
+
+
+def test_a_model_s_own_retraining_pipeline_is_read_relative_to_the_policy(tmp_path):
+    from loopline.monitoring.retrain import check_pipeline
+
+    policy_file = _project(
+        tmp_path,
+        'dataset: str, model_name: str = "m", rows: int = 1',
+        "  m:\n    pipeline: pipeline.py\n    parameters: {rows: 5}\n",
+    )
+    settings = load_settings(
+        {"LOOPLINE_HOME": str(tmp_path / "home"), "LOOPLINE_MONITOR_CONFIG": str(policy_file)}
+    )
+    policy = load_policy(settings)
+    spec = policy.pipelines["m"]
+    assert spec.source == str(tmp_path / "pipeline.py") and spec.parameters == {"rows": 5}
+    assert set(check_pipeline("m", spec).parameter_names()) == {"dataset", "model_name", "rows"}
+
+
+@pytest.mark.parametrize(
+    ("models", "says"),
+    [
+        ("  m: {}\n", "models.m needs pipeline"),
+        ("  m:\n    pipeline: nowhere.py\n", "pipeline .*nowhere.py does not exist"),
+        ("  m:\n    pipeline: pipeline.py\n    extra: 1\n", "unknown key.s. extra"),
+        ("  m:\n    pipeline: pipeline.py\n    parameters: [1]\n", "parameters must map"),
+    ],
+)
+def test_a_bad_models_section_is_named(tmp_path, models, says):
+    policy_file = _project(tmp_path, "dataset: str", models)
+    import yaml
+
+    with pytest.raises(PolicyError, match=says):
+        parse_policy(yaml.safe_load(policy_file.read_text()), "x", base=tmp_path)
+
+
+def test_a_retraining_pipeline_without_the_dataset_input_exits_2_before_anything_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    policy_file = _project(tmp_path, 'model_name: str = "m"', "  m:\n    pipeline: pipeline.py\n")
+    env = {
+        **os.environ,
+        "LOOPLINE_HOME": str(tmp_path / "home"),
+        "LOOPLINE_MONITOR_CONFIG": str(policy_file),
+    }
+    env.pop("LOOPLINE_TRACKING_URI", None)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "loopline"), "monitor", "--model", "m"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "has no parameter dataset" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
