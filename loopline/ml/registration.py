@@ -26,15 +26,20 @@ import pandas as pd
 
 from loopline.core import lineage
 from loopline.core.errors import UsageError
-from loopline.core.layout import DECISION, GUARDRAIL, REFERENCE, TRIGGER_TAG
+from loopline.core.layout import (
+    DECISION,
+    DIGEST_TAG,
+    FORMAT_TAG,
+    GUARDRAIL,
+    REFERENCE,
+    TRIGGER_TAG,
+)
 from loopline.core.settings import Settings
 from loopline.ml.gate import METRIC_FUNCTIONS, GateDecision, Rows, decide, decision_tags
 from loopline.ml.mlflow_model import CARD, MODEL, MlflowModel, ModelCard, load, typed
 from loopline.ml.model_contract import file_digests, manifest_digest, read_contract
 from loopline.storage.registry import CONTENT_TAG, METRIC_TAG, Registry, model_folder, reader
 
-FORMAT_TAG = "loopline.format"  # "mlflow" for these; loopline's own models have none
-DIGEST_TAG = "loopline.sha256"  # of the registered folder's manifest
 REGISTERED = "registered"  # the run artifact folder a version's source points at
 GUARDRAIL_ROWS = 5000
 REFERENCE_ROWS = 5000

@@ -35,11 +35,10 @@ from evidently.legacy.utils import NumpyEncoder
 from evidently.ui.storage.local.base import SNAPSHOTS_DIR_NAME, LocalState
 from evidently.ui.workspace import Workspace
 
-from loopline.core.layout import INPUT_SCHEMA, REFERENCE
+from loopline.core.layout import DIGEST_TAG, FORMAT_TAG, INPUT_SCHEMA, REFERENCE
 from loopline.core.settings import Settings
 from loopline.ml.dataset import LABEL, DatasetSchema
 from loopline.ml.mlflow_model import ModelCard, registered_card, typed
-from loopline.ml.registration import DIGEST_TAG, FORMAT_TAG
 from loopline.monitoring.alerts import send_alert
 from loopline.monitoring.drift import PREDICTION, DriftResult, detect_drift
 from loopline.monitoring.policy import Policy

@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import os
 
-from loopline.core.layout import TRIGGER_TAG
+from loopline.core.layout import DIGEST_TAG, TRIGGER_TAG
 from loopline.core.settings import Settings
 from loopline.ml.mlflow_model import registered_card
-from loopline.ml.registration import DIGEST_TAG
 from loopline.ml.retraining_data import assemble_rows
 from loopline.monitoring.policy import RETRAIN_ENGINES, PolicyError, RetrainPipeline
 from loopline.pipelines.builtin_pipelines import get

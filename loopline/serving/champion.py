@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopline.core.layout import INPUT_SCHEMA
+from loopline.core.layout import FORMAT_TAG, INPUT_SCHEMA
 from loopline.core.settings import Settings
 from loopline.ml.dataset import DatasetSchema
-from loopline.ml.registration import FORMAT_TAG
 from loopline.ml.weights import load_model
 from loopline.serving.labels import check_classes
 from loopline.serving.requests import Limits, parse

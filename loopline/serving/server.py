@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline.core import processes
+from loopline.core.layout import DIGEST_TAG, FORMAT_TAG
 from loopline.core.package import installed_root
 from loopline.core.settings import Settings, SettingsError
-from loopline.storage.registry import RegistryError, reader
+from loopline.ml.model_contract import verify_digest
+from loopline.storage.registry import RegistryError, model_folder, reader
 
 SERVICE = "loopline.serving.service:Predictor"
 
@@ -121,15 +123,19 @@ def start_server(
 
 def preflight(settings: Settings, version: str | None) -> bool:
     """Whether there is a model to serve: the pinned ``version``, else a champion. Reads
-    only; an unknown pinned version is a usage error."""
+    only; an unknown pinned version is a usage error, and so is a registered MLflow Model
+    whose files are no longer the registered ones (:class:`ModelTampered`, exit 2)."""
     reads = reader(settings)
     if version is None:
-        return reads.champion(settings.model_name) is not None
-    try:
-        reads.version(settings.model_name, version)
-    except (RegistryError, Exception) as exc:
-        raise SettingsError(
-            f"--version {version}: model {settings.model_name!r} has no such version ({exc}); "
-            "list versions in the MLflow UI or serve the champion"
-        ) from None
-    return True
+        info = reads.champion(settings.model_name)
+    else:
+        try:
+            info = reads.version(settings.model_name, version)
+        except (RegistryError, Exception) as exc:
+            raise SettingsError(
+                f"--version {version}: model {settings.model_name!r} has no such version "
+                f"({exc}); list versions in the MLflow UI or serve the champion"
+            ) from None
+    if info is not None and info.tags.get(FORMAT_TAG) == "mlflow":
+        verify_digest(model_folder(settings, info), info.tags[DIGEST_TAG])
+    return info is not None

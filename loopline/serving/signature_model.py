@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loopline.core.layout import DIGEST_TAG
 from loopline.ml.mlflow_model import MlflowModel, load
-from loopline.ml.registration import DIGEST_TAG
 from loopline.serving.labels import check_classes
 from loopline.serving.requests import Limits, RequestError, parse_records
 from loopline.storage.registry import VersionInfo

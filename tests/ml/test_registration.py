@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from loopline.core.errors import UsageError
+from loopline.core.layout import DIGEST_TAG
 from loopline.ml.mlflow_model import MODEL, load
 from loopline.ml.model_contract import ModelContractError, ModelTampered
-from loopline.ml.registration import DIGEST_TAG, EvaluationRowsError, register_model_step
+from loopline.ml.registration import EvaluationRowsError, register_model_step
 from loopline.storage.registry import Registry, model_folder
 
 

@@ -1,0 +1,52 @@
+"""A registered MLflow Model as the server's champion: loaded only when its files are the
+registered ones; a version that fails to load leaves the current one serving, and
+`loopline serve` refuses a tampered champion (exit 2) before starting anything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loopline.core.settings import load_settings
+from loopline.ml.mlflow_model import MODEL
+from loopline.ml.model_contract import ModelTampered
+from loopline.serving.champion import ChampionHolder
+from loopline.serving.server import preflight
+from loopline.storage.registry import Registry, model_folder
+from tests.ml.test_registration import frame, register, rows, save
+
+
+def test_a_tampered_new_champion_leaves_the_old_one_serving(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOPLINE_MODEL_NAME", "m")
+    settings = load_settings()
+    evaluation = rows(tmp_path, "eval", frame(600, 1))
+    train = rows(tmp_path, "train", frame(1500, 0))
+    register(settings, tmp_path, save(tmp_path / "v1", frame(300, 0, flip=0.3)), evaluation, train)
+    holder = ChampionHolder(settings, pinned=None, poll_s=60)
+    assert holder.refresh() and holder.current.version == "1"
+    assert holder.current.answer([{"x": 1.0, "colour": "red"}])[0] == ["yes"]
+    second = register(settings, tmp_path, save(tmp_path / "v2", frame(3000, 2)), evaluation, train)
+    assert second["promoted"]
+    champion = Registry(settings).champion("m")
+    weights = next((model_folder(settings, champion) / MODEL).glob("model.*"))
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    with pytest.raises(ModelTampered):
+        holder.refresh()
+    assert holder.current.version == "1"  # still answering
+    with pytest.raises(ModelTampered, match="not the model that was registered") as raised:
+        preflight(settings, None)
+    assert raised.value.exit_code == 2
+    env = dict(os.environ)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "loopline"), "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "not the model that was registered" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
