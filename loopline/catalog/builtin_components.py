@@ -2,7 +2,9 @@
 
 Each built-in is a ``ComponentFolder`` over the module that defines it. Their example is
 one run of the built-in training pipeline, small (digits, one epoch, in-process
-training), in which every built-in runs and must produce its declared outputs.
+training), in which every built-in runs and must produce its declared outputs; but
+``register-model``'s, which is a user's own small pipeline
+(:mod:`loopline.catalog.model_example`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ BUILTINS = {
     "loopline/components/evaluate.py": {"evaluate": "evaluate"},
     "loopline/components/register.py": {"register": "register"},
     "loopline/components/package.py": {"package": "package"},  # inside dsl.If(promoted)
+    "loopline/components/register_model.py": {"register_model": "register-model"},
 }
 EXAMPLE = {"dataset": "digits", "epochs": 1, "workers": 0, "min_samples_per_class": 10}
 ROOT = installed_root()
@@ -64,21 +67,29 @@ class _Example:
 
     def __init__(self, settings: Settings, engine):
         self.settings, self.engine = settings, engine
-        self.result = None
+        self.results = {}
 
     def outputs(self, task: str, spec: dict, _settings, _engine) -> list[str]:
         from loopline.catalog.example import declared_outputs, engine_run
-        from loopline.pipelines.training import training
 
-        if self.result is None:  # a new model name: no champion, so the gate promotes
-            arguments = {**EXAMPLE, "model_name": f"catalog-example-{uuid.uuid4().hex[:8]}"}
-            self.result = engine_run(training, arguments, self.settings, self.engine)
-        if not self.result.succeeded:
-            raise RuntimeError(f"the training pipeline failed: {self.result.error}")
-        ran = [n for n in self.result.task_outputs if n.split(".")[-1] == task]
+        if task == "register-model":
+            from loopline.catalog.model_example import register_model_example as pipeline
+        else:
+            from loopline.pipelines.training import training as pipeline
+        name = pipeline.name
+        if name not in self.results:  # a new model name: no champion, so the gate promotes
+            model = f"catalog-example-{uuid.uuid4().hex[:8]}"
+            arguments = (
+                {**EXAMPLE, "model_name": model} if name == "training" else {"model_name": model}
+            )
+            self.results[name] = engine_run(pipeline, arguments, self.settings, self.engine)
+        result = self.results[name]
+        if not result.succeeded:
+            raise RuntimeError(f"the {name} pipeline failed: {result.error}")
+        ran = [n for n in result.task_outputs if n.split(".")[-1] == task]
         if not ran:
-            raise RuntimeError(f"task {task} did not run in the training pipeline")
-        return declared_outputs(spec, self.result.task_outputs[ran[0]])
+            raise RuntimeError(f"task {task} did not run in the {name} pipeline")
+        return declared_outputs(spec, result.task_outputs[ran[0]])
 
 
 def publish(settings: Settings, engine=None) -> list[tuple[str, str]]:

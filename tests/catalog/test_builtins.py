@@ -20,6 +20,7 @@ def test_the_built_in_components_pass_every_check_and_publish_once(home, engine)
         "loopline-evaluate",
         "loopline-register",
         "loopline-package",
+        "loopline-register-model",
     ]
     assert outcomes == [(n, f"published {VERSION}") for n in names]
     with catalog.opened(settings) as store:
@@ -29,4 +30,8 @@ def test_the_built_in_components_pass_every_check_and_publish_once(home, engine)
         assert train.owner == builtins.OWNER
     again = builtins.publish(settings, engine=engine)  # unchanged sources: nothing new
     assert again == [(n, f"{VERSION} already published") for n in names]
-    assert (settings.home / "catalog" / "index.html").read_text().count("<h2 id=") == 6
+    assert (settings.home / "catalog" / "index.html").read_text().count("<h2 id=") == 7
+    with catalog.opened(settings) as store:  # any pipeline's register step, from the catalog
+        register_model = store.get("loopline-register-model", f"^{VERSION}")
+    inputs = register_model.interface["inputs"]
+    assert {"model", "eval_rows", "train_rows", "task", "label_column"} <= set(inputs)
