@@ -56,7 +56,7 @@ RESULTS = Path(__file__).parent / "results"
 ROWS = (load_digits().data / 16.0).round(4).tolist()
 
 
-async def load(url: str, concurrency: int, seconds: float, tag: str) -> dict:
+async def load(url: str, concurrency: int, seconds: float, tag: str, rows=ROWS) -> dict:
     latencies: list[float] = []
     errors = 0
     ids: list[str] = []
@@ -73,7 +73,7 @@ async def load(url: str, concurrency: int, seconds: float, tag: str) -> dict:
                 try:
                     answer = await http.post(
                         f"{url}/predict",
-                        json={"instances": [ROWS[n % len(ROWS)]]},
+                        json={"instances": [rows[n % len(rows)]]},
                         headers={"X-Request-ID": request_id},
                     )
                     ok = answer.status_code == 200
@@ -150,44 +150,46 @@ def server_cpu_s(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def started(mode: str, settings, model: Path, port: int) -> Iterator:
+def started(
+    mode: str, settings, model: Path, port: int, plain: dict = PLAIN, rows=ROWS
+) -> Iterator:
     """One server, up and warmed: the first load a server sees runs slower."""
     if mode.startswith("loopline"):
         open_database(settings, migrate=True).close()
     server = start_server(
         settings,
         port=port,
-        target=PLAIN.get(mode, "loopline.serving.service:Predictor"),
+        target=plain.get(mode, "loopline.serving.service:Predictor"),
         env={"BENCH_MODEL_FOLDER": str(model)},
         log_path=Path(tempfile.gettempdir()) / f"loopline-bench-serve-{mode}.log",
     )
     try:
         server.wait_ready()
-        asyncio.run(load(server.url, 8, WARM_UP_S, f"warmup-{mode}"))
+        asyncio.run(load(server.url, 8, WARM_UP_S, f"warmup-{mode}", rows))
         yield server
     finally:
         server.stop()
 
 
-def measure(mode: str, server, settings, level: int, seconds: float, run: int) -> dict:
+def measure(mode: str, server, settings, level: int, seconds: float, run: int, rows=ROWS) -> dict:
     """One segment: ``level`` clients for ``seconds`` against one server, its CPU time,
     and for loopline whether its log holds exactly the requests it answered."""
     tag = f"{mode}-{run}-{level}"
     logged = mode.startswith("loopline")
-    asyncio.run(load(server.url, level, SETTLE_S, f"settle-{tag}"))  # steady state at level
+    asyncio.run(load(server.url, level, SETTLE_S, f"settle-{tag}", rows))  # steady state
     if logged:
         database = open_database(settings)
         log = PredictionLog(database)
         before = log.last_seq()
     cpu = server_cpu_s(server.process.pid)
-    result = asyncio.run(load(server.url, level, seconds, tag))
+    result = asyncio.run(load(server.url, level, seconds, tag, rows))
     cpu = server_cpu_s(server.process.pid) - cpu
     ids = set(result.pop("answered_ids"))
     result.update(
         mode=mode, run=run, server_cpu_ms_per_request=round(1000 * cpu / result["requests"], 2)
     )
     if logged:
-        in_log = set(log.read_window(before).request_id)
+        in_log = set(log.read_window(before, records=True).request_id)  # ids only
         database.close()
         result.update(logged=len(in_log), log_matches=in_log == ids)
     print(json.dumps(result), flush=True)

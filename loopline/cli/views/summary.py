@@ -50,7 +50,11 @@ def collect(result: RunResult, settings: Settings) -> dict:
         if folder is not None and (folder / name).exists():
             paths[label] = folder / name
     summary["paths"] = {k: str(v) for k, v in paths.items()}
-    model, decision = result.artifact("train", "model"), result.artifact("register", "decision")
+    model = result.artifact("train", "model")
+    decision = result.artifact("register", "decision") or result.artifact(
+        "register-model",
+        "decision",  # any pipeline's register step
+    )
     if decision is not None:
         summary["decision"] = read_json(decision / "decision.json")
         training = read_json(model / "training.json") if model else None
