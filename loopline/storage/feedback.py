@@ -70,23 +70,12 @@ class FeedbackStore:
         """A regressor's labelled predictions numbered ``after < seq <= upto``: how many,
         their mean absolute error and root mean squared error, computed in the database."""
         difference = cast(predictions.c.label, Float) - cast(feedback.c.label, Float)
-        query = (
-            select(func.count(), func.avg(func.abs(difference)), func.avg(difference * difference))
-            .select_from(
-                feedback.join(
-                    predictions,
-                    (feedback.c.request_id == predictions.c.request_id)
-                    & (feedback.c.item == predictions.c.item),
-                )
-            )
-            .where(predictions.c.seq > after)
+        rows, mae, squared = self._over_labelled(
+            [func.avg(func.abs(difference)), func.avg(difference * difference)],
+            after,
+            upto,
+            model_version,
         )
-        if upto is not None:
-            query = query.where(predictions.c.seq <= upto)
-        if model_version is not None:
-            query = query.where(predictions.c.model_version == model_version)
-        with self.database.read() as connection:
-            rows, mae, squared = connection.execute(query).one()
         if not rows:
             return 0, None, None
         return rows, float(mae), float(squared) ** 0.5
@@ -96,12 +85,17 @@ class FeedbackStore:
     ) -> tuple[int, int]:
         """How many predictions numbered ``after < seq <= upto`` have a label, and how many
         of those were right: counted in the database, whatever the window's length."""
-
         right = func.coalesce(
             func.sum(case((predictions.c.label == feedback.c.label, 1), else_=0)), 0
         )
+        rows, correct = self._over_labelled([right], after, upto, model_version)
+        return int(rows), int(correct)
+
+    def _over_labelled(self, aggregates: list, after: int, upto, model_version) -> tuple:
+        """The count and ``aggregates`` over labelled predictions numbered
+        ``after < seq <= upto`` (of ``model_version``, when given), in one query."""
         query = (
-            select(func.count(), right)
+            select(func.count(), *aggregates)
             .select_from(
                 feedback.join(
                     predictions,
@@ -116,8 +110,7 @@ class FeedbackStore:
         if model_version is not None:
             query = query.where(predictions.c.model_version == model_version)
         with self.database.read() as connection:
-            rows, correct = connection.execute(query).one()
-        return int(rows), int(correct)
+            return tuple(connection.execute(query).one())
 
     def labelled(
         self, after: int = 0, upto: int | None = None, *, records: bool = False
