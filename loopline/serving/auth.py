@@ -47,6 +47,10 @@ def load_api_key(serve: ServeSettings) -> ApiKey:
             f"LOOPLINE_API_KEY_FILE={path} cannot be read ({exc.strerror}); "
             "point it at the mounted secret file."
         ) from None
+    except UnicodeDecodeError:
+        raise SettingsError(
+            f"LOOPLINE_API_KEY_FILE={path} is not text (UTF-8); write the key as one line of text."
+        ) from None
     if not secret:
         raise SettingsError(f"LOOPLINE_API_KEY_FILE={path} is empty; write the key into it.")
     return ApiKey(secret)

@@ -12,6 +12,7 @@ from loopline.serving.requests import JSON, Limits, RequestError, read_json
 from loopline.storage.feedback import Label
 
 MAX_LABELS = 10_000
+MAX_ITEM = 2**31 - 1  # the store's item column; a request holds far fewer instances
 
 
 def parse_labels(
@@ -71,7 +72,7 @@ def _label(where: str, entry: Any) -> Label:
     request_id, item, label = entry.get("request_id"), entry.get("item", 0), entry.get("label")
     if not isinstance(request_id, str) or not request_id:
         raise RequestError(422, f"{where}.request_id must be the request id of a prediction")
-    if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+    if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_ITEM:
         raise RequestError(422, f"{where}.item must be the instance's position (0, 1, ...)")
     if isinstance(label, bool) or not isinstance(label, str | int) or str(label) == "":
         raise RequestError(422, f'{where}.label must be a class name, e.g. "3"')

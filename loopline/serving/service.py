@@ -34,7 +34,7 @@ from loopline.core.settings import load_settings
 from loopline.serving.auth import HEADER, load_api_key
 from loopline.serving.batcher import Batcher
 from loopline.serving.champion import ChampionHolder, ServedModel
-from loopline.serving.labels import parse_labels
+from loopline.serving.labels import MAX_ITEM, parse_labels
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type
 from loopline.serving.tracing import bentoml_tracing
@@ -278,9 +278,9 @@ LABELS_BODY = {
                 "required": ["request_id", "label"],
                 "additionalProperties": False,
                 "properties": {
-                    "request_id": {"type": "string"},
-                    "item": {"type": "integer", "minimum": 0},
-                    "label": {"type": "string"},
+                    "request_id": {"type": "string", "minLength": 1},
+                    "item": {"type": "integer", "minimum": 0, "maximum": MAX_ITEM},
+                    "label": {"type": "string", "minLength": 1},
                 },
             },
         }

@@ -87,6 +87,7 @@ def test_feedback_attaches_labels_from_a_csv(home, tmp_path):
         ("bad.csv", "id,label\nreq-1,5\n", "column(s) request_id"),
         ("empty-label.csv", "request_id,label\nreq-1,7\nreq-1,\n", "line 3.label must be a class"),
         ("item.csv", "request_id,label,item\nreq-1,7,x\n", "line 2.item must be the instance"),
+        ("huge.csv", f"request_id,label,item\nreq-1,7,{2**63}\n", "line 2.item must be the"),
         ("ragged.csv", "request_id,label\nreq-1,7,0\n", "line 2: more fields"),
     ]:
         (tmp_path / name).write_text(text)
@@ -105,6 +106,10 @@ def test_serve_with_a_bad_key_file_exits_2_at_once_naming_it(home, monkeypatch, 
     monkeypatch.setenv("LOOPLINE_API_KEY_FILE", str(tmp_path / "empty"))
     empty = runner.invoke(app, ["serve", "--port", "1"])
     assert empty.exit_code == 2 and "is empty" in empty.output
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00key")
+    monkeypatch.setenv("LOOPLINE_API_KEY_FILE", str(tmp_path / "binary"))
+    binary = runner.invoke(app, ["serve", "--port", "1"])
+    assert binary.exit_code == 2 and "is not text" in binary.output
 
 
 def test_bad_transfer_parameters_exit_2_before_the_pipeline_runs(home, tmp_path):
