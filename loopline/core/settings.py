@@ -150,8 +150,12 @@ def database_url(raw: str, where: str) -> str:
 
 
 def without_password(url: str) -> str:
-    """A URL fit for messages and logs: never print the password."""
-    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+    """A URL fit for messages and logs: never print the password, whether in the user
+    part (up to its last ``@``: a password may hold one) or as a query parameter."""
+    url = re.sub(r"://([^:/@]*):[^/?#]*@", r"://\1:***@", url)
+    return re.sub(
+        r"([?&](?:password|passwd|pwd|sslpassword|secret|token)=)[^&#]*", r"\1***", url, flags=re.I
+    )
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -76,3 +76,21 @@ def test_every_default_loads_and_the_sections_hold_them(tmp_path):
     assert settings.prefect.idle_s == 600.0 and settings.train.gpu is None
     assert settings.monitor_config == tmp_path / "monitoring.yaml"
     assert "s3cret" not in repr(load_settings({"LOOPLINE_API_KEY": "s3cret"}))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:s3@cr3t@host:5432/db", "postgresql://u:***@host:5432/db"),
+        (
+            "postgresql://u@h/db?sslmode=require&password=x1&a=b",
+            "postgresql://u@h/db?sslmode=require&password=***&a=b",
+        ),
+        ("postgresql://h/db?PASSWORD=zz", "postgresql://h/db?PASSWORD=***"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_a_password_never_shows_wherever_the_url_holds_it(url, shown):
+    from loopline.core.settings import without_password
+
+    assert without_password(url) == shown
