@@ -145,6 +145,7 @@ def test_an_example_naming_an_input_the_component_lacks_fails(tmp_path, engine):
         ("x = 1\n", None, "holds 0 @dsl.component"),
         (GOOD, "name = [unclosed", "fix the TOML"),
         (GOOD, 'name = "Bad Name"', "lower-case letters"),
+        (GOOD + "DATA = " + repr("x" * 300_000) + "\n", None, "a component's source is at most"),
     ],
 )
 def test_a_malformed_folder_is_refused_before_any_check(tmp_path, source, meta, message):
