@@ -17,7 +17,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 
-from loopline.catalog.interface import interface, refuse_understated
+from loopline.catalog.interface import interface, refuse_out_of_line, refuse_understated
 from loopline.catalog.lock import active
 from loopline.catalog.references import parse_reference
 from loopline.core.settings import Settings, load_settings
@@ -66,4 +66,5 @@ def publish_checked(store, folder, version, report, *, changelog: str = "", owne
         changelog=changelog,
         report=report.to_json(),
         check=functools.partial(refuse_understated, folder.name, version, new),
+        check_above=functools.partial(refuse_out_of_line, folder.name, version, new),
     )

@@ -101,3 +101,20 @@ def refuse_understated(name: str, version: Version, interface: dict, before: Ver
             f"{name} {version} changes the interface of {before} ({shown}), which needs "
             f"a {bump.name.lower()} version; publish it as {before.next(bump)}"
         )
+
+
+def refuse_out_of_line(
+    name: str, version: Version, interface: dict, after: Version, after_interface: dict
+):
+    """Refuse ``version`` below the published ``after`` when ``after`` understates how it
+    changes ``version``'s interface: a range that admits both picks ``after``, which lacks
+    what ``version`` promises (1.1.0 adding an input, published after 1.2.0)."""
+    found = changes(interface, after_interface)
+    bump = needed(found)
+    if after.bump_from(version) < bump:
+        shown = "; ".join(c.what for c in found if c.bump == bump)
+        raise CatalogError(
+            f"{name} {version} would sit below {after}, which is already published and "
+            f"changes its interface ({shown}); a range that admits both picks {after}. "
+            "Publish the change above the newest version instead"
+        )

@@ -80,8 +80,10 @@ class Catalog:
         changelog: str,
         report: dict,
         check: Callable[[Version, dict], None] | None = None,
+        check_above: Callable[[Version, dict], None] | None = None,
     ) -> Entry:
-        """Write a new version; ``check(before, its interface)`` may refuse it by raising."""
+        """Write a new version; ``check(before, its interface)`` and, for a version published
+        below a newer one, ``check_above(after, its interface)`` may refuse it by raising."""
         with self.database.write() as connection:  # one publisher at a time per database
             existing = self._versions(connection, name)
             if version in existing:
@@ -92,6 +94,9 @@ class Catalog:
             before = max((v for v in existing if v < version), default=None)
             if before is not None and check is not None:
                 check(before, self._interface(connection, name, before))
+            after = min((v for v in existing if v > version), default=None)
+            if after is not None and check_above is not None:
+                check_above(after, self._interface(connection, name, after))
             row = {
                 "name": name,
                 "version": str(version),

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from loopline.catalog.interface import refuse_understated
+from loopline.catalog.interface import refuse_out_of_line, refuse_understated
 from loopline.core.semver import Version
 from loopline.storage.catalog import Catalog, CatalogError
 
@@ -28,6 +28,7 @@ def publish(catalog, version, inputs, name="normalize", changelog=None):
         changelog=changelog or f"v{version}",
         report={"passed": True, "checks": []},
         check=functools.partial(refuse_understated, name, version, interface),
+        check_above=functools.partial(refuse_out_of_line, name, version, interface),
     )
 
 
@@ -57,6 +58,18 @@ def test_semver_is_enforced_against_the_version_below(database):
     ]
     assert str(catalog.get("normalize", "^1").version) == "1.1.1"
     assert catalog.get("normalize", "1.0.0").changelog == "v1.0.0"  # unchanged by later ones
+
+
+def test_a_version_below_a_newer_one_must_not_promise_what_the_newer_lacks(database):
+    """1.1.0 adding an input, published after 1.2.0: `^1.1` would resolve to 1.2.0,
+    which lacks the input."""
+    catalog = Catalog(database)
+    publish(catalog, "1.0.0", VALUES)
+    publish(catalog, "1.2.0", VALUES)
+    with pytest.raises(CatalogError, match=r"1\.1\.0 would sit below 1\.2\.0.*scale was remo"):
+        publish(catalog, "1.1.0", {**VALUES, **SCALE})
+    publish(catalog, "1.1.0", VALUES)  # the same interface below is fine
+    assert [str(e.version) for e in catalog.versions("normalize")] == ["1.0.0", "1.1.0", "1.2.0"]
 
 
 def test_unknown_names_and_ranges_name_what_exists(database):
