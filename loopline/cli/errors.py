@@ -10,6 +10,7 @@ A traceback goes to ``LOOPLINE_HOME/logs/errors.log``, and to the terminal with
 
 from __future__ import annotations
 
+import errno
 import functools
 import traceback
 from collections.abc import Callable
@@ -44,10 +45,30 @@ def handled(command: Callable) -> Callable:
                 _failed(exc, kwargs.get("ctx"))
             console.print(f"[red]error[/]: {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if not _home_unwritable(exc):
+                _failed(exc, kwargs.get("ctx"))
+            home = read_setting("LOOPLINE_HOME")
+            console.print(
+                f"[red]error[/]: LOOPLINE_HOME={escape(str(home))} cannot be written "
+                f"({escape(exc.strerror or str(exc))}: {escape(str(exc.filename))}); point "
+                "LOOPLINE_HOME at a folder you can write, or fix its permissions",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
         except Exception as exc:
             _failed(exc, kwargs.get("ctx"))
 
     return wrapper
+
+
+def _home_unwritable(exc: OSError) -> bool:
+    """A permission or read-only error on a path inside LOOPLINE_HOME: configuration."""
+    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not exc.filename:
+        return False
+    home = Path(read_setting("LOOPLINE_HOME")).resolve()
+    path = Path(str(exc.filename)).resolve()
+    return path == home or home in path.parents
 
 
 def _failed(exc: Exception, ctx) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import errno
 import json
 import os
 import subprocess
@@ -135,6 +136,35 @@ def test_the_cli_exits_with_the_code_the_error_carries(raised, code, shown, tmp_
     assert "Traceback" not in answer.output
     logged = tmp_path / "logs" / "errors.log"
     assert logged.exists() == (code == 1)  # failed work leaves its traceback in the log
+
+
+@pytest.mark.parametrize(
+    ("error", "inside", "code"),
+    [
+        (errno.EROFS, True, 2),
+        (errno.EACCES, True, 2),
+        (errno.EACCES, False, 1),
+        (errno.ENOSPC, True, 1),
+    ],
+)
+def test_a_home_that_cannot_be_written_is_a_configuration_error(
+    error, inside, code, tmp_path, monkeypatch
+):
+    """A read-only or forbidden LOOPLINE_HOME exits 2 naming it; other OS errors, or ones
+    outside the home, are failures of the work."""
+    monkeypatch.setenv("LOOPLINE_HOME", str(tmp_path / "home"))
+    where = tmp_path / ("home" if inside else "elsewhere") / "loopline.db"
+    app = typer.Typer()
+
+    @app.command()
+    @handled
+    def fail() -> None:
+        raise OSError(error, os.strerror(error), str(where))
+
+    answer = CliRunner().invoke(app, [])
+    assert answer.exit_code == code, answer.output
+    assert ("cannot be written" in answer.output) == (code == 2)
+    assert "Traceback" not in answer.output
 
 
 def test_a_bad_setting_exits_2_from_the_real_cli(tmp_path, monkeypatch):
