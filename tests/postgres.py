@@ -37,61 +37,85 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+class Postgres:
+    """One throw-away server on a port of its own, which a test may stop and start again
+    (an outage) on the same data."""
+
+    def __init__(self, *, durable: bool = False):
+        # Outside pytest's private (0700, root's) folders: the postgres user must reach it.
+        self.folder = Path(tempfile.mkdtemp(prefix="loopline-postgres-"))
+        self.data, self.port, self.durable = self.folder / "data", free_port(), durable
+        self.server: subprocess.Popen | None = None
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        subprocess.run(
+            _as_postgres(
+                [tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "loopline", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://loopline@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.folder / "postgres.log", "ab") as log:
+            self.server = subprocess.Popen(
+                _as_postgres(
+                    [
+                        tool("postgres"),
+                        "-D",
+                        str(self.data),
+                        "-p",
+                        str(self.port),
+                        "-k",
+                        str(self.folder),
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        f"fsync={'on' if self.durable else 'off'}",
+                        "-c",
+                        "max_connections=200",
+                    ]
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while (
+            subprocess.run(
+                [tool("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            ).returncode
+            != 0
+        ):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((self.folder / "postgres.log").read_text()[-2000:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            processes.stop_tree(self.server.pid, grace=20, sig=signal.SIGINT)  # "fast" shutdown
+            self.server = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def running_postgres(*, durable: bool = False) -> Iterator[str]:
     """Start a throw-away server; yield its base URL (user `loopline`, no password).
     Tests run it with ``fsync=off``; ``durable`` keeps production's ``fsync=on``, for
     benchmarks of the commit path."""
-    # Outside pytest's private (0700, root's) folders: the postgres user must reach it.
-    folder = Path(tempfile.mkdtemp(prefix="loopline-postgres-"))
-    data, port = folder / "data", free_port()
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    subprocess.run(
-        _as_postgres(
-            [tool("initdb"), "-D", str(data), "-A", "trust", "-U", "loopline", "--no-sync"]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    with open(folder / "postgres.log", "wb") as log:
-        server = subprocess.Popen(
-            _as_postgres(
-                [
-                    tool("postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(port),
-                    "-k",
-                    str(folder),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"fsync={'on' if durable else 'off'}",
-                    "-c",
-                    "max_connections=200",
-                ]
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+    server = Postgres(durable=durable)
     try:
-        deadline = time.monotonic() + 60
-        while (
-            subprocess.run(
-                [tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-            ).returncode
-            != 0
-        ):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((folder / "postgres.log").read_text()[-2000:])
-            time.sleep(0.2)
-        yield f"postgresql://loopline@127.0.0.1:{port}"
+        server.start()
+        yield server.url
     finally:
-        processes.stop_tree(server.pid, grace=20, sig=signal.SIGINT)  # "fast" shutdown
-        shutil.rmtree(folder, ignore_errors=True)
+        server.remove()
 
 
 def new_database(base_url: str, name: str) -> str:

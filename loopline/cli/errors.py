@@ -73,7 +73,7 @@ def _home_unwritable(exc: OSError) -> bool:
 
 def _failed(exc: Exception, ctx) -> None:
     """The work failed: its first line, and the traceback in the log (or on screen)."""
-    where = _record(exc)
+    where = record(exc)
     console.print(
         f"[red]error[/]: {escape(type(exc).__name__)}: {escape(first_line(str(exc)))}",
         soft_wrap=True,
@@ -85,7 +85,7 @@ def _failed(exc: Exception, ctx) -> None:
     raise typer.Exit(FAILED) from None
 
 
-def _record(exc: BaseException) -> Path | None:
+def record(exc: BaseException) -> Path | None:
     """Append the traceback to the home's error log; None when it cannot be written."""
     home = read_setting("LOOPLINE_HOME")
     target = home / "logs" / "errors.log"

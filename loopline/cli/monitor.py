@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from loopline.cli import options
-from loopline.cli.options import Every, JsonOutput, ModelName, console
+from loopline.cli.options import Every, JsonOutput, ModelName, console, first_line
 
 
 def monitor(
@@ -36,7 +37,6 @@ def monitor(
     from loopline.cli.imports import frozen
 
     with frozen():
-        from loopline.cli.views.monitor import render_monitor
         from loopline.core import engine_env, processes
         from loopline.monitoring.monitor import Monitor
         from loopline.monitoring.policy import load_policy
@@ -59,19 +59,60 @@ def monitor(
             server = metrics.serve(settings, monitor_.database, metrics_port, metrics_host)
             stack.callback(server.shutdown)
             console.print(f"metrics on http://{metrics_host}:{metrics_port}/metrics")
-        while True:
+        if pause is None:
             result = monitor_.run(retrain=retrain)
-            if json_output:
-                typer.echo(json.dumps(dataclasses.asdict(result), default=str))
-            else:
-                render_monitor(result, console)
-            if pause is None:
-                failed = any(r.get("state") == "failed" for r in result.retraining)
-                raise typer.Exit(1 if failed else 0)
+            _show(result, json_output)
+            failed = any(r.get("state") == "failed" for r in result.retraining)
+            raise typer.Exit(1 if failed else 0)
+        outage = Outage(pause)
+        while True:
             try:
-                time.sleep(pause)
+                _show(monitor_.run(retrain=retrain), json_output)
+                outage.over()
+            except Exception as exc:  # the database, registry or disk is away: wait, resume
+                outage.failed(exc)
+            try:
+                time.sleep(outage.wait)
             except KeyboardInterrupt:
                 raise typer.Exit(0) from None
+
+
+class Outage:
+    """A long-running monitor outlives its stores: a pass that fails is logged, the wait
+    grows (doubling, up to ``MAX_BACKOFF_S``), and passes resume when the store returns."""
+
+    MAX_BACKOFF_S = 300.0
+
+    def __init__(self, pause: float):
+        self.pause = self.wait = pause
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.wait = min(max(self.pause, 1.0) * 2 ** min(self.failures, 10), self.MAX_BACKOFF_S)
+        from loopline.cli.errors import record
+
+        where = record(exc)  # the traceback to the home's error log; the terminal stays clean
+        console.print(
+            f"[yellow]monitoring pass failed[/] ({type(exc).__name__}: "
+            f"{escape(first_line(str(exc)))}); retrying in {self.wait:.0f} s"
+            + (f"; details: {where}" if where else ""),
+            soft_wrap=True,
+        )
+
+    def over(self) -> None:
+        if self.failures:
+            console.print(f"monitoring resumed after {self.failures} failed pass(es)")
+        self.failures, self.wait = 0, self.pause
+
+
+def _show(result, json_output: bool) -> None:
+    from loopline.cli.views.monitor import render_monitor
+
+    if json_output:
+        typer.echo(json.dumps(dataclasses.asdict(result), default=str))
+    else:
+        render_monitor(result, console)
 
 
 def feedback(
