@@ -29,6 +29,9 @@ def collect(settings: Settings) -> dict:
         "mlflow_run_id": champion.run_id,
         "code_version": champion.tags.get("loopline.code_version"),
         "dataset": champion.tags.get("loopline.dataset"),
+        # a user's MLflow Model: its task, and whether its files are a pickle
+        "task": champion.tags.get("loopline.task"),
+        "pickled": champion.tags.get("loopline.pickled"),
     }
     return found
 
@@ -68,8 +71,9 @@ def render(status: dict, console: Console) -> None:
     table = Table(title=f"{status['model']}: champion v{champion['version']}", show_header=False)
     for name, value in champion["metrics"].items():
         table.add_row(name, f"{value:.4f}")
-    for key in ("source", "mlflow_run_id", "code_version", "dataset"):
-        table.add_row(key, str(champion[key]))
+    for key in ("source", "mlflow_run_id", "code_version", "dataset", "task", "pickled"):
+        if champion.get(key) is not None:  # the built-ins have no task tag, yours no code
+            table.add_row(key, str(champion[key]))
     check, retraining = status["last_check"], status["last_retraining"]
     if check:
         summary = check["summary"]
