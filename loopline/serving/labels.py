@@ -5,6 +5,7 @@ anything reaches the store (:mod:`loopline.storage.feedback`)."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,12 @@ def _label(where: str, entry: Any) -> Label:
         raise RequestError(422, f"{where}.request_id must be the request id of a prediction")
     if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_ITEM:
         raise RequestError(422, f"{where}.item must be the instance's position (0, 1, ...)")
-    if isinstance(label, bool) or not isinstance(label, str | int) or str(label) == "":
-        raise RequestError(422, f'{where}.label must be a class name, e.g. "3"')
+    if isinstance(label, float) and not math.isfinite(label):
+        label = ""  # refused below
+    if isinstance(label, bool) or not isinstance(label, str | int | float) or str(label) == "":
+        raise RequestError(
+            422, f'{where}.label must be a class name, e.g. "3" (a regressor\'s: its number)'
+        )
     return Label(request_id, item, str(label))
 
 

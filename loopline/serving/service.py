@@ -280,7 +280,8 @@ LABELS_BODY = {
                 "properties": {
                     "request_id": {"type": "string", "minLength": 1},
                     "item": {"type": "integer", "minimum": 0, "maximum": MAX_ITEM},
-                    "label": {"type": "string", "minLength": 1},
+                    # a class name; a number is taken as its text ("3")
+                    "label": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]},
                 },
             },
         }

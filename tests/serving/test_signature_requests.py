@@ -105,3 +105,16 @@ def test_answers_say_which_class_each_probability_is_for_and_regressors_answer_n
         classifier.check_labels([Label("r", 0, "maybe")])
     records = [GOOD]
     assert classifier.logged_inputs(records) == [json.dumps(GOOD, separators=(",", ":")).encode()]
+
+
+def test_a_regressor_s_labels_may_be_sent_as_numbers():
+    from loopline.serving.labels import parse_labels
+
+    body = json.dumps(
+        {"labels": [{"request_id": "r", "label": 151.25}, {"request_id": "s", "label": 3}]}
+    )
+    labels = parse_labels(body.encode())
+    assert [lb.label for lb in labels] == ["151.25", "3"]
+    SignatureModel("m", "1", _Model("regression"), None).check_labels(labels)
+    with pytest.raises(RequestError, match="label must be a class name"):
+        parse_labels(b'{"labels": [{"request_id": "r", "label": true}]}')
