@@ -12,6 +12,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
+from loopline.core.layout import FORMAT_TAG
 from loopline.core.settings import Settings
 from loopline.storage.registry import reader
 
@@ -29,10 +30,12 @@ def collect(settings: Settings) -> dict:
         "mlflow_run_id": champion.run_id,
         "code_version": champion.tags.get("loopline.code_version"),
         "dataset": champion.tags.get("loopline.dataset"),
-        # a user's MLflow Model: its task, and whether its files are a pickle
-        "task": champion.tags.get("loopline.task"),
-        "pickled": champion.tags.get("loopline.pickled"),
     }
+    if champion.tags.get(FORMAT_TAG) == "mlflow":  # a user's model: its task, and pickle or not
+        found["champion"] |= {
+            "task": champion.tags.get("loopline.task"),
+            "pickled": champion.tags.get("loopline.pickled"),
+        }
     return found
 
 
