@@ -7,6 +7,7 @@ EVALUATION = "evaluation.json"
 DECISION = "decision.json"
 INPUT_SCHEMA = "input_schema.json"  # the model's inputs; serving validates requests with it
 REFERENCE = "reference.parquet"  # a training-data sample; monitoring's drift reference
+PREDICTION = "prediction"  # a drift reference's column of the model's answers
 GUARDRAIL = "guardrail.parquet"  # held-out labelled rows the gate checks for regressions
 MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts
 TRIGGER = "trigger.json"  # in a retraining's dataset: the trigger that started it

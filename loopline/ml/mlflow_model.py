@@ -81,6 +81,9 @@ class MlflowModel:
         # Its probabilities' order: the estimator's own, whatever the card says.
         self.classes = tuple(str(c) for c in estimator.classes_) if estimator is not None else ()
 
+    def with_card(self, card: ModelCard) -> MlflowModel:
+        return MlflowModel(card, self._pyfunc, self._estimator)
+
     def frame(self, records: list[dict]) -> pd.DataFrame:
         """Records (column -> value, already checked) as a frame typed by the signature:
         built column by column, once (a request's rows go through here on every answer)."""
@@ -133,16 +136,21 @@ def load(folder: Path, digest: str) -> MlflowModel:
     """The registered folder's model, after its files are checked against ``digest``."""
     folder = Path(folder)
     verify_digest(folder, digest)
-    card = read_card(folder)
+    return load_verified(folder / MODEL, read_card(folder))
+
+
+def load_verified(model: Path, card: ModelCard) -> MlflowModel:
+    """The MLflow Model in ``model``, whose files the caller has just checked against the
+    registry's record (:func:`load`, or registration's check of the registry's copy)."""
     with allow_pickle():
         import mlflow.pyfunc
 
-        pyfunc = mlflow.pyfunc.load_model(str(folder / MODEL))
+        pyfunc = mlflow.pyfunc.load_model(str(model))
         estimator = None
         if card.task == "classification" and "sklearn" in card.contract.flavors:
             import mlflow.sklearn
 
-            loaded = mlflow.sklearn.load_model(str(folder / MODEL))
+            loaded = mlflow.sklearn.load_model(str(model))
             if hasattr(loaded, "predict_proba") and hasattr(loaded, "classes_"):
                 estimator = loaded
     return MlflowModel(card, pyfunc, estimator)

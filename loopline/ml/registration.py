@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,19 +30,27 @@ from loopline.core.layout import (
     DIGEST_TAG,
     FORMAT_TAG,
     GUARDRAIL,
+    PREDICTION,
     REFERENCE,
     TRIGGER_TAG,
 )
 from loopline.core.settings import Settings
 from loopline.ml.gate import METRIC_FUNCTIONS, GateDecision, Rows, decide, decision_tags
-from loopline.ml.mlflow_model import CARD, MODEL, MlflowModel, ModelCard, load, typed
+from loopline.ml.mlflow_model import (
+    CARD,
+    MODEL,
+    MlflowModel,
+    ModelCard,
+    load,
+    load_verified,
+    typed,
+)
 from loopline.ml.model_contract import file_digests, manifest_digest, read_contract
 from loopline.storage.registry import CONTENT_TAG, METRIC_TAG, Registry, model_folder, reader
 
 REGISTERED = "registered"  # the run artifact folder a version's source points at
 GUARDRAIL_ROWS = 5000
 REFERENCE_ROWS = 5000
-PREDICTION = "prediction"
 
 
 class EvaluationRowsError(UsageError):
@@ -183,17 +190,14 @@ def _register(registry, model, data, contract, label_column, model_name, content
     )
     registry.log_files(mlflow_run, model, f"{REGISTERED}/{MODEL}")
     folder = registry.local_artifacts(mlflow_run, REGISTERED)
-    model_digest = manifest_digest(file_digests(folder / MODEL))
-    if model_digest != content:
+    if manifest_digest(file_digests(folder / MODEL)) != content:
         raise RuntimeError("the registry's copy of the model differs from the model's files")
+    # The registry's copy, just checked; the classes come from the loaded model itself.
+    loaded = load_verified(folder / MODEL, ModelCard(contract, label_column))
+    card = ModelCard(contract, label_column, loaded.classes)
+    loaded = loaded.with_card(card)
     with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp)
-        shutil.copytree(folder / MODEL, staged / MODEL)
-        (staged / CARD).write_text(ModelCard(contract, label_column).to_json())
-        loaded = load(staged, manifest_digest(file_digests(staged)))
-        card = ModelCard(contract, label_column, loaded.classes)
-        extra = staged / "extra"
-        extra.mkdir()
+        extra = Path(tmp)
         (extra / CARD).write_text(card.to_json())
         _reference(loaded, train).to_parquet(extra / REFERENCE, index=False)
         _guardrail(registry, model_name, rows, card).to_parquet(extra / GUARDRAIL, index=False)
@@ -215,7 +219,7 @@ def _register(registry, model, data, contract, label_column, model_name, content
         run_id=mlflow_run,
         tags=tags,
     )
-    return version, folder, load(folder, digest)
+    return version, folder, loaded
 
 
 def _reference(model: MlflowModel, train: pd.DataFrame) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.metrics import ValueDrift
 
-PREDICTION = "prediction"
+from loopline.core.layout import PREDICTION
 
 
 @dataclass

@@ -288,13 +288,12 @@ def _current_records(window: pd.DataFrame, card: ModelCard) -> pd.DataFrame:
 def _columns_by_type(card: ModelCard) -> dict:
     kinds: dict[str, list[str]] = {"numeric": [], "categorical": [], "text": []}
     for column in card.contract.columns:
-        kinds[
-            "categorical"
-            if column.kind == "boolean"
-            else column.kind
-            if column.kind in kinds
-            else "numeric"
-        ].append(column.name)
+        if column.kind in ("categorical", "boolean"):
+            kinds["categorical"].append(column.name)
+        elif column.kind == "text":
+            kinds["text"].append(column.name)
+        else:  # numbers and integers
+            kinds["numeric"].append(column.name)
     return {
         "features": kinds["numeric"],
         "categorical": kinds["categorical"],
