@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # checkov pins packaging<24, which breaks Ray: it gets a virtual environment of its own.
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install demo test test-fast lint format docs benchmarks clean postgres kubectl lock
+.PHONY: install demo test test-fast lint format docs benchmarks clean postgres kubectl sandbox lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/loopline demo
 
 # Two workers: tests sharing a session server stay on one (xdist groups, tests/conftest.py).
-test: $(STAMP) postgres kubectl $(CHECKOV)
+test: $(STAMP) postgres kubectl sandbox $(CHECKOV)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
@@ -60,6 +60,13 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
 	  echo "PostgreSQL is not installed: its tests will be skipped (apt-get install postgresql)"
+
+# Submitted components are checked in a sandbox: bubblewrap (namespaces), strace (what
+# the import did, seen from outside) and prlimit (util-linux, already there).
+sandbox:
+	@{ command -v bwrap && command -v strace; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap strace >/dev/null) ; } || \
+	  echo "bubblewrap or strace is not installed: component checks will refuse to run (apt-get install bubblewrap strace)"
 
 # kubectl renders the Kubernetes overlays (its built-in kustomize) in tests/infra.
 kubectl:

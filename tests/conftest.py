@@ -257,6 +257,42 @@ def postgres() -> str:
         pytest.skip(str(exc))
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real MLflow tracking server as the production overlay runs it: its store on
+    PostgreSQL, artifacts served through it. Its URL; it stops with the session."""
+    import urllib.request
+
+    from tests.postgres import new_database
+
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    store = new_database(postgres, "mlflow").replace("postgresql://", "postgresql+psycopg://")
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(folder / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", store,
+             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1",
+             "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not start: {folder}/server.log"
+                    ) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        processes.stop_tree(server.pid)
+        server.wait(timeout=30)
+
+
 @pytest.fixture
 def postgres_url(postgres: str) -> str:
     """A fresh, empty PostgreSQL database for one test."""

@@ -24,7 +24,9 @@ def prepare(dataset: str, seed: int, train_rows: Output[Dataset], test_rows: Out
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    frame = pd.read_parquet(dataset)
+    from loopline.ml.retraining_data import dataset_file
+
+    frame = pd.read_parquet(dataset_file(dataset))  # a path, or an artifact URI on Kubeflow
     train, test = train_test_split(
         frame, test_size=0.3, random_state=seed, stratify=frame["churned"]
     )

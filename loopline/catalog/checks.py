@@ -73,7 +73,7 @@ def check(folder: ComponentFolder, settings: Settings, *, engine=None) -> Report
     add(_typed(folder))
     add(_documented(folder))
     add(_no_secret_inputs(folder))
-    found = probe(folder)
+    found = probe(folder, settings)
     add(
         Result(
             "side_effects", not found.effects and not found.import_error, _effects_message(found)
@@ -220,13 +220,13 @@ def _example(folder: ComponentFolder, text: str, spec: dict, settings, engine) -
             f"there is no example; add [example.inputs] (and [example.files] for artifact "
             f"inputs) to {META}, so the catalog can run it",
         )
-    from loopline.catalog.example import run_example
+    from loopline.catalog.example import run_sandboxed
 
     try:
         if folder.example_runner is not None:
             produced = folder.example_runner(spec, settings, engine)
         else:
-            produced = run_example(folder, text, spec, settings, engine)
+            produced = run_sandboxed(folder, text, spec, settings)
     except Exception as exc:
         return Result("example", False, f"the example failed: {exc}")
     return Result("example", True, f"the example ran and produced {', '.join(produced)}")

@@ -10,10 +10,9 @@ from __future__ import annotations
 import ast
 import getpass
 import json
-import subprocess
 import sys
-import tempfile
 import tomllib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from loopline.catalog.references import name_problem
 from loopline.core.errors import UsageError
 from loopline.core.images import platform
+from loopline.core.settings import Settings, sqlite_path
 
 SOURCE = "component.py"
 META = "component.toml"
@@ -113,29 +113,71 @@ def read(path: str | Path) -> ComponentFolder:
     )
 
 
-def probe(folder: ComponentFolder, timeout_s: float = 120) -> Probe:
-    """Import and compile ``component.py`` in its own process (loopline.catalog.probe)."""
+def probe(folder: ComponentFolder, settings: Settings, timeout_s: float = 120) -> Probe:
+    """Import and compile ``component.py`` in a traced sandbox (loopline.catalog.probe):
+    what the import did comes from the tracer outside, the components from the probe's
+    report descriptor, never from the file's output."""
+    from loopline.catalog.effects import TRACED, effects_after
+    from loopline.catalog.probe import compiled_path
+    from loopline.core.sandbox import Sandbox
+
+    marker = f"/tmp/loopline-probe-{uuid.uuid4().hex}"
+    source = str(folder.source_file.resolve())
+    with Sandbox(hide=platform_places(settings), readable=[folder.path.resolve()]) as box:
+        # Run from an empty folder: KFP ships the function alone, so files beside it
+        # are not importable in a pod, nor here.
+        done = box.run(
+            [sys.executable, "-I", "-m", "loopline.catalog.probe", source, marker, "{report_fd}"],
+            timeout_s=timeout_s,
+            trace=TRACED,
+        )
+    effects = effects_after(done.trace, marker, own=(compiled_path(marker),))
+    if done.returncode is None:
+        return Probe(effects, None, import_error=f"importing it took over {timeout_s:.0f} s")
     try:
-        with tempfile.TemporaryDirectory() as empty:  # KFP ships the function alone: files
-            done = subprocess.run(  # beside it are not importable in a pod, nor here
-                [sys.executable, "-m", "loopline.catalog.probe", str(folder.source_file.resolve())],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                cwd=empty,
-            )
-    except subprocess.TimeoutExpired:
-        return Probe([], None, import_error=f"importing it took over {timeout_s:.0f} s")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return Probe([], None, import_error=last)
-    found = json.loads(lines[-1])
+        found = json.loads(done.report)
+    except ValueError:
+        last = (done.output.strip().splitlines() or ["no output"])[-1]
+        return Probe(effects, None, import_error=f"it ended without a report: {last}")
     if found["import_error"]:
         where = f"line {found['line']}: " if found.get("line") else ""
-        return Probe(found["effects"], None, import_error=where + found["import_error"])
+        return Probe(effects, None, import_error=where + found["import_error"])
     text = found["components"].get(folder.function.name)
-    return Probe(found["effects"], text, compile_error=found["compile_error"])
+    if text is not None and not _ships(text, folder):
+        # The report comes from a process the file ran in: trusted only where checked.
+        return Probe(effects, None, compile_error=f"the compiled component does not ship "
+                     f"{SOURCE}'s {folder.function.name} as written")  # fmt: skip
+    return Probe(effects, text, compile_error=found["compile_error"])
+
+
+def _ships(text: str, folder: ComponentFolder) -> bool:
+    """Whether compiled component YAML runs the folder's function, as its source says."""
+    import textwrap
+
+    import yaml
+
+    try:
+        spec = yaml.safe_load(text)
+        executors = spec["deploymentSpec"]["executors"].values()
+        program = "\n".join(
+            "\n".join(
+                map(str, [*e["container"].get("command", []), *e["container"].get("args", [])])
+            )
+            for e in executors
+        )
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return False
+    function = textwrap.dedent(ast.get_source_segment(folder.source, folder.function) or "")
+    return bool(function.strip()) and function.strip() in program
+
+
+def platform_places(settings: Settings) -> list[Path]:
+    """What submitted code must not see: the platform's home and its database file."""
+    places = [settings.home.resolve()]
+    database = sqlite_path(settings.database_url)
+    if database is not None:
+        places.append(database.resolve().parent)
+    return places
 
 
 def component_functions(tree: ast.Module) -> list[ast.FunctionDef]:

@@ -13,4 +13,4 @@ MODEL_PATH = "model"  # where a run's model files sit among its MLflow artifacts
 TRIGGER = "trigger.json"  # in a retraining's dataset: the trigger that started it
 TRIGGER_TAG = "loopline.trigger_id"  # on the version a retraining registered
 FORMAT_TAG = "loopline.format"  # "mlflow" on a version that is a user's MLflow Model
-DIGEST_TAG = "loopline.sha256"  # on such a version: its registered folder's manifest digest
+DIGEST_TAG = "loopline.sha256"  # on every version: its registered folder's manifest digest

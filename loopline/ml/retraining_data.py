@@ -8,6 +8,7 @@ which is where the champion is failing. The KFP component is
 
 import json
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -171,3 +172,35 @@ def assemble_rows(settings: Settings, *, since: int, folder: Path, card, out: Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
     return {"rows": len(frame), "labelled": len(recent), "kept": 0 if kept is None else len(kept)}
+
+
+DATASET = "dataset.parquet"
+
+
+def share_rows(settings: Settings, path: Path, trigger_id: int) -> str:
+    """Upload the retraining file to the tracking server's artifact store, for pipelines
+    that run elsewhere (Kubeflow's pods cannot read this machine's disk); its URI."""
+    registry = Registry(settings)
+    run = registry.start_run(
+        "loopline-retraining-data",
+        params={"trigger_id": trigger_id},
+        tags={"loopline.trigger_id": str(trigger_id)},
+    )
+    return f"{registry.log_files(run, path.parent, f'trigger-{trigger_id}')}/{path.name}"
+
+
+def dataset_file(value: str) -> str:
+    """A local path for a pipeline's dataset input: a path as given, an artifact URI (what
+    a retraining on Kubeflow receives) downloaded through the tracking server first. A
+    user's component opens its input with ``pd.read_parquet(dataset_file(dataset))``."""
+    if "://" not in value and not value.startswith("mlflow-artifacts:"):
+        return value
+    if value.startswith("file://"):
+        return unquote(urlparse(value).path)
+    import mlflow.artifacts
+
+    from loopline.core.settings import load_settings
+
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=value, tracking_uri=load_settings().tracking_uri
+    )

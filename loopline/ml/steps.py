@@ -22,6 +22,7 @@ from loopline.core import lineage
 from loopline.core.errors import LooplineError
 from loopline.core.layout import (
     DECISION,
+    DIGEST_TAG,
     ERROR,
     EVALUATION,
     GUARDRAIL,
@@ -222,6 +223,7 @@ def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> N
     import pandas as pd
 
     from loopline.ml.dataset import read_schema
+    from loopline.ml.network_flavor import write_mlmodel
     from loopline.ml.streaming import sample_rows
 
     schema = read_schema(dataset)
@@ -233,6 +235,7 @@ def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> N
             "normalization": spec.normalization,
         }
     (out / INPUT_SCHEMA).write_text(schema.to_json())
+    write_mlmodel(out, schema)  # the one model contract: an MLflow Model with a signature
     sample_rows(dataset, "train", REFERENCE_ROWS, seed).to_parquet(out / REFERENCE, index=False)
     # This run's test rows, plus the guardrail a retraining inherited from its champion.
     held_out = [sample_rows(dataset, "test", GUARDRAIL_ROWS, seed)]
@@ -357,7 +360,10 @@ def register_step(
         model_name,
         source=registry.artifact_uri(training["mlflow_run_id"], MODEL_PATH),
         run_id=training["mlflow_run_id"],
-        tags=_version_tags(run_id, model_lineage, training, dataset, challenger),
+        tags={
+            **_version_tags(run_id, model_lineage, training, dataset, challenger),
+            DIGEST_TAG: _registered_digest(registry, training["mlflow_run_id"], model),
+        },
     )
     registry.set_tags(model_name, version.version, decision_tags(decision))
     if decision.promote:
@@ -412,12 +418,13 @@ def _predictions(registry, champion, model: Path, dataset: Path):
 
     from loopline.ml.dataset import LABEL, read_schema, read_split
     from loopline.ml.evaluation import predict
+    from loopline.ml.network_flavor import load_registered
     from loopline.ml.weights import load_model
 
     schema = read_schema(dataset)
     try:
         champion_dir = registry.download(champion)
-        champion_net, spec = load_model(champion_dir)
+        champion_net, spec = load_registered(champion_dir, champion.tags.get(DIGEST_TAG))
     except Exception as exc:  # a missing or corrupt file must not crash the gate
         raise _Incomparable(f"its model files cannot be loaded ({exc})") from None
     if list(spec.input_shape) != list(schema.input_shape) or spec.num_classes != schema.num_classes:
@@ -434,6 +441,18 @@ def _predictions(registry, champion, model: Path, dataset: Path):
         x, y = frame[schema.features].to_numpy("float32"), frame[LABEL].to_numpy("int64")
         guardrail = Rows(y, predict(challenger_net, x), predict(champion_net, x))
     return evidence, guardrail, schema.num_classes
+
+
+def _registered_digest(registry: Registry, mlflow_run: str, model: Path) -> str:
+    """The manifest digest of the registry's copy of the model, which every later load
+    checks; the copy must be the trained files, and they must meet the model contract."""
+    from loopline.ml.model_contract import file_digests, manifest_digest, read_contract
+
+    read_contract(model)
+    digest = manifest_digest(file_digests(registry.local_artifacts(mlflow_run, MODEL_PATH)))
+    if digest != manifest_digest(file_digests(model)):
+        raise RuntimeError("the registry's copy of the model differs from the trained files")
+    return digest
 
 
 def _version_tags(run_id, model_lineage, training, dataset: Path, challenger: dict) -> dict:

@@ -39,6 +39,7 @@ from loopline.core.layout import DIGEST_TAG, FORMAT_TAG, INPUT_SCHEMA, REFERENCE
 from loopline.core.settings import Settings
 from loopline.ml.dataset import LABEL, DatasetSchema
 from loopline.ml.mlflow_model import ModelCard, registered_card, typed
+from loopline.ml.model_contract import verify_digest
 from loopline.monitoring.alerts import send_alert
 from loopline.monitoring.drift import PREDICTION, DriftResult, detect_drift
 from loopline.monitoring.policy import Policy
@@ -135,6 +136,8 @@ class Monitor:
                 **_columns_by_type(card),
             )
         else:
+            if DIGEST_TAG in champion.tags:  # the reference is the registered one
+                verify_digest(folder, champion.tags[DIGEST_TAG])
             schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
             drift = detect_drift(
                 _reference(folder, schema),

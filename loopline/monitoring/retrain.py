@@ -20,7 +20,7 @@ import os
 from loopline.core.layout import DIGEST_TAG, TRIGGER_TAG
 from loopline.core.settings import Settings
 from loopline.ml.mlflow_model import registered_card
-from loopline.ml.retraining_data import assemble_rows
+from loopline.ml.retraining_data import DATASET, assemble_rows, share_rows
 from loopline.monitoring.policy import RETRAIN_ENGINES, PolicyError, RetrainPipeline
 from loopline.pipelines.builtin_pipelines import get
 from loopline.pipelines.cluster import kubeflow
@@ -111,7 +111,7 @@ def _retrain_with(settings, trigger: Trigger, spec: RetrainPipeline, engine: str
     champion = reader(settings).version(trigger.model_name, trigger.model_version)
     folder = model_folder(settings, champion)
     card = registered_card(folder, champion.tags[DIGEST_TAG])
-    data = settings.home / "retraining" / f"trigger-{trigger.id}" / "dataset.parquet"
+    data = settings.home / "retraining" / f"trigger-{trigger.id}" / DATASET
     rows = assemble_rows(settings, since=trigger.first_seq - 1, folder=folder, card=card, out=data)
     names = set(ir.parameter_names())
     base = retraining_arguments(trigger)
@@ -120,7 +120,8 @@ def _retrain_with(settings, trigger: Trigger, spec: RetrainPipeline, engine: str
         **spec.parameters,
         spec.dataset_parameter: str(data),
     }
-    if engine == "kubeflow":
+    if engine == "kubeflow":  # the pods read the file from the artifact store, by URI
+        arguments[spec.dataset_parameter] = share_rows(settings, data, trigger.id)
         host = settings.monitor.kfp_host
         run_id = kubeflow.submit(ir, host, arguments=arguments, settings=settings)
         return {"engine": engine, "state": "submitted", "run_id": run_id, "host": host}

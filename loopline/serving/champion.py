@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopline.core.layout import FORMAT_TAG, INPUT_SCHEMA
+from loopline.core.layout import DIGEST_TAG, FORMAT_TAG, INPUT_SCHEMA
 from loopline.core.settings import Settings
 from loopline.ml.dataset import DatasetSchema
-from loopline.ml.weights import load_model
+from loopline.ml.network_flavor import load_registered
 from loopline.serving.labels import check_classes
 from loopline.serving.requests import Limits, parse
 from loopline.serving.signature_model import SignatureModel
@@ -92,7 +92,7 @@ def load_version(settings: Settings, info: VersionInfo) -> ServedModel:
     folder = model_folder(settings, info)
     if info.tags.get(FORMAT_TAG) == "mlflow":
         return SignatureModel.load(info, folder)
-    model, _ = load_model(folder)
+    model, _ = load_registered(folder, info.tags.get(DIGEST_TAG))
     schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
     return LoadedModel(info.name, info.version, model, schema, folder)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline.core import processes
-from loopline.core.layout import DIGEST_TAG, FORMAT_TAG
+from loopline.core.layout import DIGEST_TAG
 from loopline.core.package import installed_root
 from loopline.core.settings import Settings, SettingsError
 from loopline.ml.model_contract import verify_digest
@@ -123,8 +123,8 @@ def start_server(
 
 def preflight(settings: Settings, version: str | None) -> bool:
     """Whether there is a model to serve: the pinned ``version``, else a champion. Reads
-    only; an unknown pinned version is a usage error, and so is a registered MLflow Model
-    whose files are no longer the registered ones (:class:`ModelTampered`, exit 2)."""
+    only; an unknown pinned version is a usage error, and so is a registered model whose
+    files are no longer the registered ones (:class:`ModelTampered`, exit 2)."""
     reads = reader(settings)
     if version is None:
         info = reads.champion(settings.model_name)
@@ -136,6 +136,6 @@ def preflight(settings: Settings, version: str | None) -> bool:
                 f"--version {version}: model {settings.model_name!r} has no such version "
                 f"({exc}); list versions in the MLflow UI or serve the champion"
             ) from None
-    if info is not None and info.tags.get(FORMAT_TAG) == "mlflow":
+    if info is not None and DIGEST_TAG in info.tags:
         verify_digest(model_folder(settings, info), info.tags[DIGEST_TAG])
     return info is not None

@@ -1,8 +1,9 @@
 """MLflow access: experiments and runs for tracking, and the model registry.
 
 Versions are immutable; the ``champion`` alias is the only thing that moves, and MLflow
-moves it in one database write. Model files are logged as plain run artifacts
-(safetensors + architecture JSON), never as a pickled MLflow flavor.
+moves it in one database write. Every version is an MLflow Model folder whose sha256
+manifest is a version tag, checked before each load (``loopline.ml.model_contract``);
+loopline's own networks are safetensors + architecture JSON, never a pickle.
 
 :class:`Registry` reads and writes through MLflow's client. :func:`reader` gives the
 reads that everyday commands need (the champion, a version, a version by content) and,

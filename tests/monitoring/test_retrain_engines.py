@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from prefect import get_client
 from prefect.states import Completed
@@ -22,6 +27,7 @@ from tests.pipelines.test_kubeflow import (  # noqa: F401 - kfp_api is the fixtu
     posted,
 )
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TRIGGER = Trigger(
     7, "digits-classifier", "3", 1235, ["data drift: 97%"], "drift.html", "running", 0.0, 0.0, None
 )
@@ -87,3 +93,78 @@ def tag_a_version(settings, *, trigger_id: str, promoted: str) -> None:
             "gate.promoted": promoted,
         },
     )
+
+
+def test_a_users_pipeline_on_kubeflow_reads_its_dataset_by_artifact_uri(
+    kfp_api,  # noqa: F811
+    mlflow_server,
+    postgres_url,
+    tmp_path,
+):
+    """Kubeflow's pods cannot read the monitor's disk: the retraining file goes to the
+    tracking server's artifact store (a real MLflow server on PostgreSQL here; the KFP API
+    is a recording fake, as no Kubernetes runs on this machine), and the user's pipeline
+    gets its URI, which a process with only the cluster's settings reads back."""
+    from loopline.monitoring.policy import RetrainPipeline
+    from loopline.storage.database import open_database
+    from loopline.storage.feedback import FeedbackStore, Label
+    from loopline.storage.predictions import Answer, PredictionLog
+    from tests.ml.test_registration import frame, register, rows, save
+
+    host, requests = kfp_api
+    cluster = {"LOOPLINE_TRACKING_URI": mlflow_server, "LOOPLINE_DATABASE_URL": postgres_url}
+    settings = load_settings(
+        {
+            "LOOPLINE_HOME": str(tmp_path / "home"),
+            "LOOPLINE_KFP_HOST": host,
+            "LOOPLINE_RAY_STORAGE": "s3://loopline/ray",
+            **cluster,
+        }
+    )
+    data = frame(400, 0)
+    model = save(tmp_path / "model", data)
+    evaluation, train = rows(tmp_path, "eval", data[300:]), rows(tmp_path, "train", data[:300])
+    assert register(settings, tmp_path, model, evaluation, train, name="churn")["promoted"]
+    served = frame(30, 1)
+    database = open_database(settings, migrate=True)
+    try:
+        records = served[["x", "colour"]].to_dict("records")
+        inputs = [json.dumps(r, separators=(",", ":")).encode() for r in records]
+        PredictionLog(database).append(
+            Answer("req", "1", inputs, ["no"] * 30, np.zeros((30, 0), dtype=np.float64))
+        )
+        FeedbackStore(database).attach(
+            [Label("req", i, label) for i, label in enumerate(served["label"])]
+        )
+    finally:
+        database.close()
+    trigger = dataclasses.replace(TRIGGER, model_name="churn", model_version="1", first_seq=1)
+    pipeline = RetrainPipeline(str(EXAMPLES / "churn_sklearn" / "pipeline.py"))
+    outcome = start_retraining(settings, trigger, engine="kubeflow", pipeline=pipeline)
+    assert outcome["state"] == "submitted"
+    [run] = posted(requests, "/apis/v2beta1/runs")
+    uri = run["runtime_config"]["parameters"]["dataset"]
+    assert uri.startswith("mlflow-artifacts:/") and uri.endswith("/dataset.parquet")
+    # A pod: only the cluster's settings, a home of its own, nothing of this machine's.
+    read = subprocess.run(
+        [sys.executable, "-c", READ_BACK, uri],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path / "pod"), **cluster},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert read.returncode == 0, read.stderr[-2000:]
+    shape = json.loads(read.stdout.strip().splitlines()[-1])
+    assert shape["rows"] == 30 + 300 and shape["columns"] == ["x", "colour", "label"]
+    assert shape["recent"] == list(served["label"])  # the labels that came back, first
+
+
+READ_BACK = """
+import json, sys
+import pandas as pd
+from loopline.ml.retraining_data import dataset_file
+frame = pd.read_parquet(dataset_file(sys.argv[1]))
+recent = frame["label"][:30].tolist()
+print(json.dumps({"rows": len(frame), "columns": list(frame.columns), "recent": recent}))
+"""

@@ -171,4 +171,15 @@ def run_in_env(python: Path, call, env: dict[str, str]) -> None:
             log = stack.enter_context(open(call.log_path, "ab"))
         code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if code != 0:
-        raise RuntimeError(f"the component exited with code {code} (in its own environment)")
+        why = f"signal {-code}" if code < 0 else f"code {code}"
+        raise RuntimeError(f"the component exited with {why}{_last_line(call.log_path)}")
+
+
+def _last_line(log_path: str | None) -> str:
+    """The last line the component wrote (its exception, usually), for the message."""
+    if not log_path or not Path(log_path).exists():
+        return ""
+    with open(log_path, "rb") as handle:
+        handle.seek(max(0, Path(log_path).stat().st_size - 4096))
+        lines = handle.read().decode(errors="replace").strip().splitlines()
+    return f": {lines[-1][:300]}" if lines else ""

@@ -248,3 +248,18 @@ def run_container(
         sys.stderr.write(stderr)
     if result.returncode != 0:
         raise RuntimeError(f"command exited with {result.returncode}: {stderr.strip()[-2000:]}")
+
+
+class NewProcess:
+    """Runs each component call in a new process of this interpreter, as KFP's container
+    command would (``kfp.dsl.executor_main``): the catalog's sandboxed example, where the
+    code that reports the run must not share a process with the component."""
+
+    def run(self, call: PythonCall) -> None:
+        from loopline.pipelines.local.component_envs import run_in_env
+
+        run_in_env(Path(sys.executable), call, {**os.environ, **call.env})
+
+    def warm(self) -> None: ...
+
+    def shutdown(self) -> None: ...
