@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from loopline.storage.registry import Registry
 
 MODEL = "digits-classifier"
 DEMO_ARGUMENTS = {"dataset": "digits", "model_name": MODEL, "epochs": 20, "workers": 2}
+REVIEW_EVERY = 10  # the reviewer labels every tenth of the labeller's items
 POLICY = Policy(
     drift_share=0.5,
     min_rows=150,
@@ -112,17 +114,11 @@ def _loop(
     shifted = _replay(server.url, 1.0 - train.x[:600], train.y[:600], classes, "shifted", console)
     second = _monitor(settings, console)
     console.rule("5/6 labels for the shifted traffic arrive; monitoring starts retraining")
-    stored = httpx.post(
-        f"{server.url}/feedback",
-        timeout=60,
-        json={
-            "labels": [
-                {"request_id": r, "label": lb}
-                for r, lb in zip(shifted.request_ids, shifted.labels, strict=True)
-            ]
-        },
-    ).json()
-    console.print(f"feedback: {stored['stored']} labels stored")
+    labels = [
+        {"request_id": r, "label": lb}
+        for r, lb in zip(shifted.request_ids, shifted.labels, strict=True)
+    ]
+    send_labels(server.url, settings, labels, console)
     third = _monitor(settings, console)
     v2 = _wait_for_switch(server.url, Registry(settings).champion(MODEL).version, console)
     console.rule("6/6 the same kind of shifted traffic, now answered by the new champion")
@@ -133,13 +129,43 @@ def _loop(
     )
 
 
+def label_keys() -> dict[str, str]:
+    """The demo's two labelling keys, as settings: a labeller's, and a reviewer's whose
+    sample of labels vouches for the rest. Fresh each run, never printed."""
+    return {
+        "LOOPLINE_LABEL_KEYS": f"labeller={secrets.token_urlsafe(24)},"
+        f"reviewer={secrets.token_urlsafe(24)}",
+        "LOOPLINE_LABEL_REVIEWERS": "reviewer",
+    }
+
+
+def send_labels(url: str, settings: Settings, labels: list[dict], console: Console) -> None:
+    """The labeller labels everything; the reviewer every tenth item, as a labelling
+    team's audit would."""
+    keys = dict(entry.split("=", 1) for entry in (settings.labels.keys or "").split(","))
+    answers = {}
+    for name, part in (("labeller", labels), ("reviewer", labels[::REVIEW_EVERY])):
+        answer = httpx.post(
+            f"{url}/feedback", json={"labels": part}, headers={"X-API-Key": keys[name]}, timeout=60
+        )
+        answer.raise_for_status()
+        answers[name] = answer.json()
+    console.print(
+        f"feedback: {answers['labeller']['stored']} labels from 'labeller'; "
+        f"{len(labels[::REVIEW_EVERY])} of them reviewed by 'reviewer' "
+        f"({answers['reviewer']['conflicts']} disagreements)"
+    )
+
+
 def _fresh_home(settings: Settings) -> Settings:
-    """``<home>/demo``, emptied; set in the environment too, for the pipeline's steps."""
+    """``<home>/demo``, emptied; set in the environment too, for the pipeline's steps and
+    the server, with the demo's labelling keys."""
     home = settings.home / "demo"
     os.environ.update(
         LOOPLINE_HOME=str(home),
         LOOPLINE_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
         LOOPLINE_MODEL_NAME=MODEL,
+        **label_keys(),
     )
     demo = load_settings()
     prefect_server.stop(demo)  # a server left by an interrupted demo must not see its files go

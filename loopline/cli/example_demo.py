@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from loopline.cli.demo import label_keys, send_labels
 from loopline.cli.views.monitor import render_monitor
 from loopline.cli.views.run import RunView
 from loopline.core import engine_env, processes
@@ -151,8 +152,7 @@ def _loop(folder, data, settings, console, server: Server, outcome: Outcome, wor
             {"request_id": r, "item": i, "label": str(v)}
             for (r, i), v in zip(ids, shifted[data.LABEL], strict=True)
         ]
-        stored = httpx.post(f"{server.url}/feedback", json={"labels": labels}, timeout=60).json()
-        console.print(f"feedback: {stored['stored']} labels stored")
+        send_labels(server.url, settings, labels, console)
         console.rule("5/6 the gate judges the retrained model; the server switches")
         with _Client(server.url, data.normal(50, 3), data.LABEL) as client:
             check = _check(monitor, console, retrain=True)
@@ -259,6 +259,7 @@ def _fresh_home(settings: Settings, folder: Path) -> Settings:
         LOOPLINE_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
         LOOPLINE_MODEL_NAME=data.MODEL_NAME,
         LOOPLINE_MONITOR_CONFIG=str(folder / "monitoring.yaml"),
+        **label_keys(),
     )
     fresh = load_settings()
     prefect_server.stop(fresh)

@@ -125,8 +125,12 @@ def feedback(
     """Attach ground-truth labels to served predictions (by request id).
 
     The file is checked as POST /feedback checks a body; one bad row refuses the whole
-    file (exit 2) and nothing is stored.
+    file (exit 2) and nothing is stored. Each label is recorded as sent by
+    ``cli:USER``; a different label for an item already labelled is kept as a conflict.
     """
+    import dataclasses
+    import getpass
+
     from loopline.serving.labels import check_classes, read_labels_csv
     from loopline.serving.requests import RequestError
     from loopline.storage.database import open_database
@@ -139,13 +143,17 @@ def feedback(
     except RequestError as exc:
         console.print(f"[red]labels refused, none stored[/]: {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+    source = f"cli:{getpass.getuser()}"
     database = open_database(settings, migrate=True)
     try:
-        result = FeedbackStore(database).attach(parsed)
+        store = FeedbackStore(database, settings.labels.conflicts)
+        result = store.attach([dataclasses.replace(lb, source=source) for lb in parsed])
     finally:
         database.close()
     console.print(
-        f"stored {result['stored']} label(s); {result['unknown_count']} had no logged prediction"
+        f"stored {result['stored']} label(s) as {source}; {result['repeated']} repeated, "
+        f"{result['conflicts']} in conflict with an earlier label (kept, not applied); "
+        f"{result['unknown_count']} had no logged prediction"
     )
     typer.echo(json.dumps(result))
 

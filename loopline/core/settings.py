@@ -131,6 +131,16 @@ def gate_metric(raw: str, where: str) -> str:
     return raw
 
 
+LABEL_CONFLICTS = ("exclude", "first", "last")
+
+
+def label_conflicts(raw: str, where: str) -> str:
+    value = str(raw).strip().lower()
+    if value not in LABEL_CONFLICTS:
+        raise SettingsError(f"{where}={raw!r}; set it to one of {', '.join(LABEL_CONFLICTS)}.")
+    return value
+
+
 def names(raw: str, where: str) -> tuple[str, ...]:
     """A comma-separated list."""
     return tuple(i.strip() for i in str(raw).split(",") if i.strip())
@@ -201,6 +211,7 @@ class GateSettings:
     margin: float = 0.0  # the challenger must also beat the champion by more than this
     min_rows: int = 30  # fewer labelled rows than this cannot decide
     tolerance: float = 0.02  # the most the challenger may lose on the guardrail set
+    class_tolerance: float = 0.05  # ... and on any one class of it (recall)
 
 
 @dataclass(frozen=True)
@@ -222,6 +233,16 @@ class ServeSettings:
     trace_sample_rate: float = 0.0  # the share of requests traced with OpenTelemetry
     api_key: str | None = field(default=None, repr=False)  # never printed
     api_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Who may label (``/feedback``), and what a conflicting label means."""
+
+    keys: str | None = field(default=None, repr=False)  # NAME=KEY,...; never printed
+    keys_file: Path | None = None
+    reviewers: tuple[str, ...] = ()  # the keys whose labels are reviewed: trusted
+    conflicts: str = "exclude"
 
 
 @dataclass(frozen=True)
@@ -255,6 +276,7 @@ class Settings:
     gate: GateSettings = GateSettings()
     prefect: PrefectSettings = PrefectSettings()
     serve: ServeSettings = ServeSettings()
+    labels: LabelSettings = LabelSettings()
     monitor: MonitorSettings = MonitorSettings()
     catalog: CatalogSettings = CatalogSettings()
     runtime: RuntimeSettings = RuntimeSettings()
@@ -324,6 +346,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOOPLINE_GATE_ALPHA", "gate.alpha", fraction, "The gate's one-sided significance level.", "0.05"),
     Variable("LOOPLINE_GATE_MIN_ROWS", "gate.min_rows", count, "Fewer labelled rows than this cannot decide.", "30"),
     Variable("LOOPLINE_GATE_TOLERANCE", "gate.tolerance", fraction, "The most a challenger may lose on the champion's guardrail rows.", "0.02"),
+    Variable("LOOPLINE_GATE_CLASS_TOLERANCE", "gate.class_tolerance", fraction, "The most a challenger may lose on any one class of the guardrail rows (recall).", "0.05"),
     Variable("LOOPLINE_GATE_MARGIN", "gate.margin", number, "The challenger must also beat the champion by more than this.", "0"),
     Variable("LOOPLINE_PREFECT_PORT", "prefect.port", count, "This home's Prefect server: the port it prefers.", "4200"),
     Variable("LOOPLINE_PREFECT_IDLE", "prefect.idle_s", duration, "This home's Prefect server stops after this long unused.", "10m"),
@@ -336,8 +359,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOOPLINE_SERVE_TRACE_SAMPLE_RATE", "serve.trace_sample_rate", share, "Share of requests traced with OpenTelemetry, to the exporter in BentoML's configuration; at 0 no span is opened at all.", "0"),
     Variable("LOOPLINE_SERVE_MAX_BYTES", "serve.max_bytes", positive_count, "The largest request body, in bytes.", "1000000"),
     Variable("LOOPLINE_SERVE_MAX_INSTANCES", "serve.max_instances", positive_count, "The most instances in one request.", "256"),
-    Variable("LOOPLINE_API_KEY", "serve.api_key", text, "Require this key in `X-API-Key` on `/predict` and `/feedback`; unset: open."),
+    Variable("LOOPLINE_API_KEY", "serve.api_key", text, "Require this key in `X-API-Key` on `/predict`; unset: open. It cannot label."),
     Variable("LOOPLINE_API_KEY_FILE", "serve.api_key_file", path, "A file holding the API key (a mounted Kubernetes Secret), read when `LOOPLINE_API_KEY` is unset."),
+    Variable("LOOPLINE_LABEL_KEYS", "labels.keys", text, "Keys that may label (`X-API-Key` on `/feedback`), `NAME=KEY` separated by commas; each label records its key's name. A bare key is named `labeller`. Unset, with no file: `/feedback` is closed."),
+    Variable("LOOPLINE_LABEL_KEYS_FILE", "labels.keys_file", path, "A file of labelling keys, one `NAME=KEY` per line (a mounted Kubernetes Secret), read when `LOOPLINE_LABEL_KEYS` is unset."),
+    Variable("LOOPLINE_LABEL_REVIEWERS", "labels.reviewers", names, "Names of labelling keys whose labels are reviewed (comma-separated): never trained on, they judge the other labels and the retrained model.", ""),
+    Variable("LOOPLINE_LABEL_CONFLICTS", "labels.conflicts", label_conflicts, "An item given different labels: `exclude` it from quality and retraining, or take its `first` or `last` label.", "exclude"),
     Variable("LOOPLINE_MONITOR_CONFIG", "monitor.config", path, "The monitoring policy (YAML).", shown_default="$LOOPLINE_HOME/monitoring.yaml"),
     Variable("LOOPLINE_ALERT_URL", "monitor.alert_url", text, "Where alerts go: a JSON webhook or any apprise URL; wins over the policy's `alert_url` (keep it in a Secret: it usually carries a token)."),
     Variable("LOOPLINE_KFP_HOST", "monitor.kfp_host", text, "Retraining runs on this Kubeflow Pipelines API."),

@@ -5,9 +5,12 @@ Both models predict the same rows, and the gate compares them row by row:
   the challenger must be better by a statistically significant margin. For accuracy that
   is McNemar's exact test on the rows where exactly one model is right; for the macro
   metrics, a paired bootstrap of the difference. One-sided, at level ``alpha``.
-- **Guardrail** (held-out rows kept with the champion): the challenger must not lose more
-  than ``tolerance`` there, so a model fitted to a new slice of traffic cannot quietly
-  forget the old one.
+- **Guardrail** (trusted held-out rows kept with the champion, which feedback never
+  changes): the challenger must not lose more than ``tolerance`` there, must not be
+  significantly worse there (the same paired test, the other way round), and a
+  classifier must not lose more than ``class_tolerance`` of any one class's recall with
+  significance. So a model fitted to a new slice of traffic, or to labels that teach it
+  something false, cannot quietly forget what the reviewed rows say.
 - **Too few rows** to decide is a refusal, with that reason.
 
 A one-row difference on a few hundred noisy labels is noise: the test says so, and the
@@ -137,17 +140,63 @@ def decide(
         return decision
     if guardrail is not None and len(guardrail.truth):
         decision.guardrail = judge(guardrail)
-        loss = decision.guardrail.loss
-        holds = loss <= policy.tolerance
+        problems = _guardrail_problems(policy, decision.guardrail, guardrail, task)
         decision.reasons.append(
-            f"guardrail ({decision.guardrail.rows} held-out rows kept with v{champion_version}): "
-            f"{metric} {decision.guardrail.challenger:.4f} vs {decision.guardrail.champion:.4f}"
-            + (" holds" if holds else f", a loss of {loss:.4f} > tolerance {policy.tolerance:g}")
+            f"guardrail ({decision.guardrail.rows} trusted held-out rows kept with "
+            f"v{champion_version}): {metric} {decision.guardrail.challenger:.4f} vs "
+            f"{decision.guardrail.champion:.4f}"
+            + (" holds" if not problems else ": " + "; ".join(problems))
         )
-        if not holds:
+        if problems:
             return decision
     decision.promote = True
     return decision
+
+
+def _guardrail_problems(policy: GateSettings, judged: Comparison, rows: Rows, task: str):
+    """Why the guardrail does not hold: too large a loss, a significant one, or one class
+    collapsing (what labels that teach something false do first)."""
+    problems = []
+    if judged.loss > policy.tolerance:
+        problems.append(f"a loss of {judged.loss:.4f} > tolerance {policy.tolerance:g}")
+    # The one-sided p of "worse": the exact test with the sides swapped, or the
+    # bootstrap's other tail.
+    exact = judged.test.startswith("McNemar")
+    worse = mcnemar_p(judged.champion_only, judged.challenger_only) if exact else 1 - judged.p_value
+    if judged.loss > 0 and worse < policy.alpha:
+        problems.append(
+            f"significantly worse ({judged.champion_only} rows only the champion got right, "
+            f"{judged.challenger_only} only the challenger; one-sided p = {worse:.2g})"
+        )
+    if task == "classification":
+        problems += class_collapses(rows, policy)
+    return problems
+
+
+MIN_CLASS_ROWS = 10  # fewer rows of a class than this say nothing about its recall
+
+
+def class_collapses(rows: Rows, policy: GateSettings) -> list[str]:
+    """Classes whose recall the challenger loses by more than ``class_tolerance``, with a
+    one-sided McNemar test on that class's rows at ``alpha`` over the classes tested."""
+    truth, challenger, champion = (
+        np.asarray(a) for a in (rows.truth, rows.challenger, rows.champion)
+    )
+    classes = [c for c in np.unique(truth) if np.sum(truth == c) >= MIN_CLASS_ROWS]
+    found = []
+    for c in classes:
+        mine = truth == c
+        right_chal, right_champ = challenger[mine] == c, champion[mine] == c
+        loss = float(right_champ.mean() - right_chal.mean())
+        only_champ = int(np.sum(right_champ & ~right_chal))
+        only_chal = int(np.sum(right_chal & ~right_champ))
+        p = mcnemar_p(only_champ, only_chal)
+        if loss > policy.class_tolerance and p < policy.alpha / len(classes):
+            found.append(
+                f"class {c} collapses: recall {right_chal.mean():.3f} vs "
+                f"{right_champ.mean():.3f} on {int(mine.sum())} rows (p = {p:.2g})"
+            )
+    return found
 
 
 def decision_tags(decision: GateDecision) -> dict[str, str]:

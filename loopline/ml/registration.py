@@ -200,7 +200,8 @@ def _register(registry, model, data, contract, label_column, model_name, content
         extra = Path(tmp)
         (extra / CARD).write_text(card.to_json())
         _reference(loaded, train).to_parquet(extra / REFERENCE, index=False)
-        _guardrail(registry, model_name, rows, card).to_parquet(extra / GUARDRAIL, index=False)
+        trusted = rows if not trigger else rows.iloc[:0]  # a retraining's rows are feedback
+        _guardrail(registry, model_name, trusted, card).to_parquet(extra / GUARDRAIL, index=False)
         registry.log_files(mlflow_run, extra, REGISTERED)
     folder = registry.local_artifacts(mlflow_run, REGISTERED)
     digest = manifest_digest(file_digests(folder))
@@ -233,8 +234,8 @@ def _reference(model: MlflowModel, train: pd.DataFrame) -> pd.DataFrame:
 
 
 def _guardrail(registry, model_name: str, rows: pd.DataFrame, card: ModelCard) -> pd.DataFrame:
-    """These rows, plus the champion's guardrail: a chain of retrainings keeps every
-    generation's held-out rows in view."""
+    """These trusted rows, plus the champion's guardrail: a chain of retrainings keeps the
+    reviewed held-out rows in view, and feedback never joins them."""
     keep = [*card.columns, card.label_column]
     parts = [rows[keep]]
     champion = reader(registry.settings).champion(model_name)

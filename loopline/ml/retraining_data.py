@@ -1,9 +1,10 @@
 """The retraining dataset: the champion's reference data plus newly labelled production data.
 
-The labelled rows are split so that the most useful part, a held-out share, becomes the
-test split: the gate then scores the challenger and the champion on recent labelled data,
-which is where the champion is failing. The KFP component is
-:mod:`loopline.components.assemble`.
+The labelled rows are split by time: the newest share becomes the test split, so the gate
+scores the challenger and the champion on the most recent labelled data, which the
+challenger never trained on. Items a reviewer labelled (``LOOPLINE_LABEL_REVIEWERS``) are
+not trained on at all: they join the guardrail with the champion's, and the gate checks
+the challenger there too. The KFP component is :mod:`loopline.components.assemble`.
 """
 
 import json
@@ -53,7 +54,9 @@ def assemble_step(
     if database is None:
         raise RetrainingDataError("the prediction log is empty: nothing was served yet")
     try:
-        labelled = FeedbackStore(database).labelled(after=since)
+        store = FeedbackStore(database, settings.labels.conflicts)
+        labelled = _unreviewed(store, since, settings)
+        reviewed = store.reviewed(since, settings.labels.reviewers)
     finally:
         database.close()
     labelled = labelled[labelled["label"].isin(schema.classes)]
@@ -62,9 +65,7 @@ def assemble_step(
             f"{len(labelled)} labelled predictions since the drift window; need {MIN_LABELLED}."
             " Send labels with `loopline feedback` or POST /feedback, then monitor again."
         )
-    inputs = np.stack(labelled["inputs"].to_numpy()).astype(np.float32)
-    new = pd.DataFrame(inputs, columns=schema.features)
-    new[LABEL] = labelled["label"].map(schema.classes.index).to_numpy()
+    new = _rows(labelled, schema)  # in the order they were served
     # Neither the champion's training rows nor its held-out guardrail rows are new data.
     new = _unseen(new, [reference, held_out], schema.features)
     if len(new) < MIN_LABELLED:
@@ -72,17 +73,18 @@ def assemble_step(
             f"only {len(new)} labelled predictions are new to the champion's training data; "
             f"need {MIN_LABELLED}"
         )
-    splits = _splits(
-        reference, new.sample(frac=1.0, random_state=seed), schema, test_fraction, seed
-    )
+    splits = _splits(reference, new, schema, test_fraction, seed)
     write_dataset(out, schema, splits)
     (out / TRIGGER).write_text(json.dumps(trigger, indent=2))
-    if held_out is not None:  # the new model keeps guarding what the champion guarded
-        held_out.to_parquet(out / GUARDRAIL, index=False)
+    # The new model keeps guarding what the champion guarded, and the reviewed rows.
+    trusted = [f for f in (held_out, _rows(reviewed, schema)) if f is not None and len(f)]
+    if trusted:
+        pd.concat(trusted, ignore_index=True).to_parquet(out / GUARDRAIL, index=False)
     summary = {
         "champion_version": champion.version,
         "reference_rows": len(reference),
         "labelled_rows": len(new),
+        "reviewed_rows": len(reviewed),
         "rows": {name: len(split.y) for name, split in splits.items()},
         "trigger": trigger,
     }
@@ -94,6 +96,28 @@ def assemble_step(
         parameters={"since": since, "test_fraction": test_fraction, "trigger": trigger},
     )
     return summary
+
+
+def _unreviewed(store: FeedbackStore, since: int, settings: Settings, records: bool = False):
+    """The labelled predictions after ``since`` that no reviewer labelled: reviewed items
+    judge the new model (in its guardrail, and the label checks); it never trains on them."""
+    labelled = store.labelled(since, records=records)
+    reviewed = store.reviewed(since, settings.labels.reviewers, records=records)
+    judged = set(zip(reviewed["request_id"], reviewed["item"], strict=True))
+    keys = zip(labelled["request_id"], labelled["item"], strict=True)
+    return labelled[[k not in judged for k in keys]]
+
+
+def _rows(labelled: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame | None:
+    """Labelled predictions as dataset rows: the features, and the label's class index."""
+    labelled = labelled[labelled["label"].isin(schema.classes)]
+    if labelled.empty:
+        return None
+    frame = pd.DataFrame(
+        np.stack(labelled["inputs"].to_numpy()).astype(np.float32), columns=schema.features
+    )
+    frame[LABEL] = labelled["label"].map(schema.classes.index).to_numpy()
+    return frame
 
 
 def _unseen(new: pd.DataFrame, known_frames: list, features: list[str]) -> pd.DataFrame:
@@ -118,13 +142,15 @@ def _splits(
     test_fraction: float,
     seed: int,
 ) -> dict[str, Split]:
-    """test: held-out new rows; val: new and reference rows; train: the rest of both."""
+    """Split by time: test is the newest labelled rows, val the ones before them (with
+    reference rows), train the older rest and the reference. The challenger never trains
+    on a row it is judged on, and is judged on the traffic it will meet next."""
     n_test = max(1, int(len(new) * test_fraction))
     n_val_new = max(1, int(len(new) * 0.15))
-    test, val_new, train_new = (
-        new[:n_test],
-        new[n_test : n_test + n_val_new],
-        new[n_test + n_val_new :],
+    train_new, val_new, test = (
+        new[: len(new) - n_test - n_val_new],
+        new[len(new) - n_test - n_val_new : len(new) - n_test],
+        new[len(new) - n_test :],
     )
     reference = reference.sample(frac=1.0, random_state=seed)
     n_val_ref = max(1, int(len(reference) * 0.15))
@@ -156,7 +182,8 @@ def assemble_rows(settings: Settings, *, since: int, folder: Path, card, out: Pa
     if database is None:
         raise RetrainingDataError("the prediction log is empty: nothing was served yet")
     try:
-        labelled = FeedbackStore(database).labelled(since, records=True)
+        store = FeedbackStore(database, settings.labels.conflicts)
+        labelled = _unreviewed(store, since, settings, records=True)
     finally:
         database.close()
     if len(labelled) < MIN_LABELLED:

@@ -219,7 +219,7 @@ def auto_workers(settings: Settings, use_gpu: bool | None) -> int:
 def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> None:
     """What travels with the model: its input schema (serving validates requests against
     it), a sample of its training data (the drift reference for monitoring) and its
-    guardrail set (held-out rows the gate checks later challengers on)."""
+    guardrail set (trusted held-out rows the gate checks later challengers on)."""
     import pandas as pd
 
     from loopline.ml.dataset import read_schema
@@ -237,14 +237,19 @@ def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> N
     (out / INPUT_SCHEMA).write_text(schema.to_json())
     write_mlmodel(out, schema)  # the one model contract: an MLflow Model with a signature
     sample_rows(dataset, "train", REFERENCE_ROWS, seed).to_parquet(out / REFERENCE, index=False)
-    # This run's test rows, plus the guardrail a retraining inherited from its champion.
-    held_out = [sample_rows(dataset, "test", GUARDRAIL_ROWS, seed)]
+    # Trusted rows only: reviewed data's test rows, and the guardrail a retraining inherits
+    # from its champion. A retraining's own test rows are feedback, which anyone holding
+    # a labelling key wrote: they never join it.
+    held_out = (
+        [] if (dataset / TRIGGER).exists() else [sample_rows(dataset, "test", GUARDRAIL_ROWS, seed)]
+    )
     if (dataset / GUARDRAIL).exists():
         held_out.append(pd.read_parquet(dataset / GUARDRAIL))
-    guardrail = pd.concat(held_out, ignore_index=True)
-    guardrail.sample(n=min(len(guardrail), GUARDRAIL_ROWS), random_state=seed).to_parquet(
-        out / GUARDRAIL, index=False
-    )
+    if held_out:
+        guardrail = pd.concat(held_out, ignore_index=True)
+        guardrail.sample(n=min(len(guardrail), GUARDRAIL_ROWS), random_state=seed).to_parquet(
+            out / GUARDRAIL, index=False
+        )
 
 
 def _train_in_process(
@@ -436,8 +441,12 @@ def _predictions(registry, champion, model: Path, dataset: Path):
     test = read_split(dataset, "test", schema)
     evidence = Rows(test.y, predict(challenger_net, test.x), predict(champion_net, test.x))
     guardrail = None
-    if (champion_dir / GUARDRAIL).exists():
-        frame = pd.read_parquet(champion_dir / GUARDRAIL)
+    # A retraining's dataset holds the champion's guardrail and the reviewed recent rows.
+    trusted = next(
+        (d / GUARDRAIL for d in (dataset, champion_dir) if (d / GUARDRAIL).exists()), None
+    )
+    if trusted is not None:
+        frame = pd.read_parquet(trusted)
         x, y = frame[schema.features].to_numpy("float32"), frame[LABEL].to_numpy("int64")
         guardrail = Rows(y, predict(challenger_net, x), predict(champion_net, x))
     return evidence, guardrail, schema.num_classes

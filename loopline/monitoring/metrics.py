@@ -28,6 +28,7 @@ FEATURE_SCORE = "loopline_feature_drift_score"
 PREDICTION_DRIFT = "loopline_prediction_drift_score"
 WINDOW_ROWS = "loopline_monitor_window_rows"
 TRIGGERS = "loopline_retraining_triggers"
+HELD = "loopline_retraining_held"
 CHAMPION = "loopline_champion_version"
 SCRAPE_ERRORS = "loopline_monitor_scrape_errors"
 NAMES = (
@@ -38,6 +39,7 @@ NAMES = (
     PREDICTION_DRIFT,
     WINDOW_ROWS,
     TRIGGERS,
+    HELD,
     CHAMPION,
     SCRAPE_ERRORS,
 )
@@ -72,6 +74,12 @@ class MonitorCollector(Collector):
         for state, count in sorted(self.state.trigger_counts(model).items()):
             triggers.add_metric([model, state], count)
         yield triggers
+        opened = self.state.open_trigger(model)
+        held = GaugeMetricFamily(
+            HELD, "1 while the open retraining is held by its labels' checks", labels=["model"]
+        )
+        held.add_metric([model], 1.0 if opened is not None and opened.held else 0.0)
+        yield held
         check = self.state.last_check(model)
         if check is None:
             return

@@ -42,6 +42,7 @@ from loopline.ml.mlflow_model import ModelCard, registered_card, typed
 from loopline.ml.model_contract import verify_digest
 from loopline.monitoring.alerts import send_alert
 from loopline.monitoring.drift import PREDICTION, DriftResult, detect_drift
+from loopline.monitoring.label_checks import LabelVerdict, check_labels
 from loopline.monitoring.policy import Policy
 from loopline.monitoring.retrain import check_pipeline, follow_retraining, start_retraining
 from loopline.storage.checks import MonitorState, Trigger
@@ -80,7 +81,7 @@ class Monitor:
         self.policy = policy
         self.database = database or open_database(settings, migrate=True)
         self.log = PredictionLog(self.database)
-        self.feedback = FeedbackStore(self.database)
+        self.feedback = FeedbackStore(self.database, settings.labels.conflicts)
         self.state = MonitorState(self.database)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         pipeline = policy.pipelines.get(settings.model_name)
@@ -212,9 +213,44 @@ class Monitor:
                     "waiting_for": f"{labelled}/{self.policy.min_labels} labelled predictions",
                 }
             ]
+        verdict = self._check_labels(trigger, champion)
+        if self.state.hold(trigger.id, verdict.holds) and verdict.holds:
+            send_alert(
+                self.policy.alert_url,
+                "held",
+                f"retraining for {trigger.model_name} (trigger {trigger.id}) held: "
+                + "; ".join(verdict.holds),
+                verdict.facts,
+            )
+        if verdict.holds:
+            return [
+                {"trigger_id": trigger.id, "state": "held", "reasons": verdict.holds}
+                | verdict.facts
+            ]
         if not self.state.claim(trigger.id, self.owner, self.policy.lease_s):
             return []  # another monitor runs it, under a live lease
         return [self._retrain(trigger)]
+
+    def _check_labels(self, trigger: Trigger, champion: VersionInfo) -> LabelVerdict:
+        """The window's labels, judged against the reviewers' and the champion's
+        training labels (:mod:`loopline.monitoring.label_checks`)."""
+        folder = model_folder(self.settings, champion)
+        reference = None
+        if champion.tags.get(FORMAT_TAG) == "mlflow":
+            card = registered_card(folder, champion.tags[DIGEST_TAG])
+            if card.task == "classification" and (folder / REFERENCE).exists():
+                reference = pd.read_parquet(folder / REFERENCE)[card.label_column]
+        elif (folder / REFERENCE).exists():
+            schema = DatasetSchema.from_json((folder / INPUT_SCHEMA).read_text())
+            indices = pd.read_parquet(folder / REFERENCE, columns=[LABEL])[LABEL]
+            reference = indices.map(lambda i: schema.classes[int(i)])
+        return check_labels(
+            self.feedback,
+            trigger.first_seq - 1,
+            reviewers=self.settings.labels.reviewers,
+            policy=self.policy,
+            reference=reference,
+        )
 
     def _retrain(self, trigger: Trigger) -> dict:
         stop = threading.Event()

@@ -13,6 +13,8 @@ triggers: [data_drift, prediction_drift]   # and/or quality
 min_accuracy: 0.8       # the quality trigger: accuracy on labelled rows below this
 max_mae: 25.0           # the quality trigger for a regressor: MAE on labelled rows above this
 min_labels: 100         # labelled rows a pending retraining waits for
+min_reviewed: 20        # ... of which reviewed by a key in LOOPLINE_LABEL_REVIEWERS
+max_disagreement: 0.2   # a source whose labels disagree with the reviewed ones more: held
 alert_url: https://hooks.example.com/loopline   # webhook (JSON POST) or an apprise URL;
                                                 # LOOPLINE_ALERT_URL overrides it
 retrain_engine: auto    # auto, inprocess, deployment (Prefect) or kubeflow
@@ -55,6 +57,8 @@ class Policy:
     min_accuracy: float = 0.8
     max_mae: float | None = None
     min_labels: int = 100
+    min_reviewed: int = 20
+    max_disagreement: float = 0.2
     alert_url: str | None = None
     retrain_engine: str = "auto"
     retrain_epochs: int = 20
@@ -101,10 +105,10 @@ def parse_policy(raw: dict, where: str = "the policy", base: Path = Path()) -> P
             f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
         )
     values: dict = {}
-    for name in ("drift_share", "min_accuracy"):
+    for name in ("drift_share", "min_accuracy", "max_disagreement"):
         if name in raw:
             values[name] = _fraction(raw[name], name, where)
-    for name in ("min_rows", "max_rows", "min_labels", "retrain_epochs"):
+    for name in ("min_rows", "max_rows", "min_labels", "min_reviewed", "retrain_epochs"):
         if name in raw:
             values[name] = _count(raw[name], name, where)
     if "cooldown" in raw:

@@ -90,6 +90,19 @@ def serve_env(
         BENTOML_HOME=str(settings.bentoml_home),
         BENTOML_DO_NOT_TRACK="true",
     )
+    labels = settings.labels  # who may label: the server's /feedback checks it
+    env.update(
+        {
+            name: value
+            for name, value in (
+                ("LOOPLINE_LABEL_KEYS", labels.keys),
+                ("LOOPLINE_LABEL_KEYS_FILE", labels.keys_file and str(labels.keys_file)),
+                ("LOOPLINE_LABEL_REVIEWERS", ",".join(labels.reviewers)),
+                ("LOOPLINE_LABEL_CONFLICTS", labels.conflicts),
+            )
+            if value
+        }
+    )
     env.update({f"LOOPLINE_SERVE_{k.upper()}": str(v) for k, v in options.items() if v is not None})
     env.update(extra or {})
     return env

@@ -14,6 +14,7 @@ Run it with ``loopline serve``, or ``bentoml serve loopline.serving.service:Pred
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp
 from loopline.core import processes
 from loopline.core.errors import LooplineError
 from loopline.core.settings import load_settings
-from loopline.serving.auth import HEADER, load_api_key
+from loopline.serving.auth import HEADER, load_api_key, load_label_keys
 from loopline.serving.batcher import Batcher
 from loopline.serving.champion import ChampionHolder, ServedModel
 from loopline.serving.labels import MAX_ITEM, parse_labels
@@ -98,8 +99,9 @@ class Predictor:
         settings = load_settings()
         database = open_database(settings, migrate=True)
         self.log = PredictionLog(database)
-        self.feedback = FeedbackStore(database)
+        self.feedback = FeedbackStore(database, settings.labels.conflicts)
         self.key = load_api_key(settings.serve)
+        self.labellers = load_label_keys(settings.labels)
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
         self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
@@ -190,11 +192,15 @@ class Predictor:
             ) from None
 
     async def attach_feedback(self, request: Request) -> JSONResponse:
-        if not self.key.allows(request.headers.get(HEADER)):
-            return _unauthorized({})
+        if not self.labellers.enabled:
+            return _error(403, LABELLING_CLOSED, {})
+        source = self.labellers.source(request.headers.get(HEADER))
+        if source is None:
+            return _error(401, f"missing or wrong labelling key; send it in {HEADER}", {})
         try:
             body = await _read_body(request, self.limits.max_bytes)
-            labels = parse_labels(body, request.headers.get("content-type"), self.limits)
+            parsed = parse_labels(body, request.headers.get("content-type"), self.limits)
+            labels = [dataclasses.replace(label, source=source) for label in parsed]
             self._model().check_labels(labels)
             result = await asyncio.to_thread(self.feedback.attach, labels)
         except RequestError as exc:
@@ -207,9 +213,14 @@ class Predictor:
         return JSONResponse(result)
 
 
+LABELLING_CLOSED = (
+    "labelling is closed: no labelling key is configured; set LOOPLINE_LABEL_KEYS "
+    "(NAME=KEY) on the server and send the key in X-API-Key"
+)
 ERRORS = {
     400: "Unreadable body or header: bad JSON, an empty body, a bad X-Request-ID",
-    401: "Missing or wrong API key (X-API-Key)",
+    401: "Missing or wrong key (X-API-Key): the API key to predict, a labelling key to label",
+    403: "Labelling is closed: no labelling key is configured (LOOPLINE_LABEL_KEYS)",
     409: "The X-Request-ID was already used with other inputs",
     413: "Too large: body bytes, instances, image pixels, or an image too slow to decode",
     415: "Unsupported Content-Type",
@@ -290,7 +301,12 @@ LABELS_BODY = {
 ATTACHED = {
     "type": "object",
     "properties": {
-        "stored": {"type": "integer"},
+        "stored": {"type": "integer", "description": "Items labelled for the first time"},
+        "repeated": {"type": "integer", "description": "The same label again"},
+        "conflicts": {
+            "type": "integer",
+            "description": "A different label for an item already labelled: kept, not applied",
+        },
         "unknown": {"type": "array", "items": {"type": "string"}},
         "unknown_count": {"type": "integer"},
     },
@@ -342,7 +358,7 @@ def _die_with_the_server() -> None:
     openapi_extra={
         "parameters": HEADERS[:1],
         "requestBody": {"required": True, "content": {JSON: {"schema": LABELS_BODY}}},
-        "responses": _responses(ATTACHED, 400, 401, 413, 415, 422, 500, 503),
+        "responses": _responses(ATTACHED, 400, 401, 403, 413, 415, 422, 500, 503),
     },
 )
 async def feedback(request: Request) -> JSONResponse:

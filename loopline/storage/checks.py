@@ -38,6 +38,13 @@ class Trigger:
     lease_expires: float | None = None
     run_ref: dict | None = None
 
+    @property
+    def held(self) -> list[str]:
+        """Why a pending trigger may not start yet (its labels failed a check)."""
+        if self.state != "pending" or not self.result:
+            return []
+        return list(self.result.get("held", []))
+
 
 class MonitorState:
     def __init__(self, database: Database):
@@ -189,6 +196,16 @@ class MonitorState:
             lease_owner=None,
             lease_expires=None,
         )
+
+    def hold(self, trigger_id: int, reasons: list[str]) -> bool:
+        """Keep a pending trigger from starting, for ``reasons`` (label checks that
+        failed); an empty list lifts the hold. True when the reasons changed."""
+        current = self.trigger(trigger_id)
+        before = (current.result or {}).get("held", []) if current else []
+        if before == reasons:
+            return False
+        self._set(trigger_id, result=json.dumps({"held": reasons}) if reasons else None)
+        return True
 
     def finish(self, trigger_id: int, state: str, result: dict) -> None:
         self._set(

@@ -8,7 +8,11 @@ SQLite and PostgreSQL.
   replicas' clocks say.
 - ``requests``: one row per request id, with a digest of its inputs, so a reused id is
   either an idempotent retry (same inputs) or a conflict (other inputs).
-- ``feedback``: ground-truth labels by (request id, item).
+- ``feedback``: ground-truth labels by (request id, item): the first label, who sent it
+  and when, the latest label, and how many times a different one came. A label is never
+  overwritten; conflicting items are left out of quality and retraining by default
+  (``LOOPLINE_LABEL_CONFLICTS``).
+- ``label_events``: every label as it arrived, with its source: appended, never changed.
 - ``checks`` and ``triggers``: what monitoring judged, and the retrainings it started. At
   most one trigger per model is open (pending, running or submitted): a unique index.
 - ``catalog_components`` and ``catalog_uses``: the component catalog. A (name, version)
@@ -36,7 +40,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-REVISIONS = ("0001", "0002")  # oldest first; the last is what this code needs
+REVISIONS = ("0001", "0002", "0003")  # oldest first; the last is what this code needs
 OPEN_TRIGGER_STATES = ("pending", "running", "submitted")
 
 metadata = MetaData()
@@ -78,10 +82,25 @@ feedback = Table(
     metadata,
     Column("request_id", String(128), nullable=False),
     Column("item", Integer, nullable=False),
-    Column("label", String(256), nullable=False),
+    Column("label", String(256), nullable=False),  # the first label
     Column("ts", Float, nullable=False),
+    Column("source", String(128), nullable=False, server_default=""),  # who sent the first
+    Column("latest", String(256), nullable=False, server_default=""),
+    Column("conflicts", Integer, nullable=False, server_default="0"),  # different labels since
     PrimaryKeyConstraint("request_id", "item", name="feedback_pk"),
 )
+
+label_events = Table(
+    "label_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False),
+    Column("item", Integer, nullable=False),
+    Column("label", String(256), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("ts", Float, nullable=False),
+)
+Index("label_events_source", label_events.c.source, label_events.c.id)
 
 checks = Table(
     "checks",

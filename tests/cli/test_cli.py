@@ -77,7 +77,14 @@ def test_feedback_attaches_labels_from_a_csv(home, tmp_path):
     labels.write_text("request_id,label,item\nreq-1,5,\nreq-404,2,0\n")  # empty item: 0
     result = runner.invoke(app, ["feedback", str(labels)])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"stored": 1, "unknown": ["req-404#0"], "unknown_count": 1}
+    assert json.loads(result.stdout) == {
+        "stored": 1,
+        "repeated": 0,
+        "conflicts": 0,
+        "unknown": ["req-404#0"],
+        "unknown_count": 1,
+    }
+    assert "as cli:" in " ".join(result.output.split())  # who sent them
 
     def stored() -> list[str]:
         return FeedbackStore(database).labelled()["label"].tolist()

@@ -167,7 +167,15 @@ def test_a_home_made_by_the_previous_release_keeps_working(previous_release, tmp
 
         upgraded = new("db", "upgrade")
         assert upgraded.returncode == 0, upgraded.stderr[-3000:]
-        assert schema(home / "loopline.db") == old_schema  # nothing to migrate, nothing lost
+        # 0003 adds label provenance: the old tables and indexes keep their names, the
+        # feedback table gains its columns, and label_events is new.
+        migrated = schema(home / "loopline.db")
+        revision, objects = migrated
+        assert old_schema[0] == "0002" and revision == "0003"
+        names = {name for _, name, _ in objects}
+        assert {name for _, name, _ in old_schema[1]} | {"label_events"} <= names
+        feedback_sql = next(sql for _, name, sql in objects if name == "feedback")
+        assert all(column in feedback_sql for column in ("source", "latest", "conflicts"))
 
         # The old release's predictions and labels are there, and this release adds to them.
         database = open_for_reading(settings)
@@ -175,9 +183,10 @@ def test_a_home_made_by_the_previous_release_keeps_working(previous_release, tmp
             assert FeedbackStore(database).accuracy(model_version="1") == (3, 2)
         finally:
             database.close()
-        again = new("feedback", str(labels))  # the same labels again: they replace themselves
+        again = new("feedback", str(labels))  # the same labels again: repeats, not new
         assert again.returncode == 0, again.stderr[-3000:]
-        assert json.loads(again.stdout.splitlines()[-1])["stored"] == 3
+        repeated = json.loads(again.stdout.splitlines()[-1])
+        assert repeated["stored"] == 0 and repeated["repeated"] == 3
 
         # This release serves the old release's champion, and logs the answer beside the old.
         server = start_server(
@@ -222,10 +231,11 @@ def test_a_home_made_by_the_previous_release_keeps_working(previous_release, tmp
 
     # The same files, extended in place; the layout under LOOPLINE_HOME is unchanged.
     assert {name: (home / name).stat().st_ino for name in files} == files
-    assert schema(home / "loopline.db") == old_schema
+    assert schema(home / "loopline.db") == migrated  # migrated once, then only written to
     assert old_layout <= {p.name for p in home.iterdir()}
     made_files, ran_files = run_layout(home, first), run_layout(home, second)
     if not decision["promoted"]:  # no Bento to package: the condition's task was skipped
         made_files = {f for f in made_files if not f.startswith("condition-1/")}
-    assert ran_files == made_files
+    # This release's trained model is an MLflow Model too: its folder gains an MLmodel.
+    assert ran_files == made_files | {"train/model/MLmodel"}
     assert not (user_home / ".prefect").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from loopline.cli.demo import label_keys
 from loopline.cli.example_demo import example_loop
 from loopline.core.settings import load_settings
 from loopline.storage.registry import reader
@@ -41,6 +42,8 @@ def test_the_example_goes_round_the_whole_loop(name, tmp_path, monkeypatch, pref
     monkeypatch.setenv("LOOPLINE_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     monkeypatch.setenv("LOOPLINE_MODEL_NAME", data.MODEL_NAME)
     monkeypatch.setenv("LOOPLINE_MONITOR_CONFIG", str(folder / "monitoring.yaml"))
+    for variable, value in label_keys().items():  # a labeller's key and a reviewer's
+        monkeypatch.setenv(variable, value)
     output = io.StringIO()
     outcome = example_loop(folder, load_settings(), Console(file=output, width=120))
     said = output.getvalue()
@@ -54,7 +57,8 @@ def test_the_example_goes_round_the_whole_loop(name, tmp_path, monkeypatch, pref
     assert set(data.DRIFTED) <= set(shifted.drift["drifted_columns"]), shifted.drift
     (retraining,) = outcome.retraining
     assert retraining["state"] == "promoted", retraining
-    assert retraining["dataset"]["labelled"] == 900  # every labelled shifted row went in
+    # Every labelled shifted row went in, but the reviewed tenth (which judges the labels).
+    assert retraining["dataset"]["labelled"] == 900 - 90
     assert outcome.switched_to == retraining["version"] == "2"
     assert outcome.during_switch["sent"] > 10 and outcome.during_switch["failed"] == 0
     assert outcome.worse["promoted"] is False and outcome.worse["version"] == "3"

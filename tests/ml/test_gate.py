@@ -85,7 +85,7 @@ def test_a_challenger_that_forgets_the_guardrail_is_refused():
         champion_version="2",
     )
     assert not decision.promote
-    assert "guardrail (400 held-out rows" in decision.reasons[-1]
+    assert "guardrail (400 trusted held-out rows" in decision.reasons[-1]
     assert "> tolerance 0.02" in decision.reasons[-1]
     within = paired(400, 300, 2, 6, seed=1)  # a loss of 0.01 is within the tolerance
     assert decide(

@@ -23,6 +23,7 @@ from loopline.ml.training_loop import TrainConfig
 from loopline.monitoring.policy import Policy
 from loopline.serving.server import Server, free_port, start_server
 from tests.conftest import train_and_register
+from tests.serving.conftest import LABEL_SETTINGS, LABELLER, REVIEWER
 
 POLICY = Policy(
     drift_share=0.5,
@@ -51,11 +52,23 @@ class Loop:
                 ids.append(answer.json()["request_id"])
         return ids
 
-    def label(self, request_ids: list[str], y: np.ndarray) -> dict:
+    def label(
+        self, request_ids: list[str], y: np.ndarray, *, reviewed: np.ndarray | None = None
+    ) -> dict:
+        """The labeller labels every item; with ``reviewed`` (the truth), the reviewer
+        labels every tenth, as a labelling team's audit would. The labeller's answer."""
+        answer = self._feedback(LABELLER, request_ids, y)
+        if reviewed is not None:
+            self._feedback(REVIEWER, request_ids[::10], reviewed[::10])
+        return answer
+
+    def _feedback(self, key: dict, request_ids: list[str], y: np.ndarray) -> dict:
         labels = [
             {"request_id": r, "label": str(int(v))} for r, v in zip(request_ids, y, strict=True)
         ]
-        answer = httpx.post(f"{self.server.url}/feedback", json={"labels": labels}, timeout=30)
+        answer = httpx.post(
+            f"{self.server.url}/feedback", json={"labels": labels}, headers=key, timeout=30
+        )
         assert answer.status_code == 200, answer.text
         return answer.json()
 
@@ -80,8 +93,11 @@ def loop(tmp_path_factory, digits_dir, prefect_api):
     from loopline.monitoring.monitor import Monitor
 
     root = tmp_path_factory.mktemp("loop")
-    saved = {k: os.environ.get(k) for k in ("LOOPLINE_HOME", "LOOPLINE_TRACKING_URI")}
+    saved = {
+        k: os.environ.get(k) for k in ("LOOPLINE_HOME", "LOOPLINE_TRACKING_URI", *LABEL_SETTINGS)
+    }
     os.environ["LOOPLINE_HOME"] = str(root / "home")  # the pipeline's steps read it
+    os.environ.update(LABEL_SETTINGS)
     os.environ.pop("LOOPLINE_TRACKING_URI", None)
     settings = load_settings()
     first = train_and_register(settings, digits_dir, root / "v1", TrainConfig(epochs=6))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,11 +17,11 @@ from tests.monitoring.conftest import POLICY
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loop")]
 
 
-def race_for_retraining(settings) -> list[dict]:
+def race_for_retraining(settings, policy=POLICY) -> list[dict]:
     """One monitor of its own (its own database connections), as another host would run."""
     from loopline.monitoring.monitor import Monitor
 
-    monitor = Monitor(settings, POLICY)
+    monitor = Monitor(settings, policy)
     try:
         return monitor.start_due_retraining()
     finally:
@@ -84,7 +85,7 @@ def test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors(loo
     # Without labels the trigger waits; with them, two racing monitor processes run it once.
     [waiting] = loop.monitor.start_due_retraining()
     assert waiting["state"] == "pending" and "0/100" in waiting["waiting_for"]
-    assert loop.label(first_ids + second_ids, y)["stored"] == 400
+    assert loop.label(first_ids + second_ids, y, reviewed=y)["stored"] == 400
     # (test_state.py races monitor processes for claims; here two whole monitors race.)
     with ThreadPoolExecutor(2) as pool:
         started = list(pool.map(race_for_retraining, [loop.settings] * 2))
@@ -104,7 +105,8 @@ def test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors(loo
 
 
 def test_noisy_labels_retrain_but_the_champion_stays(loop):
-    """Garbage feedback (random labels) on traffic the champion handles well."""
+    """Garbage feedback (random labels) on traffic the champion handles well, with no
+    reviewer to catch it (test_poisoning.py has one): the gate refuses it alone."""
     registry = Registry(loop.settings)
     champion = registry.champion(loop.settings.model_name).version
     val = loop.split("val")
@@ -115,7 +117,7 @@ def test_noisy_labels_retrain_but_the_champion_stays(loop):
     trigger, _ = loop.monitor.state.raise_trigger(
         loop.settings.model_name, champion, after + 1, ["quality: accuracy 0.10"], ""
     )
-    [run] = race_for_retraining(loop.settings)
+    [run] = race_for_retraining(loop.settings, dataclasses.replace(POLICY, min_reviewed=0))
     assert run["trigger_id"] == trigger.id
     assert run["state"] == "refused", run
     decision = json.loads((Path(run["decision_file"]) / "decision.json").read_text())
@@ -131,6 +133,44 @@ def test_a_trigger_for_a_version_that_is_no_longer_champion_is_not_run(loop):
     [outcome] = loop.monitor.start_due_retraining()
     assert outcome == {"trigger_id": stale.id, "state": "superseded"}
     assert "judged afresh" in loop.monitor.state.trigger(stale.id).result["reason"]
+
+
+def test_poisoned_labels_hold_the_retraining_and_name_their_source(loop):
+    """The issue's attack: inverted digits labelled with the *next* class through
+    /feedback. The reviewer's sample (every tenth item, honest) disagrees with them, so
+    the retraining is held before it starts, with the reason; the champion stays.
+    (Honest labels on the same kind of traffic, with the same review, promoted v2 in
+    test_one_drift_episode_is_one_retraining_started_once_by_racing_monitors.)"""
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+    from loopline.monitoring.metrics import HELD, registry_for
+
+    name = loop.settings.model_name
+    champion = Registry(loop.settings).champion(name).version
+    test = loop.split("test")
+    ids = loop.send(1.0 - test.x)
+    poisoned = (test.y + 1) % 10
+    assert loop.label(ids, poisoned, reviewed=test.y)["stored"] == len(ids)
+    after = loop.monitor.log.last_seq() - len(ids)
+    trigger, _ = loop.monitor.state.raise_trigger(name, champion, after + 1, ["data drift"], "")
+    [run] = race_for_retraining(loop.settings)
+    assert run["state"] == "held", run
+    reviewed = len(ids[::10])
+    [why] = [r for r in run["reasons"] if "'labeller'" in r]
+    assert f"disagree with the reviewed labels on {reviewed} of the {reviewed} items" in why
+    assert Registry(loop.settings).champion(name).version == champion  # nothing ran
+    assert loop.monitor.state.open_trigger(name).held == run["reasons"]
+    # The operator sees it: in status, and in the metrics the alert rule reads.
+    status = CliRunner().invoke(app, ["status"])
+    assert "retraining held" in status.output and "labeller" in status.output
+    samples = {
+        s.name: s.value
+        for family in registry_for(loop.settings, loop.monitor.database).collect()
+        for s in family.samples
+    }
+    assert samples[HELD] == 1.0
+    loop.monitor.state.finish(trigger.id, "superseded", {"reason": "labels withdrawn"})
 
 
 def test_rollback_moves_the_champion_back_and_the_server_follows(loop):

@@ -15,6 +15,14 @@ from loopline.serving.server import Server, start_server
 from loopline.storage.registry import Registry
 from tests.conftest import free_port, train_and_register
 
+# The session server's labelling keys: a labeller's and a reviewer's.
+LABELLER = {"X-API-Key": "test-labeller-key"}
+REVIEWER = {"X-API-Key": "test-reviewer-key"}
+LABEL_SETTINGS = {
+    "LOOPLINE_LABEL_KEYS": "labeller=test-labeller-key,reviewer=test-reviewer-key",
+    "LOOPLINE_LABEL_REVIEWERS": "reviewer",
+}
+
 
 @dataclasses.dataclass
 class Served:
@@ -31,7 +39,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> Served:
     """v1 is the champion; v2 (worse) is registered but not promoted."""
     root = tmp_path_factory.mktemp("serving")
-    settings = load_settings({"LOOPLINE_HOME": str(root / "home")})
+    settings = load_settings({"LOOPLINE_HOME": str(root / "home"), **LABEL_SETTINGS})
     settings.home.mkdir(parents=True)
     server = start_server(settings, port=free_port(), log_path=root / "serve.log", poll_s="0.5")
     try:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import VENV_BIN
+from tests.serving.conftest import LABELLER
 
 pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
 
@@ -44,6 +45,8 @@ def test_fuzzing_predict_and_feedback_finds_no_5xx_and_no_undocumented_answer(se
             "--report-dir",
             str(tmp_path),
             "--no-color",
+            "--header",
+            f"X-API-Key: {LABELLER['X-API-Key']}",  # so that /feedback is fuzzed past its door
         ],
         capture_output=True,
         text=True,

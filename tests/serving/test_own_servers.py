@@ -47,6 +47,10 @@ def test_a_keyed_server_needs_its_key_and_every_answer_survives_kill_9(own_setti
     assert missing.status_code == wrong.status_code == 401
     assert "X-API-Key" in missing.json()["error"]
     assert httpx.get(f"{server.url}/readyz").status_code == 200  # probes stay open
+    # No labelling key is configured: labelling is closed, and the API key cannot label.
+    labels = {"labels": [{"request_id": "x", "label": "1"}]}
+    closed = httpx.post(f"{server.url}/feedback", json=labels, headers={"X-API-Key": "s3cret-key"})
+    assert closed.status_code == 403 and "LOOPLINE_LABEL_KEYS" in closed.json()["error"]
     load = Load([server.url], headers={"X-API-Key": "s3cret-key"}).start()
     time.sleep(3)
     server.kill()  # SIGKILL to every server process: no shutdown hook, no flush

@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits
 
 from loopline.storage.registry import Registry
 from tests.conftest import logged as read_log
+from tests.serving.conftest import LABELLER, REVIEWER
 
 pytestmark = pytest.mark.xdist_group("served")  # shares the session's server
 
@@ -312,11 +313,13 @@ def test_png_decoding_never_holds_other_clients(served):
 
 
 def test_feedback_attaches_labels_to_logged_predictions_and_refuses_bad_ones(served):
+    def label(**kwargs):
+        return httpx.post(url, headers={**LABELLER, **kwargs.pop("headers", {})}, **kwargs)
+
     answer = post(served.url, {"instances": ROWS[:2].tolist()}, headers={"X-Request-ID": "fb-1"})
     assert answer.status_code == 200
     url = f"{served.url}/feedback"
-    good = httpx.post(
-        url,
+    good = label(
         json={
             "labels": [
                 {"request_id": "fb-1", "item": 1, "label": "1"},
@@ -326,22 +329,55 @@ def test_feedback_attaches_labels_to_logged_predictions_and_refuses_bad_ones(ser
     )
     assert good.status_code == 200, good.text
     assert good.json()["stored"] == 1 and good.json()["unknown"] == ["nope#0"]
-    bad_class = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "eleven"}]})
+    bad_class = label(json={"labels": [{"request_id": "fb-1", "label": "eleven"}]})
     assert (
         bad_class.status_code == 422 and "is not a class of the model" in bad_class.json()["error"]
     )
-    not_json = httpx.post(url, content=b"{", headers={"Content-Type": "application/json"})
+    not_json = label(content=b"{", headers={"Content-Type": "application/json"})
     assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
-    extra = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "1", "x": 1}]})
+    extra = label(json={"labels": [{"request_id": "fb-1", "label": "1", "x": 1}]})
     assert extra.status_code == 422 and "unknown field(s) x" in extra.json()["error"]
     # The same rules as /predict: content type, top-level fields, nesting.
-    as_text = httpx.post(url, content=b'{"labels": []}', headers={"Content-Type": "text/plain"})
+    as_text = label(content=b'{"labels": []}', headers={"Content-Type": "text/plain"})
     assert as_text.status_code == 415, as_text.text
-    top = httpx.post(url, json={"labels": [{"request_id": "fb-1", "label": "1"}], "why": 1})
+    top = label(json={"labels": [{"request_id": "fb-1", "label": "1"}], "why": 1})
     assert top.status_code == 422 and "only 'labels'" in top.json()["error"]
-    deep = httpx.post(
-        url,
+    deep = label(
         content=b'{"labels": ' + b"[" * 10000 + b"]" * 10000 + b"}",
         headers={"Content-Type": "application/json"},
     )
     assert deep.status_code == 422 and "nests deeper" in deep.json()["error"]
+
+
+def test_labels_need_a_labelling_key_record_their_source_and_never_overwrite(served):
+    from loopline.storage.database import open_for_reading
+    from loopline.storage.feedback import FeedbackStore
+
+    answer = post(served.url, {"instances": ROWS[:1].tolist()}, headers={"X-Request-ID": "fb-2"})
+    assert answer.status_code == 200
+    url = f"{served.url}/feedback"
+    body = {"labels": [{"request_id": "fb-2", "label": "3"}]}
+    anonymous = httpx.post(url, json=body)
+    wrong = httpx.post(url, json=body, headers={"X-API-Key": "test-labeller-kez"})
+    assert anonymous.status_code == wrong.status_code == 401
+    assert "labelling key" in anonymous.json()["error"]
+    first = httpx.post(url, json=body, headers=LABELLER).json()
+    again = httpx.post(url, json=body, headers=LABELLER).json()
+    other = {"labels": [{"request_id": "fb-2", "label": "5"}]}
+    conflict = httpx.post(url, json=other, headers=REVIEWER).json()
+    assert (first["stored"], again["repeated"], conflict["conflicts"]) == (1, 1, 1)
+    database = open_for_reading(served.settings)
+    try:
+        kept = FeedbackStore(database, "first").labelled()
+        by_source = FeedbackStore(database).by_source()
+        excluded = FeedbackStore(database).labelled()
+    finally:
+        database.close()
+    row = kept[kept["request_id"] == "fb-2"].iloc[0]
+    assert (row["label"], row["source"]) == ("3", "labeller")  # the first, not overwritten
+    mine = by_source[by_source["request_id"] == "fb-2"]
+    assert dict(zip(mine["source"], mine["label"], strict=True)) == {
+        "labeller": "3",
+        "reviewer": "5",
+    }
+    assert "fb-2" not in set(excluded["request_id"])  # in conflict: left out by default

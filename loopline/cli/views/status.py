@@ -102,4 +102,7 @@ def render(status: dict, console: Console) -> None:
         if opened
         else "none",
     )
+    held = (opened or {}).get("result") or {}
+    if held.get("held"):
+        table.add_row("[red]retraining held[/]", "; ".join(held["held"]))
     console.print(table)
