@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loopline.core.errors import UsageError
 
@@ -152,6 +153,13 @@ def database_url(raw: str, where: str) -> str:
     if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
         return raw
     if sep and scheme in ("postgresql", "postgres", "postgresql+psycopg") and rest:
+        try:  # a port that is no number, an unclosed [IPv6 address: named here, not later
+            _ = urlsplit(f"postgresql://{rest}").port
+        except ValueError as exc:
+            raise SettingsError(
+                f"{where}={without_password(raw)!r}: {exc}; write the host as host:5432 "
+                "(an IPv6 address as [::1]:5432)"
+            ) from None
         return f"postgresql+psycopg://{rest}"
     raise SettingsError(
         f"{where}={without_password(raw)!r} is not a database URL loopline can use; set it to "

@@ -58,8 +58,27 @@ def resolve(reference: str, settings=None) -> Weights:
                 f"the weights file itself"
             )
         path = found[0]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Weights(path.resolve(), reference, digest)
+    return Weights(path.resolve(), reference, _digest(path, reference))
+
+
+MAX_WEIGHTS = 4 << 30  # a backbone larger than this is not a weights file loopline trains on
+
+
+def _digest(path: Path, reference: str) -> str:
+    """The file's sha256, read in blocks: a regular file of at most ``MAX_WEIGHTS``."""
+    if not path.is_file():  # a device (/dev/zero), a FIFO, a socket: not weights
+        raise PretrainedError(f"pretrained={reference}: not a regular file; give a weights file")
+    size = path.stat().st_size
+    if size > MAX_WEIGHTS:
+        raise PretrainedError(
+            f"pretrained={reference}: {size / 2**30:.1f} GiB, over the {MAX_WEIGHTS >> 30} GiB "
+            "a backbone may take; give a smaller model's weights"
+        )
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _registered(reference: str, settings) -> Path:

@@ -209,7 +209,13 @@ def open_for_reading(settings: Settings) -> Database | None:
 
 def _connect(url: str, *, read_only: bool = False) -> Database:
     if (path := sqlite_path(url)) is not None and not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                f"{VARIABLE}={url}: its folder cannot be made ({exc.strerror}); point it at "
+                "a writable folder"
+            ) from None
     return Database(url, read_only=read_only)
 
 

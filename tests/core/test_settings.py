@@ -94,3 +94,30 @@ def test_a_password_never_shows_wherever_the_url_holds_it(url, shown):
     from loopline.core.settings import without_password
 
     assert without_password(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://u:pw@host:notaport/db", "Port could not be cast"),
+        ("postgresql://u:pw@[::1/db", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_database_url_with_a_bad_host_or_port_is_a_settings_error(url, says):
+    with pytest.raises(SettingsError, match="LOOPLINE_DATABASE_URL") as raised:
+        load_settings({"LOOPLINE_DATABASE_URL": url})
+    assert says in str(raised.value) and "pw" not in str(raised.value)
+
+
+def test_a_sqlite_database_in_a_folder_that_cannot_be_made_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["monitor", "--no-retrain"],
+        env={"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_DATABASE_URL": "sqlite:////proc/nope/x.db"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "LOOPLINE_DATABASE_URL" in result.output and "cannot be made" in result.output

@@ -218,3 +218,24 @@ def test_freeze_rules_freeze_stages_in_order():
     assert frozen_stages("none") == ()
     assert frozen_stages("until:layer2") == ("conv1", "bn1", "layer1", "layer2")
     assert frozen_stages("backbone")[-1] == "layer4"
+
+
+def test_a_pretrained_file_is_hashed_in_blocks_and_only_a_regular_file_of_bounded_size():
+    """/dev/zero once grew without bound; a 4 GiB file peaked at 4.5 GB of memory."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from loopline.ml.transfer import MAX_WEIGHTS, PretrainedError, resolve
+
+    with pytest.raises(PretrainedError, match="not a regular file"):
+        resolve("/dev/zero")
+    with tempfile.TemporaryDirectory() as tmp:
+        huge = Path(tmp) / "huge.safetensors"
+        with open(huge, "wb") as handle:
+            handle.truncate(MAX_WEIGHTS + 1)  # sparse: no disk, no memory
+        with pytest.raises(PretrainedError, match="over the 4 GiB"):
+            resolve(str(huge))
+        small = Path(tmp) / "small.safetensors"
+        small.write_bytes(b"x" * 3_000_000)  # more than one block
+        assert resolve(str(small)).digest == hashlib.sha256(small.read_bytes()).hexdigest()
