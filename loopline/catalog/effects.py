@@ -14,8 +14,8 @@ import re
 WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 PROCESSES = {"execve", "execveat", "fork", "vfork"}
 CLONES = {"clone", "clone3"}
-NETWORK = {"socket", "connect", "bind", "sendto", "sendmsg"}
-SIGNALS = {"kill", "tkill", "tgkill", "pidfd_send_signal"}
+NETWORK = {"socket", "connect", "bind", "sendto", "sendmsg", "sendmmsg"}
+SIGNALS = {"kill", "tkill", "tgkill", "pidfd_send_signal", "rt_sigqueueinfo"}
 OPENS = {"open", "openat", "openat2", "creat"}
 CHANGES = {
     "mkdir",
@@ -38,15 +38,22 @@ CHANGES = {
     "fchownat",
     "mknod",
     "mknodat",
+    # through a descriptor opened before the import, or around the calls above
+    "ftruncate",
+    "fallocate",
+    "fchmod",
+    "fchown",
+    "utimensat",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "io_uring_setup",
 }
 TRACED = PROCESSES | CLONES | NETWORK | SIGNALS | OPENS | CHANGES  # what the sandbox traces
 # "PID SECONDS.MICROS call(arguments..." (a call another thread interrupted ends in
 # "<unfinished ...>"; its "<... resumed>" line is the same call again, and skipped)
 _CALL = re.compile(r"^\d+\s+[\d.]+\s+(\w+)\((.*)$")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-# Writing through /proc/self/fd/N reaches only what the process had open already: the
-# probe compiles into an in-memory file that way.
-_OWN_FD = re.compile(r'"/proc/self/fd/\d+"')
 
 
 def effects_after(trace: list[str], marker: str, own: tuple[str, ...] = ()) -> list[str]:
@@ -88,7 +95,7 @@ def describe(call: str, arguments: str) -> str | None:
         return f"signals a process ({call} {arguments[:40]})"
     if call in OPENS:
         writes = call == "creat" or any(f in arguments for f in WRITE_FLAGS)
-        return f"writes a file ({shown})" if writes and not _OWN_FD.search(arguments) else None
+        return f"writes a file ({shown})" if writes else None
     if call in CHANGES:
         return f"changes files ({call} {shown})"
     return None

@@ -37,7 +37,8 @@ def run_sandboxed(folder: ComponentFolder, text: str, spec: dict, settings: Sett
     envs = settings.home / "envs"
     readable = [folder.path.resolve(), *files.values()]
     if wanted:  # made here, with the network; used read-only inside
-        readable.append(component_envs.python_for(settings.home, wanted).parent.parent)
+        python = component_envs.python_for(settings.home, wanted, wheels_only=True)
+        readable.append(python.parent.parent)
     with Sandbox(hide=platform_places(settings), readable=readable) as box:
         (box.scratch / "component.yaml").write_text(text)
         done = box.run(
@@ -48,7 +49,7 @@ def run_sandboxed(folder: ComponentFolder, text: str, spec: dict, settings: Sett
             env={"LOOPLINE_HOME": str(INSIDE / "home" / ".loopline")},
         )
         try:
-            report = json.loads(done.report)
+            report = json.loads(done.report.split(b"\n", 1)[0])
         except ValueError:
             last = (done.output.strip().splitlines() or ["no output"])[-1]
             if done.returncode is None:
@@ -86,9 +87,8 @@ def main(folder_path: str, component_yaml: str, envs: str, report_fd: int) -> No
         report = {"outputs": result}
     except Exception as exc:
         report = {"error": str(exc)}
-    data = json.dumps(report, default=str).encode()
-    os.ftruncate(report_fd, 0)
-    os.pwrite(report_fd, data, 0)
+    # One line from the start, as the probe writes its report (loopline.catalog.probe).
+    os.pwrite(report_fd, json.dumps(report, default=str).encode() + b"\n", 0)
     os._exit(0)
 
 
@@ -105,8 +105,14 @@ def _example_files(folder: ComponentFolder, spec: dict) -> dict[str, Path]:
             f"(its inputs: {', '.join([*parameters, *artifacts]) or 'none'})"
         )
     files = {}
+    home = folder.path.resolve()
     for name, relative in folder.example_files.items():
-        path = (folder.path / relative).resolve()
+        path = (folder.path / relative).resolve()  # links followed: where it really is
+        if not path.is_relative_to(home):
+            raise ValueError(
+                f"{META} [example.files] {name} = {relative!r} is outside the component's "
+                "folder; put the example's files in it"
+            )
         if not path.exists():
             raise ValueError(f"{META} [example.files] {name} = {relative!r}: no such file")
         files[name] = path

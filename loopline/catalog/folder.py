@@ -114,40 +114,73 @@ def read(path: str | Path) -> ComponentFolder:
 
 
 def probe(folder: ComponentFolder, settings: Settings, timeout_s: float = 120) -> Probe:
-    """Import and compile ``component.py`` in a traced sandbox (loopline.catalog.probe):
-    what the import did comes from the tracer outside, the components from the probe's
-    report descriptor, never from the file's output."""
+    """Import ``component.py`` in a traced sandbox, then compile its component there from
+    the file's imports and the component function alone (loopline.catalog.probe).
+
+    What the import did comes from the tracer outside. The compiled YAML comes from a
+    run in which none of the file's other code ran (so none of it could rewrite the
+    compiler or the report), on a descriptor opened outside, never from the output."""
     from loopline.catalog.effects import TRACED, effects_after
     from loopline.catalog.probe import compiled_path
-    from loopline.core.sandbox import Sandbox
+    from loopline.core.sandbox import INSIDE, Sandbox
 
     marker = f"/tmp/loopline-probe-{uuid.uuid4().hex}"
     source = str(folder.source_file.resolve())
     with Sandbox(hide=platform_places(settings), readable=[folder.path.resolve()]) as box:
         # Run from an empty folder: KFP ships the function alone, so files beside it
         # are not importable in a pod, nor here.
-        done = box.run(
-            [sys.executable, "-I", "-m", "loopline.catalog.probe", source, marker, "{report_fd}"],
-            timeout_s=timeout_s,
-            trace=TRACED,
-        )
-    effects = effects_after(done.trace, marker, own=(compiled_path(marker),))
-    if done.returncode is None:
-        return Probe(effects, None, import_error=f"importing it took over {timeout_s:.0f} s")
-    try:
-        found = json.loads(done.report)
-    except ValueError:
-        last = (done.output.strip().splitlines() or ["no output"])[-1]
-        return Probe(effects, None, import_error=f"it ended without a report: {last}")
-    if found["import_error"]:
-        where = f"line {found['line']}: " if found.get("line") else ""
-        return Probe(effects, None, import_error=where + found["import_error"])
-    text = found["components"].get(folder.function.name)
+        imported = box.run(_probe(source, marker), timeout_s=timeout_s, trace=TRACED)
+        effects = effects_after(imported.trace, marker, own=(compiled_path(marker),))
+        if imported.overflowed:  # what it did past that point is unknown: refused
+            effects.append("makes system calls without end (the trace outgrew its limit)")
+        found = _report(imported, timeout_s)
+        if isinstance(found, str):
+            return Probe(effects, None, import_error=found)
+        if found["import_error"]:
+            where = f"line {found['line']}: " if found.get("line") else ""
+            return Probe(effects, None, import_error=where + found["import_error"])
+        (box.scratch / SOURCE).write_text(_component_only(folder))
+        again = box.run(_probe(str(INSIDE / SOURCE), f"{marker}-c"), timeout_s=timeout_s)
+        compiled = _report(again, timeout_s)
+    if isinstance(compiled, str) or compiled["import_error"]:
+        why = compiled if isinstance(compiled, str) else compiled["import_error"]
+        return Probe(effects, None, compile_error=(
+            f"{why}; the decorator may use only what {SOURCE} imports (the component is "
+            "compiled from its imports and its function alone)"))  # fmt: skip
+    text = compiled["components"].get(folder.function.name)
     if text is not None and not _ships(text, folder):
-        # The report comes from a process the file ran in: trusted only where checked.
         return Probe(effects, None, compile_error=f"the compiled component does not ship "
                      f"{SOURCE}'s {folder.function.name} as written")  # fmt: skip
-    return Probe(effects, text, compile_error=found["compile_error"])
+    return Probe(effects, text, compile_error=compiled["compile_error"])
+
+
+def _probe(source: str, marker: str) -> list[str]:
+    return [sys.executable, "-I", "-m", "loopline.catalog.probe", source, marker, "{report_fd}"]
+
+
+def _report(done, timeout_s: float) -> dict | str:
+    """The probe's report, or why there is none."""
+    if done.returncode is None:
+        return f"importing it took over {timeout_s:.0f} s"
+    try:
+        return json.loads(done.report.split(b"\n", 1)[0])
+    except ValueError:
+        last = (done.output.strip().splitlines() or ["no output"])[-1]
+        return f"it ended without a report: {last}"
+
+
+def _component_only(folder: ComponentFolder) -> str:
+    """``component.py`` with only its imports and the component function (decorators
+    included), every other line blanked: the same line numbers, the same function text."""
+    lines = folder.source.splitlines(keepends=True)
+    keep = set()
+    for node in ast.parse(folder.source).body:
+        if isinstance(node, ast.Import | ast.ImportFrom) or (
+            isinstance(node, ast.FunctionDef) and node.name == folder.function.name
+        ):
+            first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+            keep.update(range(first - 1, node.end_lineno))
+    return "".join(line if i in keep else "\n" for i, line in enumerate(lines))
 
 
 def _ships(text: str, folder: ComponentFolder) -> bool:

@@ -59,9 +59,9 @@ def compiled_path(marker: str) -> str:
 
 
 def _report(fd: int, result: dict) -> None:
-    data = json.dumps(result).encode()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+    # One line from the start (JSON escapes its newlines), read up to its newline: what
+    # the file may have written there before is overwritten or cut off.
+    os.pwrite(fd, json.dumps(result).encode() + b"\n", 0)
     sys.exit(0)
 
 

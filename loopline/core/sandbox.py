@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from loopline.core import processes
 from loopline.core.errors import UsageError
 
 INSIDE = Path("/tmp")  # the scratch folder, as the child sees it
+MAX_TRACE = 64 << 20  # bytes of strace output before a traced run is stopped
 HIDDEN = ("/root", "/home", "/run", "/var/lib/postgresql")
 PIDS_CGROUPS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
 
@@ -68,6 +70,7 @@ class Outcome:
     report: bytes  # what the child wrote to its report descriptor
     trace: list[str] = field(default_factory=list)  # strace lines, when traced
     scratch: Path | None = None  # kept while the sandbox is open
+    overflowed: bool = False  # stopped: its trace passed MAX_TRACE
 
 
 class Sandbox:
@@ -130,9 +133,7 @@ class Sandbox:
                     start_new_session=True,
                 )
                 try:
-                    code = child.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    code = None
+                    code, overflowed = _wait(child, timeout_s, trace_file if trace else None)
                 finally:
                     processes.kill_tree(child.pid)
                     child.wait()
@@ -141,7 +142,7 @@ class Sandbox:
             report.seek(0)
             lines = _read_trace(trace_file) if trace else []
             _check_started(text, trace, lines)
-            return Outcome(code, text, report.read(), lines, self.scratch)
+            return Outcome(code, text, report.read(), lines, self.scratch, overflowed)
 
     def _limits(self) -> list[str]:
         limits = self.limits
@@ -171,6 +172,9 @@ class Sandbox:
         for path in self.readable:
             if path.exists():
                 args += ["--ro-bind", str(path), str(path)]
+        for path in self.hide:  # a hidden place inside a folder bound back stays hidden
+            if path.is_dir() and any(path.is_relative_to(r) for r in self.readable):
+                args += ["--tmpfs", str(path)]
         args += ["--chdir", str(INSIDE / "work")]
         args += ["--clearenv"]
         settled = {
@@ -270,9 +274,24 @@ def _check_started(output: str, trace, lines: list[str]) -> None:
         )
 
 
+def _wait(child: subprocess.Popen, timeout_s: float, trace: Path | None) -> tuple:
+    """(exit code or None at the timeout, whether the trace outgrew ``MAX_TRACE``): the
+    tracer writes on this machine's disk, outside the child's limits, so it is watched."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return child.wait(timeout=0.5), False
+        except subprocess.TimeoutExpired:
+            if trace is not None and trace.exists() and trace.stat().st_size > MAX_TRACE:
+                return None, True
+            if time.monotonic() > deadline:
+                return None, False
+
+
 def _read_trace(path: Path) -> list[str]:
     try:
-        return path.read_text(errors="replace").splitlines()
+        with open(path, "rb") as handle:
+            return handle.read(MAX_TRACE).decode(errors="replace").splitlines()
     except OSError:
         return []
 

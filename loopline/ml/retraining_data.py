@@ -67,7 +67,8 @@ def assemble_step(
         )
     new = _rows(labelled, schema)  # in the order they were served
     # Neither the champion's training rows nor its held-out guardrail rows are new data.
-    new = _unseen(new, [reference, held_out], schema.features)
+    judged = _rows(reviewed, schema)  # the same inputs labelled under another key, too
+    new = _unseen(new, [reference, held_out, judged], schema.features)
     if len(new) < MIN_LABELLED:
         raise RetrainingDataError(
             f"only {len(new)} labelled predictions are new to the champion's training data; "
@@ -77,7 +78,7 @@ def assemble_step(
     write_dataset(out, schema, splits)
     (out / TRIGGER).write_text(json.dumps(trigger, indent=2))
     # The new model keeps guarding what the champion guarded, and the reviewed rows.
-    trusted = [f for f in (held_out, _rows(reviewed, schema)) if f is not None and len(f)]
+    trusted = [f for f in (held_out, judged) if f is not None and len(f)]
     if trusted:
         pd.concat(trusted, ignore_index=True).to_parquet(out / GUARDRAIL, index=False)
     summary = {

@@ -441,12 +441,13 @@ def _predictions(registry, champion, model: Path, dataset: Path):
     test = read_split(dataset, "test", schema)
     evidence = Rows(test.y, predict(challenger_net, test.x), predict(champion_net, test.x))
     guardrail = None
-    # A retraining's dataset holds the champion's guardrail and the reviewed recent rows.
-    trusted = next(
-        (d / GUARDRAIL for d in (dataset, champion_dir) if (d / GUARDRAIL).exists()), None
-    )
-    if trusted is not None:
-        frame = pd.read_parquet(trusted)
+    # The champion's guardrail always; a retraining's dataset adds the reviewed rows (and
+    # repeats the champion's, dropped as duplicates). A dataset never replaces it.
+    parts = [
+        pd.read_parquet(d / GUARDRAIL) for d in (champion_dir, dataset) if (d / GUARDRAIL).exists()
+    ]
+    if parts:
+        frame = pd.concat(parts, ignore_index=True).drop_duplicates()
         x, y = frame[schema.features].to_numpy("float32"), frame[LABEL].to_numpy("int64")
         guardrail = Rows(y, predict(challenger_net, x), predict(champion_net, x))
     return evidence, guardrail, schema.num_classes

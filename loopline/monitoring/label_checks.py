@@ -9,8 +9,10 @@ status``, the ``loopline_retraining_held`` metric, an alert); the champion stays
   label from a reviewer key (``LOOPLINE_LABEL_REVIEWERS``). Reviewed items are never
   trained on: they judge the other sources here, and the retrained model in its
   guardrail (:mod:`loopline.ml.retraining_data`).
-- **Agreement with the reviewers.** A source whose labels disagree with the reviewed
-  labels on more than ``max_disagreement`` of the items both labelled is named.
+- **Agreement with the reviewers.** Every label a source sent counts, corrected or not. A
+  source whose labels disagree with the reviewed labels on more than ``max_disagreement``
+  of the items both labelled is named, and so is one too few of whose items (under 10)
+  were reviewed to judge it.
 - **The label mix.** Labels whose class shares moved far from the champion's training
   data (total variation over 0.5, chi-square p < 0.001) are held: a skew that large is
   more often a broken or hostile labeller than a change in the world.
@@ -84,6 +86,16 @@ def check_labels(
         keys = list(zip(rows["request_id"], rows["item"], strict=True))
         shared = [(k, label) for k, label in zip(keys, rows["label"], strict=True) if k in truth]
         if len(shared) < MIN_SHARED:
+            if (
+                len(rows) >= MIN_SHARED
+                and policy.min_reviewed
+                and len(reviewed) >= policy.min_reviewed
+            ):
+                verdict.holds.append(
+                    f"labels from {source!r}: only {len(shared)} of its {len(rows)} were "
+                    f"reviewed; a reviewer must label at least {MIN_SHARED} of the items it "
+                    "labelled, or its labels are not trusted"
+                )
             continue
         disagree = sum(label != truth[k] for k, label in shared)
         agreement[str(source)] = {"shared": len(shared), "disagree": disagree}

@@ -85,6 +85,10 @@ class Database:
             index_elements=keys, set_={c: statement.excluded[c] for c in columns}
         )
 
+    def insert_new(self, table: Table, keys: list[str]):
+        """An insert that leaves a row whose ``keys`` exist as it is (a concurrent writer's)."""
+        return self._insert(table).on_conflict_do_nothing(index_elements=keys)
+
     def _insert(self, table: Table):
         dialect = sqlite if self.dialect == "sqlite" else postgresql
         return dialect.insert(table)

@@ -79,13 +79,25 @@ class FeedbackStore:
                 changed[key] = (before + conflict, lb.label)
             if new:
                 connection.execute(
-                    feedback.insert(),
+                    self.database.insert_new(feedback, ["request_id", "item"]),
                     [
                         {"request_id": r, "item": i, "label": lb.label, "ts": now,
                          "source": lb.source, "latest": lb.label, "conflicts": 0}
                         for (r, i), lb in new.items()
                     ],
                 )  # fmt: skip
+            # Another replica may have labelled an item first, between our read and our
+            # insert (PostgreSQL does not serialise writers as SQLite does): ours came second.
+            mine = self._rows(connection, feedback, list(new), [feedback.c.ts, feedback.c.label])
+            for key, lb in new.items():
+                first_ts, first_label = mine[key]
+                if first_ts == now and first_label == lb.label:
+                    continue
+                conflict = lb.label != first_label
+                counts["stored"] -= 1
+                counts["conflicts" if conflict else "repeated"] += 1
+                before = changed.get(key, (0, None))[0]
+                changed[key] = (before + conflict, lb.label)
             if changed:
                 connection.execute(
                     update(feedback)
@@ -227,9 +239,10 @@ class FeedbackStore:
         return frame
 
     def by_source(self, after: int = 0) -> pd.DataFrame:
-        """Every source's latest label of each item numbered after ``after``: the columns
-        ``request_id``, ``item``, ``seq``, ``source``, ``label`` and the served
-        ``prediction`` (what label-quality checks compare sources on)."""
+        """Every label of the items numbered after ``after``, as it arrived (oldest
+        first): ``request_id``, ``item``, ``seq``, ``source``, ``label`` and the served
+        ``prediction``. The label checks judge all of them: a wrong label later corrected
+        was still sent."""
         query = (
             select(
                 label_events.c.id,
@@ -253,7 +266,7 @@ class FeedbackStore:
         columns = ["request_id", "item", "seq", "source", "label", "prediction"]
         if frame.empty:
             return pd.DataFrame(columns=columns)
-        return frame.drop_duplicates(["request_id", "item", "source"], keep="last")[columns]
+        return frame[columns]
 
     def reviewed(self, after: int, reviewers: tuple[str, ...], *, records: bool = False):
         """The items numbered after ``after`` that a reviewer labelled, as :meth:`labelled`

@@ -219,3 +219,53 @@ def test_the_example_runs_within_limits(tmp_path, body, why):
     assert results["example"].passed is False
     assert why in results["example"].message
     assert time.monotonic() - started < 120
+
+
+FORGER = """
+import json, os, sys
+import kfp.compiler
+
+FORGED = "FORGED-EXECUTOR rm -rf /"
+
+
+def forged(self, component, path, *args, **kwargs):
+    with open(path, "w") as handle:
+        handle.write("# PIPELINE DEFINITION\\n" + FORGED)
+
+
+kfp.compiler.Compiler.compile = forged  # what the probe compiles with, in this process
+for fd in range(3, 64):  # and a report of its own on every descriptor it can find
+    try:
+        os.pwrite(fd, json.dumps({"components": {"shout": FORGED}, "import_error": None,
+                                  "compile_error": None}).encode() + b"\\n", 0)
+    except OSError:
+        pass
+"""
+
+
+def test_the_published_yaml_is_compiled_without_the_files_other_code(tmp_path):
+    """The file rewrites the compiler and writes a report of its own: the YAML the catalog
+    would publish comes from a run of its imports and its function alone."""
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
+    report = checks.check(folder(tmp_path, FORGER + COMPONENT, TEXT), settings)
+    assert "FORGED" not in (report.component_yaml or "")
+    assert "def shout(text: str) -> str:" in report.component_yaml
+
+
+def test_an_example_file_outside_the_component_folder_is_refused(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("platform secret")
+    source = COMPONENT.replace("def shout(text: str)", "def shout(text: str, data: Input[Dataset])")
+    source = source.replace(
+        "from kfp import dsl\n", "from kfp import dsl\nfrom kfp.dsl import Dataset, Input\n"
+    )
+    source = source.replace(
+        "        text: The words.\n", "        text: The words.\n        data: A file.\n"
+    )
+    meta = f'[example.inputs]\ntext = "hi"\n[example.files]\ndata = "{secret}"\n'
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
+    report = checks.check(folder(tmp_path, source, meta), settings)
+    results = {r.name: r for r in report.results}
+    assert results["compiles"].passed, checks.describe(report)
+    assert results["example"].passed is False
+    assert "outside the component's folder" in results["example"].message

@@ -84,8 +84,10 @@ class InstallError(LooplineError, RuntimeError):
     """uv could not install a component's packages; the message names them."""
 
 
-def python_for(home: Path, wanted: Requirements) -> Path:
-    """The interpreter of ``wanted``'s environment, made on first use."""
+def python_for(home: Path, wanted: Requirements, *, wheels_only: bool = False) -> Path:
+    """The interpreter of ``wanted``'s environment, made on first use. ``wheels_only``
+    for code nobody trusts yet (the catalog's check): a source package's build runs its
+    own code, here, outside any sandbox; a wheel's install runs none."""
     folder = home / ENVS / wanted.key
     python = folder / "bin" / "python"
     if (folder / READY).exists():
@@ -94,19 +96,20 @@ def python_for(home: Path, wanted: Requirements) -> Path:
     with open(folder.parent / f"{wanted.key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one maker; the others wait and reuse it
         if not (folder / READY).exists():
-            _make(folder, wanted)
+            _make(folder, wanted, wheels_only)
     return python
 
 
-def _make(folder: Path, wanted: Requirements) -> None:
+def _make(folder: Path, wanted: Requirements, wheels_only: bool) -> None:
     from uv import find_uv_bin
 
     uv = find_uv_bin()
-    # uv's cache and data (credentials) under the home, not ~/.cache and ~/.local/share.
+    # uv's cache and data (credentials) under the home, not ~/.cache and ~/.local/share;
+    # none of loopline's settings (a database URL, keys): an install needs none.
     env = {
         "UV_CACHE_DIR": str(folder.parent / ".uv-cache"),
         "XDG_DATA_HOME": str(folder.parent / ".uv-data"),
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")},
     }
     _uv(
         [uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(folder)],
@@ -118,7 +121,9 @@ def _make(folder: Path, wanted: Requirements) -> None:
     for n, url in enumerate(wanted.index_urls):
         indexes += ["--index-url" if n == 0 else "--extra-index-url", url]
     _uv(
-        [uv, "pip", "install", "--quiet", "--python", str(python), *indexes, *wanted.packages],
+        [uv, "pip", "install", "--quiet", "--python", str(python), *indexes]
+        + (["--no-build"] if wheels_only else [])
+        + wanted.packages,
         wanted,
         env,
     )
