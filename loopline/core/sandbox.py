@@ -161,8 +161,8 @@ class Sandbox:
             if path.is_dir() and not path.is_symlink() and path != Path("/"):
                 args += ["--tmpfs", str(path)]
         args += ["--bind", str(self.scratch), str(INSIDE)]
-        for path in _interpreter_paths():  # where a covered folder holds them
-            if any(path.is_relative_to(c) for c in self.covered) and path.exists():
+        for path in _interpreter_paths():  # where a covered folder or /tmp holds them
+            if any(path.is_relative_to(c) for c in [*self.covered, INSIDE]) and path.exists():
                 args += ["--ro-bind", str(path), str(path)]
         for path in self.hide:
             if path.is_dir() and not path.is_symlink() and path != Path("/"):
