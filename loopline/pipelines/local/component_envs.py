@@ -123,7 +123,7 @@ def _make(folder: Path, wanted: Requirements, wheels_only: bool) -> None:
     _uv(
         [uv, "pip", "install", "--quiet", "--python", str(python), *indexes]
         + (["--no-build"] if wheels_only else [])
-        + wanted.packages,
+        + list(wanted.packages),
         wanted,
         env,
     )
