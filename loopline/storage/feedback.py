@@ -184,8 +184,7 @@ class FeedbackStore:
             .select_from(
                 feedback.join(
                     predictions,
-                    (feedback.c.request_id == predictions.c.request_id)
-                    & (feedback.c.item == predictions.c.item),
+                    _of_prediction(feedback),
                 )
             )
             .where(predictions.c.seq > after)
@@ -220,8 +219,7 @@ class FeedbackStore:
             )
             .join(
                 feedback,
-                (feedback.c.request_id == predictions.c.request_id)
-                & (feedback.c.item == predictions.c.item),
+                _of_prediction(feedback),
             )
             .where(predictions.c.seq > after)
             .order_by(predictions.c.seq)
@@ -255,8 +253,7 @@ class FeedbackStore:
             )
             .join(
                 predictions,
-                (label_events.c.request_id == predictions.c.request_id)
-                & (label_events.c.item == predictions.c.item),
+                _of_prediction(label_events),
             )
             .where(predictions.c.seq > after)
             .order_by(label_events.c.id)
@@ -289,3 +286,8 @@ class FeedbackStore:
         frame["label"] = [c[0] for c in chosen]
         frame["source"] = [c[1] for c in chosen]
         return frame.reset_index(drop=True)
+
+
+def _of_prediction(table):
+    """The join of a label table's rows to the predictions they label."""
+    return (table.c.request_id == predictions.c.request_id) & (table.c.item == predictions.c.item)
