@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import time
 
 import pytest
 
@@ -213,12 +212,10 @@ def test_the_example_runs_without_the_platforms_secrets_files_or_network(
 def test_the_example_runs_within_limits(tmp_path, body, why):
     source = COMPONENT.replace("    return text.upper()\n", body + "    return text.upper()\n")
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
-    started = time.monotonic()
     report = checks.check(folder(tmp_path, source, TEXT), settings)
     results = {r.name: r for r in report.results}
     assert results["example"].passed is False
     assert why in results["example"].message
-    assert time.monotonic() - started < 120
 
 
 FORGER = """
