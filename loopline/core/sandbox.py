@@ -200,8 +200,12 @@ class Sandbox:
         try:
             yield ["/bin/sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
         finally:
-            with contextlib.suppress(OSError):
-                group.rmdir()
+            for _ in range(50):  # busy while the killed tree's last exits settle
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def _new_pids_group(limit: int) -> Path | None:
