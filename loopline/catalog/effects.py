@@ -56,9 +56,8 @@ _CALL = re.compile(r"^\d+\s+[\d.]+\s+(\w+)\((.*)$")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
-def effects_after(trace: list[str], marker: str, own: tuple[str, ...] = ()) -> list[str]:
-    """The effects in ``trace`` after the line that opens ``marker``, described; writes to
-    the paths in ``own`` are the probe's."""
+def effects_after(trace: list[str], marker: str) -> list[str]:
+    """The effects in ``trace`` after the line that opens ``marker``, described."""
     start = next((i for i, line in enumerate(trace) if _opens(line, marker)), None)
     if start is None:
         return []
@@ -68,8 +67,6 @@ def effects_after(trace: list[str], marker: str, own: tuple[str, ...] = ()) -> l
         if match is None:
             continue
         call, arguments = match.groups()
-        if call in OPENS and any(f'"{path}"' in arguments for path in own):
-            continue
         if effect := describe(call, arguments):
             found.append(effect)
     return list(dict.fromkeys(found))

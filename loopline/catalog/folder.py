@@ -121,7 +121,6 @@ def probe(folder: ComponentFolder, settings: Settings, timeout_s: float = 120) -
     run in which none of the file's other code ran (so none of it could rewrite the
     compiler or the report), on a descriptor opened outside, never from the output."""
     from loopline.catalog.effects import TRACED, effects_after
-    from loopline.catalog.probe import compiled_path
     from loopline.core.sandbox import INSIDE, Sandbox
 
     marker = f"/tmp/loopline-probe-{uuid.uuid4().hex}"
@@ -129,8 +128,8 @@ def probe(folder: ComponentFolder, settings: Settings, timeout_s: float = 120) -
     with Sandbox(hide=platform_places(settings), readable=[folder.path.resolve()]) as box:
         # Run from an empty folder: KFP ships the function alone, so files beside it
         # are not importable in a pod, nor here.
-        imported = box.run(_probe(source, marker), timeout_s=timeout_s, trace=TRACED)
-        effects = effects_after(imported.trace, marker, own=(compiled_path(marker),))
+        imported = box.run(_probe("import", source, marker), timeout_s=timeout_s, trace=TRACED)
+        effects = effects_after(imported.trace, marker)
         if imported.overflowed:  # what it did past that point is unknown: refused
             effects.append("makes system calls without end (the trace outgrew its limit)")
         found = _report(imported, timeout_s)
@@ -140,7 +139,7 @@ def probe(folder: ComponentFolder, settings: Settings, timeout_s: float = 120) -
             where = f"line {found['line']}: " if found.get("line") else ""
             return Probe(effects, None, import_error=where + found["import_error"])
         (box.scratch / SOURCE).write_text(_component_only(folder))
-        again = box.run(_probe(str(INSIDE / SOURCE), f"{marker}-c"), timeout_s=timeout_s)
+        again = box.run(_probe("compile", str(INSIDE / SOURCE), marker), timeout_s=timeout_s)
         compiled = _report(again, timeout_s)
     if isinstance(compiled, str) or compiled["import_error"]:
         why = compiled if isinstance(compiled, str) else compiled["import_error"]
@@ -154,8 +153,17 @@ def probe(folder: ComponentFolder, settings: Settings, timeout_s: float = 120) -
     return Probe(effects, text, compile_error=compiled["compile_error"])
 
 
-def _probe(source: str, marker: str) -> list[str]:
-    return [sys.executable, "-I", "-m", "loopline.catalog.probe", source, marker, "{report_fd}"]
+def _probe(mode: str, source: str, marker: str) -> list[str]:
+    return [
+        sys.executable,
+        "-I",
+        "-m",
+        "loopline.catalog.probe",
+        mode,
+        source,
+        marker,
+        "{report_fd}",
+    ]
 
 
 def _report(done, timeout_s: float) -> dict | str:

@@ -1,17 +1,17 @@
-"""Imports a component file inside the sandbox and reports the components it defines.
+"""Imports a component file inside the sandbox and reports on it, on REPORT_FD (a
+descriptor opened outside the sandbox), never on its output.
 
 Run by :func:`loopline.catalog.folder.probe` as
-``python -I -m loopline.catalog.probe FILE MARKER REPORT_FD`` in a traced sandbox
-(:mod:`loopline.core.sandbox`). Just before the import it opens MARKER, a path that does
-not exist, so the tracer outside knows where the file's own calls begin
-(:mod:`loopline.catalog.effects`): what the file does is judged there, not here, where
-the file could change what is reported.
+``python -I -m loopline.catalog.probe MODE FILE MARKER REPORT_FD``, twice:
 
-After the import it compiles each ``@dsl.component`` into an in-memory file (reached
-through a link made before the import; writes to it are the probe's own) and writes one
-JSON object to REPORT_FD, a descriptor opened outside the sandbox, from its start. Then
-it exits as any interpreter does: the file's atexit handlers and threads run to their
-end, still traced, so what the file arranged for later is judged too.
+- ``import``, traced (:mod:`loopline.core.sandbox`): just before the import it opens
+  MARKER, a path that does not exist, so the tracer outside knows where the file's own
+  calls begin (:mod:`loopline.catalog.effects`). It compiles nothing, so every call after
+  the marker is the file's. It exits as any interpreter does: the file's atexit handlers
+  and threads run to their end, still traced.
+- ``compile``: the caller's copy of the file with only its imports and the component
+  function; each ``@dsl.component`` is compiled into an in-memory file (KFP wants a
+  ``.yaml`` path: a link to it).
 """
 
 from __future__ import annotations
@@ -23,39 +23,39 @@ import os
 import sys
 
 
-def main(path: str, marker: str, report_fd: int) -> None:
+def main(mode: str, path: str, marker: str, report_fd: int) -> None:
+    """``import``: open MARKER, import the file, report whether it imported (the tracer
+    outside judges the rest). ``compile``: import the file (its imports and component
+    function alone, written by the caller) and report each component compiled."""
     import kfp.compiler  # loaded before the marker: only the file's own calls are judged
     from kfp.dsl.python_component import PythonComponent
 
     sys.dont_write_bytecode = True
-    memory = os.memfd_create("component-yaml")
-    target = compiled_path(marker)
-    os.symlink(f"/proc/self/fd/{memory}", target)
     result: dict = {"components": {}, "import_error": None, "compile_error": None}
     spec = importlib.util.spec_from_file_location("loopline_component_probe", path)
     module = importlib.util.module_from_spec(spec)
-    with contextlib.suppress(OSError):
-        os.close(os.open(marker, os.O_RDONLY))
+    if mode == "import":
+        with contextlib.suppress(OSError):
+            os.close(os.open(marker, os.O_RDONLY))
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # the user's code: report it, whatever it raised
         result["import_error"] = f"{type(exc).__name__}: {exc}"
         result["line"] = _line(exc, path)
         _report(report_fd, result)
-    found = {n: v for n, v in vars(module).items() if isinstance(v, PythonComponent)}
-    for name, component in found.items():
-        try:
-            kfp.compiler.Compiler().compile(component, target)
-            result["components"][name] = os.pread(memory, 1 << 24, 0).decode()
-        except Exception as exc:
-            result["components"][name] = None
-            result["compile_error"] = f"{type(exc).__name__}: {exc}"
+    if mode == "compile":
+        memory = os.memfd_create("component-yaml")
+        target = f"/tmp/{os.path.basename(marker)}.yaml"  # KFP wants a .yaml name
+        os.symlink(f"/proc/self/fd/{memory}", target)
+        found = {n: v for n, v in vars(module).items() if isinstance(v, PythonComponent)}
+        for name, component in found.items():
+            try:
+                kfp.compiler.Compiler().compile(component, target)
+                result["components"][name] = os.pread(memory, 1 << 24, 0).decode()
+            except Exception as exc:
+                result["components"][name] = None
+                result["compile_error"] = f"{type(exc).__name__}: {exc}"
     _report(report_fd, result)
-
-
-def compiled_path(marker: str) -> str:
-    """The link the probe compiles through: named after the run's marker."""
-    return f"/tmp/{os.path.basename(marker)}.yaml"
 
 
 def _report(fd: int, result: dict) -> None:
@@ -75,4 +75,4 @@ def _line(exc: BaseException, path: str) -> int | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
