@@ -238,6 +238,14 @@ class ServeSettings:
     max_bytes: int = 1_000_000
     max_instances: int = 256
     threads: int = 1  # torch's threads for the forward pass
+    # Slow and greedy clients (serving/connections.py) and overload (serving/admission.py).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_s: float = 5.0
+    max_connections: int = 2048
+    max_client_connections: int = 128
+    max_queue_s: float = 1.0
+    drain_s: float = 20.0
     trace_sample_rate: float = 0.0  # the share of requests traced with OpenTelemetry
     api_key: str | None = field(default=None, repr=False)  # never printed
     api_key_file: Path | None = None
@@ -367,6 +375,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOOPLINE_SERVE_TRACE_SAMPLE_RATE", "serve.trace_sample_rate", share, "Share of requests traced with OpenTelemetry, to the exporter in BentoML's configuration; at 0 no span is opened at all.", "0"),
     Variable("LOOPLINE_SERVE_MAX_BYTES", "serve.max_bytes", positive_count, "The largest request body, in bytes.", "1000000"),
     Variable("LOOPLINE_SERVE_MAX_INSTANCES", "serve.max_instances", positive_count, "The most instances in one request.", "256"),
+    Variable("LOOPLINE_SERVE_HEADER_TIMEOUT_S", "serve.header_timeout_s", positive, "A request line and headers (or a new connection's first request) must arrive within this, in seconds; else 408 and the connection is closed.", "10"),
+    Variable("LOOPLINE_SERVE_BODY_TIMEOUT_S", "serve.body_timeout_s", positive, "A request body must arrive within this after its headers, in seconds; else 408 and the connection is closed.", "30"),
+    Variable("LOOPLINE_SERVE_IDLE_S", "serve.idle_s", positive, "An idle keep-alive connection is closed after this, in seconds (uvicorn's `timeout_keep_alive`).", "5"),
+    Variable("LOOPLINE_SERVE_MAX_CONNECTIONS", "serve.max_connections", positive_count, "Open connections per worker; beyond it a new one gets 503 and is closed.", "2048"),
+    Variable("LOOPLINE_SERVE_MAX_CLIENT_CONNECTIONS", "serve.max_client_connections", positive_count, "Open connections per worker from one client address; beyond it a new one gets 503 and is closed.", "128"),
+    Variable("LOOPLINE_SERVE_MAX_QUEUE_S", "serve.max_queue_s", positive, "A prediction that would wait longer than this behind the queued rows gets 429 with Retry-After, in seconds.", "1"),
+    Variable("LOOPLINE_SERVE_DRAIN_S", "serve.drain_s", positive, "On SIGTERM, new connections are refused and requests in flight get this long to finish, in seconds (`loopline serve` passes it as uvicorn's `timeout_graceful_shutdown`; in a Bento's container, the pod's grace period bounds it).", "20"),
     Variable("LOOPLINE_API_KEY", "serve.api_key", text, "Require this key in `X-API-Key` on `/predict`; unset: open. It cannot label."),
     Variable("LOOPLINE_API_KEY_FILE", "serve.api_key_file", path, "A file holding the API key (a mounted Kubernetes Secret), read when `LOOPLINE_API_KEY` is unset."),
     Variable("LOOPLINE_LABEL_KEYS", "labels.keys", text, "Keys that may label (`X-API-Key` on `/feedback`), `NAME=KEY` separated by commas; each label records its key's name. A bare key is named `labeller`. Unset, with no file: `/feedback` is closed."),

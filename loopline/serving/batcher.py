@@ -7,11 +7,16 @@ into the next one, up to ``max_rows``. A lone request therefore pays for one for
 and nothing else, and under load the batches grow by themselves. A request is never split
 across passes, and each pass runs one model: the one its requests were validated against,
 so a request answered across a champion switch still names the model of every row.
+
+The batcher also knows how long its queue would take (:meth:`Batcher.backlog_s`): the rows
+waiting or running, times the recent seconds per row. The server refuses a request with 429
+rather than queue it behind more than a bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -47,13 +52,27 @@ class Batcher:
         self._waiting: list[_Waiting] = []
         self._running: asyncio.Task | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="forward")
+        self._queued_rows = 0
+        # Recent forward passes, decayed: their seconds and rows (larger passes weigh more).
+        self._seconds = 0.0
+        self._rows = 0.0
 
     async def predict(self, model: ServedModel, rows) -> Outputs:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(model, rows, future))
+        self._queued_rows += len(rows)
         if self._running is None:
             self._running = asyncio.create_task(self._drain())
-        return await future
+        try:
+            return await future
+        finally:
+            self._queued_rows -= len(rows)
+
+    def backlog_s(self) -> float:
+        """About how long the rows already waiting or running will take."""
+        if not self._rows:
+            return 0.0
+        return self._queued_rows * self._seconds / self._rows
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
@@ -81,10 +100,13 @@ class Batcher:
     async def _run(self, items: list[_Waiting]) -> None:
         model = items[0].model
         rows = model.concat([w.rows for w in items])
+        started = time.perf_counter()
         try:
             labels, probabilities = await asyncio.get_running_loop().run_in_executor(
                 self._thread, model.answer, rows
             )
+            self._seconds = 0.8 * self._seconds + time.perf_counter() - started
+            self._rows = 0.8 * self._rows + len(rows)
         except Exception as exc:  # every request of the pass hears it
             for waiting in items:
                 if not waiting.future.done():

@@ -8,6 +8,7 @@ started it (even by ``kill -9``), and its workers die with the server (``service
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -122,6 +123,8 @@ def start_server(
     executable = str(Path(sys.executable).parent / "bentoml")
     command = [executable, "serve", target, "--host", host, "--port", str(port)]
     command += ["--working-dir", str(installed_root())]
+    # uvicorn's drain bound; past it, requests still running are cancelled.
+    command += ["--timeout-graceful-shutdown", str(math.ceil(settings.serve.drain_s))]
     output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
         command,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ import bentoml
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.routing import request_response
 from starlette.types import ASGIApp
 
@@ -35,6 +37,8 @@ from loopline.core.settings import load_settings
 from loopline.serving.auth import HEADER, load_api_key, load_label_keys
 from loopline.serving.batcher import Batcher
 from loopline.serving.champion import ChampionHolder, ServedModel
+from loopline.serving.connections import drain_on_sigterm
+from loopline.serving.connections import install as guard_connections
 from loopline.serving.labels import MAX_ITEM, parse_labels
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type
@@ -47,6 +51,7 @@ log = logging.getLogger("loopline.serving")
 # BentoML fixes the worker count when the class is defined, so the serve settings are
 # read at import; `loopline serve` sets LOOPLINE_SERVE_* for its child.
 OPTIONS = load_settings().serve
+guard_connections(OPTIONS)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DECODERS = 2
 PNG_BUDGET_S = 2.0
@@ -86,6 +91,18 @@ class Unavailable(LooplineError):
     """The model server has no model to answer with (yet)."""
 
 
+class Overloaded(LooplineError):
+    """The queue ahead of a request would take longer than the server lets one wait."""
+
+    def __init__(self, backlog_s: float):
+        super().__init__(
+            f"the server is busy: the queue ahead would take about {backlog_s:.1f} s "
+            f"(over LOOPLINE_SERVE_MAX_QUEUE_S={OPTIONS.max_queue_s:g}); retry after the "
+            "Retry-After header's seconds"
+        )
+        self.retry_after = str(max(1, math.ceil(backlog_s)))
+
+
 @bentoml.service(
     name="loopline",
     workers=OPTIONS.api_workers,
@@ -96,6 +113,7 @@ class Unavailable(LooplineError):
 class Predictor:
     def __init__(self) -> None:
         _die_with_the_server()
+        drain_on_sigterm()
         settings = load_settings()
         database = open_database(settings, migrate=True)
         self.log = PredictionLog(database)
@@ -131,6 +149,9 @@ class Predictor:
             if offered is not None and not REQUEST_ID.fullmatch(offered):
                 raise RequestError(400, f"X-Request-ID must match {REQUEST_ID.pattern}")
             body = await _read_body(request, self.limits.max_bytes)
+            backlog = self.batcher.backlog_s()
+            if backlog > OPTIONS.max_queue_s:
+                raise Overloaded(backlog)
             model = self._model()  # validate and predict with the same one, even mid-switch
             rows = await self._rows(body, request.headers.get("content-type"), model)
             outputs = await self.batcher.predict(model, rows)
@@ -143,6 +164,8 @@ class Predictor:
             )
         except RequestError as exc:
             return _error(exc.status, str(exc), headers)
+        except Overloaded as exc:
+            return _error(429, str(exc), {**headers, "Retry-After": exc.retry_after})
         except Unavailable as exc:
             return _error(503, f"{exc}; retry once /readyz answers 200", headers)
         except Exception:
@@ -222,9 +245,11 @@ ERRORS = {
     401: "Missing or wrong key (X-API-Key): the API key to predict, a labelling key to label",
     403: "Labelling is closed: no labelling key is configured (LOOPLINE_LABEL_KEYS)",
     409: "The X-Request-ID was already used with other inputs",
+    408: "The body did not arrive within LOOPLINE_SERVE_BODY_TIMEOUT_S",
     413: "Too large: body bytes, instances, image pixels, or an image too slow to decode",
     415: "Unsupported Content-Type",
     422: "Well-formed but wrong: shape, type, range, nesting, unknown fields or classes",
+    429: "Busy: the queue ahead is over LOOPLINE_SERVE_MAX_QUEUE_S; retry after Retry-After",
     500: "Unexpected server error (the body names the request id in the server log)",
     503: "No model loaded yet, or the prediction log cannot record; retry later",
 }
@@ -335,7 +360,7 @@ ATTACHED = {
                 PNG: {"schema": {"type": "string", "format": "binary"}},
             },
         },
-        "responses": _responses(ENVELOPE, 400, 401, 409, 413, 415, 422, 500, 503),
+        "responses": _responses(ENVELOPE, 400, 401, 408, 409, 413, 415, 422, 429, 500, 503),
     },
 )
 async def predict(request: Request) -> JSONResponse:
@@ -358,7 +383,7 @@ def _die_with_the_server() -> None:
     openapi_extra={
         "parameters": HEADERS[:1],
         "requestBody": {"required": True, "content": {JSON: {"schema": LABELS_BODY}}},
-        "responses": _responses(ATTACHED, 400, 401, 403, 413, 415, 422, 500, 503),
+        "responses": _responses(ATTACHED, 400, 401, 403, 408, 413, 415, 422, 500, 503),
     },
 )
 async def feedback(request: Request) -> JSONResponse:
@@ -372,11 +397,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or its body was too slow (connections.py)
+        raise RequestError(408, "the body did not arrive whole in time") from None
     return b"".join(chunks)
 
 
