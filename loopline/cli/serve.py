@@ -67,9 +67,8 @@ def serve(
             )
             console.print("  Ctrl-C stops the server.")
             server_.process.wait()
-            console.print(
-                f"[red]the server exited[/] ({server_.process.returncode}); see {server_.log_path}"
-            )
+            why = server_.gave_up() or f"exit code {server_.process.returncode}"
+            console.print(f"[red]the server stopped[/]: {why}; see {server_.log_path}")
             raise typer.Exit(1)
         except KeyboardInterrupt:
             pass

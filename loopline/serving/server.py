@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,11 +20,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from loopline.core import processes
 from loopline.core.layout import DIGEST_TAG
 from loopline.core.package import installed_root
 from loopline.core.settings import Settings, SettingsError
 from loopline.ml.model_contract import verify_digest
+from loopline.serving.restarts import gave_up, journal_folder
 from loopline.storage.registry import RegistryError, model_folder, reader
 
 SERVICE = "loopline.serving.service:Predictor"
@@ -34,15 +38,19 @@ class Server:
     process: subprocess.Popen
     url: str
     log_path: Path | None
+    journal: Path | None = None  # its workers' restart journal (serving/restarts.py)
+
+    def gave_up(self) -> str | None:
+        """Why the server stopped itself (its workers kept dying), if it did."""
+        return gave_up(self.journal) if self.journal else None
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Return once ``/readyz`` answers 200, i.e. the model is loaded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"bentoml serve exited with {self.process.returncode}{self._tail()}"
-                )
+                why = self.gave_up() or f"bentoml serve exited with {self.process.returncode}"
+                raise RuntimeError(f"{why}{self._tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as answer:
                     if answer.status == 200:
@@ -59,11 +67,17 @@ class Server:
         way out), SIGKILL to any still alive after ``timeout`` seconds."""
         processes.stop_tree(self.process.pid, grace=timeout)
         self.process.wait()
+        self._forget()
 
     def kill(self) -> None:
         """``kill -9`` every process of the server: no shutdown hook runs."""
         processes.kill_tree(self.process.pid)
         self.process.wait()
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.journal is not None:
+            shutil.rmtree(self.journal, ignore_errors=True)
 
     def _tail(self) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -134,7 +148,11 @@ def start_server(
         start_new_session=True,  # Ctrl-C in the terminal reaches loopline, which stops it
         preexec_fn=processes.die_with_parent,
     )
-    return Server(process, f"http://{host}:{port}", log_path)
+    try:
+        journal = journal_folder(settings.home, process.pid)
+    except psutil.Error:  # it exited at once; wait_ready reports why
+        journal = None
+    return Server(process, f"http://{host}:{port}", log_path, journal)
 
 
 def preflight(settings: Settings, version: str | None) -> bool:

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import signal
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,15 +34,16 @@ from starlette.types import ASGIApp
 
 from loopline.core import processes
 from loopline.core.errors import LooplineError
-from loopline.core.settings import load_settings
-from loopline.serving.auth import HEADER, load_api_key, load_label_keys
+from loopline.core.settings import Settings, load_settings
+from loopline.serving.auth import HEADER, ApiKey, LabelKeys, load_api_key, load_label_keys
 from loopline.serving.batcher import Batcher
 from loopline.serving.champion import ChampionHolder, ServedModel
 from loopline.serving.connections import drain_on_sigterm
 from loopline.serving.connections import install as guard_connections
 from loopline.serving.labels import MAX_ITEM, parse_labels
-from loopline.serving.metrics import ServingMetrics
+from loopline.serving.metrics import ServingMetrics, allocate_files
 from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type
+from loopline.serving.restarts import Restarts
 from loopline.serving.tracing import bentoml_tracing
 from loopline.storage.database import open_database
 from loopline.storage.feedback import FeedbackStore
@@ -52,6 +54,7 @@ log = logging.getLogger("loopline.serving")
 # read at import; `loopline serve` sets LOOPLINE_SERVE_* for its child.
 OPTIONS = load_settings().serve
 guard_connections(OPTIONS)
+allocate_files()  # a full disk is an error a metric survives, not a SIGBUS
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DECODERS = 2
 PNG_BUDGET_S = 2.0
@@ -87,6 +90,27 @@ class _API(FastAPI):
 api = _API(title="loopline prediction API", docs_url=None, redoc_url=None)
 
 
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What a worker needs from outside before it answers: its keys and the database."""
+
+    key: ApiKey
+    labellers: LabelKeys
+    log: PredictionLog
+    feedback: FeedbackStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Parts:
+        key, labellers = load_api_key(settings.serve), load_label_keys(settings.labels)
+        database = open_database(settings, migrate=True)
+        return cls(
+            key,
+            labellers,
+            PredictionLog(database),
+            FeedbackStore(database, settings.labels.conflicts),
+        )
+
+
 class Unavailable(LooplineError):
     """The model server has no model to answer with (yet)."""
 
@@ -115,35 +139,73 @@ class Predictor:
         _die_with_the_server()
         drain_on_sigterm()
         settings = load_settings()
-        database = open_database(settings, migrate=True)
-        self.log = PredictionLog(database)
-        self.feedback = FeedbackStore(database, settings.labels.conflicts)
-        self.key = load_api_key(settings.serve)
-        self.labellers = load_label_keys(settings.labels)
+        self.restarts = Restarts.record(settings.home, OPTIONS.api_workers)
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
         self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
         self.holder = ChampionHolder(settings, pinned=OPTIONS.version, poll_s=OPTIONS.poll_s)
-        self.holder.start()
         self.batcher = Batcher(OPTIONS.max_batch, batching=OPTIONS.batching)
         torch.set_num_threads(OPTIONS.threads)
         self.metrics = ServingMetrics(settings.model_name)
+        self.parts: Parts | None = None  # what the worker needs from outside; see _open
+        self.problem = "the server is starting"
+        self._closing = threading.Event()
+        if self.restarts.exhausted:
+            self.problem = "the server is stopping: its workers keep dying"
+            self.restarts.give_up()
+        else:
+            threading.Thread(target=self._open, args=(settings,), name="open", daemon=True).start()
+
+    def _open(self, settings) -> None:
+        """Open the keys and the database, retried until they come, then follow the champion.
+
+        A worker whose start fails is restarted by the arbiter; one that cannot start (the
+        database down, a key file gone) would restart forever while clients hang. This one
+        serves 503 naming the problem meanwhile, and becomes ready once it is fixed."""
+        if self.restarts.backoff_s:
+            self.problem = (
+                f"the server's workers died {self.restarts.recent} time(s) recently; this one "
+                f"loads in {self.restarts.backoff_s:.0f} s"
+            )
+            if self._closing.wait(self.restarts.backoff_s):
+                return
+        wait = 1.0
+        while not self._closing.is_set():
+            try:
+                self.parts = Parts.open(settings)
+                break
+            except Exception as exc:  # noqa: BLE001 - any cause: named in every 503
+                self.problem = f"the server cannot start: {exc}"
+                log.warning("%s; retrying in %.0f s", self.problem, wait)
+                self._closing.wait(wait)
+                wait = min(wait * 2, 30.0)
+        self.holder.start()
 
     def __is_ready__(self) -> bool:
-        return self.holder.current is not None
+        return self.parts is not None and self.holder.current is not None
 
     @bentoml.on_shutdown
     def close(self) -> None:
+        self._closing.set()
         self.holder.stop()
-        self.log.close()  # commits whatever is still queued
+        if self.parts is not None:
+            self.parts.log.close()  # commits whatever is still queued
         self.batcher.close()
         self.decoder.shutdown(wait=False, cancel_futures=True)
+
+    def _parts(self) -> Parts:
+        if self.parts is None:
+            raise Unavailable(self.problem)
+        return self.parts
 
     async def answer(self, request: Request) -> JSONResponse:
         offered = request.headers.get("x-request-id")  # an empty one is a bad one
         request_id = offered if offered is not None else uuid.uuid4().hex
         headers = {"X-Request-ID": request_id}
-        if not self.key.allows(request.headers.get(HEADER)):
+        parts = self.parts
+        if parts is None:  # no key known yet: nobody is let through
+            return _error(503, f"{self.problem}; retry once /readyz answers 200", headers)
+        if not parts.key.allows(request.headers.get(HEADER)):
             return _unauthorized(headers)
         try:
             if offered is not None and not REQUEST_ID.fullmatch(offered):
@@ -172,7 +234,7 @@ class Predictor:
             log.exception("prediction %s failed", request_id)
             return _error(500, f"internal error; the server log has request {request_id}", headers)
         try:  # answer only once the log has it: a response the client saw is never lost
-            logged = await self.log.record(answer)
+            logged = await parts.log.record(answer)
         except Exception:
             log.exception("prediction log write for %s failed", request_id)
             return _error(503, "the prediction log cannot record predictions; retry later", headers)
@@ -215,9 +277,12 @@ class Predictor:
             ) from None
 
     async def attach_feedback(self, request: Request) -> JSONResponse:
-        if not self.labellers.enabled:
+        parts = self.parts
+        if parts is None:
+            return _error(503, f"{self.problem}; retry once /readyz answers 200", {})
+        if not parts.labellers.enabled:
             return _error(403, LABELLING_CLOSED, {})
-        source = self.labellers.source(request.headers.get(HEADER))
+        source = parts.labellers.source(request.headers.get(HEADER))
         if source is None:
             return _error(401, f"missing or wrong labelling key; send it in {HEADER}", {})
         try:
@@ -225,7 +290,7 @@ class Predictor:
             parsed = parse_labels(body, request.headers.get("content-type"), self.limits)
             labels = [dataclasses.replace(label, source=source) for label in parsed]
             self._model().check_labels(labels)
-            result = await asyncio.to_thread(self.feedback.attach, labels)
+            result = await asyncio.to_thread(parts.feedback.attach, labels)
         except RequestError as exc:
             return _error(exc.status, str(exc), {})
         except Unavailable as exc:

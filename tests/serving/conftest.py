@@ -64,7 +64,11 @@ def _answers_without_a_model(server: Server) -> dict:
         except httpx.TransportError:
             assert server.process.poll() is None, "bentoml serve exited"
             time.sleep(0.3)
-    predict = httpx.post(f"{server.url}/predict", json={"instances": [[0.0] * 64]}, timeout=10)
+    for _ in range(100):  # past the first moments, while the worker opens the database
+        predict = httpx.post(f"{server.url}/predict", json={"instances": [[0.0] * 64]}, timeout=10)
+        if "starting" not in predict.text:
+            break
+        time.sleep(0.1)
     return {"readyz": ready.status_code, "predict": predict.status_code, "body": predict.json()}
 
 
