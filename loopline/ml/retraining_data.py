@@ -55,8 +55,9 @@ def assemble_step(
         raise RetrainingDataError("the prediction log is empty: nothing was served yet")
     try:
         store = FeedbackStore(database, settings.labels.conflicts)
-        labelled = _unreviewed(store, since, settings)
-        reviewed = store.reviewed(since, settings.labels.reviewers)
+        through = trigger.get("labels_through")  # what the label checks judged
+        labelled = _unreviewed(store, since, settings, through=through)
+        reviewed = store.reviewed(since, settings.labels.reviewers, through=through)
     finally:
         database.close()
     labelled = labelled[labelled["label"].isin(schema.classes)]
@@ -99,10 +100,17 @@ def assemble_step(
     return summary
 
 
-def _unreviewed(store: FeedbackStore, since: int, settings: Settings, records: bool = False):
+def _unreviewed(
+    store: FeedbackStore,
+    since: int,
+    settings: Settings,
+    records: bool = False,
+    through: int | None = None,
+):
     """The labelled predictions after ``since`` that no reviewer labelled: reviewed items
-    judge the new model (in its guardrail, and the label checks); it never trains on them."""
-    labelled = store.labelled(since, records=records)
+    judge the new model (in its guardrail, and the label checks); it never trains on them.
+    ``through``: none labelled after that label event (what the label checks judged)."""
+    labelled = store.labelled(since, records=records, through=through)
     reviewed = store.reviewed(since, settings.labels.reviewers, records=records)
     judged = set(zip(reviewed["request_id"], reviewed["item"], strict=True))
     keys = zip(labelled["request_id"], labelled["item"], strict=True)
@@ -170,7 +178,9 @@ def _split(frame: pd.DataFrame, schema: DatasetSchema) -> Split:
     )
 
 
-def assemble_rows(settings: Settings, *, since: int, folder: Path, card, out: Path) -> dict:
+def assemble_rows(
+    settings: Settings, *, since: int, folder: Path, card, out: Path, through: int | None = None
+) -> dict:
     """The retraining file for a model with named columns (an MLflow Model): the labelled
     production rows after prediction ``since``, plus the champion's reference (a labelled
     sample of its training rows; never its guardrail, which the gate keeps apart), in the
@@ -184,7 +194,7 @@ def assemble_rows(settings: Settings, *, since: int, folder: Path, card, out: Pa
         raise RetrainingDataError("the prediction log is empty: nothing was served yet")
     try:
         store = FeedbackStore(database, settings.labels.conflicts)
-        labelled = _unreviewed(store, since, settings, records=True)
+        labelled = _unreviewed(store, since, settings, records=True, through=through)
     finally:
         database.close()
     if len(labelled) < MIN_LABELLED:

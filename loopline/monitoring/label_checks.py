@@ -16,8 +16,13 @@ status``, the ``loopline_retraining_held`` metric, an alert); the champion stays
 - **The label mix.** Labels whose class shares moved far from the champion's training
   data (total variation over 0.5, chi-square p < 0.001) are held: a skew that large is
   more often a broken or hostile labeller than a change in the world.
-- **Conflicts** (an item given different labels) are counted; by default such items are
-  left out (``LOOPLINE_LABEL_CONFLICTS``).
+- **Contradictions.** A source whose labels contradict an earlier label of the same item
+  on more than ``max_disagreement`` of its labels (at least 10 times) is named: flipping
+  others' labels either buys its own (``LOOPLINE_LABEL_CONFLICTS=last``) or, by default,
+  strikes both from training (``exclude``).
+- **Only what was judged is used.** The verdict names the last label event it judged
+  (``labels_through``); the retraining takes no item labelled after it, so labels sent
+  between the check and the retraining wait for the next one.
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ def check_labels(
     """Judge the labels of the predictions numbered after ``after``. ``reference``: the
     champion's training labels, as class names (None: a regressor, not judged by mix)."""
     labels = feedback.by_source(after)
+    keys = list(zip(labels["request_id"], labels["item"], strict=True))
+    first: dict = {}  # each item's first label (the events come oldest first)
+    for key, label in zip(keys, labels["label"], strict=True):
+        first.setdefault(key, label)
+    labels["contradicts"] = [label != first[k] for k, label in zip(keys, labels["label"], strict=True)]  # fmt: skip
     is_review = labels["source"].isin(reviewers)
     reviewed = labels[is_review].drop_duplicates(["request_id", "item"], keep="last")
     others = labels[~is_review]
@@ -62,8 +72,17 @@ def check_labels(
             },
             "reviewed": len(reviewed),
             "conflicting_items": feedback.conflicting(),
+            "labels_through": int(labels["id"].max()) if len(labels) else 0,
         }
     )
+    for source, rows in others.groupby("source"):
+        flipped = int(rows["contradicts"].sum())
+        if flipped >= MIN_SHARED and flipped / len(rows) > policy.max_disagreement:
+            verdict.holds.append(
+                f"labels from {source!r} contradict an earlier label of the same item "
+                f"{flipped} times in {len(rows)} ({flipped / len(rows):.0%} > "
+                f"{policy.max_disagreement:.0%}); its labels are not trusted"
+            )
     if len(reviewed) < policy.min_reviewed:
         who = (
             f"a key named in LOOPLINE_LABEL_REVIEWERS ({', '.join(reviewers)})"

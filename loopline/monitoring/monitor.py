@@ -229,7 +229,7 @@ class Monitor:
             ]
         if not self.state.claim(trigger.id, self.owner, self.policy.lease_s):
             return []  # another monitor runs it, under a live lease
-        return [self._retrain(trigger)]
+        return [self._retrain(trigger, verdict.facts["labels_through"])]
 
     def _check_labels(self, trigger: Trigger, champion: VersionInfo) -> LabelVerdict:
         """The window's labels, judged against the reviewers' and the champion's
@@ -252,7 +252,7 @@ class Monitor:
             reference=reference,
         )
 
-    def _retrain(self, trigger: Trigger) -> dict:
+    def _retrain(self, trigger: Trigger, labels_through: int) -> dict:
         stop = threading.Event()
         renewing = threading.Thread(target=self._renew, args=(trigger.id, stop), daemon=True)
         renewing.start()
@@ -263,6 +263,7 @@ class Monitor:
                 engine=self.policy.retrain_engine,
                 epochs=self.policy.retrain_epochs,
                 pipeline=self.policy.pipelines.get(trigger.model_name),
+                labels_through=labels_through,
             )
         except Exception as exc:  # recorded and alerted; the champion is untouched
             outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}

@@ -32,7 +32,9 @@ from loopline.storage.checks import Trigger
 from loopline.storage.registry import model_folder, reader
 
 
-def retraining_arguments(trigger: Trigger, epochs: int | None = None) -> dict:
+def retraining_arguments(
+    trigger: Trigger, epochs: int | None = None, labels_through: int | None = None
+) -> dict:
     arguments = {
         "model_name": trigger.model_name,
         "since": trigger.first_seq - 1,  # labels of the predictions numbered after this
@@ -42,6 +44,8 @@ def retraining_arguments(trigger: Trigger, epochs: int | None = None) -> dict:
                 "champion_version": trigger.model_version,
                 "reasons": trigger.reasons,
                 "report": trigger.report,
+                # the last label event the checks judged: no later label is trained on
+                "labels_through": labels_through,
             }
         ),
     }
@@ -74,11 +78,13 @@ def start_retraining(
     engine: str = "auto",
     epochs: int | None = None,
     pipeline: RetrainPipeline | None = None,
+    labels_through: int | None = None,
 ) -> dict:
-    """Run or submit the retraining; the result says which, and the outcome when known."""
+    """Run or submit the retraining; the result says which, and the outcome when known.
+    ``labels_through``: the last label event the label checks judged (None: every label)."""
     if pipeline is not None:
-        return _retrain_with(settings, trigger, pipeline, _choose(engine, settings))
-    arguments = retraining_arguments(trigger, epochs)
+        return _retrain_with(settings, trigger, pipeline, _choose(engine, settings), labels_through)
+    arguments = retraining_arguments(trigger, epochs, labels_through)
     engine = _choose(engine, settings)
     if engine == "kubeflow":
         host = settings.monitor.kfp_host
@@ -106,15 +112,24 @@ def start_retraining(
     }
 
 
-def _retrain_with(settings, trigger: Trigger, spec: RetrainPipeline, engine: str) -> dict:
+def _retrain_with(
+    settings, trigger: Trigger, spec: RetrainPipeline, engine: str, labels_through: int | None
+) -> dict:
     ir = check_pipeline(trigger.model_name, spec)
     champion = reader(settings).version(trigger.model_name, trigger.model_version)
     folder = model_folder(settings, champion)
     card = registered_card(folder, champion.tags[DIGEST_TAG])
     data = settings.home / "retraining" / f"trigger-{trigger.id}" / DATASET
-    rows = assemble_rows(settings, since=trigger.first_seq - 1, folder=folder, card=card, out=data)
+    rows = assemble_rows(
+        settings,
+        since=trigger.first_seq - 1,
+        through=labels_through,
+        folder=folder,
+        card=card,
+        out=data,
+    )
     names = set(ir.parameter_names())
-    base = retraining_arguments(trigger)
+    base = retraining_arguments(trigger, labels_through=labels_through)
     arguments = {
         **{k: v for k, v in base.items() if k in names and k != "since"},
         **spec.parameters,

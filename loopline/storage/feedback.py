@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Float, bindparam, case, cast, func, select, tuple_, update
+from sqlalchemy import Float, bindparam, case, cast, exists, func, select, tuple_, update
 
 from loopline.storage.database import Database
 from loopline.storage.tables import feedback, label_events, predictions
@@ -199,11 +199,18 @@ class FeedbackStore:
             return tuple(connection.execute(query).one())
 
     def labelled(
-        self, after: int = 0, upto: int | None = None, *, records: bool = False
+        self,
+        after: int = 0,
+        upto: int | None = None,
+        *,
+        records: bool = False,
+        through: int | None = None,
     ) -> pd.DataFrame:
         """Logged predictions numbered ``after < seq <= upto`` that have a label, with
         their inputs (decoded; with ``records``, a named-column model's rows as logged),
-        the served label (``prediction``), the true ``label`` and its ``source``."""
+        the served label (``prediction``), the true ``label`` and its ``source``.
+        ``through``: only items none of whose labels came after label event ``through``
+        (the last one the label checks judged): nothing unjudged is taken."""
         truth, counted = self._truth()
         query = (
             select(
@@ -228,6 +235,11 @@ class FeedbackStore:
             query = query.where(counted)
         if upto is not None:
             query = query.where(predictions.c.seq <= upto)
+        if through is not None:
+            later = (label_events.c.request_id == feedback.c.request_id) & (
+                label_events.c.item == feedback.c.item
+            )
+            query = query.where(~exists().where(later & (label_events.c.id > through)))
         with self.database.read() as connection:
             rows = [dict(r) for r in connection.execute(query).mappings()]
         frame = pd.DataFrame(rows, columns=LABELLED)
@@ -236,11 +248,11 @@ class FeedbackStore:
         ]
         return frame
 
-    def by_source(self, after: int = 0) -> pd.DataFrame:
+    def by_source(self, after: int = 0, through: int | None = None) -> pd.DataFrame:
         """Every label of the items numbered after ``after``, as it arrived (oldest
-        first): ``request_id``, ``item``, ``seq``, ``source``, ``label`` and the served
-        ``prediction``. The label checks judge all of them: a wrong label later corrected
-        was still sent."""
+        first): its event ``id``, ``request_id``, ``item``, ``seq``, ``source``, ``label``
+        and the served ``prediction``; with ``through``, up to that event. The label checks
+        judge all of them: a wrong label later corrected was still sent."""
         query = (
             select(
                 label_events.c.id,
@@ -258,17 +270,26 @@ class FeedbackStore:
             .where(predictions.c.seq > after)
             .order_by(label_events.c.id)
         )
+        if through is not None:
+            query = query.where(label_events.c.id <= through)
         with self.database.read() as connection:
             frame = pd.DataFrame(connection.execute(query).mappings().all())
-        columns = ["request_id", "item", "seq", "source", "label", "prediction"]
+        columns = ["id", "request_id", "item", "seq", "source", "label", "prediction"]
         if frame.empty:
             return pd.DataFrame(columns=columns)
         return frame[columns]
 
-    def reviewed(self, after: int, reviewers: tuple[str, ...], *, records: bool = False):
+    def reviewed(
+        self,
+        after: int,
+        reviewers: tuple[str, ...],
+        *,
+        records: bool = False,
+        through: int | None = None,
+    ):
         """The items numbered after ``after`` that a reviewer labelled, as :meth:`labelled`
         gives them, with the reviewer's label (the latest, where several reviewed one)."""
-        labels = self.by_source(after)
+        labels = self.by_source(after, through)
         labels = labels[labels["source"].isin(reviewers)]
         labels = labels.drop_duplicates(["request_id", "item"], keep="last")
         if labels.empty:
@@ -279,7 +300,9 @@ class FeedbackStore:
                 index=False
             )
         }
-        everything = FeedbackStore(self.database, "first").labelled(after, records=records)
+        everything = FeedbackStore(self.database, "first").labelled(
+            after, records=records, through=through
+        )
         keys = list(zip(everything["request_id"], everything["item"], strict=True))
         frame = everything[[k in truth for k in keys]].copy()
         chosen = [truth[k] for k in zip(frame["request_id"], frame["item"], strict=True)]

@@ -63,9 +63,14 @@ class LabelStore(Protocol):
 
     def attach(self, labels: list[Label]) -> dict: ...
     def conflicting(self) -> int: ...
-    def by_source(self, after: int = 0) -> pd.DataFrame: ...
+    def by_source(self, after: int = 0, through: int | None = None) -> pd.DataFrame: ...
     def reviewed(
-        self, after: int, reviewers: tuple[str, ...], *, records: bool = False
+        self,
+        after: int,
+        reviewers: tuple[str, ...],
+        *,
+        records: bool = False,
+        through: int | None = None,
     ) -> pd.DataFrame: ...
     def accuracy(
         self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
@@ -74,7 +79,12 @@ class LabelStore(Protocol):
         self, after: int = 0, upto: int | None = None, *, model_version: str | None = None
     ) -> tuple[int, float | None, float | None]: ...
     def labelled(
-        self, after: int = 0, upto: int | None = None, *, records: bool = False
+        self,
+        after: int = 0,
+        upto: int | None = None,
+        *,
+        records: bool = False,
+        through: int | None = None,
     ) -> pd.DataFrame: ...
 
 

@@ -95,3 +95,37 @@ def test_a_conflicting_label_is_kept_and_the_policy_decides(database, policy, la
     rows = store.labelled()
     assert (rows["label"].tolist() or [None])[0] == label
     assert sorted(store.by_source()["source"]) == ["a", "b"]  # both kept, with who sent them
+
+
+def test_a_source_that_flips_earlier_labels_is_named(database):
+    ids = served(database, 200)
+    truth = [str(i % 10) for i in range(200)]
+    store = FeedbackStore(database)
+    store.attach([Label(r, 0, t, "honest") for r, t in zip(ids, truth, strict=True)])
+    store.attach([Label(r, 0, t, "reviewer") for r, t in zip(ids[::5], truth[::5], strict=True)])
+    unreviewed = [i for i in range(200) if i % 5][:60]
+    # Relabelled items nobody reviewed: under `last` these labels would be trained on.
+    store.attach([Label(ids[i], 0, str((i + 1) % 10), "mallory") for i in unreviewed])
+    # Putting an item's first label back contradicts nothing.
+    store.attach([Label(ids[i], 0, truth[i], "fixer") for i in unreviewed[:12]])
+    holds = judge(database).holds
+    flips = [h for h in holds if "contradict an earlier label" in h]
+    assert len(flips) == 1 and "'mallory' contradict" in flips[0], holds
+    assert "60 times in 60" in flips[0]
+    assert not any("'honest'" in h or "'fixer' contradict" in h for h in holds)
+
+
+def test_labels_sent_after_the_check_wait_for_the_next_retraining(database):
+    ids = served(database, 100)
+    store = FeedbackStore(database, "last")
+    store.attach([Label(r, 0, "1", "labeller") for r in ids[:50]])
+    through = judge(database).facts["labels_through"]
+    store.attach([Label(r, 0, "2", "labeller") for r in ids[50:]])  # new items, unjudged
+    store.attach([Label(ids[0], 0, "7", "labeller")])  # a judged item, relabelled unjudged
+    everything = store.labelled()
+    assert len(everything) == 100 and everything["label"].iloc[0] == "7"
+    judged = store.labelled(through=through)
+    assert sorted(judged["request_id"]) == sorted(ids[1:50])
+    assert set(judged["label"]) == {"1"}
+    assert len(store.by_source(through=through)) == 50
+    assert judge(database).facts["labels_through"] > through

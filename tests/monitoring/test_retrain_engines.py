@@ -39,13 +39,15 @@ def test_a_configured_kfp_host_gets_a_retraining_run(kfp_api, monkeypatch, tmp_p
     with pytest.raises(UsageError, match="LOOPLINE_TRACKING_URI"):  # pods cannot reach it
         start_retraining(local, TRIGGER, epochs=5)
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_KFP_HOST": host, **CLUSTER})
-    outcome = start_retraining(settings, TRIGGER, epochs=5)
+    outcome = start_retraining(settings, TRIGGER, epochs=5, labels_through=4321)
     assert outcome == {"engine": "kubeflow", "state": "submitted", "run_id": "run-1", "host": host}
     [run] = posted(requests, "/apis/v2beta1/runs")
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "retraining"
     parameters = run["runtime_config"]["parameters"]
     assert parameters["since"] == 1234 and parameters["epochs"] == 5
     assert json.loads(parameters["trigger"])["reasons"] == ["data drift: 97%"]
+    # The pods' assemble step takes no label sent after the last one the checks judged.
+    assert json.loads(parameters["trigger"])["labels_through"] == 4321
     # A monitor follows the submitted run until it ends, then records how.
     submitted = dataclasses.replace(TRIGGER, state="submitted", run_ref=outcome)
     assert follow_retraining(settings, submitted) is None  # still RUNNING
