@@ -14,6 +14,8 @@ import io
 import json
 import math
 import re
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,18 +256,57 @@ def parse_png(body: bytes, schema: DatasetSchema, limits: Limits = Limits()) -> 
                     f"image is {image.width}x{image.height}; the limits are {limits.max_side} px "
                     f"a side and {limits.max_pixels} px in all",
                 )
+            _whole_image_data(body)
             grey = image.convert("L").resize((width, height), Image.Resampling.BILINEAR)
     except RequestError:
         raise
     except Image.DecompressionBombError as exc:
         raise RequestError(413, f"image is too large ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:  # fmt: skip
         raise RequestError(
             400, f"body is not a readable PNG ({exc}); send a whole PNG file"
         ) from None
     low, high = schema.value_range or (0.0, 1.0)
     pixels = np.asarray(grey, dtype=np.float32) / 255.0 * (high - low) + low
     return pixels.reshape(1, -1)
+
+
+# Adam7's passes: each starts at (x, y) and takes every (dx, dy)th pixel.
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # fmt: skip
+CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
+
+
+def _whole_image_data(body: bytes) -> None:
+    """Refuse a PNG whose compressed data ends early. Pillow fills the missing rows with
+    zeros when the zlib stream itself is complete, and the model would answer for a
+    partly blank image. Counts the inflated bytes (none kept) against what the header
+    promises."""
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body[16:29])
+    bits = CHANNELS.get(colour, 4) * depth
+
+    def rows(w: int, h: int) -> int:  # each row: a filter byte and its pixels
+        return h * (1 + (w * bits + 7) // 8) if w and h else 0
+
+    if interlace:
+        promised = sum(
+            rows(-(-(width - x) // dx), -(-(height - y) // dy)) for x, y, dx, dy in ADAM7
+        )
+    else:
+        promised = rows(width, height)
+    inflate, found, at = zlib.decompressobj(), 0, 8
+    while at + 8 <= len(body):
+        (length,), kind = struct.unpack(">I", body[at : at + 4]), body[at + 4 : at + 8]
+        if kind == b"IDAT":
+            data = body[at + 8 : at + 8 + length]
+            while data and found <= promised:
+                found += len(inflate.decompress(data, 1 << 16))
+                data = inflate.unconsumed_tail
+        at += 12 + length
+    if found < promised:
+        raise RequestError(
+            400,
+            f"the PNG's image data is truncated ({found} of {promised} bytes); send a whole PNG",
+        )
 
 
 def parse_records(

@@ -1,8 +1,12 @@
 """Every malformed request gets a 4xx with a message naming the field and the expectation."""
 
+import io
 import json
+import struct
+import zlib
 
 import pytest
+from PIL import Image
 
 from loopline.ml.dataset import DatasetSchema
 from loopline.serving.requests import Limits, RequestError, parse
@@ -133,3 +137,54 @@ def test_rows_checked_in_bulk_still_name_the_bad_value():
     assert parse(body({"instances": [[0, 1, 0.5, 1.0]]}), "application/json", IMAGE).tolist() == [
         [0, 1, 0.5, 1]
     ]
+
+
+def _png(image, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", **options)
+    return out.getvalue()
+
+
+def _short_stream_png(width: int, height: int) -> bytes:
+    """A PNG whose zlib stream is whole but holds half the promised rows: Pillow decodes
+    it without complaint, with the missing rows blank."""
+    rows = b"".join(b"\x00" + bytes([200] * width) for _ in range(height // 2))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (28, 28), 200),
+        Image.new("RGB", (31, 17), (10, 200, 30)),
+        Image.new("RGBA", (9, 40), (10, 200, 30, 255)),
+        Image.new("P", (13, 13)),
+        Image.new("1", (11, 5), 1),
+        Image.new("I;16", (6, 6)),
+    ],
+    ids=["grey", "rgb", "rgba", "palette", "bits", "16-bit"],
+)
+@pytest.mark.parametrize("interlace", [False, True])
+def test_whole_pngs_of_every_kind_are_read(image, interlace):
+    rows = parse(_png(image, optimize=False, interlace=interlace), "image/png", IMAGE)
+    assert rows.shape == (1, 4)
+
+
+def test_a_png_with_truncated_image_data_is_refused_not_read_as_blank():
+    with Image.open(io.BytesIO(_short_stream_png(8, 8))) as image:
+        assert image.convert("L").getextrema() == (0, 200)  # Pillow: half blank, no error
+    with pytest.raises(RequestError) as info:
+        parse(_short_stream_png(8, 8), "image/png", IMAGE)
+    assert info.value.status == 400 and "image data is truncated (36 of 72 bytes)" in str(
+        info.value
+    )
+    whole = _png(Image.new("L", (28, 28), 200))
+    with pytest.raises(RequestError) as info:
+        parse(whole[:-30], "image/png", IMAGE)  # the file itself cut short
+    assert info.value.status == 400
