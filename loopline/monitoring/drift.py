@@ -36,10 +36,10 @@ from loopline.core.layout import PREDICTION
 
 @dataclass
 class DriftResult:
-    columns: dict[str, dict]  # feature -> score, method, threshold, drifted
+    columns: dict[str, dict]  # feature -> score, method, threshold, drifted, drift
     drifted_share: float
     data_drift: bool
-    prediction: dict | None  # score, method, threshold, drifted
+    prediction: dict | None  # score, method, threshold, drifted, drift
     rows: dict[str, int]
     snapshot: Snapshot | None = field(default=None, repr=False)
 
@@ -149,10 +149,21 @@ def _column_verdicts(report: dict) -> dict[str, dict]:
         metric = scores.get(test["metric_config"]["metric_id"])
         if metric is None:
             continue
+        score, drifted = float(metric["value"]), test["status"] == "FAIL"
         verdicts[metric["config"]["column"]] = {
-            "score": float(metric["value"]),
+            "score": score,
             "method": metric["config"]["method"],
             "threshold": metric["config"]["threshold"],
-            "drifted": test["status"] == "FAIL",
+            "drifted": drifted,
+            "drift": drift_degree(score, metric["config"]["threshold"], drifted),
         }
     return verdicts
+
+
+def drift_degree(score: float, threshold: float, drifted: bool) -> float:
+    """The score turned so that higher always means more drift: ``1 - p`` for a test's
+    p-value (drift below the threshold), the distance itself for a distance (drift at or
+    above it). Which one a method gives shows in its verdict, so no list of Evidently's
+    methods is kept (a custom test is read the same way)."""
+    is_p_value = (score < threshold) == drifted
+    return 1.0 - score if is_p_value else score

@@ -31,6 +31,9 @@ TRIGGERS = "loopline_retraining_triggers"
 HELD = "loopline_retraining_held"
 CHAMPION = "loopline_champion_version"
 SCRAPE_ERRORS = "loopline_monitor_scrape_errors"
+# Evidently gives p-values (lower: more drift) for some methods and distances (higher:
+# more drift) for others; the metrics always read one way.
+DEGREE = "higher is more drift: 1 - p-value for a test, the distance for a distance (method)"
 NAMES = (
     LAST_CHECK,
     DRIFTED_SHARE,
@@ -106,21 +109,22 @@ class MonitorCollector(Collector):
                 summary["drifted_share"],
             )
         prediction = summary.get("prediction_drift")
-        if prediction:
+        if prediction and "drift" in prediction:
             yield _gauge(
                 PREDICTION_DRIFT,
-                "Drift score of the predicted class",
-                labels,
-                values,
-                prediction["score"],
+                f"Drift of the predicted class in the last check; {DEGREE}",
+                [*labels, "method"],
+                [*values, prediction["method"]],
+                prediction["drift"],
             )
         scores = GaugeMetricFamily(
             FEATURE_SCORE,
-            "Per-feature drift score of the last check (Evidently)",
-            labels=[*labels, "feature"],
+            f"Per-feature drift in the last check; {DEGREE}",
+            labels=[*labels, "feature", "method"],
         )
         for feature, score in (summary.get("feature_scores") or {}).items():
-            scores.add_metric([*values, feature], score)
+            if isinstance(score, dict):  # checks before this release kept bare scores
+                scores.add_metric([*values, feature, score["method"]], score["drift"])
         yield scores
 
 

@@ -438,6 +438,10 @@ def _brief(result: MonitorResult) -> dict:
 MAX_FEATURE_SCORES = 256  # keeps a wide table from flooding Prometheus with series
 
 
-def _top_scores(columns: dict[str, dict]) -> dict[str, float]:
-    ranked = sorted(columns.items(), key=lambda item: -float(item[1]["score"]))
-    return {name: float(c["score"]) for name, c in ranked[:MAX_FEATURE_SCORES]}
+def _top_scores(columns: dict[str, dict]) -> dict[str, dict]:
+    """The most drifted features first: each its drift degree (higher: more) and method."""
+    ranked = sorted(columns.items(), key=lambda item: -float(item[1]["drift"]))
+    return {
+        name: {"drift": float(c["drift"]), "method": c["method"]}
+        for name, c in ranked[:MAX_FEATURE_SCORES]
+    }

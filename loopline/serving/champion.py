@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,8 +101,16 @@ def load_version(settings: Settings, info: VersionInfo) -> ServedModel:
 class ChampionHolder:
     """The current model, kept in step with the registry by a polling thread."""
 
-    def __init__(self, settings: Settings, *, pinned: str | None, poll_s: float):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pinned: str | None,
+        poll_s: float,
+        on_load: Callable[[str], None] | None = None,
+    ):
         self.settings = settings
+        self.on_load = on_load  # told each version it switches to
         self.pinned = pinned
         self.poll_s = poll_s
         self.current: ServedModel | None = None
@@ -130,6 +139,8 @@ class ChampionHolder:
         loaded = load_version(self.settings, info)
         previous, self.current = self.current, loaded
         self.problem = None
+        if self.on_load is not None:
+            self.on_load(loaded.version)
         log.info(
             "serving %s version %s (was %s)",
             name,

@@ -96,7 +96,6 @@ class ServingMetrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
-        self._served: str | None = None
         self._failing = False
 
     async def timed(self, endpoint: str, answer: Awaitable[Response]) -> Response:
@@ -116,9 +115,15 @@ class ServingMetrics:
         try:
             for label, count in Tally(labels).items():
                 self.predictions.labels(version, label).inc(count)
-            if version != self._served and version.isdigit():
+        except OSError as exc:
+            self._skipped(exc)
+
+    def serving(self, version: str) -> None:
+        """The version now loaded: set when the model switches, not when a request comes,
+        so an idle server reports a promotion or a rollback within one poll."""
+        try:
+            if version.isdigit():
                 self.served.labels(self.model_name).set(float(version))
-                self._served = version
         except OSError as exc:
             self._skipped(exc)
 

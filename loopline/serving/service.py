@@ -143,10 +143,12 @@ class Predictor:
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
         self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
-        self.holder = ChampionHolder(settings, pinned=OPTIONS.version, poll_s=OPTIONS.poll_s)
+        self.metrics = ServingMetrics(settings.model_name)
+        self.holder = ChampionHolder(
+            settings, pinned=OPTIONS.version, poll_s=OPTIONS.poll_s, on_load=self.metrics.serving
+        )
         self.batcher = Batcher(OPTIONS.max_batch, batching=OPTIONS.batching)
         torch.set_num_threads(OPTIONS.threads)
-        self.metrics = ServingMetrics(settings.model_name)
         self.parts: Parts | None = None  # what the worker needs from outside; see _open
         self.problem = "the server is starting"
         self._closing = threading.Event()

@@ -60,6 +60,14 @@ def test_each_type_drifts_where_it_moved_and_nowhere_else():
     assert "amount" not in moved.drifted_columns
     assert moved.columns["region"]["method"] != moved.columns["amount"]["method"]
     assert moved.prediction["drifted"] and "K-S" in moved.prediction["method"]
+    # Real Evidently: within each method, every drifted column ranks above every undrifted
+    # one by its drift degree (higher: more drift), though K-S gives p-values.
+    for method in {c["method"] for c in moved.columns.values()}:
+        judged = [c for c in moved.columns.values() if c["method"] == method]
+        drifted = [c["drift"] for c in judged if c["drifted"]]
+        calm = [c["drift"] for c in judged if not c["drifted"]]
+        assert not drifted or not calm or min(drifted) > max(calm), moved.columns
+    assert moved.columns["text.oov_share"]["drift"] > moved.columns["amount"]["drift"]
 
 
 def test_out_of_vocabulary_share_counts_words_the_reference_never_used():

@@ -34,8 +34,12 @@ def test_the_last_check_and_triggers_by_state_are_exported(database, tmp_path):
     state = MonitorState(database)
     summary = {
         "drifted_share": 0.75,
-        "feature_scores": {"pixel_3": 0.9, "pixel_4": 0.01},
-        "prediction_drift": {"score": 0.4},
+        "feature_scores": {
+            "pixel_3": {"drift": 0.9, "method": "K-S p_value"},
+            "pixel_4": {"drift": 0.01, "method": "Wasserstein distance (normed)"},
+            "pixel_5": 0.3,  # a check from before methods were kept: not exported
+        },
+        "prediction_drift": {"score": 0.6, "drift": 0.4, "method": "chi-square p_value"},
     }
     state.record_check("other-model", "7", 1, 10, 10, "ok", {"drifted_share": 0.0})
     state.record_check(settings.model_name, "3", 1, 500, 500, "drift", summary)
@@ -47,8 +51,10 @@ def test_the_last_check_and_triggers_by_state_are_exported(database, tmp_path):
     assert got[(metrics.DRIFTED_SHARE, mine)] == 0.75
     assert got[(metrics.DRIFT_DETECTED, mine)] == 1.0
     assert got[(metrics.WINDOW_ROWS, mine)] == 500
-    assert got[(metrics.PREDICTION_DRIFT, mine)] == 0.4
-    assert got[(metrics.FEATURE_SCORE, (("feature", "pixel_3"), *mine))] == 0.9
+    assert got[(metrics.PREDICTION_DRIFT, (("method", "chi-square p_value"), *mine))] == 0.4
+    ks = (("feature", "pixel_3"), ("method", "K-S p_value"), *mine)
+    assert got[(metrics.FEATURE_SCORE, ks)] == 0.9
+    assert not [labels for name, labels in got if ("feature", "pixel_5") in labels]
     assert abs(got[(metrics.LAST_CHECK, mine)] - time.time()) < 60
     trigger = (metrics.TRIGGERS, (("model", settings.model_name), ("state", "pending")))
     assert got[trigger] == 1
@@ -113,3 +119,33 @@ def test_metrics_without_every_are_refused(flags, tmp_path):
 
     result = CliRunner().invoke(app, ["monitor", *flags], env={"LOOPLINE_HOME": str(tmp_path)})
     assert result.exit_code == 2 and "--every" in result.output
+
+
+@pytest.mark.parametrize(
+    ("score", "threshold", "drifted", "degree"),
+    [
+        (0.001, 0.05, True, 0.999),  # a test's p-value: drift below the threshold
+        (0.6, 0.05, False, 0.4),
+        (0.3, 0.1, True, 0.3),  # a distance: drift at or above it
+        (0.02, 0.1, False, 0.02),
+    ],
+)
+def test_drift_degree_is_higher_for_more_drift_whatever_the_method(
+    score, threshold, drifted, degree
+):
+    from loopline.monitoring.drift import drift_degree
+
+    assert drift_degree(score, threshold, drifted) == pytest.approx(degree)
+
+
+def test_the_most_drifted_features_come_first_across_methods():
+    """The issue's defect: ranked by raw score, the K-S features with p = 0 (the most
+    drifted) came last, and the dashboard's top 10 showed the least drifted."""
+    from loopline.monitoring.monitor import _top_scores
+
+    columns = {
+        "calm": {"score": 0.9, "threshold": 0.05, "drifted": False, "method": "ks", "drift": 0.1},
+        "moved": {"score": 0.0, "threshold": 0.05, "drifted": True, "method": "ks", "drift": 1.0},
+        "far": {"score": 0.5, "threshold": 0.1, "drifted": True, "method": "wd", "drift": 0.5},
+    }
+    assert list(_top_scores(columns)) == ["moved", "far", "calm"]

@@ -92,6 +92,31 @@ def test_metrics_count_requests_errors_latency_and_the_served_version(served):
     assert after[served_version] == 1.0
 
 
+def test_an_idle_server_reports_a_promotion_and_a_rollback_within_a_poll(served, champion_v1):
+    """The served version comes from the loaded model, not from the last request: with no
+    request at all, /metrics follows the champion (else LooplineServingNotChampion fires
+    on a healthy idle server)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def served_version() -> float | None:
+        text = httpx.get(f"{served.url}/metrics").text
+        found = [
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "loopline_served_model_version"
+        ]
+        return found[0] if found else None
+
+    registry = Registry(served.settings)
+    for version in ("2", "1"):  # a promotion, then a rollback; no prediction in between
+        registry.promote(served.settings.model_name, version)
+        deadline = time.monotonic() + 20  # the server polls every 0.5 s here
+        while served_version() != float(version):
+            assert time.monotonic() < deadline, f"still reports {served_version()}, not {version}"
+            time.sleep(0.2)
+
+
 def test_png_upload_is_classified_like_the_array(served):
     image = DIGITS.images[0] / 16.0 * 255.0
     answer = post(served.url, content=png(image), headers={"Content-Type": "image/png"})
