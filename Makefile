@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # checkov pins packaging<24, which breaks Ray: it gets a virtual environment of its own.
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install demo test test-fast lint format docs benchmarks clean postgres kubectl sandbox lock
+.PHONY: install demo test test-fast lint format docs benchmarks clean postgres kubectl sandbox prometheus lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/loopline demo
 
 # Two workers: tests sharing a session server stay on one (xdist groups, tests/conftest.py).
-test: $(STAMP) postgres kubectl sandbox $(CHECKOV)
+test: $(STAMP) postgres kubectl sandbox prometheus $(CHECKOV)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
@@ -67,6 +67,12 @@ sandbox:
 	@{ command -v bwrap && command -v strace; } >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap strace >/dev/null) ; } || \
 	  echo "bubblewrap or strace is not installed: component checks will refuse to run (apt-get install bubblewrap strace)"
+
+# The alert rules are checked and unit-tested by Prometheus' own promtool (tests/infra).
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) ; } || \
+	  echo "prometheus is not installed: the alert rule tests will be skipped (apt-get install prometheus)"
 
 # kubectl renders the Kubernetes overlays (its built-in kustomize) in tests/infra.
 kubectl:
