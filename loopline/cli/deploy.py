@@ -1,9 +1,11 @@
 """`loopline deploy`: an overlay of ``infra/k8s`` rendered for this release and applied.
 
-The manifests name images by placeholder (:data:`loopline.core.images.PLACEHOLDERS`); the
-render replaces them with this release's tags and the model name with the configured
-one, so the tags live in one place (``loopline/core/images.py``). kubectl renders the
-overlay (its built-in kustomize) and applies it.
+The manifests name images by placeholder (:data:`loopline.core.images.PLACEHOLDERS`), and
+the base's kustomize ``images:`` give them this release's tags. The render replaces the
+serving image and ``LOOPLINE_MODEL_NAME`` with the configured model's, and any placeholder
+left (an overlay of the user's own), so the tags live in one place
+(``loopline/core/images.py``). kubectl renders the overlay (its built-in kustomize) and
+applies it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def render(overlay: str, settings: Settings) -> list[dict]:
     documents = [d for d in yaml.safe_load_all(rendered) if d]
     tags = {name: images.platform(variant) for name, variant in images.PLACEHOLDERS.items()}
     tags[images.BENTO_PLACEHOLDER] = images.bento(settings.model_name)
+    tags[images.bento(images.BENTO_MODEL)] = images.bento(settings.model_name)
     for document in documents:
         _substitute(document, tags, settings.model_name)
     return documents

@@ -20,9 +20,11 @@ TORCH_INDEX = {
     "cpu": "https://download.pytorch.org/whl/cpu",
     "cuda": "https://download.pytorch.org/whl/cu128",
 }
-# The names the manifests use for images; `loopline deploy` replaces them with the tags.
+# The names the manifests use for images; infra/k8s/base/kustomization.yaml's `images:`
+# gives them the tags below (tests/infra keeps the two in step).
 PLACEHOLDERS = {"loopline-platform": "cpu", "loopline-platform-cuda": "cuda"}
 BENTO_PLACEHOLDER = "loopline-bento"
+BENTO_MODEL = "digits-classifier"  # the model whose serving image the manifests name
 
 
 def platform(variant: str = "cpu") -> str:

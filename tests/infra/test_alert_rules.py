@@ -64,7 +64,7 @@ def test_every_alert_fires_on_its_series_and_stays_silent_when_healthy(tmp_path)
     [
         ("loopline_drift_detected) == 1", "loopline_drift_detect) == 1"),  # a wrong name
         ("(loopline_served_model_version)", "(loopline_served_version)"),
-        ("kind=\"server\"", "kind=\"client\""),
+        ('kind="server"', 'kind="client"'),
     ],
 )
 def test_a_rule_with_a_wrong_metric_name_fails_its_test(tmp_path, wrong, right):

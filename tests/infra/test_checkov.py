@@ -1,5 +1,6 @@
-"""checkov over what is deployed: the three rendered overlays and the Dockerfile. Zero
-failed checks; every skip is written next to what it skips, with its reason."""
+"""checkov over what is deployed: the three overlays as `loopline deploy` renders them and
+as `kubectl apply -k` takes them raw, and the Dockerfile. Zero failed checks; every skip
+is written next to what it skips, with its reason."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from loopline.cli import deploy
 from loopline.core.settings import load_settings
-from tests.infra.test_manifests import ROOT
+from tests.infra.test_manifests import ROOT, raw
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
@@ -26,6 +27,7 @@ def test_checkov_finds_no_failed_check_in_the_overlays_and_the_dockerfile(tmp_pa
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
     for overlay in deploy.overlays():
         (tmp_path / f"{overlay}.yaml").write_text(deploy.to_yaml(deploy.render(overlay, settings)))
+        (tmp_path / f"raw-{overlay}.yaml").write_text(deploy.to_yaml(raw(overlay)))
     shutil.copy(ROOT / "infra" / "docker" / "Dockerfile", tmp_path / "Dockerfile")
     done = subprocess.run(
         [

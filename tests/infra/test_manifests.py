@@ -260,3 +260,62 @@ def test_deploy_applies_the_rendered_overlay_with_kubectl(tmp_path, monkeypatch)
     assert "applied overlay local" in result.output
     unknown = CliRunner().invoke(app, ["deploy", "--overlay", "staging", "--dry-run"])
     assert unknown.exit_code == 2 and "gpu, local, production" in unknown.output
+
+
+def raw(overlay: str) -> list[dict]:
+    """An overlay as `kubectl apply -k` deploys it: no `loopline deploy` in between."""
+    import subprocess
+
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "infra" / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def untagged(documents: list[dict]) -> list[str]:
+    """Images with no tag or digest, or tagged latest (kubectl pulls :latest then)."""
+    found = []
+    for document in documents:
+        for where, spec in pod_specs(document):
+            for container in spec.get("containers", []) + spec.get("initContainers", []):
+                image = container["image"]
+                name, _, tag = image.rpartition("/")[2].partition(":")
+                if "@sha256:" not in image and (not tag or tag == "latest"):
+                    found.append(f"{where}: {image}")
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_image_of_every_raw_overlay_has_a_release_tag(overlay):
+    documents = raw(overlay)
+    assert untagged(documents) == []
+    found = {c["image"] for d in documents for _, spec in pod_specs(d) for c in spec["containers"]}
+    assert images.platform("cpu") in found and images.bento(images.BENTO_MODEL) in found
+    assert untagged(rendered(overlay)) == []
+
+
+def test_the_kustomize_image_tags_are_the_release_s():
+    """Every kustomization's `images:` and loopline/core/images.py name the same tags."""
+    expected = {name: images.platform(v) for name, v in images.PLACEHOLDERS.items()}
+    expected[images.BENTO_PLACEHOLDER] = images.bento(images.BENTO_MODEL)
+    folders = [ROOT / "infra" / "k8s" / "base", *(deploy.OVERLAYS / o for o in OVERLAYS)]
+    for folder in folders:
+        kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        for image in kustomization.get("images", []):
+            assert f"{image['newName']}:{image['newTag']}" == expected[image["name"]], folder
+    base = yaml.safe_load((folders[0] / "kustomization.yaml").read_text())
+    assert {i["name"] for i in base["images"]} == set(expected)
+
+
+def test_an_untagged_image_is_found():
+    document = {
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"template": {"spec": {"containers": [{"image": "loopline-bento"}]}}},
+    }
+    assert untagged([document]) == ["Deployment/x: loopline-bento"]
+    document["spec"]["template"]["spec"]["containers"][0]["image"] = "reg:5000/app:latest"
+    assert untagged([document]) == ["Deployment/x: reg:5000/app:latest"]
