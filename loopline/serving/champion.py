@@ -50,6 +50,8 @@ class ServedModel(Protocol):
     def logged_inputs(self, rows) -> np.ndarray | list[bytes]: ...
     def prediction(self, label: str, probabilities: np.ndarray) -> dict: ...
     def check_labels(self, labels: list) -> None: ...
+    @property
+    def classes(self) -> list[str] | None: ...  # the probabilities' order; None: a regressor
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class LoadedModel:
 
     def check_labels(self, labels: list) -> None:
         check_classes(labels, self.schema.classes)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.schema.classes)
 
 
 def load_version(settings: Settings, info: VersionInfo) -> ServedModel:

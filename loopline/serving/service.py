@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import bentoml
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.routing import request_response
 from starlette.types import ASGIApp
@@ -42,6 +42,7 @@ from loopline.serving.connections import drain_on_sigterm
 from loopline.serving.connections import install as guard_connections
 from loopline.serving.labels import MAX_ITEM, parse_labels
 from loopline.serving.metrics import ServingMetrics, allocate_files
+from loopline.serving.page import document, page
 from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type
 from loopline.serving.restarts import Restarts
 from loopline.serving.tracing import bentoml_tracing
@@ -143,6 +144,7 @@ class Predictor:
         self.limits = Limits(max_bytes=OPTIONS.max_bytes, max_instances=OPTIONS.max_instances)
         # PNG decoding is CPU work: off the event loop, a few at a time, each on a budget.
         self.decoder = ThreadPoolExecutor(DECODERS, thread_name_prefix="png")
+        self.model_name = settings.model_name
         self.metrics = ServingMetrics(settings.model_name)
         self.holder = ChampionHolder(
             settings, pinned=OPTIONS.version, poll_s=OPTIONS.poll_s, on_load=self.metrics.serving
@@ -366,6 +368,11 @@ ENVELOPE = {
         "predictions": {"type": "array", "items": {"type": "object"}},
         "model_version": {"type": "string"},
         "request_id": {"type": "string"},
+        "classes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "A classifier's classes: the order of each prediction's probabilities",
+        },
     },
 }
 LABELS_BODY = {
@@ -435,6 +442,21 @@ async def predict(request: Request) -> JSONResponse:
     return await service.metrics.timed("predict", service.answer(request))
 
 
+@api.get("/", include_in_schema=False)
+async def index() -> HTMLResponse:
+    """loopline's own Swagger UI page (serving/page.py), not BentoML's stock one."""
+    service: Predictor = bentoml.get_current_service()
+    current = service.holder.current
+    return HTMLResponse(page(service.model_name, current.version if current else None))
+
+
+@api.get("/docs.json", include_in_schema=False)
+async def openapi_document() -> JSONResponse:
+    service: Predictor = bentoml.get_current_service()
+    spec = Predictor.openapi_spec.asdict()
+    return JSONResponse(document(spec, service.model_name, service.holder.current))
+
+
 def _die_with_the_server() -> None:
     """A worker runs in a process group of its own: make the kernel stop it (SIGTERM, so
     the log is flushed) when the server process that started it dies, even by kill -9."""
@@ -480,14 +502,14 @@ def _envelope(answer: Answer, model: ServedModel, headers: dict[str, str]) -> JS
         model.prediction(label, probabilities)
         for label, probabilities in zip(answer.labels, answer.probabilities, strict=True)
     ]
-    return JSONResponse(
-        {
-            "predictions": predictions,
-            "model_version": answer.model_version,
-            "request_id": answer.request_id,
-        },
-        headers=headers,
-    )
+    body = {
+        "predictions": predictions,
+        "model_version": answer.model_version,
+        "request_id": answer.request_id,
+    }
+    if model.classes:  # the order of each prediction's probabilities
+        body["classes"] = model.classes
+    return JSONResponse(body, headers=headers)
 
 
 def _unauthorized(headers: dict[str, str]) -> JSONResponse:

@@ -38,6 +38,10 @@ class SignatureModel:
     def task(self) -> str:
         return self.model.card.task
 
+    @property
+    def classes(self) -> list[str] | None:
+        return list(self.model.classes) if self.task == "classification" else None
+
     def parse(self, body: bytes, content_type: str | None, limits: Limits) -> list[dict]:
         return parse_records(body, content_type, list(self.model.card.contract.columns), limits)
 

@@ -117,6 +117,33 @@ def test_an_idle_server_reports_a_promotion_and_a_rollback_within_a_poll(served,
             time.sleep(0.2)
 
 
+def test_the_api_page_is_loopline_s_own_and_loads_nothing_from_another_host(served):
+    """BentoML's stock page loaded Google Tag Manager; this one names loopline and the
+    model, and every file it loads comes from the server itself."""
+    import re
+    from importlib import metadata
+
+    page = httpx.get(f"{served.url}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    text = page.text
+    assert "<title>loopline prediction API: digits-classifier v1</title>" in text
+    assert "googletagmanager" not in text and "BentoML" not in text
+    assert "validatorUrl: null" in text  # Swagger UI's online validator badge is off
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', text)
+    assert loaded and all(link.startswith("./") for link in loaded), loaded
+    for link in loaded:
+        assert httpx.get(f"{served.url}/{link[2:]}").status_code == 200, link
+    document = httpx.get(f"{served.url}/docs.json").json()
+    assert document["info"]["title"] == "loopline prediction API"
+    assert document["info"]["version"] == metadata.version("loopline")
+    assert "**digits-classifier**, version 1" in document["info"]["description"]
+    # "Try it out" sends the documented example: the server answers it.
+    example = document["paths"]["/predict"]["post"]["requestBody"]["content"]
+    answer = post(served.url, example["application/json"]["example"])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["classes"] == [str(i) for i in range(10)]  # the probabilities' order
+
+
 def test_png_upload_is_classified_like_the_array(served):
     image = DIGITS.images[0] / 16.0 * 255.0
     answer = post(served.url, content=png(image), headers={"Content-Type": "image/png"})
@@ -188,7 +215,7 @@ def _corpus() -> list[tuple[str, dict, int, str]]:
             "truncated PNG",
             {"content": whole_png[: len(whole_png) // 2], "headers": {"Content-Type": "image/png"}},
             400,
-            "not a readable PNG",
+            "image data is truncated",
         ),
         (
             "not a PNG",

@@ -4,6 +4,7 @@ registered ones; a version that fails to load leaves the current one serving, an
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,3 +51,28 @@ def test_a_tampered_new_champion_leaves_the_old_one_serving(home, tmp_path, monk
     )
     assert done.returncode == 2 and "not the model that was registered" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_documented_example_of_a_signature_model_is_one_it_takes(home, tmp_path, monkeypatch):
+    """ "Try it out" must succeed for any model, not only one of 64 numbers: the example is
+    a row of the model's own reference data, in its named columns."""
+    from loopline.serving.page import document
+    from loopline.serving.requests import Limits
+
+    monkeypatch.setenv("LOOPLINE_MODEL_NAME", "m")
+    settings = load_settings()
+    evaluation = rows(tmp_path, "eval", frame(600, 1))
+    train = rows(tmp_path, "train", frame(1500, 0))
+    register(settings, tmp_path, save(tmp_path / "v1", frame(300, 0, flip=0.3)), evaluation, train)
+    holder = ChampionHolder(settings, pinned=None, poll_s=60)
+    assert holder.refresh()
+    spec = {"paths": {"/predict": {"post": {"requestBody": {"content": {"application/json": {"example": {"instances": [[0.0] * 64]}}}}}}}}  # fmt: skip
+    shown = document(spec, "m", holder.current)
+    example = shown["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    instances = example["example"]["instances"]
+    assert set(instances[0]) == {"x", "colour"}, instances
+    body = json.dumps(example["example"]).encode()
+    parsed = holder.current.parse(body, "application/json", Limits())
+    labels, _ = holder.current.answer(parsed)
+    assert labels[0] in holder.current.classes
+    assert shown["info"]["title"] == "loopline prediction API" and "**m**, version 1" in shown["info"]["description"]  # fmt: skip
