@@ -32,11 +32,13 @@ def deploy(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the manifests instead of applying them.")
     ] = False,
+    model: options.ModelName = None,
 ) -> None:
-    """Render an overlay with this release's images and settings, and apply it (kubectl)."""
+    """Render an overlay with this release's images and settings, and apply it (kubectl):
+    the serving Deployment serves --model (its Bento image and LOOPLINE_MODEL_NAME)."""
     from loopline.cli import deploy as deployment
 
-    documents = deployment.render(overlay, options.settings(ctx))
+    documents = deployment.render(overlay, options.settings(ctx, model))
     if dry_run:
         typer.echo(deployment.to_yaml(documents), nl=False)
         return

@@ -51,10 +51,11 @@ def serve(
             if servable:
                 server_.wait_ready(timeout=300)
             else:
-                console.print(
-                    f"[yellow]model {settings.model_name!r} has no champion yet[/]: the server "
-                    "answers 503 until `loopline run training` promotes one."
-                )
+                from loopline.cli.views.status import no_champion
+                from loopline.storage.registry import reader
+
+                console.print(no_champion(settings.model_name, reader(settings).models()))
+                console.print("The server answers 503 until a champion is promoted.")
             console.print(
                 f"[green]serving[/] {settings.model_name} ({version or 'champion'}) at {server_.url}"
             )

@@ -61,6 +61,7 @@ class RegistryReader(Protocol):
     def find_version(self, name: str, content_hash: str) -> VersionInfo | None: ...
     def find_by_tag(self, name: str, key: str, value: str) -> VersionInfo | None: ...
     def champion_history(self, name: str) -> list[str]: ...
+    def models(self) -> list[str]: ...
 
 
 def reader(settings: Settings) -> RegistryReader:
@@ -192,6 +193,10 @@ class Registry:
             return []
         return json.loads(tags.get(HISTORY_TAG, "[]"))
 
+    def models(self) -> list[str]:
+        """Every registered model's name."""
+        return sorted(m.name for m in self.client.search_registered_models())
+
     def _save_history(self, name: str, history: list[str]) -> None:
         self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-100:]))
 
@@ -272,6 +277,13 @@ class SqliteReader:
             (name, HISTORY_TAG),
         )
         return json.loads(row[0]) if row else []
+
+    def models(self) -> list[str]:
+        """Every registered model's name."""
+        if self._one("SELECT 1 FROM registered_models LIMIT 1", ()) is None:
+            return []
+        with self._connect() as db:
+            return [r[0] for r in db.execute("SELECT name FROM registered_models ORDER BY name")]
 
     def _version(self, name: str, version: str) -> VersionInfo | None:
         row = self._one(

@@ -262,6 +262,24 @@ def test_deploy_applies_the_rendered_overlay_with_kubectl(tmp_path, monkeypatch)
     assert unknown.exit_code == 2 and "gpu, local, production" in unknown.output
 
 
+def test_deploy_serves_any_registered_model():
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    shown = CliRunner().invoke(app, ["deploy", "--overlay", "production", "--dry-run", "--model", "churn"])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    [serving] = [
+        d
+        for d in yaml.safe_load_all(shown.output)
+        if d and named(d) == "Deployment/loopline-serving"
+    ]
+    [container] = serving["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == images.bento("churn")
+    assert {"name": "LOOPLINE_MODEL_NAME", "value": "churn"} in container["env"]
+    assert images.bento(images.BENTO_MODEL) not in shown.output
+
+
 def raw(overlay: str) -> list[dict]:
     """An overlay as `kubectl apply -k` deploys it: no `loopline deploy` in between."""
     import subprocess

@@ -76,3 +76,11 @@ def test_the_documented_example_of_a_signature_model_is_one_it_takes(home, tmp_p
     labels, _ = holder.current.answer(parsed)
     assert labels[0] in holder.current.classes
     assert shown["info"]["title"] == "loopline prediction API" and "**m**, version 1" in shown["info"]["description"]  # fmt: skip
+    # Another name has no champion: status says which models exist instead.
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    status = CliRunner().invoke(app, ["status", "--model", "digits-classifier"])
+    assert status.exit_code == 0, status.output
+    assert "Registered models: m; choose one with --model NAME" in " ".join(status.output.split())

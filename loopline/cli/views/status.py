@@ -19,9 +19,11 @@ from loopline.storage.registry import reader
 
 def collect(settings: Settings) -> dict:
     name = settings.model_name
-    champion = reader(settings).champion(name)
+    reads = reader(settings)
+    champion = reads.champion(name)
     found = {"model": name, "champion": None, **monitoring_status(settings)}
     if champion is None:
+        found["registered_models"] = reads.models()  # perhaps it is another name
         return found
     found["champion"] = {
         "version": champion.version,
@@ -66,10 +68,7 @@ def monitoring_status(settings: Settings) -> dict:
 def render(status: dict, console: Console) -> None:
     champion = status["champion"]
     if champion is None:
-        console.print(
-            f"Model [bold]{status['model']}[/] has no champion yet; "
-            "run `loopline run training` to train one."
-        )
+        console.print(no_champion(status["model"], status.get("registered_models", [])))
         return
     table = Table(title=f"{status['model']}: champion v{champion['version']}", show_header=False)
     for name, value in champion["metrics"].items():
@@ -106,3 +105,16 @@ def render(status: dict, console: Console) -> None:
     if held.get("held"):
         table.add_row("[red]retraining held[/]", "; ".join(held["held"]))
     console.print(table)
+
+
+def no_champion(name: str, registered: list[str]) -> str:
+    """What to say of a model with no champion: train one, or name another."""
+    others = [m for m in registered if m != name]
+    if not others:
+        return (
+            f"Model [bold]{name}[/] has no champion yet; run `loopline run training` to train one."
+        )
+    return (
+        f"Model [bold]{name}[/] has no champion. Registered models: {', '.join(others)}; "
+        "choose one with --model NAME (or LOOPLINE_MODEL_NAME)."
+    )
