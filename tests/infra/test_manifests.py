@@ -186,8 +186,53 @@ def test_the_platform_state_is_in_the_settings_database_never_a_shared_file(over
                 secret = database.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
                 assert secret == "loopline-settings", f"{where} keeps its state in LOOPLINE_HOME"
             if document["kind"] == "Deployment" and document["spec"].get("replicas", 1) > 1:
-                claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
-                assert not claims, f"{where}: replicas must not share a volume for their state"
+                claims = [
+                    v["persistentVolumeClaim"]["claimName"]
+                    for v in spec.get("volumes", [])
+                    if "persistentVolumeClaim" in v
+                ]
+                # MLflow's artifacts: files written once per run id; its store is below.
+                assert set(claims) <= {"mlflow-data"}, f"{where}: replicas share {claims}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_keeps_its_registry_in_postgresql_never_a_sqlite_file(overlay):
+    """The registry holds the champion alias every serving replica follows: its store is
+    MLflow's own database in the platform's PostgreSQL, from a Secret."""
+    [mlflow] = [d for d in rendered(overlay) if named(d) == "Deployment/mlflow"]
+    assert mlflow_store_problems(mlflow) == []
+    if overlay != "local":
+        assert mlflow["spec"]["replicas"] >= 2
+        pdbs = kinds(overlay, "PodDisruptionBudget")
+        assert pdbs["mlflow"]["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "mlflow"}  # fmt: skip
+    [job] = [d for d in rendered(overlay) if named(d) == "Job/mlflow-database"]
+    [create] = job["spec"]["template"]["spec"]["containers"]
+    assert "create-database.sql" in " ".join(create["command"])
+
+
+def mlflow_store_problems(deployment: dict) -> list[str]:
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    words = " ".join(container.get("command", []) + container.get("args", []))
+    problems = ["a SQLite store in the command"] if "sqlite" in words else []
+    env = {e["name"]: e for e in container.get("env", [])}
+    store = env.get("MLFLOW_BACKEND_STORE_URI", {})
+    if "sqlite" in str(store.get("value", "")):
+        problems.append("a SQLite store in MLFLOW_BACKEND_STORE_URI")
+    if store.get("valueFrom", {}).get("secretKeyRef", {}).get("name") != "loopline-mlflow":
+        problems.append("the store URI does not come from the loopline-mlflow Secret")
+    return problems
+
+
+def test_an_mlflow_on_sqlite_is_caught():
+    [mlflow] = [d for d in rendered("production") if named(d) == "Deployment/mlflow"]
+    broken = copy.deepcopy(mlflow)
+    [container] = broken["spec"]["template"]["spec"]["containers"]
+    container["command"] += ["--backend-store-uri", "sqlite:////data/mlflow.db"]
+    container["env"] = []
+    assert mlflow_store_problems(broken) == [
+        "a SQLite store in the command",
+        "the store URI does not come from the loopline-mlflow Secret",
+    ]
 
 
 def kinds(overlay: str, kind: str) -> dict[str, dict]:
