@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # checkov pins packaging<24, which breaks Ray: it gets a virtual environment of its own.
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install demo test test-fast lint format docs benchmarks clean postgres kubectl sandbox prometheus lock
+.PHONY: install demo test test-fast lint format docs benchmarks clean postgres kubectl sandbox prometheus browser lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/loopline demo
 
 # Two workers: tests sharing a session server stay on one (xdist groups, tests/conftest.py).
-test: $(STAMP) postgres kubectl sandbox prometheus $(CHECKOV)
+test: $(STAMP) postgres kubectl sandbox prometheus browser $(CHECKOV)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
@@ -73,6 +73,13 @@ prometheus:
 	@command -v promtool >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) ; } || \
 	  echo "prometheus is not installed: the alert rule tests will be skipped (apt-get install prometheus)"
+
+# The pages an operator opens are checked in Debian's headless chromium (Playwright drives
+# it; Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
+	  echo "chromium is not installed: the browser tests will be skipped (apt-get install chromium)"
 
 # kubectl renders the Kubernetes overlays (its built-in kustomize) in tests/infra.
 kubectl:
