@@ -50,6 +50,7 @@ def test_status_json_without_a_champion(home):
         "last_check": None,
         "last_retraining": None,
         "open_trigger": None,
+        "registered_models": [],  # no other name to suggest
     }
 
 
