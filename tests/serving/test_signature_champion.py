@@ -21,12 +21,19 @@ from loopline.storage.registry import Registry, model_folder
 from tests.ml.test_registration import frame, register, rows, save
 
 
-def test_a_tampered_new_champion_leaves_the_old_one_serving(home, tmp_path, monkeypatch):
+def first_champion(tmp_path, monkeypatch):
+    """Model "m": a scikit-learn classifier registered as v1, the champion; the settings
+    and the evaluation and training rows a later version is registered with."""
     monkeypatch.setenv("LOOPLINE_MODEL_NAME", "m")
     settings = load_settings()
     evaluation = rows(tmp_path, "eval", frame(600, 1))
     train = rows(tmp_path, "train", frame(1500, 0))
     register(settings, tmp_path, save(tmp_path / "v1", frame(300, 0, flip=0.3)), evaluation, train)
+    return settings, evaluation, train
+
+
+def test_a_tampered_new_champion_leaves_the_old_one_serving(home, tmp_path, monkeypatch):
+    settings, evaluation, train = first_champion(tmp_path, monkeypatch)
     holder = ChampionHolder(settings, pinned=None, poll_s=60)
     assert holder.refresh() and holder.current.version == "1"
     assert holder.current.answer([{"x": 1.0, "colour": "red"}])[0] == ["yes"]
@@ -59,11 +66,7 @@ def test_the_documented_example_of_a_signature_model_is_one_it_takes(home, tmp_p
     from loopline.serving.page import document
     from loopline.serving.requests import Limits
 
-    monkeypatch.setenv("LOOPLINE_MODEL_NAME", "m")
-    settings = load_settings()
-    evaluation = rows(tmp_path, "eval", frame(600, 1))
-    train = rows(tmp_path, "train", frame(1500, 0))
-    register(settings, tmp_path, save(tmp_path / "v1", frame(300, 0, flip=0.3)), evaluation, train)
+    settings, _, _ = first_champion(tmp_path, monkeypatch)
     holder = ChampionHolder(settings, pinned=None, poll_s=60)
     assert holder.refresh()
     spec = {"paths": {"/predict": {"post": {"requestBody": {"content": {"application/json": {"example": {"instances": [[0.0] * 64]}}}}}}}}  # fmt: skip
