@@ -53,10 +53,6 @@ PAGE = """<!DOCTYPE html>
 """
 
 
-def version() -> str:
-    return metadata.version("loopline")
-
-
 def page(model_name: str, model_version: str | None) -> str:
     served = f"{model_name} v{model_version}" if model_version else f"{model_name} (loading)"
     return PAGE.format(title=html.escape(f"{TITLE}: {served}"))
@@ -69,7 +65,7 @@ def document(spec: dict, model_name: str, model) -> dict:
     served = f"version {model.version}" if model is not None else "no version loaded yet"
     spec["info"] = {
         "title": TITLE,
-        "version": version(),
+        "version": metadata.version("loopline"),
         "description": f"Serving **{model_name}**, {served}. Predict with `POST /predict` "
         "(KServe v1 `instances`); label served predictions with `POST /feedback`.",
     }

@@ -197,11 +197,6 @@ class Predictor:
         self.batcher.close()
         self.decoder.shutdown(wait=False, cancel_futures=True)
 
-    def _parts(self) -> Parts:
-        if self.parts is None:
-            raise Unavailable(self.problem)
-        return self.parts
-
     async def answer(self, request: Request) -> JSONResponse:
         offered = request.headers.get("x-request-id")  # an empty one is a bad one
         request_id = offered if offered is not None else uuid.uuid4().hex

@@ -5,8 +5,6 @@ with the registered files' digest checked after their download through the serve
 
 from __future__ import annotations
 
-import time
-
 from loopline.core.settings import load_settings
 from loopline.ml.training_loop import TrainConfig
 from loopline.serving.champion import ChampionHolder
@@ -43,9 +41,3 @@ def test_promote_rollback_and_follow_through_a_tracking_server_on_postgresql(
     assert registry.rollback(name) == ("2", "1")
     assert holder.refresh() and holder.current.version == "1"
     assert registry.champion_history(name) == ["1"]
-    started = time.perf_counter()
-    for _ in range(20):
-        reads.champion(name)
-    each = (time.perf_counter() - started) / 20
-    print(f"champion read through the tracking server: {each * 1000:.1f} ms")
-    assert each < 2.0  # a poll every LOOPLINE_SERVE_POLL_S (2 s) must keep up
