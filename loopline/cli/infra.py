@@ -38,7 +38,7 @@ def deploy(
     the serving Deployment serves --model (its Bento image and LOOPLINE_MODEL_NAME)."""
     from loopline.cli import deploy as deployment
 
-    documents = deployment.render(overlay, options.settings(ctx, model))
+    documents = deployment.render(overlay, options.model_settings(ctx, model))
     if dry_run:
         typer.echo(deployment.to_yaml(documents), nl=False)
         return

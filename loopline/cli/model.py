@@ -16,7 +16,7 @@ def status(ctx: typer.Context, model: ModelName = None, json_output: JsonOutput 
     the last retraining and pending triggers. Reads only; changes nothing."""
     from loopline.cli.views.status import collect, render
 
-    settings = options.settings(ctx, model)
+    settings = options.model_settings(ctx, model)
     result = collect(settings)
     if json_output:
         typer.echo(json.dumps(result, indent=2))
@@ -32,7 +32,7 @@ def rollback(
     """Move `champion` back to the previous champion (or to --to VERSION)."""
     from loopline.storage.registry import Registry
 
-    settings = options.settings(ctx, model)
+    settings = options.model_settings(ctx, model)
     name = settings.model_name
     registry = Registry(settings)
     if to is not None:
@@ -58,7 +58,7 @@ def package(
     """Build a Bento for the champion: service, Python packages, model reference."""
     from loopline.serving.bento import build_bento
 
-    settings = options.settings(ctx, model)
+    settings = options.model_settings(ctx, model)
     built = build_bento(settings, version=version)
     console.print(f"built Bento {built.tag} for {built.model_name} version {built.model_version}")
     console.print(f"  files: {built.path}")

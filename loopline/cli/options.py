@@ -6,7 +6,10 @@ Importing this module stays cheap (no engine is imported), so `loopline --help` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import sys
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -44,7 +47,11 @@ Arch = Enum("Arch", {name: name for name in ("auto", *ARCHITECTURES)}, type=str)
 
 ModelName = Annotated[
     str | None,
-    typer.Option("--model", help="Registered model name [default: LOOPLINE_MODEL_NAME]."),
+    typer.Option(
+        "--model",
+        help="Registered model name [default: LOOPLINE_MODEL_NAME when set, else the only "
+        "registered model; with several, a terminal is asked and a script must choose].",
+    ),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 Params = Annotated[
@@ -87,11 +94,42 @@ def settings(ctx: typer.Context, model_name: str | None = None) -> Settings:
     process (state under LOOPLINE_HOME; engine logs to files unless ``--verbose``)."""
     loaded = load_settings()
     if model_name:
-        import dataclasses
-
         loaded = dataclasses.replace(loaded, model_name=model_name)
     engine_env.apply(loaded, verbose=verbose(ctx))
     return loaded
+
+
+def model_settings(ctx: typer.Context, model_name: str | None) -> Settings:
+    """:func:`settings` for a command that acts on one registered model: ``--model``, else
+    ``LOOPLINE_MODEL_NAME`` when set, else the only registered model. With several and no
+    choice, a terminal is asked which; a script is told to choose (exit 2), never handed
+    one model of several by a default name."""
+    loaded = settings(ctx, model_name)
+    if model_name or os.environ.get("LOOPLINE_MODEL_NAME"):
+        return loaded
+    from loopline.storage.registry import reader
+
+    names = reader(loaded).models()
+    if not names or names == [loaded.model_name]:
+        return loaded  # nothing registered yet: the default name says how to train one
+    if len(names) == 1:
+        return dataclasses.replace(loaded, model_name=names[0])
+    return dataclasses.replace(loaded, model_name=_ask(names))
+
+
+def _ask(names: list[str]) -> str:
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise typer.BadParameter(
+            f"{len(names)} models are registered ({', '.join(names)}); choose one with "
+            "--model NAME or LOOPLINE_MODEL_NAME",
+            param_hint="--model",
+        )
+    for number, name in enumerate(names, 1):
+        console.print(f"  {number}. {name}", highlight=False)
+    choices = {str(number): name for number, name in enumerate(names, 1)} | {n: n for n in names}
+    while (answer := typer.prompt("Which model (number or name)", err=True).strip()) not in choices:
+        console.print(f"{answer!r} is neither a number from 1 to {len(names)} nor a model's name")
+    return choices[answer]
 
 
 def parse_params(pairs: list[str]) -> dict:

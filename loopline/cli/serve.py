@@ -32,7 +32,7 @@ def serve(
     from loopline.serving.server import SERVICE, preflight, start_server
     from loopline.storage.database import open_database
 
-    settings = options.settings(ctx, model)
+    settings = options.model_settings(ctx, model)
     load_api_key(settings.serve)  # a bad key file stops here, exit 2, before any process starts
     open_database(settings, migrate=True).close()  # reachable, and at this code's schema
     servable = preflight(settings, version)
