@@ -198,10 +198,19 @@ def schedule(
             "worker runs each run as a Job; set PREFECT_API_URL to that Prefect server."
         ),
     ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache", help="Run every task of every scheduled run again, as run --no-cache."
+        ),
+    ] = False,
     target: options.Target = options.TargetName.cpu,
     pipeline_name: options.PipelineName = None,
 ) -> None:
-    """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run."""
+    """Run a pipeline on a schedule: a Prefect deployment, or a Kubeflow recurring run.
+
+    Scheduled runs share the home's task cache; a file or folder parameter is keyed on its
+    content, so an edited dataset is ingested afresh even with the cache on."""
     from datetime import timedelta
 
     from loopline.pipelines.local.scope import coerce_arguments
@@ -220,7 +229,13 @@ def schedule(
         if cron is None:
             raise typer.BadParameter("Kubeflow recurring runs take --cron", param_hint="--cron")
         recurring = kubeflow.schedule(
-            ir, kfp_host, cron=cron, arguments=arguments, name=name, settings=options.settings(ctx)
+            ir,
+            kfp_host,
+            cron=cron,
+            arguments=arguments,
+            name=name,
+            settings=options.settings(ctx),
+            enable_cache=not no_cache,
         )
         console.print(f"created Kubeflow recurring run {recurring} ({cron}) at {kfp_host}")
         return
@@ -237,6 +252,7 @@ def schedule(
             arguments=arguments,
             name=name,
             work_pool=work_pool,
+            enable_cache=not no_cache,
         )
     console.print(
         f"created Prefect deployment {deployment} for {ir.name} ({cron or 'every ' + every}) "

@@ -102,6 +102,7 @@ def test_a_kubernetes_pool_schedule_carries_the_ir_and_renders_a_valid_hardened_
         pool = client.read_work_pool(POOL)
         client.delete_deployment(deployment_id)
     assert deployment.work_pool_name == POOL
+    assert deployment.parameters["enable_cache"] is True  # schedule --no-cache sets False
     assert deployment.schedules[0].schedule.cron == "0 3 * * *"
     assert from_documents(deployment.parameters["ir"]).spec == ir.spec  # no file path
     assert deployment.job_variables["image"] == images.platform("cpu")

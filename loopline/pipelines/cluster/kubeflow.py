@@ -45,8 +45,11 @@ def schedule(
     settings: Settings,
     name: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
+    enable_cache: bool = True,
 ) -> str:
-    """Create a recurring run on Kubeflow Pipelines; return its id."""
+    """Create a recurring run on Kubeflow Pipelines; return its id. ``enable_cache=False``
+    turns Kubeflow's cache off for every run it starts; otherwise each task's own
+    caching option holds."""
     from kfp import Client
 
     check_reachable(settings)
@@ -60,6 +63,7 @@ def schedule(
             cron_expression=kfp_cron(cron),
             pipeline_package_path=str(package),
             params=arguments,
+            enable_caching=None if enable_cache else False,
         )
     return recurring.recurring_run_id
 

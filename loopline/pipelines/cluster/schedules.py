@@ -29,11 +29,13 @@ def schedule_prefect(
     arguments: dict | None = None,
     name: str | None = None,
     work_pool: str | None = None,
+    enable_cache: bool = True,
 ) -> str:
     """Create (or update) a Prefect deployment that runs ``ir`` on a schedule; return its id.
     With neither ``cron`` nor ``interval`` it runs only when asked (``run_deployment``).
     ``work_pool`` names a Kubernetes pool to run it as Jobs there; by default this home's
-    process pool runs it (``loopline server``)."""
+    process pool runs it (``loopline server``). ``enable_cache=False`` runs every task of
+    every scheduled run again (``loopline schedule --no-cache``)."""
     from loopline.pipelines.local.prefect_flow import pipeline_flow
 
     if cron is not None and interval is not None:
@@ -41,7 +43,9 @@ def schedule_prefect(
     check_supported(ir)
     name = name or ir.name
     if work_pool not in (None, WORK_POOL):
-        return _schedule_on_kubernetes(ir, name, work_pool, cron, interval, arguments or {})
+        return _schedule_on_kubernetes(
+            ir, name, work_pool, cron, interval, arguments or {}, enable_cache
+        )
     frozen = ir.write(settings.home / "schedules" / f"{_slug(name)}.yaml")
     ensure_work_pool()
     source = pipeline_flow.from_source(source=str(installed_root()), entrypoint=ENTRYPOINT)
@@ -51,7 +55,11 @@ def schedule_prefect(
             work_pool_name=WORK_POOL,
             cron=cron,
             interval=interval,
-            parameters={"pipeline": str(frozen), "arguments": arguments or {}},
+            parameters={
+                "pipeline": str(frozen),
+                "arguments": arguments or {},
+                "enable_cache": enable_cache,
+            },
             build=False,
             push=False,
             print_next_steps=False,
@@ -59,7 +67,7 @@ def schedule_prefect(
     )
 
 
-def _schedule_on_kubernetes(ir, name, work_pool, cron, interval, arguments) -> str:
+def _schedule_on_kubernetes(ir, name, work_pool, cron, interval, arguments, enable_cache) -> str:
     """A deployment whose runs are Jobs in the platform image, carrying the IR itself."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
@@ -93,7 +101,12 @@ def _schedule_on_kubernetes(ir, name, work_pool, cron, interval, arguments) -> s
             pull_steps=[
                 {"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_ROOT}}
             ],
-            parameters={"pipeline": ir.name, "ir": ir.to_yaml(), "arguments": arguments},
+            parameters={
+                "pipeline": ir.name,
+                "ir": ir.to_yaml(),
+                "arguments": arguments,
+                "enable_cache": enable_cache,
+            },
             job_variables={"image": images.platform("cpu")},
             schedules=[DeploymentScheduleCreate(schedule=schedule)] if cron or interval else [],
         )

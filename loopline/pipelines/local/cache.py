@@ -3,6 +3,21 @@
 Runtime placeholders (run and task ids) are not part of the key: a cached artifact keeps
 the lineage of the run that produced it. Entries point at artifacts that already exist;
 an entry whose files are gone is a miss.
+
+A string parameter that names a local file or folder (``dataset=/data/cancer.csv``) is
+keyed on that path's content too, not on the string alone: a scheduled run after the CSV
+was edited in place ingests it afresh. Size, mtime, ctime and inode are the fast check;
+only when they change is the content hashed again (that hash is the key, so a touched but
+unchanged file is still a hit). Other strings, remote URIs included, are keyed as they are:
+no loopline source reads a remote URI, and Kubeflow's own cache keys on the string.
+
+Caching is across runs: a task is never served from an entry its own run wrote, so every
+iteration of a loop, and every repeat of an identical task, runs in each run. Kubeflow keys
+its cache on a fingerprint of the task and the pipeline's name, not the run
+(``backend/src/v2/cacheutils/cache.go``, ``GetExecutionCache``), and writes the entry when a
+task succeeds; so there, an identical task that starts after another finished in the same
+run (a loop with ``parallelism=1``) may be served, while iterations that start together all
+run. loopline makes that one rule that does not depend on timing: within a run, a task runs.
 """
 
 from __future__ import annotations
@@ -31,14 +46,44 @@ class TaskCache:
             name: [self._artifact_hash(a) for a in (value if isinstance(value, list) else [value])]
             for name, value in artifacts.items()
         }
-        payload = json.dumps([component, executor, params, inputs], sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()
+        files = {
+            name: self.path_hash(path)
+            for name, value in params.items()
+            if (path := local_path(value)) is not None
+        }
+        payload = [component, executor, params, inputs]
+        if files:  # keys of tasks without path parameters stay as they were
+            payload.append(files)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
-    def get(self, key: str) -> dict | None:
+    def path_hash(self, path: Path) -> str:
+        """The content hash of a local file or folder, recomputed only when its size,
+        mtime, ctime or inode (any file's, for a folder) changed since the last time this
+        cache hashed it, in this process or an earlier one."""
+        signature = _signature(path)
+        memo = self.folder / "paths" / f"{hashlib.sha256(str(path).encode()).hexdigest()}.json"
+        with self._lock:
+            try:
+                known = json.loads(memo.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if known.get("signature") == signature and known.get("path") == str(path):
+                return known["hash"]
+            digest = content_hash(path)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f"{memo.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps({"path": str(path), "signature": signature, "hash": digest}))
+            tmp.replace(memo)
+            return digest
+
+    def get(self, key: str, *, run: str | None = None) -> dict | None:
+        """The entry for ``key``; none if ``run`` (the asking task's run) wrote it."""
         path = self.folder / f"{key}.json"
         if not path.exists():
             return None
         entry = json.loads(path.read_text())
+        if run is not None and entry.get("run") == run:
+            return None
         # Metrics-type artifacts live in metadata and may have no file at all.
         if not all(Path(a["path"]).exists() for a in _artifacts(entry) if a.get("had_file", True)):
             return None
@@ -65,6 +110,35 @@ class TaskCache:
 
 def _is_placeholder(value: object) -> bool:
     return isinstance(value, str) and PLACEHOLDER_PREFIX in value
+
+
+def local_path(value: object) -> Path | None:
+    """The existing local file or folder a string parameter names, resolved; else None
+    (a URI, a built-in dataset's name, any other text, or a filesystem root)."""
+    if not isinstance(value, str) or not value or "\n" in value or "://" in value:
+        return None
+    if len(value) > 4096:
+        return None
+    try:
+        path = Path(value).expanduser()
+        if not path.exists():
+            return None
+        path = path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return None if path.parent == path else path
+
+
+def _signature(path: Path) -> str:
+    """A cheap digest of a file's or folder's stat data: what the fast check compares."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        fields = (file.relative_to(path) if file != path else file.name, stat.st_size)
+        fields += (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        digest.update(repr(fields).encode())
+    return digest.hexdigest()
 
 
 def _artifacts(entry: dict) -> list[dict]:

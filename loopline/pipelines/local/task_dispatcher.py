@@ -86,7 +86,7 @@ class TaskDispatcher:
             if caching
             else None
         )
-        if key and (entry := self.cache.get(key)):
+        if key and (entry := self.cache.get(key, run=self.place.run_name)):
             log.info("task %s: served from cache (%s)", name, key[:12])
             return _typed(component, Outputs(*from_cache(entry), from_cache=True))
         spec = json_format.ParseDict(component, pipeline_spec_pb2.ComponentSpec())
