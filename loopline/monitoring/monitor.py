@@ -3,7 +3,10 @@ follow) the retraining that is due.
 
 A window is a range of prediction numbers for the serving champion: from the end of the
 last judged window to the newest committed prediction, so nothing is skipped or judged
-twice whatever the replicas' clocks say. A window smaller than ``min_rows`` is left to
+twice whatever the replicas' clocks say. The last judged window is the last of the model,
+whichever version it judged: after a rollback (or any move of the champion) the window
+starts where judging stopped, so the restored version's rows judged before it was
+replaced are not judged again. A window smaller than ``min_rows`` is left to
 grow; of a larger one, ``max_rows`` rows drawn by number are read. A judged window leaves an
 Evidently HTML report, a JSON summary and a snapshot in the Evidently workspace
 (``evidently ui --workspace LOOPLINE_HOME/monitoring/workspace``).
@@ -108,9 +111,8 @@ class Monitor:
     def _judge(self, champion: VersionInfo, window) -> MonitorResult:
         name, version, policy = self.settings.model_name, champion.version, self.policy
         if window is None:
-            last = self.state.last_check(name)
-            after = last["last_seq"] if last and last["model_version"] == version else 0
-            window = (after, self.log.last_seq())
+            last = self.state.last_check(name)  # of any version: see the module's docstring
+            window = (last["last_seq"] if last else 0, self.log.last_seq())
         after, upto = window
         rows = self.log.count_window(after, upto, model_version=version)
         window_info = {"first_seq": after + 1, "last_seq": upto, "rows": rows}
