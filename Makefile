@@ -68,11 +68,12 @@ sandbox:
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap strace >/dev/null) ; } || \
 	  echo "bubblewrap or strace is not installed: component checks will refuse to run (apt-get install bubblewrap strace)"
 
-# The alert rules are checked and unit-tested by Prometheus' own promtool (tests/infra).
+# The alert rules are checked and unit-tested by Prometheus' own promtool, their routes by
+# Alertmanager's amtool (tests/infra), and both run for real in tests/serving.
 prometheus:
-	@command -v promtool >/dev/null 2>&1 || \
-	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) ; } || \
-	  echo "prometheus is not installed: the alert rule tests will be skipped (apt-get install prometheus)"
+	@{ command -v promtool && command -v amtool; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null) ; } || \
+	  echo "prometheus or prometheus-alertmanager is not installed: the alerting tests will be skipped (apt-get install prometheus prometheus-alertmanager)"
 
 # The pages an operator opens are checked in Debian's headless chromium (Playwright drives
 # it; Playwright's own browser download is not used).

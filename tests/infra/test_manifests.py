@@ -31,6 +31,7 @@ CUSTOM = {
     "RayCluster": "raycluster",
     "PodMonitor": "podmonitor",
     "PrometheusRule": "prometheusrule",
+    "AlertmanagerConfig": "alertmanagerconfig",
 }
 API_USERS = {"loopline-prefect-worker"}  # creates the Jobs of flow runs (rbac.yaml)
 OVERLAYS = deploy.overlays()
@@ -133,6 +134,7 @@ def test_every_object_matches_its_schema(name, document):
         ),
         ("a misspelt PodMonitor endpoint field", ("spec", "podMetricsEndpoints", 0, "prot")),
         ("a misspelt alert field", ("spec", "groups", 0, "rules", 0, "expression")),
+        ("a misspelt alert route field", ("spec", "route", "groupWaits")),
     ],
 )
 def test_the_custom_resource_checks_catch_unknown_fields(mistake, path):
@@ -141,6 +143,7 @@ def test_the_custom_resource_checks_catch_unknown_fields(mistake, path):
         "headGroupSpec": "RayCluster",
         "podMetricsEndpoints": "PodMonitor",
         "groups": "PrometheusRule",
+        "route": "AlertmanagerConfig",
     }[path[1]]
     document = copy.deepcopy(next(d for d in rendered("gpu") if d["kind"] == target))
     node = document

@@ -1,9 +1,12 @@
 """The alerts and the dashboard in a real Prometheus, scraping a real `bentoml serve` and a
 real `loopline monitor --every --metrics-port`, all on loopback. Shifted traffic must make
 the drift alert fire in Prometheus' own /api/v1/alerts; a replica left on an old version
-must fire the served-not-champion alert; every dashboard panel must return series.
+must fire the served-not-champion alert; every dashboard panel must return series. A real
+Alertmanager, on infra/k8s/base/alertmanager.yaml's routes, must deliver each alert to the
+webhook its severity names, and hold the model's warnings back while its critical fires.
 
-The rules are the PrometheusRule's, with every `for:` cut to 0 s so the test is bounded.
+The rules are the PrometheusRule's, with every `for:` cut to 0 s, and Alertmanager waits
+1 s before a group's first notice (30 s in the manifest), so the test is bounded.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,6 +34,7 @@ from loopline.monitoring.monitor import monitor_folder
 from loopline.serving.server import start_server
 from loopline.storage.registry import Registry
 from tests.conftest import free_port
+from tests.infra import alertmanager
 from tests.infra.test_alert_rules import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +43,10 @@ PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
     pytest.mark.xdist_group("served"),  # shares the session's registry, and promotes in it
     pytest.mark.skipif(PROMETHEUS is None, reason="apt-get install prometheus (make test does)"),
+    pytest.mark.skipif(
+        alertmanager.ALERTMANAGER is None,
+        reason="apt-get install prometheus-alertmanager (make test does)",
+    ),
 ]
 DIGITS = load_digits().data / 16.0
 
@@ -51,12 +61,15 @@ def _rules(folder: Path) -> Path:
     return path
 
 
-def _prometheus(folder: Path, targets: dict[str, list[str]]) -> tuple[subprocess.Popen, str]:
+def _prometheus(
+    folder: Path, targets: dict[str, list[str]], alertmanager_at: str
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = {
         # Scrapes time out at the interval: 2 s leaves room on a loaded machine.
         "global": {"scrape_interval": "2s", "evaluation_interval": "1s"},
         "rule_files": [str(_rules(folder))],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_at]}]}]},
         "scrape_configs": [
             {"job_name": job, "static_configs": [{"targets": hosts}]}
             for job, hosts in targets.items()
@@ -77,6 +90,48 @@ def _prometheus(folder: Path, targets: dict[str, list[str]]) -> tuple[subprocess
         preexec_fn=processes.die_with_parent,
     )
     return process, f"http://127.0.0.1:{port}"
+
+
+class _Webhooks:
+    """The receivers' webhooks on loopback: every notice Alertmanager posts, by receiver."""
+
+    def __init__(self):
+        self.notices: list[tuple[str, dict]] = []
+        notices = self.notices
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                notices.append((self.path.strip("/"), json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{self.server.server_port}"
+        self.urls = {"team": f"{url}/team", "oncall": f"{url}/oncall"}
+
+    def got(self, alert: str) -> set[str]:
+        """The receivers a firing notice of ``alert`` reached."""
+        return {
+            receiver
+            for receiver, notice in self.notices
+            for a in notice["alerts"]
+            if a["labels"]["alertname"] == alert and a["status"] == "firing"
+        }
+
+
+def _suppressed(alertmanager_at: str, name: str) -> list[dict]:
+    """Alertmanager's own view: ``name``'s alerts held back by an inhibition."""
+    alerts = httpx.get(
+        f"http://{alertmanager_at}/api/v2/alerts",
+        params={"filter": f'alertname="{name}"', "inhibited": "true"},
+        timeout=10,
+    ).json()
+    return [a for a in alerts if a["status"]["inhibitedBy"]]
 
 
 def _query(prometheus: str, expr: str) -> list[dict]:
@@ -132,7 +187,11 @@ def test_drift_fires_in_prometheus_and_every_dashboard_panel_shows_series(
         "loopline-serving": [server.url.removeprefix("http://"), stale.url.removeprefix("http://")],
         "loopline-monitor": [f"127.0.0.1:{monitor_port}"],
     }
-    prometheus, prom = _prometheus(tmp_path, hosts)
+    hooks = _Webhooks()
+    timing = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
+    routes = alertmanager.write_config(tmp_path, hooks.urls, timing)
+    manager, manager_at = alertmanager.start(tmp_path, routes)
+    prometheus, prom = _prometheus(tmp_path, hosts, manager_at)
     try:
         server.wait_ready()
         stale.wait_ready()
@@ -152,6 +211,13 @@ def test_drift_fires_in_prometheus_and_every_dashboard_panel_shows_series(
         (tmp_path / "drift-alert-seconds.txt").write_text(f"{took:.1f}\n")
         print(f"shifted traffic to a firing drift alert: {took:.1f} s")
         assert alert["labels"]["model"] == settings.model_name
+        # Delivered by Alertmanager to the team's webhook, and not to on-call: a warning.
+        _until(
+            lambda: hooks.got("LooplineDrift"), 60, "Alertmanager never delivered the drift alert"
+        )
+        delivered = time.monotonic() - sent
+        print(f"shifted traffic to the team's webhook: {delivered:.1f} s")
+        assert hooks.got("LooplineDrift") == {"team"}
         # The dashboard's ranking is the check's: its top features are the drifted ones.
         [summary] = sorted((monitor_folder(settings) / "reports").glob("*/summary.json"))[-1:]
         drifted = set(json.loads(summary.read_text())["drift"]["drifted_columns"])
@@ -175,12 +241,19 @@ def test_drift_fires_in_prometheus_and_every_dashboard_panel_shows_series(
         for _ in range(6):  # and the server that follows never joins it
             assert not_champion() <= stuck
             time.sleep(0.5)
+        # A critical alert pages on-call, and holds the same model's warnings back.
+        paged = _until(lambda: hooks.got("LooplineServingNotChampion"), 60, "on-call never paged")
+        assert paged == {"oncall"}
+        [held] = _until(lambda: _suppressed(manager_at, "LooplineDrift"), 60, "drift not held")
+        assert held["labels"]["model"] == settings.model_name
         for expr in _panel_queries():
             if "[" in expr:  # a rate over 5 minutes: a few seconds of samples are enough
                 expr = re.sub(r"\[\d+m\]", "[1m]", expr)
             assert _query(prom, expr), f"the panel query {expr!r} returns no series"
     finally:
         processes.stop_tree(prometheus.pid, grace=10)
+        processes.stop_tree(manager.pid, grace=10)
+        hooks.server.shutdown()
         processes.stop_tree(monitor.pid, grace=20)
         server.stop()
         stale.stop()
