@@ -266,6 +266,7 @@ class Monitor:
                 epochs=self.policy.retrain_epochs,
                 pipeline=self.policy.pipelines.get(trigger.model_name),
                 labels_through=labels_through,
+                parameters=self.policy.retrain_parameters,
             )
         except Exception as exc:  # recorded and alerted; the champion is untouched
             outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}

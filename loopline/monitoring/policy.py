@@ -19,6 +19,8 @@ alert_url: https://hooks.example.com/loopline   # webhook (JSON POST) or an appr
                                                 # LOOPLINE_ALERT_URL overrides it
 retrain_engine: auto    # auto, inprocess, deployment (Prefect) or kubeflow
 retrain_epochs: 20
+retrain_parameters: {lr: 0.0005}   # loopline's own models: hyper-parameters that replace
+                                   # the champion's recorded ones (the rest are reused)
 models:                 # a model of your own retrains with your own pipeline
   churn:
     pipeline: pipelines/churn.py    # a .py file or compiled IR; relative to this file
@@ -62,6 +64,7 @@ class Policy:
     alert_url: str | None = None
     retrain_engine: str = "auto"
     retrain_epochs: int = 20
+    retrain_parameters: dict = field(default_factory=dict)  # over the champion's own
     pipelines: dict[str, RetrainPipeline] = field(default_factory=dict)  # by model name
 
 
@@ -135,9 +138,26 @@ def parse_policy(raw: dict, where: str = "the policy", base: Path = Path()) -> P
         values["retrain_engine"] = raw["retrain_engine"]
     if raw.get("alert_url"):
         values["alert_url"] = str(raw["alert_url"])
+    if "retrain_parameters" in raw:
+        values["retrain_parameters"] = _hyperparameters(raw["retrain_parameters"], where)
     if "models" in raw:
         values["pipelines"] = _pipelines(raw["models"], where, base)
     return Policy(**values)
+
+
+def _hyperparameters(raw, where: str) -> dict:
+    from loopline.ml.hyperparameters import PARAMETERS
+
+    names = sorted(p.name for p in PARAMETERS)
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{where}: retrain_parameters must map hyper-parameter names to values.")
+    unknown = sorted(set(map(str, raw)) - set(names))
+    if unknown:
+        raise PolicyError(
+            f"{where}: retrain_parameters: unknown hyper-parameter(s) {', '.join(unknown)}; "
+            f"known: {', '.join(names)}."
+        )
+    return {str(k): v for k, v in raw.items()}
 
 
 def _pipelines(raw, where: str, base: Path) -> dict[str, RetrainPipeline]:

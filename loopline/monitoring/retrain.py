@@ -1,6 +1,10 @@
 """Start the retraining pipeline for a trigger, on the engine the configuration names.
 
-loopline's own models retrain with the built-in ``retraining`` pipeline. A model of the
+loopline's own models retrain with the built-in ``retraining`` pipeline, with the
+hyper-parameters the champion was trained with (its ``lineage.json``: architecture,
+pretrained weights, freezing, input size, ...), except those the policy sets
+(``retrain_epochs``, ``retrain_parameters``) and those that say how the retraining runs
+rather than what the model is (``augment``, ``workers``: the pipeline's own). A model of the
 user's own (an MLflow Model) retrains with the pipeline ``models:`` names in the policy:
 loopline writes the labelled recent rows and the champion's kept rows as one Parquet
 file, and passes it to the pipeline's dataset parameter (and the trigger to its
@@ -15,10 +19,13 @@ outcome here; the others report a submitted run id.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
+from loopline.core import lineage
 from loopline.core.layout import DIGEST_TAG, TRIGGER_TAG
 from loopline.core.settings import Settings
+from loopline.ml.hyperparameters import PARAMETERS
 from loopline.ml.mlflow_model import registered_card
 from loopline.ml.retraining_data import DATASET, assemble_rows, share_rows
 from loopline.monitoring.policy import RETRAIN_ENGINES, PolicyError, RetrainPipeline
@@ -31,11 +38,44 @@ from loopline.pipelines.local.engines import run_pipeline
 from loopline.storage.checks import Trigger
 from loopline.storage.registry import model_folder, reader
 
+log = logging.getLogger("loopline.monitoring")
+
+
+# The retraining pipeline's own choices: how it trains, not what the model is.
+RETRAINING_OWN = ("augment", "workers")
+
+
+def champion_hyperparameters(settings: Settings, name: str, version: str) -> dict:
+    """The hyper-parameters ``version`` of ``name`` was trained with, as its registered
+    ``lineage.json`` records them (the architecture resolved: ``resnet18``, not ``auto``),
+    less :data:`RETRAINING_OWN`; empty for a version that records none."""
+    try:
+        folder = model_folder(settings, reader(settings).version(name, version))
+        recorded = lineage.read(folder).get("parameters", {})
+    except Exception as exc:  # no record: the pipeline's defaults, and a warning saying so
+        log.warning(
+            "%s v%s: its training parameters cannot be read (%s); the retraining uses the "
+            "pipeline's defaults and the policy's retrain_parameters",
+            name,
+            version,
+            exc,
+        )
+        return {}
+    names = {p.name for p in PARAMETERS} - set(RETRAINING_OWN)
+    return {k: v for k, v in recorded.items() if k in names}
+
 
 def retraining_arguments(
-    trigger: Trigger, epochs: int | None = None, labels_through: int | None = None
+    trigger: Trigger,
+    epochs: int | None = None,
+    labels_through: int | None = None,
+    *,
+    hyperparameters: dict | None = None,
 ) -> dict:
+    """The retraining pipeline's arguments: ``hyperparameters`` (the champion's, with the
+    policy's over them), then ``epochs`` when given, and the trigger's own."""
     arguments = {
+        **(hyperparameters or {}),
         "model_name": trigger.model_name,
         "since": trigger.first_seq - 1,  # labels of the predictions numbered after this
         "trigger": json.dumps(
@@ -79,12 +119,21 @@ def start_retraining(
     epochs: int | None = None,
     pipeline: RetrainPipeline | None = None,
     labels_through: int | None = None,
+    parameters: dict | None = None,
 ) -> dict:
     """Run or submit the retraining; the result says which, and the outcome when known.
-    ``labels_through``: the last label event the label checks judged (None: every label)."""
+    ``labels_through``: the last label event the label checks judged (None: every label).
+    A built-in model retrains with its champion's hyper-parameters, ``parameters`` (the
+    policy's ``retrain_parameters``) and ``epochs`` over them."""
     if pipeline is not None:
         return _retrain_with(settings, trigger, pipeline, _choose(engine, settings), labels_through)
-    arguments = retraining_arguments(trigger, epochs, labels_through)
+    recorded = champion_hyperparameters(settings, trigger.model_name, trigger.model_version)
+    arguments = retraining_arguments(
+        trigger,
+        None if "epochs" in (parameters or {}) else epochs,
+        labels_through,
+        hyperparameters={**recorded, **(parameters or {})},
+    )
     engine = _choose(engine, settings)
     if engine == "kubeflow":
         host = settings.monitor.kfp_host

@@ -18,6 +18,7 @@ from prefect.states import Completed
 
 from loopline.core.errors import UsageError
 from loopline.core.settings import load_settings
+from loopline.monitoring import retrain
 from loopline.monitoring.retrain import follow_retraining, start_retraining
 from loopline.storage.checks import Trigger
 from tests.pipelines.test_kubeflow import (  # noqa: F401 - kfp_api is the fixture
@@ -39,12 +40,17 @@ def test_a_configured_kfp_host_gets_a_retraining_run(kfp_api, monkeypatch, tmp_p
     with pytest.raises(UsageError, match="LOOPLINE_TRACKING_URI"):  # pods cannot reach it
         start_retraining(local, TRIGGER, epochs=5)
     settings = load_settings({"LOOPLINE_HOME": str(tmp_path), "LOOPLINE_KFP_HOST": host, **CLUSTER})
+    # The champion's record (the cluster's MLflow, not reachable here): a fine-tuned ResNet.
+    monkeypatch.setattr(
+        retrain, "champion_hyperparameters", lambda *_: {"arch": "resnet18", "epochs": 30}
+    )
     outcome = start_retraining(settings, TRIGGER, epochs=5, labels_through=4321)
     assert outcome == {"engine": "kubeflow", "state": "submitted", "run_id": "run-1", "host": host}
     [run] = posted(requests, "/apis/v2beta1/runs")
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "retraining"
     parameters = run["runtime_config"]["parameters"]
     assert parameters["since"] == 1234 and parameters["epochs"] == 5
+    assert parameters["arch"] == "resnet18"  # retrained as it was built
     assert json.loads(parameters["trigger"])["reasons"] == ["data drift: 97%"]
     # The pods' assemble step takes no label sent after the last one the checks judged.
     assert json.loads(parameters["trigger"])["labels_through"] == 4321
