@@ -2,13 +2,17 @@
 
 A dataset artifact is a directory holding ``train.parquet``, ``val.parquet``,
 ``test.parquet`` and ``schema.json``. Features are flat float32 columns (images are
-flattened; ``input_shape`` restores them) and ``label`` holds class indices.
+flattened; ``input_shape`` restores them) and ``label`` holds class indices. A table's
+features keep the names its file gives them (``mean radius`` stays ``mean radius``); the
+schema lists their identifier forms as ``aliases``, which named instances may use too.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +43,25 @@ class DatasetSchema:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @cached_property  # read for every named instance a server parses
+    def aliases(self) -> dict[str, str]:
+        """Other names a named instance may give a feature: its identifier form
+        (``mean_radius`` for the CSV's ``mean radius``), which loopline used to rename
+        columns to; one that is another feature's name, or two features', is left out."""
+        taken = set(self.features)
+        forms: dict[str, list[str]] = {}
+        for feature in self.features:
+            form = identifier(feature)
+            if form != feature and form not in taken:
+                forms.setdefault(form, []).append(feature)
+        return {form: found[0] for form, found in forms.items() if len(found) == 1}
+
     def to_json(self) -> str:
         data = asdict(self)
         if not data["preprocessing"]:  # what readers before it existed can still read
             del data["preprocessing"]
+        if aliases := self.aliases:  # for the reader: derived from features, not read back
+            data["aliases"] = aliases
         return json.dumps(data, indent=2)
 
     @classmethod
@@ -50,6 +69,11 @@ class DatasetSchema:
         data = json.loads(text)
         known = {f.name for f in fields(cls)}  # a newer writer's extra keys are ignored
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def identifier(name: str) -> str:
+    """A column name as an identifier: runs of other characters become ``_``."""
+    return re.sub(r"\W+", "_", name.strip()).strip("_") or "feature"
 
 
 @dataclass

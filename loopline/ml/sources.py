@@ -7,7 +7,6 @@ data so that validation can report them instead of hiding them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def _digits() -> RawDataset:
 
 def _breast_cancer() -> RawDataset:
     bunch = load_breast_cancer()
-    names = [_column_name(n) for n in bunch.feature_names]
+    names = [str(n) for n in bunch.feature_names]  # scikit-learn's own: "mean radius"
     return RawDataset(
         name="breast_cancer",
         kind="tabular",
@@ -113,6 +112,12 @@ def _table(path: Path, label_column: str) -> RawDataset:
             f"{path} has a header but no rows; add data rows (one example per row) and run again."
         )
     labels = frame.pop(label_column)
+    if LABEL in frame.columns:  # the dataset format's label column: it would overwrite it
+        raise SourceError(
+            f"{path}: a feature column is named {LABEL!r}, the name loopline stores the "
+            f"label under, while the label column is {label_column!r}; rename that feature, "
+            f"or pass --label-column {LABEL} if it is the label."
+        )
     non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise SourceError(
@@ -122,7 +127,7 @@ def _table(path: Path, label_column: str) -> RawDataset:
     classes = sorted(labels.dropna().unique().tolist(), key=str)
     index = {value: i for i, value in enumerate(classes)}
     y = labels.map(lambda v: index.get(v, MISSING_LABEL)).to_numpy(dtype=np.int64)
-    names = [_column_name(str(c)) for c in frame.columns]
+    names = [str(c) for c in frame.columns]  # the file's own names, kept
     return RawDataset(
         name=path.stem,
         kind="tabular",
@@ -219,7 +224,3 @@ def ingest(
     )
     write_dataset(out, schema, parts)
     return schema
-
-
-def _column_name(name: str) -> str:
-    return re.sub(r"\W+", "_", name.strip()).strip("_") or "feature"

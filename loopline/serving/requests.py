@@ -171,6 +171,7 @@ def _instance(index: int, value: Any, schema: DatasetSchema) -> list[float]:
             raise RequestError(
                 422, f"{where} must be a list of numbers shaped {schema.input_shape}"
             )
+        value = _by_feature(where, value, schema)
         missing = [f for f in schema.features if f not in value]
         unknown = sorted(set(value) - set(schema.features))
         if missing or unknown:
@@ -190,6 +191,25 @@ def _instance(index: int, value: Any, schema: DatasetSchema) -> list[float]:
             f"(shape {schema.input_shape}, flat or nested)",
         )
     return _numbers(where, flat, schema)
+
+
+def _by_feature(where: str, value: dict, schema: DatasetSchema) -> dict:
+    """A named instance keyed by feature names: a key may also be a feature's alias (its
+    identifier form, ``mean_radius`` for ``mean radius``), but not both for one feature."""
+    aliases = schema.aliases
+    if not aliases or not set(value) & set(aliases):
+        return value
+    named = {}
+    for key, number in value.items():
+        feature = aliases.get(key, key)
+        if feature in named:
+            raise RequestError(
+                422,
+                f"{where}: {feature!r} is given twice (as {feature!r} and as its alias); "
+                "send it once",
+            )
+        named[feature] = number
+    return named
 
 
 NUMBER_TYPES = frozenset({int, float})

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,7 +52,7 @@ def test_table_files_with_a_label_column(tmp_path, suffix):
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
     raw = load(str(path), label_column="kind")
     assert raw.classes == ["cat", "dog", "eel"]
-    assert raw.features == ["a_b", "c", "d"]
+    assert raw.features == ["a b", "c", "d"]  # the file's own names, kept
     np.testing.assert_array_equal(raw.y[:3], [0, 1, 2])
 
 
@@ -102,3 +104,40 @@ def test_unreadable_image_is_named(tmp_path):
     (root / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(SourceError, match="broken.png"):
         load(str(root))
+
+
+def test_a_csvs_column_names_are_kept_and_named_instances_may_use_either_form(tmp_path):
+    """The CSV's `mean radius` stays `mean radius` in the model's input schema; a client
+    may send it so, or as `mean_radius` (what loopline once renamed it to), and the
+    schema lists that alias."""
+    from loopline.ml.dataset import DatasetSchema, read_schema
+    from loopline.serving.requests import RequestError, parse
+
+    frame = pd.DataFrame({"mean radius": np.arange(60.0), "area (se)": np.ones(60)})
+    frame["diagnosis"] = ["B", "M"] * 30
+    frame.to_csv(tmp_path / "cancer.csv", index=False)
+    ingest(str(tmp_path / "cancer.csv"), tmp_path / "ds", label_column="diagnosis")
+    schema = read_schema(tmp_path / "ds")
+    assert schema.features == ["mean radius", "area (se)"]
+    written = json.loads((tmp_path / "ds" / "schema.json").read_text())
+    assert written["aliases"] == {"mean_radius": "mean radius", "area_se": "area (se)"}
+    assert DatasetSchema.from_json(json.dumps(written)).features == schema.features
+
+    def rows(instance: dict) -> list:
+        payload = json.dumps({"instances": [instance]}).encode()
+        return parse(payload, "application/json", schema).tolist()
+
+    assert rows({"mean radius": 12.5, "area (se)": 2}) == [[12.5, 2.0]]
+    assert rows({"mean_radius": 12.5, "area_se": 2}) == [[12.5, 2.0]]
+    assert rows({"mean_radius": 12.5, "area (se)": 2}) == [[12.5, 2.0]]
+    with pytest.raises(RequestError, match="'mean radius' is given twice"):
+        rows({"mean_radius": 1, "mean radius": 1, "area_se": 2})
+    with pytest.raises(RequestError, match="unknown field"):
+        rows({"radius": 1, "area_se": 2})
+
+
+def test_a_feature_named_like_the_stored_label_is_refused(tmp_path):
+    frame = pd.DataFrame({"label": [0.0, 1.0], "x": [1.0, 2.0], "kind": ["a", "b"]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(SourceError, match="rename that feature"):
+        load(str(tmp_path / "d.csv"), label_column="kind")
