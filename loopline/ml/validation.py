@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,12 @@ def check_samples_per_class(schema: DatasetSchema, full: pd.DataFrame, minimum: 
         for i, n in enumerate(counts)
         if n < minimum
     ]
+    if details:  # the fix: more data, or a minimum this data meets, by its parameter's name
+        fewest = int(min((n for n in counts if n > 0), default=1))
+        details.append(
+            "add rows of the small classes, or accept fewer with "
+            f"--param min_samples_per_class={fewest} (loopline run or schedule)"
+        )
     return _result("samples_per_class", details, f"every class has >= {minimum} samples")
 
 
@@ -141,7 +148,8 @@ def check_class_balance(schema: DatasetSchema, full: pd.DataFrame, min_ratio: fl
         details.append(
             f"class {schema.classes[small]} has {counts[small]} samples vs {counts[large]} for "
             f"class {schema.classes[large]} (ratio {ratio:.2f} < {min_ratio}); "
-            "collect more of the small class or resample"
+            "collect more of the small class or resample, or accept it with "
+            f"--param min_class_ratio={math.floor(ratio * 100) / 100:.2f}"
         )
     return _result("class_balance", details, f"smallest/largest class ratio {ratio:.2f}")
 

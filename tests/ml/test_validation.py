@@ -81,8 +81,11 @@ def test_too_few_samples_per_class(dataset_copy):
     for split in ("train", "val", "test"):
         edit(dataset_copy, split, lambda f: _drop_class(f, 3, 0.3))
     problems = failed(dataset_copy)
-    [detail] = problems["samples_per_class"].details
+    detail, fix = problems["samples_per_class"].details
     assert detail.startswith("class 3: ") and detail.endswith("need at least 100")
+    # The refusal names the fix: the parameter, with a value this data meets.
+    fewest = detail.removeprefix("class 3: ").split(" ")[0]
+    assert f"--param min_samples_per_class={fewest}" in fix
 
 
 def test_class_imbalance(dataset_copy):
@@ -91,6 +94,7 @@ def test_class_imbalance(dataset_copy):
     problems = failed(dataset_copy, ValidationConfig(min_samples_per_class=10))
     assert set(problems) == {"class_balance"}
     assert "class 8 has" in problems["class_balance"].details[0]
+    assert "--param min_class_ratio=0." in problems["class_balance"].details[0]
 
 
 def test_values_outside_the_declared_range(dataset_copy):
