@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,9 @@ class Evaluation:
     confusion_matrix: list[list[int]]
     classes: list[str]
     samples: int
+    # Simple models on the same test rows (loopline.ml.baselines): "baselines" (each a
+    # name, scores, seconds, note), "skipped" (why one was left out) and "verdict".
+    baselines: dict = field(default_factory=dict)
 
     def headline(self) -> dict[str, float]:
         return {
@@ -158,6 +161,7 @@ def html_report(
         for name, m in evaluation.per_class.items()
     )
     headline = "".join(f"<li>{k}: <b>{v:.4f}</b></li>" for k, v in evaluation.headline().items())
+    baselines = _baselines_html(evaluation)
     images = "".join(
         f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         for p in plots
@@ -167,6 +171,34 @@ def html_report(
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:3px 10px;text-align:right}}
 img{{max-width:48%;margin:1em 1% 0 0}}</style></head><body>
 <h1>Evaluation: {html.escape(model_arch)} on {html.escape(schema.name)}</h1>
-<p>{evaluation.samples} held-out test samples.</p><ul>{headline}</ul>
+<p>{evaluation.samples} held-out test samples.</p><ul>{headline}</ul>{baselines}
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {rows}</table>{images}</body></html>"""
+
+
+def _baselines_html(evaluation: Evaluation) -> str:
+    """The model beside its baselines on the same rows, and the verdict."""
+    found = evaluation.baselines.get("baselines") or []
+    skipped = evaluation.baselines.get("skipped") or []
+    if not found and not skipped:
+        return ""
+    keys = ("accuracy", "macro_f1")
+    model = {k: getattr(evaluation, k) for k in keys}
+    rows = [("this model", model, "")] + [(b["name"], b["scores"], b["note"]) for b in found]
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{scores[k]:.4f}</td>" for k in keys)
+        + f"<td style=text-align:left>{html.escape(note)}</td></tr>"
+        for name, scores, note in rows
+    )
+    verdict = evaluation.baselines.get("verdict") or {}
+    said = ""
+    if verdict:
+        color = "#176f2c" if verdict["beaten"] else "#b00020"
+        said = f'<p style="color:{color}"><b>{html.escape(verdict["summary"])}</b></p>'
+    left_out = "".join(f"<li>{html.escape(s)}</li>" for s in skipped)
+    return (
+        f"<h2>Baselines on the same {evaluation.samples} test rows</h2>{said}"
+        "<table><tr><th>model</th><th>accuracy</th><th>macro F1</th><th></th></tr>"
+        f"{body}</table>" + (f"<p>Left out:</p><ul>{left_out}</ul>" if left_out else "")
+    )

@@ -265,6 +265,23 @@ def _train_in_process(
     return state, session.latest_checkpoint()
 
 
+def _baselines(dataset: Path, schema, test, budget: int, metric: str, result) -> dict:
+    """The baselines of :mod:`loopline.ml.baselines` on ``test``, fitted on the train
+    split when it fits the memory budget, and whether the model beats them on ``metric``."""
+    from loopline.ml import streaming
+    from loopline.ml.baselines import baselines, verdict
+    from loopline.ml.dataset import read_split
+
+    if streaming.in_memory_bytes(dataset, "train", schema) > budget:
+        return {"skipped": ["every baseline: the train split is streamed, not in memory"]}
+    found, skipped = baselines(schema, read_split(dataset, "train", schema), test)
+    return {
+        "baselines": [b.to_dict() for b in found],
+        "skipped": skipped,
+        "verdict": verdict(result.headline(), found, metric),
+    }
+
+
 @reports_failure
 def evaluate_step(
     model: Path, dataset: Path, out: Path, *, run_id: str, settings: Settings
@@ -282,10 +299,14 @@ def evaluate_step(
 
     net, spec = load_model(model)
     schema = read_schema(dataset)
-    if streaming.in_memory_bytes(dataset, "test", schema) > settings.train.memory_mb * 2**20:
+    budget = settings.train.memory_mb * 2**20
+    if streaming.in_memory_bytes(dataset, "test", schema) > budget:
         result = evaluate_chunks(net, streaming.chunks(dataset, "test", schema), schema.classes)
+        result.baselines = {"skipped": ["every baseline: the data is streamed, not in memory"]}
     else:
-        result = evaluate(net, read_split(dataset, "test", schema), schema.classes)
+        test = read_split(dataset, "test", schema)
+        result = evaluate(net, test, schema.classes)
+        result.baselines = _baselines(dataset, schema, test, budget, settings.gate.metric, result)
     training = json.loads((model / TRAINING).read_text())
     out.mkdir(parents=True, exist_ok=True)
     (out / EVALUATION).write_text(result.to_json())
@@ -307,6 +328,7 @@ def evaluate_step(
     )
     return {
         "metrics": result.headline(),
+        "baselines": result.baselines.get("verdict", {}),
         "report": str(out / "report.html"),
         "plots": [str(p) for p in plots],
         "lineage": record,

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loopline.core.layout import ERROR
+from loopline.core.layout import ERROR, EVALUATION
 from loopline.core.settings import Settings
 from loopline.pipelines.local.artifacts import read_json
 from loopline.pipelines.local.results import TASK_LOG, RunResult
@@ -50,6 +50,11 @@ def collect(result: RunResult, settings: Settings) -> dict:
         if folder is not None and (folder / name).exists():
             paths[label] = folder / name
     summary["paths"] = {k: str(v) for k, v in paths.items()}
+    evaluation = result.artifact("evaluate", "evaluation")
+    if evaluation is not None and (evaluation / EVALUATION).exists():
+        verdict = read_json(evaluation / EVALUATION).get("baselines", {}).get("verdict")
+        if verdict:  # does the model beat a majority guess and a linear model?
+            summary["baseline"] = verdict
     model = result.artifact("train", "model")
     decision = result.artifact("register", "decision") or result.artifact(
         "register-model",
@@ -95,6 +100,7 @@ def render(summary: dict, console: Console) -> None:
         for name, value in decision["metrics"].items():
             table.add_row(name, f"{value:.4f}")
         console.print(table)
+        baseline_line(summary, console)
         gate = decision["decision"]
         verdict = "[green]promoted to champion[/]" if gate["promote"] else "[yellow]not promoted[/]"
         console.print(
@@ -121,3 +127,19 @@ def render(summary: dict, console: Console) -> None:
         console.print(f"  {name}: {path}", soft_wrap=True)
     if "mlflow" in summary:
         console.print(f"  MLflow UI: {summary['mlflow']['ui']}", soft_wrap=True)
+
+
+def baseline_line(summary: dict, console: Console) -> None:
+    """Whether the model beats the simple baselines on the same test rows: a warning
+    when it does not (the gate compares with the champion, never with these)."""
+    verdict = summary.get("baseline")
+    if not verdict:
+        return
+    if verdict["beaten"]:
+        console.print(f"Baselines: {escape(verdict['summary'])}", soft_wrap=True)
+        return
+    console.print(
+        f"[yellow]warning[/]: {escape(verdict['summary'])}; a simpler model does as well "
+        "(see the evaluation report's baselines)",
+        soft_wrap=True,
+    )
