@@ -323,9 +323,13 @@ def server(
             worker = prefect_server.start_worker(home_server.api_url, logs / "prefect-worker.log")
             console.print(f"Prefect UI: {home_server.ui_url}  (logs in {logs})")
             console.print(f"Runs and schedules of {settings.home} use it; Ctrl-C stops it.")
-            worker.wait()
-            console.print("[red]the Prefect worker exited[/]; see its log above")
-            raise typer.Exit(1)
+            if _until_stopped(worker, home_server.pid) == "worker":
+                console.print("[red]the Prefect worker exited[/]; see its log above")
+                raise typer.Exit(1)
+            console.print(
+                f"the Prefect server of {settings.home} stopped (loopline server --stop); "
+                "its worker stops with it"
+            )
         except KeyboardInterrupt:
             pass
         finally:
@@ -333,6 +337,21 @@ def server(
                 processes.stop_tree(worker.pid)
     if not prefect_server.other_leases(settings):
         prefect_server.stop(settings)
+
+
+def _until_stopped(worker, server_pid: int, poll_s: float = 1.0) -> str:
+    """Wait until the worker exits ("worker") or the home's server stops ("server", as
+    `loopline server --stop` from another terminal does): a worker without its server
+    would only log failed connections."""
+    import time
+
+    from loopline.core import processes
+
+    while worker.poll() is None:
+        if not processes.alive(server_pid):
+            return "server"
+        time.sleep(poll_s)
+    return "worker"
 
 
 @contextlib.contextmanager
