@@ -139,7 +139,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     settings = load_settings(
         {
             "LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")),
-            "LOOPLINE_PREFECT_IDLE": "0s",
+            "LOOPLINE_PREFECT_IDLE": "1d",  # it stops at the session's end
             "LOOPLINE_PREFECT_PORT": str(free_port()),  # never a user's server on 4200
         }
     )

@@ -124,6 +124,11 @@ def duration(raw: str, where: str, *, allow_zero: bool = True) -> float:
     return float(int(match.group(1)) * SECONDS[match.group(2)])
 
 
+def positive_duration(raw: str, where: str) -> float:
+    """A :func:`duration` above zero."""
+    return duration(raw, where, allow_zero=False)
+
+
 def gate_metric(raw: str, where: str) -> str:
     if raw not in GATE_METRICS:
         raise SettingsError(
@@ -364,8 +369,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOOPLINE_GATE_TOLERANCE", "gate.tolerance", fraction, "The most a challenger may lose on the champion's guardrail rows.", "0.02"),
     Variable("LOOPLINE_GATE_CLASS_TOLERANCE", "gate.class_tolerance", fraction, "The most a challenger may lose on any one class of the guardrail rows (recall).", "0.05"),
     Variable("LOOPLINE_GATE_MARGIN", "gate.margin", number, "The challenger must also beat the champion by more than this.", "0"),
-    Variable("LOOPLINE_PREFECT_PORT", "prefect.port", count, "This home's Prefect server: the port it prefers.", "4200"),
-    Variable("LOOPLINE_PREFECT_IDLE", "prefect.idle_s", duration, "This home's Prefect server stops after this long unused.", "10m"),
+    Variable("LOOPLINE_PREFECT_PORT", "prefect.port", count, "This home's Prefect server: the port it prefers; when another process holds it, the OS chooses a free one (`$LOOPLINE_HOME/prefect/server.json` records the port bound).", "4200"),
+    Variable("LOOPLINE_PREFECT_IDLE", "prefect.idle_s", positive_duration, "This home's Prefect server stops after this long unused by any loopline command (its start-up does not count); `loopline server` keeps it up while it runs.", "10m"),
     Variable("LOOPLINE_SERVE_VERSION", "serve.version", text, "Pin the served registry version (`loopline serve --version`); unset: follow `champion`."),
     Variable("LOOPLINE_SERVE_POLL_S", "serve.poll_s", positive, "How often a server checks whether `champion` moved, in seconds.", "2"),
     Variable("LOOPLINE_SERVE_BATCHING", "serve.batching", on_off, "Merge concurrent requests into one forward pass (`--no-batching` turns it off).", "on"),

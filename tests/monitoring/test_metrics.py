@@ -75,7 +75,7 @@ def test_a_broken_database_counts_an_error_instead_of_failing_the_scrape(databas
 
 def test_loopline_monitor_serves_metrics_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    env = {**os.environ, "LOOPLINE_HOME": str(tmp_path), "LOOPLINE_PREFECT_IDLE": "0s"}
+    env = {**os.environ, "LOOPLINE_HOME": str(tmp_path), "LOOPLINE_PREFECT_IDLE": "1d"}
     monitor = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("loopline")),

@@ -2,48 +2,63 @@
 
 A temporary server per command cost 6-13 s each time, and several of them on one SQLite
 file locked each other out. Instead, the first command that needs Prefect starts the
-home's server, detached, and later commands reuse it: a cached re-run then pays no
-start-up. The server records itself in ``PREFECT_HOME/server.json``; a file lock makes
-concurrent first commands start exactly one. Each command holds a lease while it uses the
-server (a file named after its pid), and the supervisor stops the server once no live
-process has held one for ``LOOPLINE_PREFECT_IDLE`` (10 minutes). ``loopline server``
-holds a lease for as long as it runs; ``loopline server --stop`` stops the server now.
+home's server, detached (``prefect_supervisor``), and later commands reuse it: a cached
+re-run then pays no start-up. The server records itself in ``PREFECT_HOME/server.json``
+(the supervisor's pid, the port it bound and a token); a file lock makes concurrent first
+commands of one home start exactly one. Homes never share a server: each binds its own
+port, and a client uses a server only if it answers with its home's token
+(:func:`running`); a server of another home is an error, never used.
+
+Each command holds a lease while it uses the server (a file named after its pid), taken
+before the server starts; the supervisor stops the server once no live process has held
+one for ``LOOPLINE_PREFECT_IDLE`` (10 minutes). ``loopline server`` holds a lease for as
+long as it runs; ``loopline server --stop`` stops the server now.
 
 ``PREFECT_API_URL``, when exported, names the server to use instead (a team's server, or
-Prefect Cloud); then nothing is started here.
+Prefect Cloud); then nothing is started or checked here.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from loopline.core import engine_env, processes
+from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings
 
 WORK_POOL = "loopline"
 STATE = "server.json"
 LEASES = "leases"
-# A first start creates and migrates the database: over 20 s on a loaded 2-core machine.
-START_TIMEOUT_S = 180.0
+IDENTITY_PATH = "/loopline/home"  # the server's answer: its home and token
+SUPERVISOR = "loopline.pipelines.local.prefect_supervisor"
+# A first start creates and migrates the database: over 20 s on a loaded 2-core machine,
+# minutes when several homes start at once.
+START_TIMEOUT_S = 300.0
+
+
+class PrefectServerError(LooplineError, RuntimeError):
+    """The home's Prefect server did not start, or the one recorded is not this home's."""
 
 
 @dataclass(frozen=True)
 class HomeServer:
     pid: int  # the supervisor's
     port: int
+    token: str = ""  # the server answers IDENTITY_PATH with it
 
     @property
     def api_url(self) -> str:
@@ -58,71 +73,118 @@ def _prefect() -> str:
     return str(Path(sys.executable).with_name("prefect"))
 
 
-def running(settings: Settings) -> HomeServer | None:
-    """The home's server if it is up and answering; never starts or writes anything."""
+def recorded(settings: Settings) -> HomeServer | None:
+    """The server ``server.json`` names, whether or not it runs."""
     try:
         state = json.loads((settings.prefect_home / STATE).read_text())
-    except (OSError, ValueError):
+        return HomeServer(int(state["pid"]), int(state["port"]), str(state.get("token", "")))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    server = HomeServer(int(state["pid"]), int(state["port"]))
-    if processes.alive(server.pid) and healthy(server.api_url):
-        return server
-    return None
+
+
+def running(settings: Settings) -> HomeServer | None:
+    """The home's server if it is up and answering; never starts or writes anything.
+
+    PrefectServerError when the port ``server.json`` names answers as another server."""
+    server = recorded(settings)
+    if server is None or not processes.alive(server.pid):
+        return None
+    answer = identity(server)
+    if answer is None:
+        return None
+    if not server.token or answer.get("token") != server.token:
+        owner = answer.get("home") or "a server that is not a loopline home's"
+        raise PrefectServerError(
+            f"{settings.prefect_home / STATE} names the Prefect server at {server.ui_url} "
+            f"(supervisor pid {server.pid}), but the server there belongs to {owner}, "
+            f"not to {settings.home}; it was not used. If this home's server does not run, "
+            f"delete {settings.prefect_home / STATE} and run the command again: this home "
+            "then starts its own."
+        )
+    return server
+
+
+def identity(server: HomeServer) -> dict | None:
+    """What the server on ``server.port`` says it is: ``{"home", "token"}``, ``{}`` from
+    a server that is not a loopline home's, None when nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"{server.ui_url}{IDENTITY_PATH}", timeout=5) as response:
+            answer = json.loads(response.read())
+    except (urllib.error.HTTPError, ValueError):  # an answer, but not a loopline home's
+        return {}
+    except OSError:
+        return None
+    return answer if isinstance(answer, dict) else {}
 
 
 def ensure(settings: Settings) -> HomeServer:
-    """The home's server, started (and waited for) when none is up."""
+    """The home's server, started (and waited for) when none is up. The idle clock
+    restarts as it returns, so a caller without a lease yet has a whole idle time to take
+    one; :func:`api` takes its lease before."""
     folder = settings.prefect_home
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / "server.lock"):
-        if (server := running(settings)) is not None:
-            return server
-        (folder / STATE).unlink(missing_ok=True)
-        engine_env.prepare_logs(settings)
-        supervisor = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "loopline.pipelines.local.prefect_server",
-                "--home",
-                str(settings.home),
-                "--port",
-                str(_port(settings.prefect.port)),
-                "--idle",
-                str(settings.prefect.idle_s),
-            ],
-            env={**os.environ, **engine_env.engine_environment(settings), "PREFECT_API_URL": ""},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(settings.logs / "prefect-server.log", "ab"),  # noqa: SIM115 - the child's
-            start_new_session=True,  # outlives this command; it stops itself when idle
-        )
-        return _wait_started(settings, supervisor)
+        server = running(settings) or _start(settings)
+    (folder / LEASES).mkdir(exist_ok=True)
+    (folder / LEASES / ".last").touch()
+    return server
 
 
-def _wait_started(settings: Settings, supervisor: subprocess.Popen) -> HomeServer:
+def _start(settings: Settings) -> HomeServer:
+    """Wait for this home's supervisor if one is starting its server, else start one."""
+    folder = settings.prefect_home
+    if (starting := recorded(settings)) is not None and _supervises(starting.pid, settings):
+        return _wait_started(settings, starting.pid, lambda: processes.alive(starting.pid))
+    (folder / STATE).unlink(missing_ok=True)
+    engine_env.prepare_logs(settings)
+    supervisor = subprocess.Popen(
+        [
+            *(sys.executable, "-m", SUPERVISOR, "--home", str(settings.home)),
+            *("--port", str(settings.prefect.port), "--idle", str(settings.prefect.idle_s)),
+        ],
+        env={**os.environ, **engine_env.engine_environment(settings), "PREFECT_API_URL": ""},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(settings.logs / "prefect-server.log", "ab"),  # noqa: SIM115 - the child's
+        start_new_session=True,  # outlives this command; it stops itself when idle
+    )
+    return _wait_started(settings, supervisor.pid, lambda: supervisor.poll() is None)
+
+
+def _supervises(pid: int, settings: Settings) -> bool:
+    """Whether ``pid`` is a supervisor of this home (one still starting its server)."""
+    try:
+        command = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return SUPERVISOR in command and str(settings.home) in command and "--serve" not in command
+
+
+def _wait_started(settings: Settings, pid: int, alive: Callable[[], bool]) -> HomeServer:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if supervisor.poll() is not None:
-            raise RuntimeError(
+        if not alive():
+            raise PrefectServerError(
                 f"the Prefect server for {settings.home} did not start; "
                 f"see {settings.logs / 'prefect-server.log'}"
             )
         if (server := running(settings)) is not None:
             return server
         time.sleep(0.2)
-    processes.stop_tree(supervisor.pid)
-    raise TimeoutError(
+    processes.stop_tree(pid)
+    raise PrefectServerError(
         f"the Prefect server for {settings.home} did not answer within {START_TIMEOUT_S:.0f} s; "
         f"see {settings.logs / 'prefect-server.log'}"
     )
 
 
 def stop(settings: Settings, timeout: float = 30) -> bool:
-    """Stop the home's server; True if one was running."""
+    """Stop the home's server, or the supervisor still starting it; True if one was."""
     server = running(settings)
     if server is None:
-        return False
+        server = recorded(settings)
+        if server is None or not _supervises(server.pid, settings):
+            return False
     os.kill(server.pid, signal.SIGTERM)  # the supervisor stops its server, then exits
     deadline = time.monotonic() + timeout
     while processes.alive(server.pid) and time.monotonic() < deadline:
@@ -134,7 +196,7 @@ def stop(settings: Settings, timeout: float = 30) -> bool:
 
 @contextlib.contextmanager
 def lease(settings: Settings) -> Iterator[None]:
-    """Keep the home's server up while this process uses it."""
+    """Keep the home's server up while this process uses it (take it before ``ensure``)."""
     folder = settings.prefect_home / LEASES
     folder.mkdir(parents=True, exist_ok=True)
     mine = folder / str(os.getpid())
@@ -148,7 +210,18 @@ def lease(settings: Settings) -> Iterator[None]:
 
 def other_leases(settings: Settings) -> list[int]:
     """Live processes other than this one that hold a lease on the home's server."""
-    return [pid for pid in _live_leases(settings.prefect_home / LEASES) if pid != os.getpid()]
+    return [pid for pid in live_leases(settings.prefect_home / LEASES) if pid != os.getpid()]
+
+
+def live_leases(folder: Path) -> list[int]:
+    """The pids holding a lease in ``folder``; leases of dead processes are removed."""
+    live = []
+    for path in folder.glob("[0-9]*"):
+        if processes.alive(int(path.name)):
+            live.append(int(path.name))
+        else:
+            path.unlink(missing_ok=True)  # its command was killed
+    return live
 
 
 @contextlib.contextmanager
@@ -156,37 +229,19 @@ def api(settings: Settings) -> Iterator[str]:
     """The Prefect API this process should use, held for the duration of the block.
 
     An exported ``PREFECT_API_URL`` wins; otherwise the home's server is started or
-    reused, and ``PREFECT_API_URL`` is exported to this process and its children.
+    reused, and ``PREFECT_API_URL`` is exported to this process and its children. The
+    lease comes first, so a short idle time cannot stop the server this waits for.
     """
     if exported := os.environ.get("PREFECT_API_URL"):
         yield exported
         return
-    server = ensure(settings)
     with lease(settings):
+        server = ensure(settings)
         os.environ["PREFECT_API_URL"] = server.api_url
         try:
             yield server.api_url
         finally:
             os.environ.pop("PREFECT_API_URL", None)
-
-
-def healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _port(wanted: int) -> int:
-    """``wanted`` (``LOOPLINE_PREFECT_PORT``, 4200) when free, else any free port."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", wanted))
-            return wanted
-        except OSError:
-            probe.bind(("127.0.0.1", 0))
-            return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -218,75 +273,3 @@ def ensure_work_pool() -> None:
 
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
-
-
-# -- the supervisor: `python -m loopline.pipelines.local.prefect_server` -------------------------------
-
-
-def _supervise(home: Path, port: int, idle: float) -> int:
-    from loopline.core.settings import load_settings
-
-    settings = load_settings({**os.environ, "LOOPLINE_HOME": str(home)})
-    folder = settings.prefect_home
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    server = subprocess.Popen(
-        [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=processes.die_with_parent,  # a killed supervisor takes its server along
-    )
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-    state = HomeServer(os.getpid(), port)
-    (folder / STATE).write_text(json.dumps(asdict(state)))
-    last_active = time.time()
-    try:
-        while not stopping and server.poll() is None:
-            time.sleep(1)
-            if _live_leases(folder / LEASES):
-                last_active = time.time()
-            last_active = max(last_active, _mtime(folder / LEASES / ".last"))
-            if time.time() - last_active > idle > 0:
-                print(
-                    f"no loopline command used the server for {idle:.0f} s; stopping",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                break
-    finally:
-        with contextlib.suppress(OSError):
-            if json.loads((folder / STATE).read_text())["pid"] == os.getpid():
-                (folder / STATE).unlink()
-        processes.stop_tree(server.pid)
-    return 0
-
-
-def _live_leases(folder: Path) -> list[int]:
-    live = []
-    for path in folder.glob("[0-9]*"):
-        if processes.alive(int(path.name)):
-            live.append(int(path.name))
-        else:
-            path.unlink(missing_ok=True)  # its command was killed
-    return live
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Supervise the Prefect server of one home.")
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--idle", type=float, required=True)
-    args = parser.parse_args(argv)
-    return _supervise(args.home, args.port, args.idle)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
