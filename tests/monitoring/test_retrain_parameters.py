@@ -91,3 +91,16 @@ def test_the_policy_overrides_the_champions_parameters(started, tmp_path):
     assert arguments["arch"] == "resnet18"
     with pytest.raises(PolicyError, match="learning_rate.*known: amp, arch"):
         parse_policy({"retrain_parameters": {"learning_rate": 0.1}})
+
+
+def test_a_registered_champions_record_is_what_its_retraining_reads(settings, digits_dir, tmp_path):
+    """Not a stand-in: the lineage a real registration keeps, read back by version."""
+    from loopline.ml.training_loop import TrainConfig
+    from tests.conftest import train_and_register
+
+    config = TrainConfig(epochs=1, hidden=48, dropout=0.3, lr=0.002)
+    assert train_and_register(settings, digits_dir, tmp_path / "v1", config)["promoted"]
+    recorded = retrain.champion_hyperparameters(settings, settings.model_name, "1")
+    assert recorded["arch"] == "cnn"  # auto, resolved for images when it trained
+    assert (recorded["hidden"], recorded["dropout"], recorded["lr"]) == (48, 0.3, 0.002)
+    assert "workers" not in recorded and "augment" not in recorded
