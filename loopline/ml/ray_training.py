@@ -15,6 +15,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,11 +54,15 @@ class RaySession:
     def latest_checkpoint(self) -> Path | None:
         return self._restored
 
-    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+    def report(self, metrics: dict, write: Callable[[Path], None] | None) -> None:
         import ray.train
 
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        if write is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # Ray copies it into its storage
+            write(Path(tmp))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     def progress(self, total: int, initial: int):
         if self.rank != 0:

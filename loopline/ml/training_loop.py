@@ -6,15 +6,18 @@ same loop in-process (tests, benchmarks, a GPU check without a Ray cluster).
 
 Each epoch ends with a checkpoint holding the current and best weights, the optimizer
 and the early-stopping state, so a killed run resumes where it stopped. Randomness is
-re-seeded per epoch, so a resumed run matches an uninterrupted one.
+re-seeded per epoch, so a resumed run matches an uninterrupted one. Checkpoints are
+safetensors and JSON only (the optimizer's state too): nothing in them is unpickled, and
+an epoch of a small model is not outweighed by pickling its optimizer.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -47,7 +50,8 @@ from loopline.ml.weights import save_weights, unwrap
 STATE = "state.json"
 BEST = "best.safetensors"
 CURRENT = "model.safetensors"
-OPTIMIZER = "optimizer.pt"
+OPTIMIZER = "optimizer.safetensors"  # the state's tensors; its groups: OPTIMIZER_GROUPS
+OPTIMIZER_GROUPS = "optimizer.json"
 
 
 def _hyper(default, help: str):
@@ -149,7 +153,10 @@ class TrainSession(Protocol):
 
     def prepare_model(self, model: nn.Module, *, partly_frozen: bool = False) -> nn.Module: ...
     def latest_checkpoint(self) -> Path | None: ...
-    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
+    def report(self, metrics: dict, write: Callable[[Path], None] | None) -> None:
+        """Record an epoch's metrics, and its checkpoint when ``write`` (which fills a
+        folder) is given: rank 0 writes it, every rank reports."""
+
     def progress(self, total: int, initial: int) -> ProgressBar: ...
 
 
@@ -210,9 +217,8 @@ def fit(
             best = _cpu_state(model)
         state.epoch += 1
         state.history = [*(state.history or []), metrics]
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = _write_checkpoint(Path(tmp), model, best, optimizer, state, session)
-            session.report(metrics, checkpoint)
+        write = functools.partial(_write_checkpoint, model=model, best=best, optimizer=optimizer, state=state)  # fmt: skip
+        session.report(metrics, write if session.rank == 0 else None)
         if logger:
             logger.log(metrics)
         bar.set_description(f"epoch {state.epoch} val_loss {val_loss:.3f} val_acc {val_acc:.3f}")
@@ -397,14 +403,36 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
 
 
-def _write_checkpoint(folder, model, best, optimizer, state, session) -> Path | None:
-    if session.rank != 0:
-        return None
+def _write_checkpoint(folder: Path, *, model, best, optimizer, state) -> None:
     save_weights(folder / CURRENT, model)
     save_file(best, str(folder / BEST))
-    torch.save(optimizer.state_dict(), folder / OPTIMIZER)
+    _save_optimizer(optimizer, folder)
     (folder / STATE).write_text(json.dumps(asdict(state), indent=2))
-    return folder
+
+
+def _save_optimizer(optimizer, folder: Path) -> None:
+    """The optimizer's state as tensors (safetensors) and its groups as JSON."""
+    saved = optimizer.state_dict()
+    tensors, numbers = {}, {}
+    for index, entries in saved["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                numbers[f"{index}.{key}"] = value
+    save_file(tensors, str(folder / OPTIMIZER))
+    meta = {"param_groups": saved["param_groups"], "numbers": numbers}
+    (folder / OPTIMIZER_GROUPS).write_text(json.dumps(meta))
+
+
+def _load_optimizer(optimizer, folder: Path) -> None:
+    meta = json.loads((folder / OPTIMIZER_GROUPS).read_text())
+    state: dict[int, dict] = {}
+    flat = {**load_file(str(folder / OPTIMIZER)), **meta["numbers"]}
+    for name, value in flat.items():
+        index, _, key = name.partition(".")
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 def _restore(
@@ -413,7 +441,7 @@ def _restore(
     if checkpoint is None:
         return TrainState(), None
     unwrap(model).load_state_dict(load_file(str(checkpoint / CURRENT)))
-    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER, weights_only=True))
+    _load_optimizer(optimizer, checkpoint)
     state = read_state(checkpoint)
     state.resumed_from_epoch = state.epoch
     return state, load_file(str(checkpoint / BEST))
@@ -462,9 +490,18 @@ class LocalSession:
         found = sorted(self.folder.glob("checkpoint_*"))
         return found[-1] if found else None
 
-    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
-        if checkpoint_dir is not None:
-            shutil.copytree(checkpoint_dir, self.folder / f"checkpoint_{metrics['epoch']:06d}")
+    def report(self, metrics: dict, write: Callable[[Path], None] | None) -> None:
+        if write is None:
+            return
+        # Written in place under a name latest_checkpoint skips, then renamed: a run killed
+        # mid-write leaves the previous epoch's checkpoint as the latest, never a torn one.
+        final = self.folder / f"checkpoint_{metrics['epoch']:06d}"
+        partial = self.folder / f".partial-{final.name}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        write(partial)
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
 
     def progress(self, total: int, initial: int) -> ProgressBar:
         if path := progress.target():

@@ -56,3 +56,19 @@ def test_bad_config_names_every_problem():
     assert "epochs must be positive" in str(info.value)
     assert "dropout must be in [0, 1)" in str(info.value)
     assert "lr must be positive" in str(info.value)
+
+
+def test_a_checkpoint_unpickles_nothing_and_a_torn_one_is_never_the_latest(digits_dir, tmp_path):
+    session = LocalSession(tmp_path / "run")
+    fit(TrainConfig(epochs=2, patience=10), digits_dir, session)
+    latest = session.latest_checkpoint()
+    assert latest.name == "checkpoint_000001"
+    assert {p.suffix for p in latest.iterdir()} == {".safetensors", ".json"}
+    # A run killed while writing epoch 2 left its folder half-written: resuming skips it.
+    torn = session.folder / ".partial-checkpoint_000002"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"\0" * 10)
+    assert session.latest_checkpoint() == latest
+    state = fit(TrainConfig(epochs=3, patience=10), digits_dir, session)
+    assert state.resumed_from_epoch == 2 and session.latest_checkpoint().name == "checkpoint_000002"
+    assert not torn.exists()  # written afresh, then renamed
