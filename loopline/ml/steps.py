@@ -315,9 +315,11 @@ def evaluate_step(
         plots.insert(0, plot_training_curves(training["history"], out / "training_curves.png"))
     (out / "report.html").write_text(html_report(result, schema, plots, spec.arch))
     registry = Registry(settings)
-    registry.log_metrics(
-        training["mlflow_run_id"], {f"test_{k}": v for k, v in result.headline().items()}
-    )
+    scored = {f"test_{k}": v for k, v in result.headline().items()}
+    for baseline in result.baselines.get("baselines", []):  # beside the model in MLflow too
+        slug = baseline["name"].replace(" ", "_")
+        scored |= {f"baseline_{slug}_{k}": v for k, v in baseline["scores"].items()}
+    registry.log_metrics(training["mlflow_run_id"], scored)
     registry.log_files(training["mlflow_run_id"], out, "evaluation")
     record = lineage.record(
         out,

@@ -53,6 +53,11 @@ def test_an_evaluation_shows_its_baselines_and_the_summary_warns(settings, tmp_p
     page = (tmp_path / "eval" / "report.html").read_text()
     assert f"Baselines on the same {written['samples']} test rows" in page
     assert "does not beat the logistic regression baseline" in page
+    from loopline.storage.registry import Registry
+
+    run = json.loads((model / "training.json").read_text())["mlflow_run_id"]
+    logged = Registry(settings).client.get_run(run).data.metrics
+    assert logged["baseline_logistic_regression_accuracy"] > logged["test_accuracy"]
     console = Console(record=True, width=200)
     baseline_line({"baseline": summary["baselines"]}, console)
     assert "warning: the model's accuracy" in console.export_text()
