@@ -132,9 +132,10 @@ def check_samples_per_class(schema: DatasetSchema, full: pd.DataFrame, minimum: 
     ]
     if details:  # the fix: more data, or a minimum this data meets, by its parameter's name
         fewest = int(min((n for n in counts if n > 0), default=1))
-        details.append(
+        details.insert(  # first: the report shows the first 20 details only
+            0,
             "add rows of the small classes, or accept fewer with "
-            f"--param min_samples_per_class={fewest} (loopline run or schedule)"
+            f"--param min_samples_per_class={fewest} (loopline run or schedule):",
         )
     return _result("samples_per_class", details, f"every class has >= {minimum} samples")
 

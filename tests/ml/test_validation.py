@@ -81,7 +81,7 @@ def test_too_few_samples_per_class(dataset_copy):
     for split in ("train", "val", "test"):
         edit(dataset_copy, split, lambda f: _drop_class(f, 3, 0.3))
     problems = failed(dataset_copy)
-    detail, fix = problems["samples_per_class"].details
+    fix, detail = problems["samples_per_class"].details
     assert detail.startswith("class 3: ") and detail.endswith("need at least 100")
     # The refusal names the fix: the parameter, with a value this data meets.
     fewest = detail.removeprefix("class 3: ").split(" ")[0]
