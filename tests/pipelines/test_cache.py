@@ -112,3 +112,22 @@ def test_identical_tasks_of_one_run_all_run_and_a_later_run_is_served(tmp_path):
     assert len(first) == 3 and not any(first.values())  # no iteration served by another
     second, _ = run(repeated, {}, tmp_path)
     assert len(second) == 3 and all(second.values())  # caching is across runs
+
+
+def test_a_huge_path_is_keyed_by_stat_data_and_a_vast_folder_by_its_path(tmp_path, monkeypatch):
+    from loopline.pipelines.local import cache as cache_module
+
+    cache = TaskCache(tmp_path / "cache")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 100)
+    monkeypatch.setattr(cache_module, "MAX_HASHED_BYTES", 10)
+    before = cache.path_hash(big)
+    assert before.startswith("stat:")  # never read whole
+    os.utime(big, ns=(1, 1))
+    assert cache.path_hash(big) != before  # any change is a miss
+    folder = tmp_path / "home"
+    folder.mkdir()
+    for name in "abc":
+        (folder / name).write_text(name)
+    monkeypatch.setattr(cache_module, "MAX_FILES", 2)
+    assert cache.path_hash(folder) == f"path:{folder}"

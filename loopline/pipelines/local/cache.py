@@ -8,8 +8,10 @@ A string parameter that names a local file or folder (``dataset=/data/cancer.csv
 keyed on that path's content too, not on the string alone: a scheduled run after the CSV
 was edited in place ingests it afresh. Size, mtime, ctime and inode are the fast check;
 only when they change is the content hashed again (that hash is the key, so a touched but
-unchanged file is still a hit). Other strings, remote URIs included, are keyed as they are:
-no loopline source reads a remote URI, and Kubeflow's own cache keys on the string.
+unchanged file is still a hit). Past 8 GiB the stat data is the key; past 100,000 files
+(a home, a repository: no dataset) the path is, with a warning. Other strings, remote URIs
+included, are keyed as they are: no loopline source reads a remote URI, and Kubeflow's own
+cache keys on the string.
 
 Caching is across runs: a task is never served from an entry its own run wrote, so every
 iteration of a loop, and every repeat of an identical task, runs in each run. Kubeflow keys
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from pathlib import Path
 from threading import Lock
@@ -32,6 +35,12 @@ from typing import Any
 from loopline.core.lineage import content_hash
 
 PLACEHOLDER_PREFIX = "{{$"
+# A path parameter's limits: past MAX_FILES files it is keyed by its path (a home or a
+# repository is no dataset), past MAX_HASHED_BYTES by its stat data, never read.
+MAX_FILES = 100_000
+MAX_HASHED_BYTES = 8 << 30
+
+log = logging.getLogger("loopline.run")
 
 
 class TaskCache:
@@ -60,7 +69,18 @@ class TaskCache:
         """The content hash of a local file or folder, recomputed only when its size,
         mtime, ctime or inode (any file's, for a folder) changed since the last time this
         cache hashed it, in this process or an earlier one."""
-        signature = _signature(path)
+        found = _signature(path)
+        if found is None:  # a home or a repository, not a dataset: walking it is the cost
+            log.warning(
+                "a parameter names %s, a folder of more than %d files: the task cache keys "
+                "it by its path only; pass --no-cache when its content changed",
+                path,
+                MAX_FILES,
+            )
+            return f"path:{path}"
+        signature, size = found
+        if size > MAX_HASHED_BYTES:  # not read again on every change: any change is a miss
+            return f"stat:{signature}"
         memo = self.folder / "paths" / f"{hashlib.sha256(str(path).encode()).hexdigest()}.json"
         with self._lock:
             try:
@@ -129,16 +149,25 @@ def local_path(value: object) -> Path | None:
     return None if path.parent == path else path
 
 
-def _signature(path: Path) -> str:
-    """A cheap digest of a file's or folder's stat data: what the fast check compares."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
+def _signature(path: Path) -> tuple[str, int] | None:
+    """A cheap digest of a file's or folder's stat data (what the fast check compares) and
+    its size in bytes; None for a folder of more than :data:`MAX_FILES` files."""
+    files = [path] if path.is_file() else []
+    if not files:
+        for file in path.rglob("*"):
+            if file.is_file():
+                files.append(file)
+                if len(files) > MAX_FILES:
+                    return None
+        files.sort()
+    digest, size = hashlib.sha256(), 0
     for file in files:
         stat = file.stat()
         fields = (file.relative_to(path) if file != path else file.name, stat.st_size)
         fields += (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         digest.update(repr(fields).encode())
-    return digest.hexdigest()
+        size += stat.st_size
+    return digest.hexdigest(), size
 
 
 def _artifacts(entry: dict) -> list[dict]:
