@@ -6,6 +6,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
 from tests.pipelines.artifact_types import BQTable
+from tests.pipelines.semantics_pipelines import defaults_of_a_sub_pipeline
 
 
 @dsl.component
@@ -310,4 +311,5 @@ FEATURES = {
     "artifact_metadata": (artifact_metadata, {"rows": 3}),
     "branches_in_loop": (branches_in_loop, {"threshold": 5}),
     "several_exit_handlers": (several_exit_handlers, {"message": "bye"}),
+    "sub_pipeline_defaults": (defaults_of_a_sub_pipeline, {}),
 }

@@ -56,8 +56,6 @@ def python_call(
 
 
 def run_in_this_process(call: PythonCall) -> None:
-    from kfp.dsl.executor import Executor
-
     environment = _exactly if call.exact_env else _adding
     with _output_to(call.log_path), environment(call.env), tempfile.TemporaryDirectory() as tmp:
         name = f"loopline_component_{uuid.uuid4().hex}"
@@ -69,7 +67,7 @@ def run_in_this_process(call: PythonCall) -> None:
         try:
             spec.loader.exec_module(module)
             component = getattr(module, call.function)
-            Executor(executor_input=call.executor_input, function_to_execute=component).execute()
+            _executor()(executor_input=call.executor_input, function_to_execute=component).execute()
         except SystemExit as exc:  # on Kubeflow a failed task; here it must not end the flow
             if exc.code not in (0, None):
                 traceback.print_exc()
@@ -79,6 +77,33 @@ def run_in_this_process(call: PythonCall) -> None:
             raise
         finally:
             sys.modules.pop(name, None)
+
+
+def _executor() -> type:
+    """KFP's executor, whose return type check names the output and the value."""
+    from kfp.dsl.executor import Executor, is_parameter
+
+    class Checked(Executor):
+        def handle_single_return_value(self, output_name, annotation_type, return_value):
+            wanted = getattr(annotation_type, "__origin__", None) or annotation_type
+            allowed = (int, float) if wanted is float else wanted
+            if is_parameter(annotation_type) and not isinstance(return_value, allowed):
+                raise ValueError(
+                    f"output {output_name} is declared {_name(annotation_type)}, but the "
+                    f"component returned {return_value!r}, of type "
+                    f"{type(return_value).__name__}; return that type, or declare the one "
+                    f"it returns"
+                )
+            super().handle_single_return_value(output_name, annotation_type, return_value)
+
+    return Checked
+
+
+def _name(annotation: object) -> str:
+    """``int``, ``List[int]``: a return annotation as it was written."""
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 @contextlib.contextmanager

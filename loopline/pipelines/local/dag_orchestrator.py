@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -23,20 +24,23 @@ from threading import BoundedSemaphore
 from typing import Any
 
 from loopline.core.errors import LooplineError
+from loopline.core.layout import ERROR
 from loopline.pipelines.ir import PipelineIR
 from loopline.pipelines.local import component_runtime
 from loopline.pipelines.local.cache import TaskCache
 from loopline.pipelines.local.conditions import evaluate
-from loopline.pipelines.local.results import RunListener, Status, TaskRecord
+from loopline.pipelines.local.results import TASK_LOG, RunListener, Status, TaskRecord
 from loopline.pipelines.local.scope import (
     Collected,
     Node,
     Outputs,
+    check_outputs,
     coerce_arguments,
     dag_outputs,
     resolve_inputs,
     topological,
     upstream,
+    with_defaults,
 )
 from loopline.pipelines.local.task_dispatcher import RunPlace, TaskDispatcher, paths
 
@@ -46,13 +50,21 @@ log = logging.getLogger("loopline.run")
 TaskWrapper = Callable[[str, dict, Callable[..., Outputs]], Callable[..., Outputs]]
 
 
-class PipelineFailed(LooplineError, RuntimeError):
-    """A task failed; the message names the task and its error."""
+# The DAGs the KFP compiler makes for dsl.If/Elif/Else, ParallelFor and ExitHandler, as
+# opposed to pipelines used as components: their outputs are typed as their consumers
+# see them (a loop's body declares the list its iterations make together).
+_GROUP = re.compile(r"comp-(condition|condition-branches|for-loop|exit-handler)-\d+")
 
-    def __init__(self, task: str, error: BaseException):
-        super().__init__(f"task {task} failed: {error}")
+
+class PipelineFailed(LooplineError, RuntimeError):
+    """A task failed; the message names the task, its error and its log."""
+
+    def __init__(self, task: str, error: BaseException, log: Path | None = None):
+        where = f" (its log: {log})" if log else ""
+        super().__init__(f"task {task} failed: {error}{where}")
         self.task = task
         self.error = error
+        self.log = log
 
 
 class PipelineRun:
@@ -92,7 +104,12 @@ class PipelineRun:
         inputs = Outputs(parameters=coerce_arguments(self.ir, arguments))
         node = self._run_dag(self.ir.root, inputs, prefix="")
         if node.status is Status.FAILED:
-            raise PipelineFailed(node.failed_task, node.error)
+            log = self.place.task_dir(node.failed_task) / TASK_LOG
+            raise PipelineFailed(node.failed_task, node.error, log if log.exists() else None)
+        try:
+            self._check_dag_outputs(self.ir.root, node, prefix="")
+        except Exception as exc:  # the pipeline itself returned the wrong type
+            raise PipelineFailed(self.ir.name, exc) from None
         return {**node.outputs.parameters, **node.outputs.artifacts}
 
     def task_outputs_json(self) -> dict[str, dict[str, Any]]:
@@ -130,19 +147,32 @@ class PipelineRun:
             )
             return self._skipped(prefix + name)
         try:
-            inputs = resolve_inputs(task, scope, done)
+            component = self.ir.component(task["componentRef"]["name"])
+            inputs = resolve_inputs(task, scope, done, component.get("inputDefinitions"))
             if policy.get("condition") and not evaluate(policy["condition"], inputs.parameters):
                 return self._skipped(prefix + name)
-            component = self.ir.component(task["componentRef"]["name"])
             if "parameterIterator" in task or "artifactIterator" in task:
                 return self._run_loop(name, task, component, inputs, prefix)
             if "dag" in component:
-                return self._run_dag(component, inputs, prefix=f"{prefix}{name}.")
+                inputs = with_defaults(component, inputs)  # as the caller left them out
+                node = self._run_dag(component, inputs, prefix=f"{prefix}{name}.")
+                if node.status is Status.SUCCEEDED and not _GROUP.fullmatch(
+                    task["componentRef"]["name"]
+                ):
+                    self._check_dag_outputs(component, node, prefix=f"{prefix}{name}.")
+                return node
             return Node(Status.SUCCEEDED, self._run_leaf(prefix + name, task, component, inputs))
         except PipelineFailed as exc:
             return Node(Status.FAILED, error=exc.error, failed_task=exc.task)
         except Exception as exc:  # one task's failure must not crash the run: record it
+            self._record_failure(prefix + name, exc)
             return Node(Status.FAILED, error=exc, failed_task=prefix + name)
+
+    def _check_dag_outputs(self, component: dict, node: Node, prefix: str) -> None:
+        def who(output: str) -> str:
+            return f"task {prefix}{_producer(self.ir, component, output)}"
+
+        check_outputs(component, node.outputs, who)
 
     def _run_loop(
         self, name: str, task: dict, component: dict, inputs: Outputs, prefix: str
@@ -190,9 +220,10 @@ class PipelineRun:
             else:  # a component call: the Prefect layer makes it a Prefect task
                 call = self.task_wrapper(name, task, self.dispatcher.run)
                 outputs = call(name, task, component, inputs)
-        except Exception:
+        except Exception as exc:
+            self._note(name, exc)
             self._record(name, Status.FAILED, started)
-            raise
+            raise PipelineFailed(name, exc) from exc
         self.leaf_outputs[name] = outputs
         self._record(name, Status.SUCCEEDED, started, cached=outputs.from_cache)
         return outputs
@@ -206,6 +237,21 @@ class PipelineRun:
         if self.listener:
             self.listener.task_finished(record)
 
+    def _record_failure(self, name: str, error: BaseException) -> None:
+        """A task that failed before its component ran (its inputs, its condition)."""
+        self._note(name, error)
+        self._record(name, Status.FAILED)
+
+    def _note(self, name: str, error: BaseException) -> None:
+        """The failure at the end of the task's log, and as its error unless it wrote one."""
+        folder = self.place.task_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        message = f"task {name} failed: {type(error).__name__}: {error}\n"
+        with open(folder / TASK_LOG, "a") as log:
+            log.write(f"loopline: {message}")
+        if not (folder / ERROR).exists():
+            (folder / ERROR).write_text(message)
+
     def _skipped(self, name: str) -> Node:
         self._record(name, Status.SKIPPED)
         return Node(Status.SKIPPED)
@@ -215,6 +261,22 @@ def _first_failure(nodes: Iterable[Node]) -> Node | None:
     """A DAG fails with its first failed task's error, once all its tasks have ended."""
     failed = next((n for n in nodes if n.status is Status.FAILED), None)
     return failed and Node(Status.FAILED, error=failed.error, failed_task=failed.failed_task)
+
+
+def _producer(ir: PipelineIR, component: dict, output: str) -> str:
+    """The leaf task, as a path under ``component``, that makes a DAG's parameter output
+    (the first branch's, for a ``dsl.OneOf``)."""
+    spec = component["dag"].get("outputs", {}).get("parameters", {}).get(output, {})
+    selectors = spec.get("valueFromOneof", {}).get("parameterSelectors") or [
+        spec.get("valueFromParameter")
+    ]
+    if not selectors[0]:
+        return "?"
+    task = selectors[0]["producerSubtask"]
+    inner = ir.component(component["dag"]["tasks"][task]["componentRef"]["name"])
+    if "dag" in inner:
+        return f"{task}.{_producer(ir, inner, selectors[0]['outputParameterKey'])}"
+    return task
 
 
 def _collect(nodes: list[Node]) -> Outputs:

@@ -7,10 +7,11 @@ upstream tasks' outputs, or from constants; a DAG's outputs come from its tasks,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopline.core.errors import UsageError
+from loopline.core.errors import LooplineError, UsageError
 from loopline.pipelines.ir import PipelineIR
 from loopline.pipelines.local.conditions import select
 from loopline.pipelines.local.results import Status
@@ -122,39 +123,100 @@ def topological(tasks: dict) -> list[str]:
     return order
 
 
-def resolve_inputs(task: dict, scope: Outputs, done: dict[str, Node]) -> Outputs:
-    """``task``'s inputs from its DAG's ``scope`` and the ``done`` upstream tasks."""
+class UnresolvedInput(LooplineError):
+    """A task's input has no value: the message says why and what to change."""
+
+    def __init__(self, name: str, why: str, fix: str):
+        super().__init__(f"input {name} has no value: {why}; {fix}")
+        self.input = name
+
+
+def resolve_inputs(
+    task: dict, scope: Outputs, done: dict[str, Node], declared: dict | None = None
+) -> Outputs:
+    """``task``'s inputs from its DAG's ``scope`` and the ``done`` upstream tasks.
+
+    An input without a value (an optional pipeline input left out, the output of an
+    upstream task that failed under ``.ignore_upstream_failure()``) is left out when the
+    component ``declared`` it optional or with a default, as Kubeflow's driver does: the
+    task then runs with that default. Otherwise it raises :class:`UnresolvedInput`.
+    """
     resolved = Outputs()
     inputs = task.get("inputs", {})
-    for key, spec in inputs.get("parameters", {}).items():
-        if "componentInputParameter" in spec:
-            value = scope.parameters[spec["componentInputParameter"]]
-            if "parameterExpressionSelector" in spec:  # a loop item's field: item.a
-                value = select(spec["parameterExpressionSelector"], value)
-            resolved.parameters[key] = value
-        elif "taskOutputParameter" in spec:
-            source = spec["taskOutputParameter"]
-            resolved.parameters[key] = done[source["producerTask"]].outputs.parameters[
-                source["outputParameterKey"]
-            ]
-        elif "runtimeValue" in spec:
-            resolved.parameters[key] = spec["runtimeValue"]["constant"]
-        elif "taskFinalStatus" in spec:
-            node = done[spec["taskFinalStatus"]["producerTask"]]
-            resolved.parameters[key] = {
-                "state": "SUCCEEDED" if node.status is Status.SUCCEEDED else "FAILED",
-                "pipelineTaskName": spec["taskFinalStatus"]["producerTask"],
-                "error": {"message": str(node.error)} if node.error else {},
-            }
-    for key, spec in inputs.get("artifacts", {}).items():
-        if "componentInputArtifact" in spec:
-            resolved.artifacts[key] = scope.artifacts[spec["componentInputArtifact"]]
-        elif "taskOutputArtifact" in spec:
-            source = spec["taskOutputArtifact"]
-            resolved.artifacts[key] = done[source["producerTask"]].outputs.artifacts[
-                source["outputArtifactKey"]
-            ]
+    for kind in ("parameters", "artifacts"):
+        for key, spec in inputs.get(kind, {}).items():
+            value = _value(kind, spec, scope, done)
+            if value is _NONE:
+                continue
+            if isinstance(value, _Missing):
+                wanted = (declared or {}).get(kind, {}).get(key, {})
+                if "defaultValue" in wanted or wanted.get("isOptional"):
+                    continue
+                raise UnresolvedInput(key, value.why, value.fix)
+            getattr(resolved, kind)[key] = value
     return resolved
+
+
+@dataclass
+class _Missing:
+    why: str
+    fix: str
+
+
+def _value(kind: str, spec: dict, scope: Outputs, done: dict[str, Node]) -> Any:
+    values = getattr(scope, kind)
+    if "componentInputParameter" in spec or "componentInputArtifact" in spec:
+        source = spec.get("componentInputParameter") or spec["componentInputArtifact"]
+        if source not in values:
+            return _Missing(
+                f"it reads its pipeline's input {source}, which was not given and has no default",
+                f"pass {source} to the pipeline (--param {source}=VALUE for a run's "
+                f"parameter), or give {source} a default"
+                if kind == "parameters"
+                else f"pass the artifact {source} to the pipeline, or declare this task's "
+                f"input Optional with a default of None",
+            )
+        value = values[source]
+        if "parameterExpressionSelector" in spec:  # a loop item's field: item.a
+            value = select(spec["parameterExpressionSelector"], value)
+        return value
+    if "taskOutputParameter" in spec or "taskOutputArtifact" in spec:
+        source = spec.get("taskOutputParameter") or spec["taskOutputArtifact"]
+        producer = source["producerTask"]
+        output = source.get("outputParameterKey") or source["outputArtifactKey"]
+        node = done[producer]
+        produced = getattr(node.outputs, kind)
+        if output in produced:
+            return produced[output]
+        how = {Status.FAILED: "failed", Status.SKIPPED: "was skipped"}.get(
+            node.status, "ended without it"
+        )
+        return _Missing(
+            f"upstream task {producer} {how} before producing its output {output}",
+            "give this input a default value, so that the task can run without it "
+            "(.ignore_upstream_failure() runs it with the default)",
+        )
+    if "runtimeValue" in spec:
+        return spec["runtimeValue"]["constant"]
+    if "taskFinalStatus" in spec:
+        node = done[spec["taskFinalStatus"]["producerTask"]]
+        return {
+            "state": "SUCCEEDED" if node.status is Status.SUCCEEDED else "FAILED",
+            "pipelineTaskName": spec["taskFinalStatus"]["producerTask"],
+            "error": {"message": str(node.error)} if node.error else {},
+        }
+    return _NONE  # no kind the local runner knows: left out, as before
+
+
+def with_defaults(component: dict, inputs: Outputs) -> Outputs:
+    """A sub-pipeline's inputs with the defaults of those its caller left out."""
+    declared = component.get("inputDefinitions", {}).get("parameters", {})
+    defaults = {
+        name: _cast(name, spec["defaultValue"], spec["parameterType"])
+        for name, spec in declared.items()
+        if name not in inputs.parameters and "defaultValue" in spec
+    }
+    return Outputs({**defaults, **inputs.parameters}, dict(inputs.artifacts))
 
 
 def dag_outputs(dag: dict, nodes: dict[str, Node]) -> Outputs:
@@ -186,3 +248,45 @@ def _first(nodes: dict[str, Node], selectors: list[dict], kind: str, key: str) -
         if node.status is Status.SUCCEEDED and selector[key] in values:
             return values[selector[key]]
     return _NONE
+
+
+_PYTHON = {
+    "NUMBER_INTEGER": "an int",
+    "NUMBER_DOUBLE": "a float",
+    "STRING": "a str",
+    "BOOLEAN": "a bool",
+    "LIST": "a list",
+    "STRUCT": "a dict",
+}
+
+
+class OutputTypeError(LooplineError, TypeError):
+    """A task or pipeline returned a value its declared output type does not allow."""
+
+
+def check_outputs(component: dict, outputs: Outputs, who: Callable[[str], str]) -> None:
+    """Refuse an output parameter whose value its declared type does not allow, as
+    Kubeflow's executor does; ``who(output)`` names what returned it."""
+    declared = component.get("outputDefinitions", {}).get("parameters", {})
+    for key, value in outputs.parameters.items():
+        kind = declared.get(key, {}).get("parameterType")
+        if kind in _PYTHON and not _allows(kind, value):
+            raise OutputTypeError(
+                f"output {key} is declared {kind} ({_PYTHON[kind]}), but {who(key)} returned "
+                f"{value!r}, {_article(type(value).__name__)}; return {_PYTHON[kind]} "
+                f"there, or declare the output with the type it returns"
+            )
+
+
+def _allows(kind: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return kind == "BOOLEAN"
+    if kind == "NUMBER_INTEGER":
+        return isinstance(value, int) or isinstance(value, float) and value.is_integer()
+    if kind == "NUMBER_DOUBLE":
+        return isinstance(value, int | float)
+    return isinstance(value, _TYPES[kind])
+
+
+def _article(name: str) -> str:
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"

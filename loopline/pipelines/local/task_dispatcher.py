@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from loopline.core import progress
 from loopline.pipelines.ir import EXECUTOR_MODULE, PipelineIR, declared_env
-from loopline.pipelines.local import component_envs, component_runtime
+from loopline.pipelines.local import component_envs, component_runtime, placeholders
 from loopline.pipelines.local.cache import TaskCache, from_cache, to_cache
 from loopline.pipelines.local.results import PROGRESS, TASK_LOG
-from loopline.pipelines.local.scope import Outputs
+from loopline.pipelines.local.scope import Outputs, check_outputs
 
 log = logging.getLogger("loopline.run")
 
@@ -40,10 +41,30 @@ class RunPlace:
     run_id: str
     run_name: str
     pipeline_root: Path
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    scheduled: datetime | None = None  # when a schedule meant it to start
 
     @property
     def run_dir(self) -> Path:
         return self.pipeline_root / self.run_name
+
+    @property
+    def workspace(self) -> Path:
+        """The folder ``dsl.WORKSPACE_PATH_PLACEHOLDER`` names: shared by the run's tasks."""
+        return self.run_dir / "workspace"
+
+    def placeholders(self, task_path: str) -> dict[str, str]:
+        """The run's placeholders and their values for one execution of a task."""
+        return placeholders.table(
+            run_name=self.run_name,
+            run_id=self.run_id,
+            task_name=task_path.rsplit(".", 1)[-1],
+            task_id=uuid.uuid4().hex,
+            pipeline_root=str(self.pipeline_root),
+            created=self.created,
+            scheduled=self.scheduled,
+            workspace=str(self.workspace),
+        )
 
     def task_dir(self, task_path: str) -> Path:
         """``for-loop-2[0].add`` -> ``<run>/for-loop-2-0/add``: one folder per execution."""
@@ -100,11 +121,15 @@ class TaskDispatcher:
         as_dict = executor_input_utils.executor_input_to_dict(executor_input, spec)
         env = self._environment(name, component, container, task_root)
         command, args = container.get("command", []), container.get("args", [])
+        values = self.place.placeholders(name)
+        if placeholders.used([as_dict["inputs"], command, args], placeholders.WORKSPACE):
+            self.place.workspace.mkdir(parents=True, exist_ok=True)
+        placeholders.fill_parameters(as_dict, values)
         if any(EXECUTOR_MODULE in part for part in command):
-            self._run_python(name, component, command, args, as_dict, env)
+            self._run_python(name, component, command, args, as_dict, env, values)
         else:
             full = placeholder_utils.replace_placeholders(
-                full_command=[*command, *args],
+                full_command=placeholders.fill_command([*command, *args], values),
                 executor_input_dict=as_dict,
                 pipeline_resource_name=self.place.run_name,
                 task_resource_name=name,
@@ -115,6 +140,7 @@ class TaskDispatcher:
             component_runtime.run_container(full, env, cwd=task_root, log_path=self._log(name))
         raw = executor_output_utils.get_outputs_for_task(executor_input, spec)
         outputs = _typed(component, _split(component, raw))
+        check_outputs(component, outputs, lambda output: "the task")  # before it is cached
         if key:
             entry = to_cache(
                 outputs.parameters, outputs.artifacts, task=name, run=self.place.run_name
@@ -134,7 +160,14 @@ class TaskDispatcher:
         return env
 
     def _run_python(
-        self, name: str, component: dict, command: list, args: list, as_dict: dict, env: dict
+        self,
+        name: str,
+        component: dict,
+        command: list,
+        args: list,
+        as_dict: dict,
+        env: dict,
+        values: dict[str, str],
     ) -> None:
         resolved = placeholder_utils.resolve_self_references_in_executor_input(
             executor_input_dict=as_dict,
@@ -142,9 +175,9 @@ class TaskDispatcher:
             task_resource_name=name,
             pipeline_root=str(self.place.pipeline_root),
             pipeline_job_id=self.place.run_id,
-            pipeline_task_id=uuid.uuid4().hex,
+            pipeline_task_id=values[placeholders.TASK_ID],
         )
-        _integral_list_items(component, resolved)
+        _integral_numbers(component, resolved)
         call = component_runtime.python_call(command, args, resolved, env, log_path=self._log(name))
         wanted = component_envs.requirements(command)
         if wanted:  # its own environment; without packages, a warm pool worker
@@ -198,18 +231,30 @@ def _typed(component: dict, outputs: Outputs) -> Outputs:
     return outputs
 
 
-def _integral_list_items(component: dict, executor_input: dict) -> None:
-    """Protobuf turns every number into a double: give fanned-in List[int] values back as ints.
+def _integral_numbers(component: dict, executor_input: dict) -> None:
+    """Protobuf turns every number into a double: give whole numbers inside list and dict
+    parameters back as ints, at any depth (``List[List[int]]``, ``Dict[str, List[int]]``).
 
-    (kfp.local hands them over as floats, so a ``List[int]`` consumer fails there.)
+    Kubeflow's launcher writes the executor input as JSON from Go, where a whole double is
+    ``1``, so a component there reads ints; kfp.local hands them over as floats, and a
+    ``List[int]`` consumer fails.
     """
     declared = component.get("inputDefinitions", {}).get("parameters", {})
     values = executor_input["inputs"].get("parameterValues", {})
     for name, spec in declared.items():
-        if spec["parameterType"] == "LIST" and isinstance(values.get(name), list):
-            values[name] = [
-                int(v) if isinstance(v, float) and v.is_integer() else v for v in values[name]
-            ]
+        if spec["parameterType"] in ("LIST", "STRUCT") and name in values:
+            values[name] = integral(values[name])
+
+
+def integral(value: Any) -> Any:
+    """``value`` with every whole float inside it, at any depth, an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    return value
 
 
 def _warn_resources(name: str, container: dict) -> None:
