@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -168,6 +169,31 @@ def test_a_server_of_another_home_is_refused_never_used(tmp_path, other_home_ser
     assert "server.json" in message and "delete" in message
     with pytest.raises(LooplineError):
         prefect_server.ensure(settings)
+
+
+def test_a_server_started_before_an_upgrade_is_stopped_not_refused(tmp_path, other_home_server):
+    """A release before tokens left this home's server running (server.json without a
+    token): `server --stop` stops it, where the token check alone would refuse it and
+    leave it running. Another home's tokenless server is still never touched."""
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path)})
+    settings.prefect_home.mkdir(parents=True)
+    earlier = subprocess.Popen(  # what 0.1.x's supervisor looks like: its command names the home
+        [sys.executable, "-c", "import time; time.sleep(120)", "-m",
+         prefect_server.EARLIER_SUPERVISOR, "--home", str(settings.home)]
+    )  # fmt: skip
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        state = settings.prefect_home / "server.json"
+        state.write_text(json.dumps({"pid": other.pid, "port": other_home_server}))
+        with pytest.raises(LooplineError):  # not this home's: refused, and left alone
+            prefect_server.stop(settings)
+        assert other.poll() is None
+        state.write_text(json.dumps({"pid": earlier.pid, "port": other_home_server}))
+        assert prefect_server.stop(settings) is True
+        assert earlier.wait(timeout=30) is not None
+    finally:
+        earlier.kill()
+        other.kill()
 
 
 def test_a_preferred_port_in_use_gives_a_port_the_os_chooses():

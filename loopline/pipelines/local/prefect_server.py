@@ -45,6 +45,7 @@ STATE = "server.json"
 LEASES = "leases"
 IDENTITY_PATH = "/loopline/home"  # the server's answer: its home and token
 SUPERVISOR = "loopline.pipelines.local.prefect_supervisor"
+EARLIER_SUPERVISOR = "loopline.pipelines.local.prefect_server"  # 0.1.x's, which had no token
 # A first start creates and migrates the database: over 20 s on a loaded 2-core machine,
 # minutes when several homes start at once.
 START_TIMEOUT_S = 300.0
@@ -124,6 +125,8 @@ def ensure(settings: Settings) -> HomeServer:
     folder = settings.prefect_home
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / "server.lock"):
+        if (earlier := _earlier_release(settings)) is not None:
+            _stop_supervisor(earlier)  # this home's, from before an upgrade: started anew
         server = running(settings) or _start(settings)
     (folder / LEASES).mkdir(exist_ok=True)
     (folder / LEASES / ".last").touch()
@@ -180,18 +183,40 @@ def _wait_started(settings: Settings, pid: int, alive: Callable[[], bool]) -> Ho
 
 def stop(settings: Settings, timeout: float = 30) -> bool:
     """Stop the home's server, or the supervisor still starting it; True if one was."""
+    if (earlier := _earlier_release(settings)) is not None:
+        _stop_supervisor(earlier, timeout)
+        return True
     server = running(settings)
     if server is None:
         server = recorded(settings)
         if server is None or not _supervises(server.pid, settings):
             return False
-    os.kill(server.pid, signal.SIGTERM)  # the supervisor stops its server, then exits
-    deadline = time.monotonic() + timeout
-    while processes.alive(server.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if processes.alive(server.pid):
-        processes.stop_tree(server.pid, grace=0)
+    _stop_supervisor(server.pid, timeout)
     return True
+
+
+def _stop_supervisor(pid: int, timeout: float = 30) -> None:
+    os.kill(pid, signal.SIGTERM)  # the supervisor stops its server, then exits
+    deadline = time.monotonic() + timeout
+    while processes.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if processes.alive(pid):
+        processes.stop_tree(pid, grace=0)
+
+
+def _earlier_release(settings: Settings) -> int | None:
+    """The pid of this home's server supervisor as a release before tokens started it
+    (still running across an upgrade), or None. Its server cannot prove whose it is, so
+    it is stopped rather than used; its command line names this home."""
+    server = recorded(settings)
+    if server is None or server.token or not processes.alive(server.pid):
+        return None
+    try:
+        command = psutil.Process(server.pid).cmdline()
+    except psutil.Error:
+        return None
+    ours = EARLIER_SUPERVISOR in command and str(settings.home) in command
+    return server.pid if ours else None
 
 
 @contextlib.contextmanager
