@@ -188,9 +188,12 @@ def _value(kind: str, spec: dict, scope: Outputs, done: dict[str, Node]) -> Any:
         produced = getattr(node.outputs, kind)
         if output in produced:
             return produced[output]
-        how = {Status.FAILED: "failed", Status.SKIPPED: "was skipped"}.get(
-            node.status, "ended without it"
-        )
+        if node.status is Status.SUCCEEDED:
+            return _Missing(
+                f"upstream task {producer} succeeded without producing its output {output}",
+                f"make {producer} write {output} on every path",
+            )
+        how = "failed" if node.status is Status.FAILED else "was skipped"
         return _Missing(
             f"upstream task {producer} {how} before producing its output {output}",
             "give this input a default value, so that the task can run without it "
