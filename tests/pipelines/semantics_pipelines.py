@@ -220,3 +220,8 @@ def need_data(dataset: Input[Dataset]) -> str:
 def optional_artifact_required(dataset: Optional[Input[Dataset]] = None) -> str:  # noqa: UP045
     """The pipeline's artifact is optional, the task's is not."""
     return need_data(dataset=dataset).output
+
+
+@dsl.pipeline(pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size="1Gi")))
+def workspace() -> str:
+    return show(value=dsl.WORKSPACE_PATH_PLACEHOLDER).output

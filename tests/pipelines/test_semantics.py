@@ -115,6 +115,13 @@ def test_every_placeholder_kubeflow_fills_has_its_local_value(tmp_path):
     assert len(in_loop) == 2 and len(task_ids) == 3  # one id per execution
 
 
+def test_the_workspace_placeholder_names_a_folder_the_runs_tasks_share(tmp_path):
+    ran = run(p.workspace, tmp_path=tmp_path)
+    assert ran.error is None, ran.error
+    assert ran.outputs == {"Output": str(ran.run.place.workspace)}
+    assert ran.run.place.workspace.is_dir()
+
+
 def test_placeholders_in_a_container_command(tmp_path):
     ran = run(p.container_placeholders, tmp_path=tmp_path)
     assert ran.error is None, ran.error

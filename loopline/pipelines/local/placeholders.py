@@ -19,6 +19,7 @@ from kfp.dsl import constants
 
 TASK_ID = dsl.PIPELINE_TASK_ID_PLACEHOLDER
 WORKSPACE = getattr(dsl, "WORKSPACE_PATH_PLACEHOLDER", "{{$.workspace_path}}")
+MOUNT_PATH = getattr(constants, "WORKSPACE_MOUNT_PATH", "/kfp-workspace")  # in a pod
 
 
 def table(
@@ -37,7 +38,9 @@ def table(
     The job's name and resource name are both the run's name (Kubeflow: the run's display
     name and its Argo workflow's name); the job id is the run's id; the task name is the
     task's own name in its DAG and the task id is unique to this execution (Kubeflow: its
-    ML Metadata execution id). A run that no schedule started was scheduled when created.
+    ML Metadata execution id). The times are RFC 3339 in UTC, and a run that no schedule
+    started was scheduled when it was created, as Kubeflow's driver resolves them
+    (kubeflow/pipelines#12628).
     """
     return {
         dsl.PIPELINE_JOB_NAME_PLACEHOLDER: run_name,
@@ -49,7 +52,7 @@ def table(
         dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER: utc_text(created),
         dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER: utc_text(scheduled or created),
         WORKSPACE: workspace,
-        constants.WORKSPACE_MOUNT_PATH: workspace,  # where a pod mounts the workspace
+        MOUNT_PATH: workspace,
     }
 
 
