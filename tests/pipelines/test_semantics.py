@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from loopline.core.layout import ERROR
 from loopline.pipelines.ir import load
 from loopline.pipelines.local import component_runtime
 from loopline.pipelines.local.dag_orchestrator import PipelineFailed, PipelineRun
@@ -138,6 +139,8 @@ def test_a_failure_names_the_task_the_input_why_and_the_fix_and_has_a_task_log(t
     assert ran.statuses == {"need-data": "failed"}
     log = ran.run.place.task_dir("need-data") / TASK_LOG
     assert str(log) in message and "input dataset" in log.read_text()
+    error = (log.parent / ERROR).read_text()  # what the run's summary shows
+    assert error.startswith("UnresolvedInput: input dataset has no value")
 
 
 def test_a_components_own_failure_points_to_its_task_log(tmp_path):

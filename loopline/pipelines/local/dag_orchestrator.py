@@ -246,10 +246,10 @@ class PipelineRun:
         """The failure at the end of the task's log, and as its error unless it wrote one."""
         folder = self.place.task_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
-        message = f"task {name} failed: {type(error).__name__}: {error}\n"
+        message = f"{type(error).__name__}: {error}\n"
         with open(folder / TASK_LOG, "a") as log:
-            log.write(f"loopline: {message}")
-        if not (folder / ERROR).exists():
+            log.write(f"loopline: task {name} failed: {message}")
+        if not (folder / ERROR).exists():  # the run's summary shows it
             (folder / ERROR).write_text(message)
 
     def _skipped(self, name: str) -> Node:
