@@ -134,7 +134,7 @@ def test_placeholders_in_a_container_command(tmp_path):
 def test_a_failure_names_the_task_the_input_why_and_the_fix_and_has_a_task_log(tmp_path):
     ran = run(p.optional_artifact_required, tmp_path=tmp_path)
     message = str(ran.error)
-    for part in ("task need-data", "input dataset", "no value", "pass"):
+    for part in ("task need-data", "input dataset", "no value", "declare this task"):
         assert part in message, message
     assert ran.statuses == {"need-data": "failed"}
     log = ran.run.place.task_dir("need-data") / TASK_LOG

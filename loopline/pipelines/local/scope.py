@@ -173,8 +173,9 @@ def _value(kind: str, spec: dict, scope: Outputs, done: dict[str, Node]) -> Any:
                 f"pass {source} to the pipeline (--param {source}=VALUE for a run's "
                 f"parameter), or give {source} a default"
                 if kind == "parameters"
-                else f"pass the artifact {source} to the pipeline, or declare this task's "
-                f"input Optional with a default of None",
+                else f"declare this task's input Optional with a default of None, or give "
+                f"the pipeline an artifact for {source} (from a pipeline that calls it, or "
+                f"through dsl.importer)",
             )
         value = values[source]
         if "parameterExpressionSelector" in spec:  # a loop item's field: item.a
