@@ -5,12 +5,16 @@ under LOOPLINE_HOME, and leave nothing in HOME; `loopline server --stop` ends it
 import json
 import os
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
+from loopline.core.settings import load_settings
+from loopline.pipelines.local import prefect_server, run_history
 from loopline.serving.server import free_port
 from tests.conftest import VENV_BIN
 
@@ -50,7 +54,15 @@ def test_two_first_runs_and_a_status_at_once_on_a_fresh_machine(tmp_path):
     for result in results[:2]:  # a clean terminal: no engine's own log lines
         assert "Flow run" not in result.stderr and "Traceback" not in result.stderr
 
-    # One server for the home, kept with it; nothing in the user's HOME.
+    # One server for the home, kept with it, which records both runs (they did not wait
+    # for it); nothing in the user's HOME.
+    settings = load_settings({"LOOPLINE_HOME": str(home)})
+    deadline = time.monotonic() + 300
+    while (up := prefect_server.running(settings)) is None or run_history.pending(home / "prefect"):
+        assert time.monotonic() < deadline, (home / "logs" / "prefect-server.log").read_text()
+        time.sleep(0.5)
+    names = {r["name"] for r in httpx.post(f"{up.api_url}/flow_runs/filter", json={}).json()}
+    assert {json.loads(r.stdout)["run"] for r in results[:2]} <= names
     server = json.loads((home / "prefect" / "server.json").read_text())
     assert (home / "prefect" / "prefect.db").exists()
     assert not (user_home / ".prefect").exists(), list(user_home.iterdir())

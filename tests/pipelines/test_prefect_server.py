@@ -20,7 +20,7 @@ import pytest
 
 from loopline.core.errors import LooplineError
 from loopline.core.settings import SettingsError, load_settings
-from loopline.pipelines.local import prefect_server
+from loopline.pipelines.local import prefect_server, run_history
 from loopline.serving.server import free_port
 from tests.conftest import VENV_BIN
 
@@ -67,6 +67,14 @@ def stop_all(homes: list[Path], root: Path) -> None:
         time.sleep(0.5)
 
 
+def recorded(home: Path, deadline: float) -> None:
+    """Wait until ``home``'s server is up and has recorded the runs that went before it."""
+    settings = load_settings({"LOOPLINE_HOME": str(home)})
+    while prefect_server.running(settings) is None or run_history.pending(settings.prefect_home):
+        assert time.monotonic() < deadline, (home / "logs" / "prefect-server.log").read_text()
+        time.sleep(0.5)
+
+
 def flow_run_names(port: int) -> list[str]:
     response = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}, timeout=30)
     response.raise_for_status()
@@ -93,6 +101,7 @@ def test_eight_homes_starting_at_once_each_run_in_their_own_server(tmp_path):
 
         ports = []
         for home, name in zip(homes, names, strict=True):
+            recorded(home, deadline)  # the runs went at once; each server records its own
             state = json.loads((home / "prefect" / "server.json").read_text())
             ports.append(state["port"])
             assert flow_run_names(state["port"]) == [name], home
@@ -118,11 +127,14 @@ def test_a_cold_run_with_an_idle_time_shorter_than_the_start_up_succeeds(tmp_pat
         stdout, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-3000:]
         assert json.loads(stdout)["outputs"] == {"Output": 2}
-        deadline = time.monotonic() + 60
+        # The run did not wait for the server: it starts, records the run, and stops ~2 s
+        # after it first answered, however long it took to start.
+        deadline = time.monotonic() + 300
         while left_behind(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert left_behind(tmp_path) == []
         assert not (home / "prefect" / "server.json").exists()
+        assert run_history.pending(home / "prefect") == []  # recorded before it stopped
     finally:
         if run.poll() is None:
             run.kill()

@@ -1,4 +1,9 @@
-"""Pick the engine that runs a pipeline on this machine: Prefect (default) or kfp.local."""
+"""Pick the engine that runs a pipeline on this machine: Prefect (default) or kfp.local.
+
+With Prefect, a run that would wait for its home's server to start (a new home, or one
+whose server stopped when idle) goes at once and is recorded in Prefect afterwards
+(:mod:`loopline.pipelines.local.deferred_engine`); a warm home's run is a Prefect flow run.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +25,17 @@ def run_pipeline(
         from loopline.pipelines.local.kfp_local import run_local
 
         return run_local(source, arguments, settings)
-    from loopline.pipelines.local.prefect_engine import PrefectEngine
+    from loopline.pipelines.local import prefect_server
 
-    runner = PrefectEngine(settings, listener=listener, capture_output=capture_output)
+    if prefect_server.is_cold(settings):  # this run goes now; Prefect records it later
+        from loopline.pipelines.local.deferred_engine import DeferredEngine
+
+        prefect_server.start_in_background(settings)
+        runner = DeferredEngine(settings, listener=listener, capture_output=capture_output)
+    else:
+        from loopline.pipelines.local.prefect_engine import PrefectEngine
+
+        runner = PrefectEngine(settings, listener=listener, capture_output=capture_output)
     try:
         return runner.run(source, arguments, enable_cache=enable_cache)
     finally:

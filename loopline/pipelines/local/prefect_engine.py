@@ -114,8 +114,7 @@ def _prefect_task(name: str, task_spec: dict, fn):
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    retry = task_spec.get("retryPolicy", {})
-    retries = int(retry.get("maxRetryCount", 0))
+    retries, delays = retry_policy(task_spec)
 
     def leaf(*args):
         outputs = fn(*args)
@@ -128,11 +127,18 @@ def _prefect_task(name: str, task_spec: dict, fn):
         name=name,
         task_run_name=name,
         retries=retries,
-        retry_delay_seconds=_delays(retry, retries),
+        retry_delay_seconds=delays,
         persist_result=False,
         cache_policy=NO_CACHE,
         log_prints=True,
     )
+
+
+def retry_policy(task_spec: dict) -> tuple[int, list[float]]:
+    """A KFP task's ``set_retry``: how many retries, and the wait before each."""
+    policy = task_spec.get("retryPolicy", {})
+    retries = int(policy.get("maxRetryCount", 0))
+    return retries, _delays(policy, retries)
 
 
 def _delays(policy: dict, retries: int) -> list[float]:

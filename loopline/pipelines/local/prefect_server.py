@@ -133,14 +133,49 @@ def ensure(settings: Settings) -> HomeServer:
     return server
 
 
+def is_cold(settings: Settings) -> bool:
+    """Whether a run here would wait for the home's server to start: no server exported,
+    and the home's is not answering (never started, stopped when idle, or starting)."""
+    return not os.environ.get("PREFECT_API_URL") and running(settings) is None
+
+
+def start_in_background(settings: Settings) -> None:
+    """Start the home's server, or leave the one starting, without waiting for it to
+    answer: a run that needs none yet goes on, and the next command finds it up."""
+    folder = settings.prefect_home
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder / "server.lock"):
+        if (earlier := _earlier_release(settings)) is not None:
+            _stop_supervisor(earlier)
+        if running(settings) is not None or _starting(settings) is not None:
+            return
+        supervisor = _spawn(settings)
+        # Held until it names itself in server.json, so no second command starts another.
+        deadline = time.monotonic() + 30
+        while supervisor.poll() is None and time.monotonic() < deadline:
+            if (named := recorded(settings)) is not None and named.pid == supervisor.pid:
+                return
+            time.sleep(0.02)
+
+
+def _starting(settings: Settings) -> HomeServer | None:
+    """The server.json of this home's supervisor that is still starting its server."""
+    starting = recorded(settings)
+    return starting if starting is not None and _supervises(starting.pid, settings) else None
+
+
 def _start(settings: Settings) -> HomeServer:
     """Wait for this home's supervisor if one is starting its server, else start one."""
-    folder = settings.prefect_home
-    if (starting := recorded(settings)) is not None and _supervises(starting.pid, settings):
+    if (starting := _starting(settings)) is not None:
         return _wait_started(settings, starting.pid, lambda: processes.alive(starting.pid))
-    (folder / STATE).unlink(missing_ok=True)
+    supervisor = _spawn(settings)
+    return _wait_started(settings, supervisor.pid, lambda: supervisor.poll() is None)
+
+
+def _spawn(settings: Settings) -> subprocess.Popen:
+    (settings.prefect_home / STATE).unlink(missing_ok=True)
     engine_env.prepare_logs(settings)
-    supervisor = subprocess.Popen(
+    return subprocess.Popen(
         [
             *(sys.executable, "-m", SUPERVISOR, "--home", str(settings.home)),
             *("--port", str(settings.prefect.port), "--idle", str(settings.prefect.idle_s)),
@@ -151,7 +186,6 @@ def _start(settings: Settings) -> HomeServer:
         stderr=open(settings.logs / "prefect-server.log", "ab"),  # noqa: SIM115 - the child's
         start_new_session=True,  # outlives this command; it stops itself when idle
     )
-    return _wait_started(settings, supervisor.pid, lambda: supervisor.poll() is None)
 
 
 def _supervises(pid: int, settings: Settings) -> bool:

@@ -9,6 +9,8 @@
 - writes ``server.json`` with its pid, the port it bound and a random token, and runs
   the server on that socket. The server answers :data:`IDENTITY_PATH` with the home and
   the token, so a client can tell its home's server from any other (``prefect_server``);
+- records in the server the runs that went before it was up (``run_history``), as soon
+  as it answers and whenever more arrive;
 - stops the server once no live process has held a lease for ``S`` seconds, counted
   from when the server first answers: a start-up longer than ``S`` is not idle time.
 """
@@ -30,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from loopline.core import processes
+from loopline.pipelines.local import run_history
 from loopline.pipelines.local.prefect_server import (
     IDENTITY_PATH,
     LEASES,
@@ -86,6 +89,7 @@ def supervise(home: Path, port: int, idle: float) -> int:
             idle,
             stopping,
             answers=lambda: (identity(state) or {}).get("token") == state.token,
+            when_up=lambda: _record_pending(folder, state.api_url),
         )
     finally:
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -103,18 +107,22 @@ def _watch(
     stopping: list,
     *,
     answers: Callable[[], bool],
+    when_up: Callable[[], None] = lambda: None,
     tick: float = 1.0,
 ) -> None:
     """Return when asked to stop, when the server exits, or after ``idle`` seconds with
-    no live lease; the idle clock starts once the server answers."""
+    no live lease; the idle clock starts once the server answers. ``when_up`` is called
+    on every tick once it does."""
     started = False
     last_active = time.time()
     while not stopping and server.poll() is None:
-        time.sleep(tick)
+        time.sleep(tick if started else min(tick, 0.05))  # the first answer, closely
         if not started:
             started = answers()
             last_active = time.time()
-            continue
+            if not started:
+                continue
+        when_up()
         if live_leases(folder / LEASES):
             last_active = time.time()
         last_active = max(last_active, _mtime(folder / LEASES / ".last"))
@@ -125,6 +133,19 @@ def _watch(
                 flush=True,
             )
             return
+
+
+def _record_pending(folder: Path, api_url: str) -> None:
+    """Runs that went before the server was up, recorded now; a failure is logged (to the
+    server's log) and tried again on the next tick."""
+    if not run_history.pending(folder):
+        return
+    try:
+        recorded = run_history.import_pending(folder, api_url)
+    except Exception as exc:  # noqa: BLE001 - the supervisor must outlive a bad record
+        print(f"could not record a run in Prefect yet: {exc!r}", file=sys.stderr, flush=True)
+        return
+    print(f"recorded {recorded} earlier run(s) in Prefect", file=sys.stderr, flush=True)
 
 
 def _mtime(path: Path) -> float:
