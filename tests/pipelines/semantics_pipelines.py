@@ -225,3 +225,27 @@ def optional_artifact_required(dataset: Optional[Input[Dataset]] = None) -> str:
 @dsl.pipeline(pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size="1Gi")))
 def workspace() -> str:
     return show(value=dsl.WORKSPACE_PATH_PLACEHOLDER).output
+
+
+@dsl.component
+def write_note(folder: str) -> str:
+    from pathlib import Path
+
+    (Path(folder) / "note.txt").write_text("written")
+    return "ok"
+
+
+@dsl.component
+def read_note(folder: str, after: str) -> str:
+    from pathlib import Path
+
+    return (Path(folder) / "note.txt").read_text()
+
+
+@dsl.pipeline(pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size="1Gi")))
+def workspace_note() -> str:
+    """A task that writes the workspace, and one (never cached) that reads it after."""
+    wrote = write_note(folder=dsl.WORKSPACE_PATH_PLACEHOLDER)
+    read = read_note(folder=dsl.WORKSPACE_PATH_PLACEHOLDER, after=wrote.output)
+    read.set_caching_options(False)
+    return read.output

@@ -148,3 +148,33 @@ def test_a_components_own_failure_points_to_its_task_log(tmp_path):
     ran = run(p.consumer_of_a_failed_task, tmp_path=tmp_path, runtime=runtime)
     log = ran.run.place.task_dir("fail-with") / TASK_LOG
     assert "ValueError: boom" in log.read_text() and str(log) in str(ran.error)
+
+
+def test_the_mount_path_is_filled_only_where_it_names_the_workspace():
+    from loopline.pipelines.local.placeholders import MOUNT_PATH, fill
+
+    values = {MOUNT_PATH: "/runs/r1/workspace"}
+    given = [MOUNT_PATH, f"{MOUNT_PATH}/data", f"{MOUNT_PATH}-old/x", f"{MOUNT_PATH}.bak"]
+    assert fill(given, values) == [
+        "/runs/r1/workspace",
+        "/runs/r1/workspace/data",
+        f"{MOUNT_PATH}-old/x",  # another folder that only starts the same
+        f"{MOUNT_PATH}.bak",
+    ]
+
+
+def test_a_task_that_uses_the_workspace_is_never_served_from_the_cache(tmp_path):
+    """Each run has a new workspace: a writer served from the cache would leave it empty
+    for the reader after it."""
+    from loopline.pipelines.local.cache import TaskCache
+
+    cache = TaskCache(tmp_path / "cache")
+    for _ in range(2):
+        ran = PipelineRun(
+            load(p.workspace_note),
+            artifact_root=tmp_path / "artifacts",
+            cache=cache,
+            runtime=component_runtime.InProcess(),
+        )
+        assert ran.execute({}) == {"Output": "written"}
+        assert not any(r.cached for r in ran.records)

@@ -11,6 +11,7 @@ only references to the task's inputs and outputs.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,6 @@ def table(
     task_id: str,
     pipeline_root: str,
     created: datetime,
-    scheduled: datetime | None,
     workspace: str,
 ) -> dict[str, str]:
     """Each placeholder and its value for one execution of one task.
@@ -38,9 +38,10 @@ def table(
     The job's name and resource name are both the run's name (Kubeflow: the run's display
     name and its Argo workflow's name); the job id is the run's id; the task name is the
     task's own name in its DAG and the task id is unique to this execution (Kubeflow: its
-    ML Metadata execution id). The times are RFC 3339 in UTC, and a run that no schedule
-    started was scheduled when it was created, as Kubeflow's driver resolves them
-    (kubeflow/pipelines#12628).
+    ML Metadata execution id). The times are RFC 3339 in UTC. The schedule time is the
+    create time: Kubeflow's driver gives that for a run no schedule started
+    (kubeflow/pipelines#12628), and a scheduled run here is created when its schedule
+    fires, seconds after the time it was meant for.
     """
     return {
         dsl.PIPELINE_JOB_NAME_PLACEHOLDER: run_name,
@@ -50,7 +51,7 @@ def table(
         TASK_ID: task_id,
         dsl.PIPELINE_ROOT_PLACEHOLDER: pipeline_root,
         dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER: utc_text(created),
-        dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER: utc_text(scheduled or created),
+        dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER: utc_text(created),
         WORKSPACE: workspace,
         MOUNT_PATH: workspace,
     }
@@ -65,7 +66,11 @@ def fill(value: Any, values: dict[str, str]) -> Any:
     """``value`` with every placeholder of ``values`` replaced, in strings at any depth."""
     if isinstance(value, str):
         for placeholder, text in values.items():
-            value = value.replace(placeholder, text)
+            if placeholder.startswith("{{"):
+                value = value.replace(placeholder, text)
+            else:  # a path: only as itself or a folder above (not /kfp-workspace-old)
+                pattern = re.escape(placeholder) + r"(?![\w.-])"
+                value = re.sub(pattern, lambda _, text=text: text, value)
         return value
     if isinstance(value, list):
         return [fill(v, values) for v in value]

@@ -42,7 +42,6 @@ class RunPlace:
     run_name: str
     pipeline_root: Path
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
-    scheduled: datetime | None = None  # when a schedule meant it to start
 
     @property
     def run_dir(self) -> Path:
@@ -62,7 +61,6 @@ class RunPlace:
             task_id=uuid.uuid4().hex,
             pipeline_root=str(self.pipeline_root),
             created=self.created,
-            scheduled=self.scheduled,
             workspace=str(self.workspace),
         )
 
@@ -99,8 +97,13 @@ class TaskDispatcher:
     def _run_container(
         self, name: str, task: dict, component: dict, container: dict, inputs: Outputs
     ) -> Outputs:
-        caching = self.cache is not None and task.get("cachingOptions", {}).get(
-            "enableCache", False
+        caching = (
+            self.cache is not None
+            and task.get("cachingOptions", {}).get("enableCache", False)
+            # Each run's workspace is new: a task that uses it must run to fill it.
+            and not _uses_workspace(
+                [inputs.parameters, container.get("command", []), container.get("args", [])]
+            )  # fmt: skip
         )
         key = (
             self.cache.key(component, container, inputs.parameters, inputs.artifacts)
@@ -281,3 +284,9 @@ def _warn_resources(name: str, container: dict) -> None:
 def paths(value: Any) -> Any:
     """An artifact's local path, or the paths of a list of them."""
     return [paths(v) for v in value] if isinstance(value, list) else value.path
+
+
+def _uses_workspace(values: list) -> bool:
+    return any(
+        placeholders.used(values, p) for p in (placeholders.WORKSPACE, placeholders.MOUNT_PATH)
+    )
