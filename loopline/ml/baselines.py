@@ -85,17 +85,17 @@ def _linear(train: Split, test: Split, seed: int) -> tuple[np.ndarray, str]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    keep = train.y >= 0
-    x, y = train.x[keep], train.y[keep]
-    note = f"fitted on {len(y)} train rows"
-    if len(y) > MAX_TRAIN_ROWS:
-        rows = np.random.default_rng(seed).choice(len(y), MAX_TRAIN_ROWS, replace=False)
-        x, y = x[rows], y[rows]
-        note = f"fitted on {MAX_TRAIN_ROWS} of {int(keep.sum())} train rows"
+    rows = np.flatnonzero(train.y >= 0)
+    note = f"fitted on {len(rows)} train rows"
+    if len(rows) > MAX_TRAIN_ROWS:
+        note = f"fitted on {MAX_TRAIN_ROWS} of {len(rows)} train rows"
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_TRAIN_ROWS, replace=False))
+    # The sample's rows are copied once, however large the split (it may fill the budget).
+    x, y = np.nan_to_num(train.x[rows], copy=False), train.y[rows]
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200))
     with warnings.catch_warnings():  # a linear baseline that has not converged still counts
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(np.nan_to_num(x), y)
+        model.fit(x, y)
     return model.predict(np.nan_to_num(test.x)), note
 
 

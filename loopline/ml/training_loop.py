@@ -426,6 +426,9 @@ def _save_optimizer(optimizer, folder: Path) -> None:
 
 
 def _load_optimizer(optimizer, folder: Path) -> None:
+    if (folder / "optimizer.pt").exists():  # written before 0.1.2: tensors only, no code
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        return
     meta = json.loads((folder / OPTIMIZER_GROUPS).read_text())
     state: dict[int, dict] = {}
     flat = {**load_file(str(folder / OPTIMIZER)), **meta["numbers"]}

@@ -49,10 +49,10 @@ def champion_hyperparameters(settings: Settings, name: str, version: str) -> dic
     """The hyper-parameters ``version`` of ``name`` was trained with, as its registered
     ``lineage.json`` records them (the architecture resolved: ``resnet18``, not ``auto``),
     less :data:`RETRAINING_OWN`; empty for a version that records none."""
+    folder = model_folder(settings, reader(settings).version(name, version))  # fails loudly
     try:
-        folder = model_folder(settings, reader(settings).version(name, version))
         recorded = lineage.read(folder).get("parameters", {})
-    except Exception as exc:  # no record: the pipeline's defaults, and a warning saying so
+    except (OSError, ValueError, AttributeError) as exc:  # no record: defaults, with a warning
         log.warning(
             "%s v%s: its training parameters cannot be read (%s); the retraining uses the "
             "pipeline's defaults and the policy's retrain_parameters",
