@@ -139,21 +139,24 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     settings = load_settings(
         {
             "LOOPLINE_HOME": str(tmp_path_factory.mktemp("prefect")),
-            "LOOPLINE_PREFECT_IDLE": "1d",  # it stops at the session's end
+            # The session's lease keeps it up; a session killed before its teardown leaves
+            # a server that stops itself a minute later.
+            "LOOPLINE_PREFECT_IDLE": "60s",
             "LOOPLINE_PREFECT_PORT": str(free_port()),  # never a user's server on 4200
         }
     )
-    api = prefect_server.ensure(settings).api_url
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    with prefect_server.lease(settings):
+        api = prefect_server.ensure(settings).api_url
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    os.environ["PREFECT_API_URL"] = api  # for CLI subprocesses
-    with temporary_settings({PREFECT_API_URL: api}):  # for this process, settings are loaded
-        yield api
-        from prefect.logging.handlers import APILogHandler
+        os.environ["PREFECT_API_URL"] = api  # for CLI subprocesses
+        with temporary_settings({PREFECT_API_URL: api}):  # for this process, as loaded
+            yield api
+            from prefect.logging.handlers import APILogHandler
 
-        APILogHandler().flush()  # send the last log batch while the server still listens
-    os.environ.pop("PREFECT_API_URL", None)
-    prefect_server.stop(settings)
+            APILogHandler().flush()  # send the last log batch while the server still listens
+        os.environ.pop("PREFECT_API_URL", None)
+        prefect_server.stop(settings)
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,10 @@ def run(
     pipeline_name: options.PipelineName = None,
 ) -> None:
     """Run a pipeline on this machine and print a summary of where everything went."""
+    if engine is Engine.prefect:
+        from loopline.pipelines.local.component_runtime import start_forkserver
+
+        start_forkserver()  # its workers' imports overlap this process's
     from loopline.cli.views import summary as run_summary
     from loopline.cli.views.run import RunView
     from loopline.pipelines.ir import check_supported

@@ -72,6 +72,14 @@ def test_retries_failures_and_cache_hold_as_under_prefect(deferred, tmp_path, pr
     records[0].write_bytes(first)  # tried again, as after a supervisor killed mid-import
     assert run_history.import_pending(home, prefect_api) == 1
 
+    # A record the server refuses, or cannot read, is set aside and blocks no other.
+    (home / "pending" / "broken.json").write_text("{not json")
+    (home / "pending" / "wrong.json").write_text(json.dumps({**json.loads(first), "flow": ""}))
+    records[1].write_bytes(first)
+    assert run_history.import_pending(home, prefect_api) == 1
+    assert sorted(p.name for p in (home / "pending" / "refused").iterdir()) == ["broken.json", "broken.why", "wrong.json", "wrong.why"]  # fmt: skip
+    assert "422" in (home / "pending" / "refused" / "wrong.why").read_text()
+
     [run] = flow_runs(prefect_api, failed.run_name)
     assert run["state_type"] == "FAILED" and "refusing to run while" in run["state"]["message"]
     assert "before this home's Prefect server was up" in run["state"]["message"]

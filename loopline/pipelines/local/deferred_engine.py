@@ -13,16 +13,14 @@ from __future__ import annotations
 import time
 
 from loopline.core.settings import Settings
-from loopline.pipelines.ir import check_supported, load
-from loopline.pipelines.local import component_runtime, run_history
+from loopline.pipelines.local import component_runtime, prefect_server, run_history
 from loopline.pipelines.local.cache import TaskCache
-from loopline.pipelines.local.dag_orchestrator import PipelineFailed, PipelineRun
+from loopline.pipelines.local.plain_engine import PlainEngine
 from loopline.pipelines.local.prefect_engine import retry_policy
 from loopline.pipelines.local.results import RunListener, RunResult
-from loopline.pipelines.local.scope import coerce_arguments
 
 
-class DeferredEngine:
+class DeferredEngine(PlainEngine):
     def __init__(
         self,
         settings: Settings,
@@ -30,47 +28,27 @@ class DeferredEngine:
         listener: RunListener | None = None,
         capture_output: bool = True,
     ):
-        self.settings = settings
         between = settings.logs / component_runtime.WORKERS_LOG if capture_output else None
-        self.runtime = component_runtime.ProcessPool(between_tasks=between)
-        self.listener = listener
-        self.capture_output = capture_output
+        super().__init__(
+            settings,
+            runtime=component_runtime.ProcessPool(between_tasks=between),
+            task_wrapper=_retrying,
+            listener=listener,
+            capture_output=capture_output,
+        )
 
     def run(
         self, source: object, arguments: dict | None = None, *, enable_cache: bool = True
     ) -> RunResult:
-        ir = load(source)
-        check_supported(ir)
         arguments = arguments or {}
-        coerce_arguments(ir, arguments)
+        self.cache = TaskCache(self.settings.home / "cache") if enable_cache else None
         self.runtime.warm()
         started = time.time()
-        run = PipelineRun(
-            ir,
-            artifact_root=self.settings.artifact_root,
-            cache=TaskCache(self.settings.home / "cache") if enable_cache else None,
-            runtime=self.runtime,
-            task_wrapper=_retrying,
-            listener=self.listener,
-            capture_output=self.capture_output,
-        )
-        result = RunResult(
-            succeeded=True,
-            pipeline=ir.name,
-            run_name=run.run_name,
-            run_dir=run.run_dir,
-            records=run.records,
-        )
-        try:
-            result.outputs = run.execute(arguments)
-        except PipelineFailed as exc:
-            result.succeeded, result.error, result.failed_task = False, str(exc), exc.task
-        result.task_outputs = run.task_outputs_json()
-        run_history.defer(self.settings.prefect_home, result, arguments, started)
+        # Leased: the server started meanwhile stays up, however long this run, to record it.
+        with prefect_server.lease(self.settings):
+            result = super().run(source, arguments)
+            run_history.defer(self.settings.prefect_home, result, arguments, started)
         return result
-
-    def close(self) -> None:
-        self.runtime.shutdown()
 
 
 def _retrying(name: str, task_spec: dict, fn):

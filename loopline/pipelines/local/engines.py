@@ -7,6 +7,9 @@ whose server stopped when idle) goes at once and is recorded in Prefect afterwar
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from loopline.core.settings import Settings
 from loopline.pipelines.local.results import RunListener, RunResult
 
@@ -27,10 +30,13 @@ def run_pipeline(
         return run_local(source, arguments, settings)
     from loopline.pipelines.local import prefect_server
 
+    starting = None
     if prefect_server.is_cold(settings):  # this run goes now; Prefect records it later
         from loopline.pipelines.local.deferred_engine import DeferredEngine
 
-        prefect_server.start_in_background(settings)
+        # Its supervisor's own start (~0.3 s) overlaps the run's.
+        starting = threading.Thread(target=_start_server, args=(settings,), daemon=True)
+        starting.start()
         runner = DeferredEngine(settings, listener=listener, capture_output=capture_output)
     else:
         from loopline.pipelines.local.prefect_engine import PrefectEngine
@@ -40,3 +46,16 @@ def run_pipeline(
         return runner.run(source, arguments, enable_cache=enable_cache)
     finally:
         runner.close()
+        if starting is not None:
+            starting.join()
+
+
+def _start_server(settings: Settings) -> None:
+    """The home's server, started for the commands that follow; this run needs none, so a
+    failure to start it is logged and left to the next command to meet."""
+    from loopline.pipelines.local import prefect_server
+
+    try:
+        prefect_server.start_in_background(settings)
+    except Exception:
+        logging.getLogger("loopline").exception("could not start this home's Prefect server")

@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 from loopline.core.settings import Settings
 from loopline.pipelines.ir import check_supported, load
 from loopline.pipelines.local import component_runtime, prefect_server
 from loopline.pipelines.local.cache import TaskCache
 from loopline.pipelines.local.dag_orchestrator import PipelineRun
-from loopline.pipelines.local.results import RunListener, RunResult
+from loopline.pipelines.local.results import RunListener, RunResult, jsonable
 from loopline.pipelines.local.scope import coerce_arguments
 
 RUNTIMES = {"process": component_runtime.ProcessPool, "inprocess": component_runtime.InProcess}
@@ -104,7 +103,7 @@ def _flow(run: PipelineRun):
     @flow(name=run.ir.name, flow_run_name=run.run_name, persist_result=False, log_prints=True)
     def pipeline(arguments: dict) -> dict:
         _attach_loopline_logs()
-        return _jsonable(run.execute(arguments))
+        return jsonable(run.execute(arguments))
 
     return pipeline
 
@@ -194,15 +193,3 @@ def _attach_loopline_logs() -> None:
     logger.setLevel(logging.INFO)
     if not any(isinstance(h, APILogHandler) for h in logger.handlers):
         logger.addHandler(APILogHandler())
-
-
-def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
-    return {k: _artifact_json(v) for k, v in outputs.items()}
-
-
-def _artifact_json(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_artifact_json(v) for v in value]
-    if hasattr(value, "schema_title"):
-        return {"uri": value.uri, "path": value.path, "metadata": value.metadata}
-    return value

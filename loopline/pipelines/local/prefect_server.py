@@ -93,6 +93,8 @@ def running(settings: Settings) -> HomeServer | None:
     answer = identity(server)
     if answer is None:
         return None
+    if not server.token and _earlier_release(settings) is not None:
+        return None  # this home's, from before an upgrade: replaced by whoever starts one
     if not server.token or answer.get("token") != server.token:
         owner = answer.get("home") or "a server that is not a loopline home's"
         raise PrefectServerError(
@@ -122,14 +124,10 @@ def ensure(settings: Settings) -> HomeServer:
     """The home's server, started (and waited for) when none is up. The idle clock
     restarts as it returns, so a caller without a lease yet has a whole idle time to take
     one; :func:`api` takes its lease before."""
-    folder = settings.prefect_home
-    folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / "server.lock"):
-        if (earlier := _earlier_release(settings)) is not None:
-            _stop_supervisor(earlier)  # this home's, from before an upgrade: started anew
+    with _claimed(settings):
         server = running(settings) or _start(settings)
-    (folder / LEASES).mkdir(exist_ok=True)
-    (folder / LEASES / ".last").touch()
+    (settings.prefect_home / LEASES).mkdir(exist_ok=True)
+    (settings.prefect_home / LEASES / ".last").touch()
     return server
 
 
@@ -142,14 +140,12 @@ def is_cold(settings: Settings) -> bool:
 def start_in_background(settings: Settings) -> None:
     """Start the home's server, or leave the one starting, without waiting for it to
     answer: a run that needs none yet goes on, and the next command finds it up."""
-    folder = settings.prefect_home
-    folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / "server.lock"):
-        if (earlier := _earlier_release(settings)) is not None:
-            _stop_supervisor(earlier)
+    with _claimed(settings, wait=False) as claimed:
+        if not claimed:
+            return  # another command holds the claim: it is starting the server
         if running(settings) is not None or _starting(settings) is not None:
             return
-        supervisor = _spawn(settings)
+        supervisor = _spawn(settings, after=os.getpid())
         # Held until it names itself in server.json, so no second command starts another.
         deadline = time.monotonic() + 30
         while supervisor.poll() is None and time.monotonic() < deadline:
@@ -172,13 +168,15 @@ def _start(settings: Settings) -> HomeServer:
     return _wait_started(settings, supervisor.pid, lambda: supervisor.poll() is None)
 
 
-def _spawn(settings: Settings) -> subprocess.Popen:
+def _spawn(settings: Settings, after: int | None = None) -> subprocess.Popen:
+    """The home's supervisor; with ``after``, it starts the server once that pid exits."""
     (settings.prefect_home / STATE).unlink(missing_ok=True)
     engine_env.prepare_logs(settings)
     return subprocess.Popen(
         [
             *(sys.executable, "-m", SUPERVISOR, "--home", str(settings.home)),
             *("--port", str(settings.prefect.port), "--idle", str(settings.prefect.idle_s)),
+            *(("--after", str(after)) if after is not None else ()),
         ],
         env={**os.environ, **engine_env.engine_environment(settings), "PREFECT_API_URL": ""},
         stdin=subprocess.DEVNULL,
@@ -190,11 +188,15 @@ def _spawn(settings: Settings) -> subprocess.Popen:
 
 def _supervises(pid: int, settings: Settings) -> bool:
     """Whether ``pid`` is a supervisor of this home (one still starting its server)."""
-    try:
-        command = psutil.Process(pid).cmdline()
-    except psutil.Error:
-        return False
+    command = _command(pid)
     return SUPERVISOR in command and str(settings.home) in command and "--serve" not in command
+
+
+def _command(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
 
 
 def _wait_started(settings: Settings, pid: int, alive: Callable[[], bool]) -> HomeServer:
@@ -245,10 +247,7 @@ def _earlier_release(settings: Settings) -> int | None:
     server = recorded(settings)
     if server is None or server.token or not processes.alive(server.pid):
         return None
-    try:
-        command = psutil.Process(server.pid).cmdline()
-    except psutil.Error:
-        return None
+    command = _command(server.pid)
     ours = EARLIER_SUPERVISOR in command and str(settings.home) in command
     return server.pid if ours else None
 
@@ -304,10 +303,21 @@ def api(settings: Settings) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another command starts the server
-        yield
+def _claimed(settings: Settings, *, wait: bool = True) -> Iterator[bool]:
+    """The home's server lock: one command at a time starts the server (another waits,
+    or with ``wait=False`` is told False). A server an earlier release left running is
+    stopped first: it cannot prove it is this home's."""
+    folder = settings.prefect_home
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "server.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        if (earlier := _earlier_release(settings)) is not None:
+            _stop_supervisor(earlier)
+        yield True
 
 
 def start_worker(api_url: str, log: Path) -> subprocess.Popen:

@@ -42,6 +42,10 @@ from loopline.pipelines.local.prefect_server import (
     live_leases,
 )
 
+# A first run that started the server in the background finishes before the server's start
+# takes the cores; a longer one (a training) shares them after this.
+AFTER_LIMIT_S = 20.0
+
 
 def bind(preferred: int) -> socket.socket:
     """A socket bound on 127.0.0.1, to ``preferred`` if it is free, else to a port the OS
@@ -58,7 +62,7 @@ def bind(preferred: int) -> socket.socket:
     return sock
 
 
-def supervise(home: Path, port: int, idle: float) -> int:
+def supervise(home: Path, port: int, idle: float, after: int | None = None) -> int:
     from loopline.core.settings import load_settings
 
     settings = load_settings({**os.environ, "LOOPLINE_HOME": str(home)})
@@ -68,21 +72,27 @@ def supervise(home: Path, port: int, idle: float) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     # The UI finds the API from these; left at 4200 it would show another home's runs.
     env.update(PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(state.port))
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "loopline.pipelines.local.prefect_supervisor", "--serve"),
-            *("--fd", str(sock.fileno()), "--home", str(settings.home), "--token", state.token),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        pass_fds=[sock.fileno()],
-        preexec_fn=processes.die_with_parent,  # a killed supervisor takes its server along
-    )
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     (folder / STATE).write_text(json.dumps(asdict(state)))
+    server = None
     try:
+        if after is not None:  # the run that started it goes first, not sharing the cores
+            _wait_gone(after, stopping, limit=AFTER_LIMIT_S)
+        if stopping:
+            return 0
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "loopline.pipelines.local.prefect_supervisor"),
+                *("--serve", "--fd", str(sock.fileno()), "--home", str(settings.home)),
+                *("--token", state.token),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            pass_fds=[sock.fileno()],
+            preexec_fn=processes.die_with_parent,  # a killed supervisor takes its server along
+        )
         _watch(
             folder,
             server,
@@ -95,9 +105,16 @@ def supervise(home: Path, port: int, idle: float) -> int:
         with contextlib.suppress(OSError, ValueError, KeyError):
             if json.loads((folder / STATE).read_text())["pid"] == os.getpid():
                 (folder / STATE).unlink()
-        processes.stop_tree(server.pid)
+        if server is not None:
+            processes.stop_tree(server.pid)
         sock.close()
     return 0
+
+
+def _wait_gone(pid: int, stopping: list, *, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while processes.alive(pid) and not stopping and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _watch(
@@ -206,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="be the server, on --fd")
     parser.add_argument("--fd", type=int)
     parser.add_argument("--token")
+    parser.add_argument("--after", type=int, help="start the server once this pid exits")
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.fd, str(args.home), args.token)
-    return supervise(args.home, args.port, args.idle)
+    return supervise(args.home, args.port, args.idle, args.after)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,16 @@ class RunResult:
     def artifact(self, task: str, output: str) -> Path | None:
         value = self.task_outputs.get(task, {}).get(output)
         return Path(value) if isinstance(value, str) else None
+
+
+def jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
+    """A run's outputs as JSON values: an artifact as its uri, path and metadata."""
+    return {k: _artifact_json(v) for k, v in outputs.items()}
+
+
+def _artifact_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_artifact_json(v) for v in value]
+    if hasattr(value, "schema_title"):
+        return {"uri": value.uri, "path": value.path, "metadata": value.metadata}
+    return value

@@ -73,15 +73,32 @@ def pending(prefect_home: Path) -> list[Path]:
 
 def import_pending(prefect_home: Path, api_url: str) -> int:
     """Record every pending run in the server at ``api_url``; how many were recorded. A
-    record is removed only once recorded; one the server refuses stays and is reported."""
+    record is removed only once recorded. One the server refuses (4xx), or that cannot be
+    read, is set aside under ``pending/refused/`` with the reason, so it blocks no other;
+    a server error or no answer leaves the rest for the next try."""
     done = 0
     with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as api:
         for path in pending(prefect_home):
-            record = PendingRun(**json.loads(path.read_text()))
-            _record(api, record)
+            try:
+                _record(api, PendingRun(**json.loads(path.read_text())))
+            except (ValueError, TypeError) as exc:  # unreadable JSON, or not a record
+                _set_aside(path, repr(exc))
+                continue
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code >= 500:
+                    raise
+                _set_aside(path, f"{exc.response.status_code}: {exc.response.text[:2000]}")
+                continue
             path.unlink()
             done += 1
     return done
+
+
+def _set_aside(path: Path, why: str) -> None:
+    refused = path.parent / "refused"
+    refused.mkdir(exist_ok=True)
+    os.replace(path, refused / path.name)
+    (refused / f"{path.stem}.why").write_text(why + "\n")
 
 
 def _record(api: httpx.Client, run: PendingRun) -> None:
@@ -101,19 +118,20 @@ def _record(api: httpx.Client, run: PendingRun) -> None:
     )
     for task in run.tasks:
         task_id = str(uuid.uuid5(uuid.UUID(run.key), task["name"]))
-        answer = api.post(
-            "task_runs/",
-            json={
-                "id": task_id,
-                "flow_run_id": flow_run["id"],
-                "name": task["name"],
-                "task_key": task["name"],
-                "dynamic_key": "0",
-                "state": _task_state(task),
-            },
+        # Prefect's create is an upsert by id: a record tried again adds no second task run.
+        _ok(
+            api.post(
+                "task_runs/",
+                json={
+                    "id": task_id,
+                    "flow_run_id": flow_run["id"],
+                    "name": task["name"],
+                    "task_key": task["name"],
+                    "dynamic_key": "0",
+                    "state": _task_state(task),
+                },
+            )
         )
-        if answer.status_code != 409:  # 409: recorded by an earlier try
-            _ok(answer)
     final = "COMPLETED" if run.succeeded else "FAILED"
     message = _when(run.started, run.ended) + (f"; {run.error}" if run.error else "")
     state = {"type": final, "message": message[:2000]}
