@@ -36,7 +36,7 @@ from loopline.pipelines.ir import PipelineIR
 from loopline.pipelines.ir import load as load_ir
 from loopline.pipelines.local.engines import run_pipeline
 from loopline.storage.checks import Trigger
-from loopline.storage.registry import model_folder, reader
+from loopline.storage.registry import RegistryError, model_folder, reader
 
 log = logging.getLogger("loopline.monitoring")
 
@@ -49,10 +49,12 @@ def champion_hyperparameters(settings: Settings, name: str, version: str) -> dic
     """The hyper-parameters ``version`` of ``name`` was trained with, as its registered
     ``lineage.json`` records them (the architecture resolved: ``resnet18``, not ``auto``),
     less :data:`RETRAINING_OWN`; empty for a version that records none."""
-    folder = model_folder(settings, reader(settings).version(name, version))  # fails loudly
+    # No such version, or no lineage in it: the defaults, with a warning. A registry that
+    # cannot be read fails the retraining instead of training another kind of model.
     try:
+        folder = model_folder(settings, reader(settings).version(name, version))
         recorded = lineage.read(folder).get("parameters", {})
-    except (OSError, ValueError, AttributeError) as exc:  # no record: defaults, with a warning
+    except (RegistryError, OSError, ValueError, AttributeError) as exc:
         log.warning(
             "%s v%s: its training parameters cannot be read (%s); the retraining uses the "
             "pipeline's defaults and the policy's retrain_parameters",
@@ -127,6 +129,7 @@ def start_retraining(
     policy's ``retrain_parameters``) and ``epochs`` over them."""
     if pipeline is not None:
         return _retrain_with(settings, trigger, pipeline, _choose(engine, settings), labels_through)
+    engine = _choose(engine, settings)  # a configuration error first
     recorded = champion_hyperparameters(settings, trigger.model_name, trigger.model_version)
     arguments = retraining_arguments(
         trigger,
@@ -134,7 +137,6 @@ def start_retraining(
         labels_through,
         hyperparameters={**recorded, **(parameters or {})},
     )
-    engine = _choose(engine, settings)
     if engine == "kubeflow":
         host = settings.monitor.kfp_host
         run_id = kubeflow.submit(

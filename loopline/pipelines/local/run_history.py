@@ -102,40 +102,37 @@ def _set_aside(path: Path, why: str) -> None:
 
 
 def _record(api: httpx.Client, run: PendingRun) -> None:
-    flow_id = _ok(api.post("flows/", json={"name": run.flow}))["id"]
-    flow_run = _ok(
-        api.post(
-            "flow_runs/",
-            json={
-                "flow_id": flow_id,
-                "name": run.name,
-                "parameters": run.parameters,
-                "idempotency_key": run.key,
-                "tags": ["loopline", "recorded-after-run"],
-                "state": {"type": "RUNNING", "message": _when(run.started, run.ended)},
-            },
-        )
+    flow_id = _post(api, "flows/", json={"name": run.flow})["id"]
+    flow_run = _post(
+        api,
+        "flow_runs/",
+        json={
+            "flow_id": flow_id,
+            "name": run.name,
+            "parameters": run.parameters,
+            "idempotency_key": run.key,
+            "tags": ["loopline", "recorded-after-run"],
+            "state": {"type": "RUNNING", "message": _when(run.started, run.ended)},
+        },
     )
     for task in run.tasks:
-        task_id = str(uuid.uuid5(uuid.UUID(run.key), task["name"]))
         # Prefect's create is an upsert by id: a record tried again adds no second task run.
-        _ok(
-            api.post(
-                "task_runs/",
-                json={
-                    "id": task_id,
-                    "flow_run_id": flow_run["id"],
-                    "name": task["name"],
-                    "task_key": task["name"],
-                    "dynamic_key": "0",
-                    "state": _task_state(task),
-                },
-            )
+        _post(
+            api,
+            "task_runs/",
+            json={
+                "id": str(uuid.uuid5(uuid.UUID(run.key), task["name"])),
+                "flow_run_id": flow_run["id"],
+                "name": task["name"],
+                "task_key": task["name"],
+                "dynamic_key": "0",
+                "state": _task_state(task),
+            },
         )
     final = "COMPLETED" if run.succeeded else "FAILED"
     message = _when(run.started, run.ended) + (f"; {run.error}" if run.error else "")
     state = {"type": final, "message": message[:2000]}
-    _ok(api.post(f"flow_runs/{flow_run['id']}/set_state", json={"state": state, "force": True}))
+    _post(api, f"flow_runs/{flow_run['id']}/set_state", json={"state": state, "force": True})
 
 
 def _task_state(task: dict) -> dict:
@@ -159,9 +156,16 @@ def _when(started: float, ended: float) -> str:
     return f"ran {start} for {ended - started:.2f} s, before this home's Prefect server was up"
 
 
-def _ok(response: httpx.Response) -> dict:
-    response.raise_for_status()
-    return response.json()
+def _post(api: httpx.Client, path: str, *, json: dict) -> dict:
+    """POST, tried again on a 503: Prefect's server answers so while its database is busy
+    (a loaded machine), and that passes in moments."""
+    for wait in (0.5, 1, 2, 4, 8, None):
+        response = api.post(path, json=json)
+        if response.status_code != 503 or wait is None:
+            response.raise_for_status()
+            return response.json()
+        time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _jsonable(parameters: dict) -> dict:
