@@ -334,3 +334,17 @@ def logged(settings: Settings):
         return PredictionLog(database).read_window()
     finally:
         database.close()
+
+
+def daemon(command: list[str], log: Path) -> subprocess.Popen:
+    """A server the test starts (Prometheus, Alertmanager): its output to ``log``, in its
+    own session, gone with this process; stop it with ``processes.stop_tree``."""
+    from loopline.core import processes
+
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),  # noqa: SIM115 - the child owns it
+        start_new_session=True,
+        preexec_fn=processes.die_with_parent,
+    )

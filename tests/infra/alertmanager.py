@@ -14,8 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from loopline.core import processes
-from tests.conftest import free_port
+from tests.conftest import daemon, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = ROOT / "infra" / "k8s" / "base" / "alertmanager.yaml"
@@ -62,7 +61,7 @@ def write_config(folder: Path, urls: dict[str, str], timing: dict[str, str] | No
 def start(folder: Path, config: Path) -> tuple[subprocess.Popen, str]:
     """A real Alertmanager on 127.0.0.1, alone (no cluster); stop it with processes.stop_tree."""
     port = free_port()
-    process = subprocess.Popen(
+    process = daemon(
         [
             ALERTMANAGER,
             f"--config.file={config}",
@@ -71,10 +70,7 @@ def start(folder: Path, config: Path) -> tuple[subprocess.Popen, str]:
             "--cluster.listen-address=",
             "--log.level=warn",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(folder / "alertmanager.log", "wb"),  # noqa: SIM115 - the child owns it
-        start_new_session=True,
-        preexec_fn=processes.die_with_parent,
+        folder / "alertmanager.log",
     )
     return process, f"127.0.0.1:{port}"
 

@@ -33,7 +33,7 @@ from loopline.core.settings import load_settings
 from loopline.monitoring.monitor import monitor_folder
 from loopline.serving.server import start_server
 from loopline.storage.registry import Registry
-from tests.conftest import free_port
+from tests.conftest import daemon, free_port
 from tests.infra import alertmanager
 from tests.infra.test_alert_rules import RULES
 
@@ -76,7 +76,7 @@ def _prometheus(
         ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
+    process = daemon(
         [
             PROMETHEUS,
             f"--config.file={folder / 'prometheus.yml'}",
@@ -84,10 +84,7 @@ def _prometheus(
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(folder / "prometheus.log", "wb"),  # noqa: SIM115 - the child owns it
-        start_new_session=True,
-        preexec_fn=processes.die_with_parent,
+        folder / "prometheus.log",
     )
     return process, f"http://127.0.0.1:{port}"
 
