@@ -213,6 +213,7 @@ class TrainSettings:
     max_failures: int = 2  # worker-group restarts from the last checkpoint, per run
     gpu: bool | None = None  # None: train on GPUs when the machine or Ray cluster has them
     memory_mb: int = 2048  # larger splits (read whole, float32) are streamed (ml.streaming)
+    checkpoint_seconds: float = 30.0  # the least time between two checkpoints; 0: each epoch
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOOPLINE_TRAIN_MAX_FAILURES", "train.max_failures", count, "Worker-group restarts from the last checkpoint within one training.", "2"),
     Variable("LOOPLINE_TRAIN_GPU", "train.gpu", switch, "`on`: train on GPUs (a cluster scaling GPU workers from zero shows none until asked); `auto`: when the Ray cluster has GPUs; `off`.", "auto"),
     Variable("LOOPLINE_TRAIN_MEMORY_MB", "train.memory_mb", count, "A worker's memory budget for data: larger train, validation or test splits are streamed from Parquet.", "2048"),
+    Variable("LOOPLINE_TRAIN_CHECKPOINT_SECONDS", "train.checkpoint_seconds", duration, "The least time between two training checkpoints (each at an epoch's end; the final epoch always writes one); a killed training resumes from the last. `0s`: every epoch.", "30s"),
     Variable("LOOPLINE_GATE_METRIC", "gate.metric", gate_metric, f"The metric the gate compares: {', '.join(GATE_METRICS)}.", "accuracy"),
     Variable("LOOPLINE_GATE_ALPHA", "gate.alpha", fraction, "The gate's one-sided significance level.", "0.05"),
     Variable("LOOPLINE_GATE_MIN_ROWS", "gate.min_rows", count, "Fewer labelled rows than this cannot decide.", "30"),

@@ -136,7 +136,11 @@ def train_step(
     data_hash = lineage.content_hash(dataset)
     if workers < 0:
         workers = auto_workers(settings, use_gpu)
-    config = dataclasses.replace(config, memory_mb=settings.train.memory_mb)
+    config = dataclasses.replace(
+        config,
+        memory_mb=settings.train.memory_mb,
+        checkpoint_seconds=settings.train.checkpoint_seconds,
+    )
     params = {**asdict(config), "arch": spec.arch, "workers": workers}
     inputs = {"dataset": data_hash}
     if config.pretrained:  # resolved here: workers get a local file, lineage its digest
@@ -146,8 +150,10 @@ def train_step(
         params |= {"pretrained_digest": weights.digest}
         inputs["pretrained"] = f"{weights.source} sha256:{weights.digest}"
         config = dataclasses.replace(config, pretrained=str(weights.path))
-    # Same data and parameters -> same checkpoint location, so a killed run resumes.
-    key = hashlib.sha256(json.dumps([data_hash, params], sort_keys=True).encode()).hexdigest()
+    # Same data and parameters -> same checkpoint location, so a killed run resumes (also
+    # when the machine's checkpoint interval changed in between).
+    identity = {k: v for k, v in params.items() if k != "checkpoint_seconds"}
+    key = hashlib.sha256(json.dumps([data_hash, identity], sort_keys=True).encode()).hexdigest()
     registry = Registry(settings)
     mlflow_run = registry.start_run(
         model_name, params=params, tags={"loopline.run_id": run_id, "loopline.dataset": data_hash}

@@ -20,7 +20,8 @@ from pathlib import Path
 from loopline.ml.ray_training import train_with_ray
 from loopline.ml.training_loop import TrainConfig
 folder, state = train_with_ray(
-    TrainConfig(epochs=int(sys.argv[4]), patience=100), Path(sys.argv[1]), workers=2,
+    TrainConfig(epochs=int(sys.argv[4]), patience=100, checkpoint_seconds=0),
+    Path(sys.argv[1]), workers=2,
     storage=Path(sys.argv[2]), run_name="resume-test", target=Path(sys.argv[3]),
     ray_address=os.environ["RAY_ADDRESS"], max_failures=2,
 )

@@ -1,6 +1,10 @@
 """The training loop in-process (LocalSession): reproducible, resumable, early-stopping."""
 
+import dataclasses
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -37,17 +41,78 @@ def test_resumed_run_matches_an_uninterrupted_one(digits_dir, tmp_path):
 
 def test_early_stopping_restores_the_best_weights(digits_dir, tmp_path):
     # A learning rate this high makes the validation loss bounce, so patience runs out.
+    config = TrainConfig(epochs=30, lr=0.05, patience=2, augment=False)
     session = LocalSession(tmp_path / "run")
-    state = fit(TrainConfig(epochs=30, lr=0.05, patience=2, augment=False), digits_dir, session)
+    state = fit(config, digits_dir, session)
     assert state.stopped_early and state.epoch < 30
     assert state.best_epoch == min(range(state.epoch), key=lambda e: state.history[e]["val_loss"])
-    best_epoch_weights = load_file(
-        str(session.folder / f"checkpoint_{state.best_epoch:06d}" / CURRENT)
-    )
     final = session.latest_checkpoint()
+    assert json.loads((final / "state.json").read_text())["bad_epochs"] == 2
+    # The same run stopped after its best epoch ends with the weights kept as best.
+    until_best = LocalSession(tmp_path / "until-best")
+    fit(dataclasses.replace(config, epochs=state.best_epoch + 1), digits_dir, until_best)
+    best_epoch_weights = load_file(str(until_best.latest_checkpoint() / CURRENT))
     for key, value in load_file(str(final / BEST)).items():
         assert torch.equal(value, best_epoch_weights[key])
-    assert json.loads((final / "state.json").read_text())["bad_epochs"] == 2
+
+
+class Recorded(LocalSession):
+    """A LocalSession that notes, per epoch, whether a checkpoint was written."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.written = []
+
+    def report(self, metrics, write):
+        self.written.append(write is not None)
+        super().report(metrics, write)
+
+
+def test_checkpoints_are_spaced_in_time_and_the_final_epoch_always_writes_one(digits_dir, tmp_path):
+    config = TrainConfig(epochs=6, patience=10, augment=False, checkpoint_seconds=3600)
+    spaced = Recorded(tmp_path / "spaced")
+    fit(config, digits_dir, spaced)
+    assert spaced.written == [False] * 5 + [True]
+    every = Recorded(tmp_path / "every")
+    fit(dataclasses.replace(config, checkpoint_seconds=0), digits_dir, every)
+    assert every.written == [True] * 6
+    # Older checkpoints are removed as newer ones land: the last two stay.
+    assert [p.name for p in sorted(every.folder.glob("checkpoint_*"))] == [
+        "checkpoint_000004",
+        "checkpoint_000005",
+    ]
+    assert every.latest_checkpoint().name == spaced.latest_checkpoint().name
+
+
+KILLED = """
+import sys
+from pathlib import Path
+from loopline.ml.training_loop import LocalSession, TrainConfig, fit
+config = TrainConfig(epochs=100000, patience=100000, augment=False, checkpoint_seconds=1)
+fit(config, Path(sys.argv[1]), LocalSession(Path(sys.argv[2])))
+"""
+
+
+def test_a_run_killed_between_its_spaced_checkpoints_resumes_from_the_last(digits_dir, tmp_path):
+    """kill -9 mid-training costs at most the interval: checkpoints land while it runs,
+    not only at its end."""
+    folder = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", KILLED, str(digits_dir), str(folder)])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("checkpoint_*"))) < 2:  # two: written during the run
+            assert child.poll() is None, "the training ended early"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+    finally:
+        child.kill()
+        child.wait()
+    latest = LocalSession(folder).latest_checkpoint()
+    epoch = json.loads((latest / "state.json").read_text())["epoch"]
+    assert epoch >= 2
+    config = TrainConfig(epochs=epoch + 1, patience=100000, augment=False)
+    state = fit(config, digits_dir, LocalSession(folder))
+    assert state.resumed_from_epoch == epoch and state.epoch == epoch + 1
 
 
 def test_bad_config_names_every_problem():

@@ -204,6 +204,7 @@ def test_after_the_probe_epochs_the_backbone_learns_too(tmp_path):
             **BACKBONE,
             "epochs": 2,
             "probe_epochs": 1,
+            "checkpoint_seconds": 0,  # a checkpoint per epoch: the probe's, then the tuned
             "pretrained": str(tmp_path / "w.safetensors"),
         }
     )
