@@ -82,12 +82,12 @@ def train(folder, stream, budget_mb, run):
 
 @pytest.mark.slow
 def test_a_split_larger_than_the_budget_streams_and_its_memory_does_not_grow(tmp_path):
-    rows = 600_000  # 146 MB as float32 features: over the 64 MB budget
+    rows = 300_000  # 73 MB as float32 features: over the 32 MB budget
     folder, _ = dataset(tmp_path / "data", rows)
-    whole = train(folder, "off", 64, tmp_path / "whole")
-    streamed = train(folder, "auto", 64, tmp_path / "streamed")  # auto: over budget, streams
+    whole = train(folder, "off", 32, tmp_path / "whole")
+    streamed = train(folder, "auto", 32, tmp_path / "streamed")  # auto: over budget, streams
     double, _ = dataset(tmp_path / "double", 2 * rows, seed=1)
-    streamed_double = train(double, "auto", 64, tmp_path / "streamed-double")
+    streamed_double = train(double, "auto", 32, tmp_path / "streamed-double")
     print(
         f"peak RSS: whole {whole['peak_mb']} MB, streamed {streamed['peak_mb']} MB, "
         f"streamed with twice the rows {streamed_double['peak_mb']} MB"

@@ -90,7 +90,6 @@ def train(tmp_path, dataset, name, **config):
 
 @pytest.mark.slow
 def test_a_registered_backbone_transfers_to_new_classes_better_than_scratch(tmp_path, home):
-    torch.set_num_threads(2)
     source = digits(tmp_path / "zero-to-four", [0, 1, 2, 3, 4])
     _, pre = train(tmp_path, source, "pretrain", epochs=10)
     registry = Registry(load_settings())
