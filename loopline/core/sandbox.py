@@ -11,7 +11,8 @@ gets, through bubblewrap (``bwrap``, Debian's ``bubblewrap``):
   folders a run needs are bound back read-only;
 - one writable folder, its scratch, mounted as ``/tmp``: its ``HOME`` (``/tmp/home``)
   and working folder (``/tmp/work``) are there;
-- an empty environment: only ``PATH``, ``HOME``, ``LANG`` and what the caller names;
+- an empty environment: only ``PATH``, ``HOME``, ``LANG``, the machine's thread caps
+  (``OMP_NUM_THREADS`` and the like, where set) and what the caller names;
 - limits (``prlimit``): CPU time, address space, file size, open files and processes,
   plus a ``pids`` cgroup where this machine lets root make one (root is exempt from the
   process limit); a wall-clock timeout ends the whole tree.
@@ -48,6 +49,7 @@ INSIDE = Path("/tmp")  # the scratch folder, as the child sees it
 MAX_TRACE = 64 << 20  # bytes of strace output before a traced run is stopped
 HIDDEN = ("/root", "/home", "/run", "/var/lib/postgresql")
 PIDS_CGROUPS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
+THREAD_CAPS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class SandboxUnavailable(UsageError):
@@ -183,6 +185,9 @@ class Sandbox:
             "TMPDIR": "/tmp",
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # An operator's CPU caps hold inside too: threads spinning on busy cores
+            # slowed a check's torch several times over.
+            **{k: os.environ[k] for k in THREAD_CAPS if k in os.environ},
             **(env or {}),
         }
         for key, value in settled.items():

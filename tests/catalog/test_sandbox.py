@@ -266,3 +266,20 @@ def test_an_example_file_outside_the_component_folder_is_refused(tmp_path):
     assert results["compiles"].passed, checks.describe(report)
     assert results["example"].passed is False
     assert "outside the component's folder" in results["example"].message
+
+
+def test_the_machines_thread_caps_reach_inside_and_nothing_else_does(monkeypatch):
+    """Threads spinning on busy cores slowed checks several times over; secrets stay out."""
+    import sys
+
+    from loopline.core.sandbox import Sandbox
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("LOOPLINE_API_KEY", "s3cret-key")
+    with Sandbox() as sandbox:
+        outcome = sandbox.run(
+            [sys.executable, "-c", "import os; print(sorted(os.environ.items()))"], timeout_s=60
+        )
+    assert outcome.returncode == 0, outcome.output
+    assert "('OMP_NUM_THREADS', '1')" in outcome.output
+    assert "s3cret-key" not in outcome.output and "LOOPLINE_API_KEY" not in outcome.output
