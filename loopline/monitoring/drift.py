@@ -17,6 +17,12 @@ The report holds a ``ValueDrift`` per column, each with its test: the per-column
 second time (40% of a pass), and its ``DriftedColumnsCount`` runs every column's test a
 second time (0.55 s); the drifted share is counted here from the per-column verdicts, and
 the report's test summary shows the same count (benchmarks/README.md).
+
+The report runs with one BLAS thread. Wasserstein distances end in a vector product of a
+few ten thousand numbers (``np.vecdot``), which OpenBLAS splits over every core; its
+threads then spin, waiting for more work, while the report goes on drawing in Python: on
+two cores a pass burnt 1.5 times its wall time in CPU, and on a busy machine the spinning
+threads took their core from the report itself.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.metrics import ValueDrift
+from threadpoolctl import threadpool_limits
 
 from loopline.core.layout import PREDICTION
 
@@ -92,8 +99,10 @@ def detect_drift(
     as_text = categorical + ([] if numeric_prediction else prediction)
     current_data = Dataset.from_pandas(_typed(current, columns, as_text), definition)
     reference_data = Dataset.from_pandas(_typed(reference, columns, as_text), definition)
-    with warnings.catch_warnings():  # constant columns (blank pixels) divide by zero inside
-        warnings.simplefilter("ignore", RuntimeWarning)
+    # One BLAS thread: the tests' vector products are small, and OpenBLAS's idle threads
+    # spin after each one, taking a core from the report (see the module's docstring).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant columns divide by zero
         snapshot = Report(metrics, include_tests=True).run(current_data, reference_data)
     verdicts = _column_verdicts(snapshot.dict())
     per_feature = {name: verdicts[name] for name in judged}
