@@ -28,18 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.cli_latency import ONE_STEP, timed
+from benchmarks.cli_latency import ONE_STEP, PLAIN_KFP_LOCAL, timed
 
 RESULTS = Path(__file__).parent / "results"
 BIN = Path(sys.executable).parent
-PLAIN_KFP_LOCAL = """
-import sys
-from kfp import local
-sys.path.insert(0, ".")
-from one_step import plus_one
-local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="./outputs")
-assert plus_one(x=1).output == 2
-"""
 
 
 def fresh(root: Path, name: str) -> tuple[Path, dict]:

@@ -76,6 +76,7 @@ def run(
     from loopline.cli.views import summary as run_summary
     from loopline.cli.views.run import RunView
     from loopline.pipelines.ir import check_supported
+    from loopline.pipelines.local import kfp_sdk  # noqa: F401 - kfp, less its API client
     from loopline.pipelines.local.engines import run_pipeline
     from loopline.pipelines.local.scope import coerce_arguments
 
@@ -98,7 +99,9 @@ def run(
     values = coerce_arguments(ir, arguments)
     from loopline.pipelines.builtin_pipelines import PIPELINES
 
-    if pipeline in PIPELINES:  # a bad architecture or weights file fails now, not in train
+    # A bad architecture, freeze rule or weights file fails now, not in train; the
+    # defaults need no check (the check imports torch: 1.5-3 s of a cached re-run).
+    if pipeline in PIPELINES and {"arch", "freeze", "pretrained"} & arguments.keys():
         from loopline.ml.transfer import preflight
 
         preflight(values, settings)
@@ -153,11 +156,14 @@ def load_pipeline(
 ):
     """The pipeline's IR (:func:`loopline.catalog.pipelines.load_pinned`), its warnings and
     pins shown; a source that names nothing is a usage error on its option."""
-    from loopline.catalog.pipelines import load_pinned
     from loopline.core.settings import load_settings
-    from loopline.pipelines.ir import PipelineSourceError
+    from loopline.pipelines.ir import PipelineSourceError, load
 
     try:
+        if Path(source).suffix != ".py" or not Path(source).exists():
+            return load(source, name=name, target=target)  # nothing to pin: no catalog
+        from loopline.catalog.pipelines import load_pinned
+
         loaded = load_pinned(source, load_settings(), target, name, write_lock=write_lock)
     except PipelineSourceError as exc:
         raise typer.BadParameter(str(exc), param_hint=exc.option) from None

@@ -105,7 +105,7 @@ def load(source: object, name: str | None = None, *, target: str = "cpu") -> Pip
     if name is not None and not written:
         raise PipelineSourceError("--pipeline picks one of a .py file's pipelines", "--pipeline")
     if str(source) in builtin.PIPELINES:
-        return compile_pipeline(builtin.get(str(source), target))
+        return builtin.compiled(str(source), target)
     if written:
         with pods.target(target):  # its tasks that call with_settings get the target's
             return compile_pipeline(_pipeline_in_file(path, name))

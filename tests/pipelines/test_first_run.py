@@ -1,6 +1,8 @@
-"""The first run in a new home does not wait for its Prefect server (issue 28 §3): it goes
-at once, with the same retries, cache and failures as under Prefect, and is recorded in
-the home's server once that is up, exactly once. The next run is a Prefect flow run."""
+"""``loopline run`` without Prefect's client (issues 28 §3 and 29). The first run in a new
+home does not wait for its Prefect server: it goes at once, with the same retries, cache
+and failures as under Prefect, and is recorded in the home's server once that is up,
+exactly once. A warm home's run is recorded in the server as it runs: a flow run, Running
+while its tasks run, a task run per task with its states, artifacts and log lines."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import pytest
 
 from loopline.core.settings import load_settings
 from loopline.pipelines.local import prefect_server, run_history
-from loopline.pipelines.local.deferred_engine import DeferredEngine
+from loopline.pipelines.local.recorded_engine import RecordedEngine
+from loopline.pipelines.local.results import TaskRecord
 from loopline.serving.server import free_port
 from tests.conftest import VENV_BIN
 from tests.pipelines import engine_pipelines as p
@@ -38,11 +41,123 @@ def task_runs(api: str, flow_run_id: str) -> dict[str, dict]:
     return {t["name"]: t for t in answer.json()}
 
 
+def states(api: str, task_run_id: str) -> list[str]:
+    answer = httpx.get(f"{api}/task_run_states/", params={"task_run_id": task_run_id}, timeout=30)
+    answer.raise_for_status()
+    return [s["name"] for s in sorted(answer.json(), key=lambda s: s["timestamp"])]
+
+
 @pytest.fixture
 def deferred(tmp_path):
-    runner = DeferredEngine(load_settings({"LOOPLINE_HOME": str(tmp_path / "home")}))
+    runner = RecordedEngine(load_settings({"LOOPLINE_HOME": str(tmp_path / "home")}))
     yield runner
     runner.close()
+
+
+class Watching:
+    """A listener that looks at the run's record in Prefect as its first task starts."""
+
+    def __init__(self, api: str, run_name: str | None = None):
+        self.api = api
+        self.seen: dict[str, str] = {}  # flow run state while the first task ran
+
+    def task_started(self, name, folder) -> None:
+        if self.seen:
+            return
+        run_name = folder.parent.name if "." not in name else folder.parents[1].name
+        deadline = time.monotonic() + 60  # the recording posts on its own thread
+        while time.monotonic() < deadline:
+            if (found := flow_runs(self.api, run_name)) and found[0]["state_type"] == "RUNNING":
+                self.seen = {"state": found[0]["state_type"], "task": name}
+                return
+            time.sleep(0.05)
+        self.seen = {"state": "never seen", "task": name}
+
+    def task_finished(self, record: TaskRecord) -> None: ...
+
+
+def test_a_warm_homes_run_is_recorded_in_prefect_as_it_runs(tmp_path, prefect_api):
+    """Against the session's real server: Running while a task runs, then the final states
+    of the flow run and of each task run (retried, failed, skipped, cached), its tags and
+    parameters, the metrics as an artifact and loopline's log lines."""
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
+    watching = Watching(prefect_api)
+    live = RecordedEngine(settings, prefect_api, listener=watching)
+    try:
+        marker = tmp_path / "attempts"
+        retried = live.run(p.with_retry, {"marker": str(marker)}, enable_cache=False)
+        assert retried.succeeded and retried.outputs == {"Output": 2}, retried.error
+        assert watching.seen == {"state": "RUNNING", "task": "flaky"}
+        [run] = flow_runs(prefect_api, retried.run_name)
+        assert retried.flow_run_id == run["id"]
+        assert run["state_type"] == "COMPLETED" and run["tags"] == ["loopline"]
+        assert run["parameters"] == {"marker": str(marker)}
+        flaky = task_runs(prefect_api, run["id"])["flaky"]
+        assert flaky["state_type"] == "COMPLETED"
+        assert states(prefect_api, flaky["id"]) == ["Running", "AwaitingRetry", "Retrying", "Completed"]  # fmt: skip
+
+        broken = tmp_path / "broken"
+        broken.touch()
+        failed = live.run(p.failing, {"marker": str(broken)})
+        assert not failed.succeeded and failed.failed_task == "fail-if-present"
+        [run] = flow_runs(prefect_api, failed.run_name)
+        assert run["state_type"] == "FAILED" and "refusing to run while" in run["state"]["message"]
+        tasks = task_runs(prefect_api, run["id"])
+        assert {n: (t["state_type"], t["state_name"]) for n, t in tasks.items()} == {"add": ("COMPLETED", "Completed"), "fail-if-present": ("FAILED", "Failed"), "add-2": ("COMPLETED", "Skipped")}  # fmt: skip
+
+        broken.unlink()
+        resumed = live.run(p.failing, {"marker": str(broken)})
+        [run] = flow_runs(prefect_api, resumed.run_name)
+        assert run["state_type"] == "COMPLETED"
+        assert task_runs(prefect_api, run["id"])["add"]["state_name"] == "Cached"
+        body = {"logs": {"flow_run_id": {"any_": [run["id"]]}}}
+        logged = httpx.post(f"{prefect_api}/logs/filter", json=body, timeout=30).json()
+        assert any("served from cache" in line["message"] for line in logged)
+
+        scored = live.run(p.scoring, {}, enable_cache=False)
+        [run] = flow_runs(prefect_api, scored.run_name)
+        body = {"flow_runs": {"id": {"any_": [run["id"]]}}}
+        made = httpx.post(f"{prefect_api}/artifacts/filter", json=body, timeout=30).json()
+        [table] = made
+        assert table["type"] == "table" and table["key"] == "score-metrics"
+        assert {row["metric"]: row["value"] for row in json.loads(table["data"])} == {"accuracy": 0.9, "f1": 0.8}  # fmt: skip
+        assert table["task_run_id"] == task_runs(prefect_api, run["id"])["score"]["id"]
+    finally:
+        live.close()
+    assert run_history.pending(settings.prefect_home) == []  # all of it recorded live
+
+
+def test_a_run_whose_server_does_not_answer_is_recorded_later_once(tmp_path, prefect_api):
+    """No server at the URL: the run goes on, and its record waits for the supervisor. A
+    run recorded live and then again from a record of its key (a live recording cut
+    short) is one flow run with one task run per task."""
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
+    gone = RecordedEngine(settings, f"http://127.0.0.1:{free_port()}/api")
+    try:
+        result = gone.run(p.failing, {"marker": str(tmp_path / "absent")})
+    finally:
+        gone.close()
+    assert result.succeeded and result.flow_run_id is None
+    assert len(run_history.pending(settings.prefect_home)) == 1
+    assert run_history.import_pending(settings.prefect_home, prefect_api) == 1
+    [run] = flow_runs(prefect_api, result.run_name)
+    assert run["state_type"] == "COMPLETED" and "recorded-after-run" in run["tags"]
+    assert len(task_runs(prefect_api, run["id"])) == 3
+
+    live = RecordedEngine(settings, prefect_api)
+    try:
+        twice = live.run(p.failing, {"marker": str(tmp_path / "absent")})
+    finally:
+        live.close()
+    [first] = flow_runs(prefect_api, twice.run_name)
+    before = {n: t["state_name"] for n, t in task_runs(prefect_api, first["id"]).items()}
+    assert before == {"add": "Cached", "fail-if-present": "Cached", "add-2": "Cached"}
+    run_history.defer(settings.prefect_home, twice, {}, time.time(), key=first["idempotency_key"])
+    assert run_history.import_pending(settings.prefect_home, prefect_api) == 1
+    [once] = flow_runs(prefect_api, twice.run_name)
+    assert once["id"] == first["id"] and once["state_type"] == "COMPLETED"
+    after = {n: t["state_name"] for n, t in task_runs(prefect_api, once["id"]).items()}
+    assert after == before
 
 
 def test_retries_failures_and_cache_hold_as_under_prefect(deferred, tmp_path, prefect_api):
@@ -131,11 +246,15 @@ def test_a_new_homes_first_run_goes_before_its_server_and_is_recorded_there(tmp_
         [recorded] = flow_runs(server.api_url, first["run"])
         assert recorded["state_type"] == "COMPLETED" and "recorded-after-run" in recorded["tags"]
         assert task_runs(server.api_url, recorded["id"])["add"]["state_type"] == "COMPLETED"
-        # The next run finds the server up: a Prefect flow run of its own.
+        # The next run finds the server up: recorded there as it runs, by the CLI.
         second = run()
         [flow_run] = flow_runs(server.api_url, second["run"])
-        assert (
-            flow_run["state_type"] == "COMPLETED" and "recorded-after-run" not in flow_run["tags"]
-        )
+        assert flow_run["state_type"] == "COMPLETED" and flow_run["tags"] == ["loopline"]
+        add = task_runs(server.api_url, flow_run["id"])["add"]
+        assert states(server.api_url, add["id"]) == [
+            "Running",
+            "Cached",
+        ]  # as the first run left it
+        assert run_history.pending(settings.prefect_home) == []
     finally:
         prefect_server.stop(settings)

@@ -189,11 +189,12 @@ def _output_between_tasks(path: str) -> None:
     os.close(fd)
 
 
-FORKSERVER_PRELOAD = ["__main__", "kfp.dsl.executor"]
+# kfp's executor, without kfp's API client (kfp_sdk): 0.3 s to import instead of 1 s.
+FORKSERVER_PRELOAD = ["__main__", "loopline.pipelines.local.kfp_sdk"]
 
 
 def start_forkserver() -> None:
-    """Start the server the pool's workers fork from, now: its import of kfp (1-2 s)
+    """Start the server the pool's workers fork from, now: its import of kfp (0.3 s)
     overlaps the caller's own start-up (importing kfp too, loading the pipeline) on a
     second core, instead of following it. The pool uses this server when it starts."""
     multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)

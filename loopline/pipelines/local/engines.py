@@ -1,13 +1,18 @@
-"""Pick the engine that runs a pipeline on this machine: Prefect (default) or kfp.local.
+"""Pick the engine that runs a pipeline on this machine: the recorded engine (default) or
+kfp.local.
 
-With Prefect, a run that would wait for its home's server to start (a new home, or one
-whose server stopped when idle) goes at once and is recorded in Prefect afterwards
-(:mod:`loopline.pipelines.local.deferred_engine`); a warm home's run is a Prefect flow run.
+The default runs the DAG itself and records each run in the home's Prefect server without
+importing Prefect (:mod:`loopline.pipelines.local.recorded_engine`): live when the server
+is up; when it is not (a new home, or one whose server stopped when idle), the run goes
+at once, the server is started behind it and records the run once it answers. With an
+exported ``PREFECT_API_URL`` (a team's server, Prefect Cloud), a run is a Prefect flow
+run (:mod:`loopline.pipelines.local.prefect_engine`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from loopline.core.settings import Settings
@@ -31,17 +36,24 @@ def run_pipeline(
     from loopline.pipelines.local import prefect_server
 
     starting = None
-    if prefect_server.is_cold(settings):  # this run goes now; Prefect records it later
-        from loopline.pipelines.local.deferred_engine import DeferredEngine
-
-        # Its supervisor's own start (~0.3 s) overlaps the run's.
-        starting = threading.Thread(target=_start_server, args=(settings,), daemon=True)
-        starting.start()
-        runner = DeferredEngine(settings, listener=listener, capture_output=capture_output)
-    else:
+    if os.environ.get("PREFECT_API_URL"):  # not this home's: Prefect's own client
         from loopline.pipelines.local.prefect_engine import PrefectEngine
 
         runner = PrefectEngine(settings, listener=listener, capture_output=capture_output)
+    else:
+        from loopline.pipelines.local.recorded_engine import RecordedEngine
+
+        server = prefect_server.running(settings)
+        if server is None:  # this run goes now; Prefect records it once it is up
+            # Its supervisor's own start (~0.3 s) overlaps the run's.
+            starting = threading.Thread(target=_start_server, args=(settings,), daemon=True)
+            starting.start()
+        runner = RecordedEngine(
+            settings,
+            server.api_url if server else None,
+            listener=listener,
+            capture_output=capture_output,
+        )
     try:
         return runner.run(source, arguments, enable_cache=enable_cache)
     finally:

@@ -1,8 +1,8 @@
 """Runs a compiled pipeline with no orchestrator: the DAG in this process, each task in a
 new process (or the given runtime), cached only when given a cache. For places where no
 Prefect server can start, such as the sandbox that runs a submitted component's example
-(:mod:`loopline.catalog.example`), and the base of the run that does not wait for one
-(:mod:`loopline.pipelines.local.deferred_engine`)."""
+(:mod:`loopline.catalog.example`), and the base of ``loopline run``'s engine, which
+records its runs in Prefect without Prefect (:mod:`loopline.pipelines.local.recorded_engine`)."""
 
 from __future__ import annotations
 
@@ -40,23 +40,36 @@ class PlainEngine:
         self.cache: TaskCache | None = None
 
     def run(self, source: object, arguments: dict | None = None, **_) -> RunResult:
+        arguments = arguments or {}
+        return self.execute(self.prepare(source, arguments), arguments)
+
+    def prepare(
+        self,
+        source: object,
+        arguments: dict,
+        *,
+        task_wrapper: TaskWrapper | None = None,
+        listener: RunListener | None = None,
+    ) -> PipelineRun:
+        """The run of ``source``, not started; bad arguments fail here, before any task."""
         ir = load(source)
         check_supported(ir)
-        arguments = arguments or {}
-        coerce_arguments(ir, arguments)  # bad arguments fail before any task
-        run = PipelineRun(
+        coerce_arguments(ir, arguments)
+        return PipelineRun(
             ir,
             artifact_root=self.settings.artifact_root,
             cache=self.cache,
             runtime=self.runtime,
             envs_home=self.envs_home,
-            task_wrapper=self.task_wrapper,
-            listener=self.listener,
+            task_wrapper=task_wrapper or self.task_wrapper,
+            listener=listener or self.listener,
             capture_output=self.capture_output,
         )
+
+    def execute(self, run: PipelineRun, arguments: dict) -> RunResult:
         result = RunResult(
             succeeded=True,
-            pipeline=ir.name,
+            pipeline=run.ir.name,
             run_name=run.run_name,
             run_dir=run.run_dir,
             records=run.records,

@@ -8,12 +8,10 @@ exported ``PREFECT_API_URL``, runs go to the home's Prefect server (``prefect_se
 from __future__ import annotations
 
 import logging
-import re
-from pathlib import Path
 
 from loopline.core.settings import Settings
 from loopline.pipelines.ir import check_supported, load
-from loopline.pipelines.local import component_runtime, prefect_server
+from loopline.pipelines.local import component_runtime, prefect_rest, prefect_server
 from loopline.pipelines.local.cache import TaskCache
 from loopline.pipelines.local.dag_orchestrator import PipelineRun
 from loopline.pipelines.local.results import RunListener, RunResult, jsonable
@@ -152,36 +150,23 @@ def _seconds(duration: str) -> float:
 
 
 def _publish(task_name: str, artifacts: dict) -> None:
-    """Metrics tables, confusion matrices and report links as Prefect artifacts."""
-    from prefect.artifacts import (
-        create_link_artifact,
-        create_markdown_artifact,
-        create_table_artifact,
-    )
+    """Metrics tables, confusion matrices and report links as Prefect artifacts of the task
+    run (:func:`prefect_rest.artifacts`: the same as a run the recorded engine records)."""
+    made = prefect_rest.artifacts(task_name, artifacts)
+    if not made:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.context import TaskRunContext
 
-    for output, artifact in artifacts.items():
-        if isinstance(artifact, list):
-            continue
-        key = re.sub(r"[^a-z0-9-]+", "-", f"{task_name}-{output}".lower()).strip("-")
-        title = artifact.schema_title
-        if title == "system.Metrics" and artifact.metadata:
-            rows = [{"metric": k, "value": v} for k, v in artifact.metadata.items()]
-            create_table_artifact(rows, key=key, description=f"{task_name}: {output}")
-        elif title == "system.ClassificationMetrics" and "confusionMatrix" in artifact.metadata:
-            create_markdown_artifact(_confusion_markdown(artifact.metadata), key=key)
-        elif title in ("system.HTML", "system.Markdown"):
-            create_link_artifact(
-                Path(artifact.path).as_uri(), link_text=f"{task_name} {output}", key=key
+    task_run = TaskRunContext.get().task_run
+    with get_client(sync_client=True) as client:
+        for artifact in made:
+            client.create_artifact(
+                ArtifactCreate(
+                    **artifact, flow_run_id=task_run.flow_run_id, task_run_id=task_run.id
+                )
             )
-
-
-def _confusion_markdown(metadata: dict) -> str:
-    matrix = metadata["confusionMatrix"]
-    names = [c.get("displayName", "") for c in matrix["annotationSpecs"]]
-    lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for name, row in zip(names, matrix["rows"], strict=True):
-        lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row["row"]) + " |")
-    return "\n".join(lines)
 
 
 def _attach_loopline_logs() -> None:

@@ -131,12 +131,6 @@ def ensure(settings: Settings) -> HomeServer:
     return server
 
 
-def is_cold(settings: Settings) -> bool:
-    """Whether a run here would wait for the home's server to start: no server exported,
-    and the home's is not answering (never started, stopped when idle, or starting)."""
-    return not os.environ.get("PREFECT_API_URL") and running(settings) is None
-
-
 def start_in_background(settings: Settings) -> None:
     """Start the home's server, or leave the one starting, without waiting for it to
     answer: a run that needs none yet goes on, and the next command finds it up."""
