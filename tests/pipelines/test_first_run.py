@@ -258,3 +258,26 @@ def test_a_new_homes_first_run_goes_before_its_server_and_is_recorded_there(tmp_
         assert run_history.pending(settings.prefect_home) == []
     finally:
         prefect_server.stop(settings)
+
+
+class Interrupting:
+    """A listener that stands in for Ctrl-C as the first task starts."""
+
+    def task_started(self, name, folder) -> None:
+        raise KeyboardInterrupt
+
+    def task_finished(self, record: TaskRecord) -> None: ...
+
+
+def test_an_interrupted_run_ends_cancelled_in_prefect_not_running(tmp_path, prefect_api):
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path / "home")})
+    live = RecordedEngine(settings, prefect_api, listener=Interrupting())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            live.run(p.scoring, {}, enable_cache=False)
+    finally:
+        live.close()
+    newest = {"sort": "EXPECTED_START_TIME_DESC", "limit": 1}  # this test's run
+    [run] = httpx.post(f"{prefect_api}/flow_runs/filter", json=newest, timeout=30).json()
+    assert run["state_type"] == "CANCELLED", run["state_type"]
+    assert run["tags"] == ["loopline"] and run["state"]["message"].startswith("KeyboardInterrupt")

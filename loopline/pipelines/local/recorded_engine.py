@@ -85,7 +85,11 @@ class RecordedEngine(PlainEngine):
             self.api_url, key=key, flow=run.ir.name, name=run.run_name, parameters=arguments
         )
         with _logs_to(events.recording):
-            result = self.execute(run, arguments)
+            try:
+                result = self.execute(run, arguments)
+            except BaseException as error:  # Ctrl-C, or a bug: never left Running
+                events.recording.abandon(error)
+                raise
         if events.recording.finish(result):
             result.flow_run_id = events.recording.flow_run_id
         return result

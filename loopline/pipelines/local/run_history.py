@@ -247,6 +247,16 @@ class Recording:
             log.info("run %s: recorded in Prefect later (%s)", result.run_name, self.error)
         return self.error is None
 
+    def abandon(self, error: BaseException, timeout: float = 5.0) -> None:
+        """The run ended without a result (interrupted, or an error of loopline's own): its
+        flow run ends Cancelled or Crashed, as Prefect's engine ends it, not Running."""
+        kind = "CANCELLED" if isinstance(error, KeyboardInterrupt) else "CRASHED"
+        self._put(self._send_logs)
+        self._put(self._flow_state, prefect_rest.state(kind, f"{type(error).__name__}: {error}"))
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._api.close()
+
     # the background thread -----------------------------------------------------------
 
     def _put(self, call: Callable[..., None], *args, **kwargs) -> None:
