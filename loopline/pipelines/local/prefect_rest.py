@@ -13,11 +13,14 @@ from its pending record, is one flow run with one task run per task.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import logging
+import math
 import re
+import socket
 import threading
-import time
 import urllib.parse
 import uuid
 from datetime import UTC, datetime
@@ -26,18 +29,28 @@ from typing import Any
 
 from loopline.core.errors import LooplineError
 
+log = logging.getLogger("loopline.run")
+
 
 class PrefectApiError(LooplineError, RuntimeError):
-    """The server refused a request: ``status`` is its HTTP status."""
+    """The server refused a request, or answered what is no answer: ``status`` is its HTTP
+    status."""
 
     def __init__(self, status: int, body: str, what: str):
         super().__init__(f"Prefect's API answered {status} to {what}: {body[:2000]}")
         self.status = status
         self.body = body
 
+    @property
+    def transient(self) -> bool:
+        """Worth trying again later: a server error, or a 2xx that is not JSON (a proxy's
+        page, a cut answer); only a 4xx says the request itself is wrong."""
+        return not 400 <= self.status < 500
+
 
 class PrefectApi:
-    """A client of one Prefect server's REST API (``http://host:port/api``); thread-safe."""
+    """A client of one Prefect server's REST API (``http://host:port/api``); thread-safe.
+    Once closed (:meth:`close`), it sends nothing more."""
 
     def __init__(self, api_url: str, *, timeout: float = 30):
         parts = urllib.parse.urlsplit(api_url.rstrip("/") + "/")
@@ -48,23 +61,35 @@ class PrefectApi:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
+        self._closed = threading.Event()
 
-    def post(self, path: str, body: Any) -> Any:
+    def post(self, path: str, body: Any, *, idempotent: bool = True) -> Any:
         """POST ``body`` as JSON; the answer's JSON. Tried again on a 503, which Prefect's
-        server answers while its database is busy (a loaded machine): that passes."""
+        server answers while its database is busy (a loaded machine), having written
+        nothing: that passes. ``idempotent=False`` for a request that the server would
+        carry out twice if sent twice (Prefect gives logs and artifacts no client-chosen
+        id): never sent again once it may have reached the server."""
         for wait in (0.5, 1, 2, 4, 8, None):
-            status, text = self._send("POST", path, json.dumps(body, default=str))
+            status, text = self._send("POST", path, json.dumps(body, default=str), idempotent)
             if status != 503 or wait is None:
                 break
-            time.sleep(wait)
+            if self._closed.wait(wait):  # closed meanwhile: the caller gave up on it
+                raise _closed(path)
         if status >= 400:
             raise PrefectApiError(status, text, f"POST {path}")
-        return json.loads(text) if text else None
+        try:
+            return json.loads(text) if text else None
+        except ValueError:  # not Prefect's answer: worth another try later, not a refusal
+            raise PrefectApiError(status, text, f"POST {path} (an answer not JSON)") from None
 
-    def _send(self, method: str, path: str, body: str) -> tuple[int, str]:
+    def _send(self, method: str, path: str, body: str, idempotent: bool) -> tuple[int, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         with self._lock:
+            if not idempotent:  # a fresh connection, which cannot be stale: no second send
+                self._drop()
             for attempt in (1, 2):  # a kept-alive connection the server closed: once more
+                if self._closed.is_set():
+                    raise _closed(path)
                 if self._connection is None:
                     kind = (
                         http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -75,18 +100,37 @@ class PrefectApi:
                     response = self._connection.getresponse()
                     return response.status, response.read().decode()
                 except (http.client.HTTPException, ConnectionError):
-                    self.close()
-                    if attempt == 2:
+                    self._drop()
+                    if attempt == 2 or not idempotent or self._closed.is_set():
                         raise
                 except OSError:
-                    self.close()
+                    self._drop()
                     raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        """For good: a request in flight is cut off, one waiting to try again gives up,
+        and none is sent after this returns. A run that stopped waiting for its live
+        recording leaves the rest to the supervisor, whose final states a late request of
+        this client must not overwrite."""
+        self._closed.set()
+        # Without the lock (a request in flight holds it for up to its timeout): shutting
+        # the socket down wakes the request at once, which then gives up, being closed.
+        sock = getattr(self._connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _closed(path: str) -> ConnectionAbortedError:
+    return ConnectionAbortedError(f"POST {path}: this Prefect API client was closed")
 
 
 # -- what loopline records ---------------------------------------------------------------
@@ -155,13 +199,14 @@ def set_task_run_state(api: PrefectApi, task_id: str, new: dict) -> None:
 
 
 def create_artifact(api: PrefectApi, artifact: dict, flow_run_id: str, task_id: str) -> None:
-    api.post("artifacts/", {**artifact, "flow_run_id": flow_run_id, "task_run_id": task_id})
+    body = {**artifact, "flow_run_id": flow_run_id, "task_run_id": task_id}
+    api.post("artifacts/", body, idempotent=False)  # a second POST: a second version
 
 
 def send_logs(api: PrefectApi, entries: list[dict]) -> None:
     """Log lines, each ``{name, level, message, timestamp, flow_run_id, task_run_id}``."""
     if entries:
-        api.post("logs/", entries)
+        api.post("logs/", entries, idempotent=False)  # a second POST: every line twice
 
 
 def log_entry(record, flow_run_id: str, task_id: str | None = None) -> dict:
@@ -181,22 +226,39 @@ def log_entry(record, flow_run_id: str, task_id: str | None = None) -> dict:
 
 def artifacts(task: str, outputs: dict) -> list[dict]:
     """A task's metrics tables, confusion matrices and report links, as Prefect artifacts
-    (``key``, ``type``, ``description``, ``data``); other outputs have none."""
+    (``key``, ``type``, ``description``, ``data``); other outputs have none. One that
+    cannot be built (a malformed confusion matrix) is left out with a warning: it shows
+    what a finished task made, and never fails the task."""
     made = []
     for output, artifact in outputs.items():
         if isinstance(artifact, list):
             continue
-        key = artifact_key(task, output)
-        title = artifact.schema_title
-        if title == "system.Metrics" and artifact.metadata:
-            rows = [{"metric": k, "value": v} for k, v in artifact.metadata.items()]
-            made.append(_artifact(key, "table", json.dumps(rows), f"{task}: {output}"))
-        elif title == "system.ClassificationMetrics" and "confusionMatrix" in artifact.metadata:
-            made.append(_artifact(key, "markdown", confusion_markdown(artifact.metadata)))
-        elif title in ("system.HTML", "system.Markdown"):
-            link = f"[{task} {output}]({Path(artifact.path).as_uri()})"
-            made.append(_artifact(key, "markdown", link))
+        try:
+            built = _built(task, output, artifact)
+        except Exception as exc:  # noqa: BLE001 - a user's metadata, in any shape
+            log.warning("%s: no Prefect artifact for %s (%r)", task, output, exc)
+            continue
+        if built is not None:
+            made.append(built)
     return made
+
+
+def _built(task: str, output: str, artifact) -> dict | None:
+    key = artifact_key(task, output)
+    title = artifact.schema_title
+    if title == "system.Metrics" and artifact.metadata:
+        rows = [{"metric": k, "value": _finite(v)} for k, v in artifact.metadata.items()]
+        return _artifact(key, "table", json.dumps(rows, allow_nan=False), f"{task}: {output}")
+    if title == "system.ClassificationMetrics" and "confusionMatrix" in artifact.metadata:
+        return _artifact(key, "markdown", confusion_markdown(artifact.metadata))
+    if title in ("system.HTML", "system.Markdown"):
+        return _artifact(key, "markdown", f"[{task} {output}]({Path(artifact.path).as_uri()})")
+    return None
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: a metric that is one is kept as its name ("nan")."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _artifact(key: str, kind: str, data: str, description: str | None = None) -> dict:

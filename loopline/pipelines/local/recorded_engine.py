@@ -27,8 +27,10 @@ from loopline.pipelines.local.plain_engine import PlainEngine
 from loopline.pipelines.local.prefect_engine import retry_policy
 from loopline.pipelines.local.results import RunListener, RunResult, TaskRecord
 
-# (task name, attempt that failed, its error)
+# (task name, attempt that failed, its error): the wait before the next attempt begins
 OnRetry = Callable[[str, int, BaseException], None]
+# (task name, attempt about to run): the wait is over
+OnResume = Callable[[str, int], None]
 
 
 class RecordedEngine(PlainEngine):
@@ -78,7 +80,11 @@ class RecordedEngine(PlainEngine):
             arguments,
             listener=events,
             task_wrapper=lambda name, spec, fn: retrying(
-                name, spec, _publishing(name, fn, events), on_retry=events.retrying
+                name,
+                spec,
+                _publishing(name, fn, events),
+                on_retry=events.retrying,
+                on_resume=events.resumed,
             ),
         )
         events.recording = run_history.Recording(
@@ -115,6 +121,9 @@ class _Events:
     def retrying(self, name: str, attempt: int, error: BaseException) -> None:
         self.recording.task_retrying(name, attempt, error)
 
+    def resumed(self, name: str, attempt: int) -> None:
+        self.recording.task_resumed(name, attempt)
+
 
 def _publishing(name: str, fn, events: _Events):
     def leaf(*args):
@@ -126,14 +135,25 @@ def _publishing(name: str, fn, events: _Events):
     return leaf
 
 
-def retrying(name: str, task_spec: dict, fn, *, on_retry: OnRetry | None = None):
-    """The task's ``set_retry`` policy, kept as Prefect keeps it: retried after each wait."""
+def retrying(
+    name: str,
+    task_spec: dict,
+    fn,
+    *,
+    on_retry: OnRetry | None = None,
+    on_resume: OnResume | None = None,
+):
+    """The task's ``set_retry`` policy, kept as Prefect keeps it: retried after each wait.
+    As Prefect's engine, ``on_retry`` before the wait (AwaitingRetry shows during it) and
+    ``on_resume`` once it is over (Retrying)."""
     retries, delays = retry_policy(task_spec)
     if not retries:
         return fn
 
     def leaf(*args):
         for attempt in range(retries + 1):
+            if attempt and on_resume:
+                on_resume(name, attempt + 1)
             try:
                 return fn(*args)
             except Exception as exc:

@@ -105,18 +105,21 @@ def import_pending(prefect_home: Path, api_url: str) -> int:
     """Record every pending run in the server at ``api_url``; how many were recorded. A
     record is removed only once recorded. One the server refuses (4xx), or that cannot be
     read, is set aside under ``pending/refused/`` with the reason, so it blocks no other;
-    a server error or no answer leaves the rest for the next try."""
+    a server error, an answer that is not Prefect's (a 2xx that is not JSON) or no answer
+    leaves the rest for the next try."""
     done = 0
     api = PrefectApi(api_url)
     try:
         for path in pending(prefect_home):
             try:
-                _record(api, PendingRun(**json.loads(path.read_text())))
-            except (ValueError, TypeError) as exc:  # unreadable JSON, or not a record
+                run = _read(path)
+            except (ValueError, TypeError, KeyError) as exc:  # unreadable JSON, or not a record
                 _set_aside(path, repr(exc))
                 continue
+            try:
+                _record(api, run)
             except PrefectApiError as exc:
-                if exc.status >= 500:
+                if exc.transient:
                     raise
                 _set_aside(path, f"{exc.status}: {exc.body[:2000]}")
                 continue
@@ -125,6 +128,17 @@ def import_pending(prefect_home: Path, api_url: str) -> int:
     finally:
         api.close()
     return done
+
+
+def _read(path: Path) -> PendingRun:
+    """A pending record, checked whole before anything of it is sent: what fails past
+    this is the server's answer, never the record."""
+    run = PendingRun(**json.loads(path.read_text()))
+    for task in run.tasks:  # what _record reads of each
+        _task_state(task)
+        if not isinstance(task["name"], str):
+            raise TypeError(f"a task named {task['name']!r}")
+    return run
 
 
 def _set_aside(path: Path, why: str) -> None:
@@ -177,7 +191,8 @@ def _when(started: float, ended: float) -> str:
 
 
 def _jsonable(parameters: dict) -> dict:
-    return json.loads(json.dumps(parameters, default=str))
+    """JSON values: strict JSON too, so NaN and infinity become their names ("NaN")."""
+    return json.loads(json.dumps(parameters, default=str), parse_constant=str)
 
 
 # -- live: recorded as it runs -------------------------------------------------------------
@@ -216,9 +231,14 @@ class Recording:
         self._put(self._task_state, task, prefect_rest.state("RUNNING"), create=True)
 
     def task_retrying(self, task: str, attempt: int, error: BaseException) -> None:
+        """``attempt`` failed: the task waits for its next one (AwaitingRetry)."""
         message = f"attempt {attempt} failed: {type(error).__name__}: {error}"
         self._put(self._task_state, task, prefect_rest.state("SCHEDULED", message, "AwaitingRetry"))
-        self._put(self._task_state, task, prefect_rest.state("RUNNING", name="Retrying"))
+
+    def task_resumed(self, task: str, attempt: int) -> None:
+        """The wait is over: ``attempt`` runs (Retrying), as Prefect's engine posts it."""
+        retrying = prefect_rest.state("RUNNING", f"attempt {attempt}", "Retrying")
+        self._put(self._task_state, task, retrying)
 
     def task_made(self, task: str, outputs: dict) -> None:
         """A task's new artifacts (metrics, reports), before it is finished."""
@@ -242,6 +262,8 @@ class Recording:
         self._thread.join(timeout)
         if self._thread.is_alive():
             self.error = self.error or TimeoutError(f"not recorded within {timeout:.0f} s")
+        # Closed for good: a request still retrying gives up, none is sent after this, so
+        # none overwrites the final states the supervisor records from the deferred run.
         self._api.close()
         if self.error is not None:
             log.info("run %s: recorded in Prefect later (%s)", result.run_name, self.error)
@@ -268,7 +290,7 @@ class Recording:
                 try:
                     call()
                 except Exception as exc:  # noqa: BLE001 - the run goes on; recorded later
-                    self.error = exc
+                    self.error = self.error or exc  # finish's timeout, if it came first
 
     def _create(self, *, flow: str, name: str, parameters: dict) -> None:
         self.flow_run_id = prefect_rest.create_flow_run(
