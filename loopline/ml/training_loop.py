@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -55,6 +56,10 @@ BEST = "best.safetensors"
 CURRENT = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"  # the state's tensors; its groups: OPTIMIZER_GROUPS
 OPTIMIZER_GROUPS = "optimizer.json"
+# How an optimizer steps (Adam's kernel): this machine's choice, never a checkpoint's.
+KERNEL_FLAGS = ("fused", "foreach", "capturable")
+
+log = logging.getLogger("loopline.train")
 
 
 def _hyper(default, help: str):
@@ -208,41 +213,47 @@ def fit(
     logger = _MetricLogger(mlflow_run_id, tracking_uri) if session.rank == 0 else None
 
     bar = session.progress(config.epochs, state.epoch)
-    checkpointed = time.monotonic()
-    while state.epoch < config.epochs and not state.stopped_early:
-        torch.manual_seed(config.seed * 100_003 + state.epoch * 101 + session.rank)
-        loader.set_epoch(state.epoch)
-        started = time.perf_counter()
-        frozen = transfer.frozen(state.epoch)
-        train_loss, train_acc, seen = _train_epoch(
-            model, loader, optimizer, session, amp, spec if augment else None, frozen
-        )
-        val_loss, val_acc, _ = _evaluate(model, val, session, amp)
-        metrics = {
-            "epoch": state.epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "samples_per_s": seen / (time.perf_counter() - started),
-        }
-        if state.improved(val_loss, config.patience) or best is None:
-            best = _cpu_state(model)
-        state.epoch += 1
-        state.history = [*(state.history or []), metrics]
-        last = state.epoch >= config.epochs or state.stopped_early
-        due = last or time.monotonic() - checkpointed >= config.checkpoint_seconds
-        write = None
-        if due and session.rank == 0:
-            write = functools.partial(_write_checkpoint, model=model, best=best, optimizer=optimizer, state=state)  # fmt: skip
-        session.report(metrics, write)
-        if due:
-            checkpointed = time.monotonic()
-        if logger:
-            logger.log(metrics, flush=due)
-        bar.set_description(f"epoch {state.epoch} val_loss {val_loss:.3f} val_acc {val_acc:.3f}")
-        bar.update(1)
-    bar.close()
+    try:
+        checkpointed = time.monotonic()
+        while state.epoch < config.epochs and not state.stopped_early:
+            torch.manual_seed(config.seed * 100_003 + state.epoch * 101 + session.rank)
+            loader.set_epoch(state.epoch)
+            started = time.perf_counter()
+            frozen = transfer.frozen(state.epoch)
+            train_loss, train_acc, seen = _train_epoch(
+                model, loader, optimizer, session, amp, spec if augment else None, frozen
+            )
+            val_loss, val_acc, _ = _evaluate(model, val, session, amp)
+            metrics = {
+                "epoch": state.epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "samples_per_s": seen / (time.perf_counter() - started),
+            }
+            if state.improved(val_loss, config.patience) or best is None:
+                best = _cpu_state(model)
+            state.epoch += 1
+            state.history = [*(state.history or []), metrics]
+            last = state.epoch >= config.epochs or state.stopped_early
+            due = last or time.monotonic() - checkpointed >= config.checkpoint_seconds
+            write = None
+            if due and session.rank == 0:
+                write = functools.partial(_write_checkpoint, model=model, best=best, optimizer=optimizer, state=state)  # fmt: skip
+            session.report(metrics, write)
+            if due:
+                checkpointed = time.monotonic()
+            if logger:
+                logger.log(metrics, flush=due)
+            bar.set_description(
+                f"epoch {state.epoch} val_loss {val_loss:.3f} val_acc {val_acc:.3f}"
+            )
+            bar.update(1)
+    finally:
+        bar.close()
+        if logger:  # what the throttle held back, also when an epoch raised
+            logger.close()
     return state
 
 
@@ -446,15 +457,21 @@ def _save_optimizer(optimizer, folder: Path) -> None:
 
 def _load_optimizer(optimizer, folder: Path) -> None:
     if (folder / "optimizer.pt").exists():  # written before 0.1.2: tensors only, no code
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        return
-    meta = json.loads((folder / OPTIMIZER_GROUPS).read_text())
-    state: dict[int, dict] = {}
-    flat = {**load_file(str(folder / OPTIMIZER)), **meta["numbers"]}
-    for name, value in flat.items():
-        index, _, key = name.partition(".")
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        saved = torch.load(folder / "optimizer.pt", weights_only=True)
+    else:
+        meta = json.loads((folder / OPTIMIZER_GROUPS).read_text())
+        state: dict[int, dict] = {}
+        flat = {**load_file(str(folder / OPTIMIZER)), **meta["numbers"]}
+        for name, value in flat.items():
+            index, _, key = name.partition(".")
+            state.setdefault(int(index), {})[key] = value
+        saved = {"state": state, "param_groups": meta["param_groups"]}
+    # The kernel flags as this run chose them for its device: a checkpoint written on
+    # another (fused on CUDA, none on MPS, or before the fused kernel) would otherwise
+    # impose its own. Set before loading: torch places Adam's step counts by them.
+    kernel = {k: v for k, v in optimizer.defaults.items() if k in KERNEL_FLAGS}
+    saved["param_groups"] = [{**group, **kernel} for group in saved["param_groups"]]
+    optimizer.load_state_dict(saved)
 
 
 def _restore(
@@ -473,14 +490,18 @@ def read_state(checkpoint: Path) -> TrainState:
     return TrainState(**json.loads((Path(checkpoint) / STATE).read_text()))
 
 
+# How often the per-epoch metrics are sent to MLflow, at most (seconds).
+METRICS_EVERY_S = 2.0
+
+
 class _MetricLogger:
     """Per-epoch metrics to the MLflow run the driver opened (rank 0 only), sent at most
-    every ``every`` seconds and with each checkpoint (so a resumed run lacks none of the
-    epochs it skips): a write to the tracking store per 50 ms epoch would slow a small
-    training by a tenth."""
+    every ``every`` seconds, with each checkpoint (so a resumed run lacks none of the
+    epochs it skips) and when the loop ends, however it ends: a write to the tracking
+    store per 50 ms epoch would slow a small training by a tenth."""
 
-    def __init__(self, run_id: str | None, tracking_uri: str | None, every: float = 2.0):
-        self.run_id, self.every = run_id, every
+    def __init__(self, run_id: str | None, tracking_uri: str | None, every: float | None = None):
+        self.run_id, self.every = run_id, METRICS_EVERY_S if every is None else every
         self.pending: list = []
         self.sent = time.monotonic()
         if run_id:
@@ -497,9 +518,22 @@ class _MetricLogger:
         step = int(metrics["epoch"])
         self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
         if flush or time.monotonic() - self.sent >= self.every:
-            for start in range(0, len(self.pending), 1000):  # MLflow's limit per batch
-                self.client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
-            self.pending, self.sent = [], time.monotonic()
+            self._send()
+
+    def close(self) -> None:
+        """Send what is held back. Best effort: called as the loop ends, also on its way
+        out with an error, which a tracking store that does not answer must not hide."""
+        if not (self.run_id and self.pending):
+            return
+        try:
+            self._send()
+        except Exception as exc:  # noqa: BLE001 - the training's own outcome comes first
+            log.warning("%d metric values not sent to MLflow: %r", len(self.pending), exc)
+
+    def _send(self) -> None:
+        for start in range(0, len(self.pending), 1000):  # MLflow's limit per batch
+            self.client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
+        self.pending, self.sent = [], time.monotonic()
 
 
 class LocalSession:

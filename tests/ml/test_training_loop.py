@@ -137,3 +137,75 @@ def test_a_checkpoint_unpickles_nothing_and_a_torn_one_is_never_the_latest(digit
     state = fit(TrainConfig(epochs=3, patience=10), digits_dir, session)
     assert state.resumed_from_epoch == 2 and session.latest_checkpoint().name == "checkpoint_000002"
     assert not torn.exists()  # written afresh, then renamed
+
+
+class DiskFull(LocalSession):
+    """A LocalSession whose checkpoint write fails at ``epoch``, as on a full disk."""
+
+    def __init__(self, folder, epoch: int):
+        super().__init__(folder)
+        self.epoch = epoch
+
+    def report(self, metrics, write):
+        if metrics["epoch"] == self.epoch:
+            raise OSError(28, "No space left on device")
+        super().report(metrics, write)
+
+
+def test_metrics_held_back_reach_mlflow_when_the_training_fails(
+    settings, digits_dir, tmp_path, monkeypatch, caplog
+):
+    """The throttle holds metrics back (up to 2 s of them); a training that fails sends
+    them on its way out, and a tracking store that refuses them then hides not its error."""
+    from mlflow import MlflowClient
+
+    from loopline.ml import training_loop
+    from loopline.storage.registry import Registry
+
+    monkeypatch.setattr(training_loop, "METRICS_EVERY_S", 3600)  # only a checkpoint sends
+    config = TrainConfig(epochs=10, patience=100, augment=False, checkpoint_seconds=3600)
+    registry = Registry(settings)
+    tracked = {"tracking_uri": settings.tracking_uri}
+    run = registry.start_run("crashing", params={}, tags={})
+    with pytest.raises(OSError, match="No space left"):
+        fit(config, digits_dir, DiskFull(tmp_path / "a", 3), mlflow_run_id=run, **tracked)
+    client = MlflowClient(settings.tracking_uri)
+    assert [m.step for m in client.get_metric_history(run, "val_loss")] == [0, 1, 2]
+
+    deleted = registry.start_run("crashing", params={}, tags={})
+    client.delete_run(deleted)  # MLflow refuses metrics of a deleted run
+    with pytest.raises(OSError, match="No space left"):
+        fit(config, digits_dir, DiskFull(tmp_path / "b", 2), mlflow_run_id=deleted, **tracked)
+    assert "10 metric values not sent to MLflow" in caplog.text  # 2 epochs of 5
+
+
+def test_a_resumed_optimizer_steps_as_this_run_chose_not_as_its_checkpoint(digits_dir, tmp_path):
+    """A checkpoint keeps the kernel flags of the device it was written on (fused Adam on
+    CPU and CUDA, not on other devices nor before the fused kernel); a resumed run steps
+    with its own, and finds Adam's step counts where its kernel wants them."""
+    from loopline.ml.dataset import read_schema
+    from loopline.ml.models import build_model
+    from loopline.ml.training_loop import OPTIMIZER_GROUPS, _load_optimizer
+
+    config = TrainConfig(epochs=1, patience=10, augment=False)
+    session = LocalSession(tmp_path / "run")
+    fit(config, digits_dir, session)
+    checkpoint = session.latest_checkpoint()
+    written = json.loads((checkpoint / OPTIMIZER_GROUPS).read_text())
+    assert written["param_groups"][0]["fused"] is True  # a CPU run's fused kernel
+
+    model = build_model(config.spec_for(read_schema(digits_dir)))
+    elsewhere = torch.optim.Adam(model.parameters(), fused=False)  # fit's choice on MPS
+    _load_optimizer(elsewhere, checkpoint)
+    assert [g["fused"] for g in elsewhere.param_groups] == [False]
+
+    # A checkpoint of an unfused run (another device, an earlier release) resumed on CPU.
+    written["param_groups"][0]["fused"] = None
+    (checkpoint / OPTIMIZER_GROUPS).write_text(json.dumps(written))
+    here = torch.optim.Adam(model.parameters(), fused=True)
+    _load_optimizer(here, checkpoint)
+    assert [g["fused"] for g in here.param_groups] == [True]
+    assert {s["step"].dtype for s in here.state.values()} == {torch.float32}
+    for parameter in model.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    here.step()  # the fused kernel, on the state it resumed
