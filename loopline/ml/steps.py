@@ -7,6 +7,7 @@ and returns a small JSON-able summary that the component also puts in KFP metada
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import inspect
@@ -161,8 +162,9 @@ def train_step(
     tracking = {"mlflow_run_id": mlflow_run, "tracking_uri": settings.tracking_uri}
     with tempfile.TemporaryDirectory() as tmp:
         if workers == 0:
+            folder = settings.home / "ray" / f"local-{key[:16]}"
             state, checkpoint = _train_in_process(
-                config, dataset, settings.home / "ray" / f"local-{key[:16]}", use_gpu, tracking
+                config, dataset, folder, use_gpu, tracking, target=Path(tmp)
             )
         else:
             from loopline.ml.ray_training import keep_token_in, train_with_ray
@@ -259,16 +261,35 @@ def _write_serving_files(dataset: Path, out: Path, *, seed: int, spec=None) -> N
 
 
 def _train_in_process(
-    config: TrainConfig, dataset: Path, folder: Path, use_gpu: bool | None, tracking: dict
+    config: TrainConfig,
+    dataset: Path,
+    folder: Path,
+    use_gpu: bool | None,
+    tracking: dict,
+    *,
+    target: Path,
 ) -> tuple[TrainState, Path]:
+    """Train in ``folder``, which holds the checkpoints of every training of the same
+    data and parameters; the state, and ``target`` with a copy of the best weights.
+
+    One training at a time in ``folder`` (a lock): two at once would each prune the
+    other's checkpoints, and resume from a checkpoint the other is writing. The second
+    waits, then resumes from the first's final checkpoint: the model it would have trained
+    (same data, parameters and seed; the loop re-seeds per epoch), without training it
+    again. Trained beside it in a folder of its own instead, it would redo all the work."""
     import torch
 
-    from loopline.ml.training_loop import LocalSession, fit
+    from loopline.ml.training_loop import BEST, LocalSession, fit
 
     gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
-    session = LocalSession(folder, device="cuda" if gpu else "cpu")
-    state = fit(config, dataset, session, **tracking)
-    return state, session.latest_checkpoint()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes, or the process dies
+        session = LocalSession(folder, device="cuda" if gpu else "cpu")
+        state = fit(config, dataset, session, **tracking)
+        # Copied under the lock: the next training of the folder may prune this one.
+        shutil.copy(session.latest_checkpoint() / BEST, target / BEST)
+    return state, target
 
 
 def _baselines(dataset: Path, schema, test, budget: int, metric: str, result) -> dict:
