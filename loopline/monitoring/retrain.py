@@ -155,7 +155,7 @@ def start_retraining(
     return {
         "engine": engine,
         "state": state,
-        "run_id": result.flow_run_id or result.run_name,
+        **_recorded_as(result),
         "run_dir": str(result.run_dir) if result.run_dir else None,
         "version": decision.get("version"),
         "error": result.error,
@@ -207,11 +207,18 @@ def _retrain_with(
         "state": state,
         "pipeline": spec.source,
         "dataset": {"path": str(data), **rows},
-        "run_id": result.flow_run_id or result.run_name,
+        **_recorded_as(result),
         "run_dir": str(result.run_dir) if result.run_dir else None,
         "version": version.version if version else None,
         "error": result.error,
     }
+
+
+def _recorded_as(result) -> dict:
+    """Where an in-process run is found in Prefect: ``run_id``, its flow run's id, is None
+    while the run waits for the home's server to record it (a run that went before the
+    server was up), under its ``run_name``; a name in ``run_id`` would look like an id."""
+    return {"run_id": result.flow_run_id, "run_name": result.run_name}
 
 
 def follow_retraining(settings: Settings, trigger: Trigger) -> dict | None:
