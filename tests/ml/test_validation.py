@@ -1,15 +1,21 @@
 """Each check catches a dataset made to break it; every failure is listed at once."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.ml.dataset import read_schema
+from loopline.ml.dataset import LABEL, read_schema
 from loopline.ml.sources import ingest
 from loopline.ml.steps import validate_step
-from loopline.ml.validation import DataValidationError, ValidationConfig, validate
+from loopline.ml.validation import (
+    DataValidationError,
+    ValidationConfig,
+    summarized_columns,
+    validate,
+)
 
 
 def edit(folder, split, change):
@@ -150,6 +156,15 @@ def test_passing_step_adds_evidently_data_summary(digits_dir, tmp_path):
     result = validate_step(digits_dir, tmp_path / "r", run_id="r", config=ValidationConfig())
     summary = (tmp_path / "r" / "data_summary.html").read_text()
     assert result["passed"] and "px_0" in summary  # the summary covers the pixel columns
+
+
+def test_an_images_summary_shows_a_few_pixels_and_a_tables_every_column(digits_dir):
+    image = read_schema(digits_dir)
+    columns = summarized_columns(image)
+    assert columns[0] == "px_0" and columns[-2] == "px_63" and columns[-1] == LABEL
+    assert len(columns) == 9 and len(set(columns)) == 9
+    table = dataclasses.replace(image, kind="tabular", features=[f"f{i}" for i in range(70)])
+    assert summarized_columns(table) == [f"f{i}" for i in range(64)] + [LABEL]
 
 
 def test_validation_error_survives_a_process_boundary():
