@@ -1,0 +1,124 @@
+"""Where `make test`'s time goes: the CPU every process of a command used, by kind.
+
+Run: ``.venv/bin/python -m benchmarks.suite_profile [-- COMMAND ...]`` (default: the
+suite as `make test` runs it). Writes ``benchmarks/results/suite_profile.json``.
+
+The suite is CPU-bound on a 2-core machine (the cores are >95 % busy through it), so its
+wall time is the CPU its processes use over two. Most of that CPU is in subprocesses a
+test starts (servers, pipeline tasks, CLI commands), which ``--durations`` charges to the
+test without saying what ran; this samples ``/proc`` twice a second and sums each
+process's user + system time under a kind named from its command line. A process that
+lives under half a second can be missed: the total is a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+SUITE = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup"]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+# (kind, a fragment of the command line): the first match names a process.
+KINDS = (
+    ("pytest workers (the tests' own code)", "exec(eval(sys.stdin"),
+    ("pytest's main process", "-m pytest"),
+    ("Prefect servers", "prefect_supervisor --serve"),
+    ("Prefect supervisors", "prefect_supervisor"),
+    ("pipeline tasks (kfp.local subprocesses)", "multiprocessing.forkserver"),
+    ("pipeline tasks (kfp executor)", "kfp.dsl.executor_main"),
+    ("kfp.local's pip install", "pip install"),
+    ("BentoML service workers", "_bentoml_impl.worker"),
+    ("BentoML arbiters (bentoml serve)", "bentoml serve"),
+    ("Ray", "ray"),
+    ("loopline CLI commands", "bin/loopline"),
+    ("catalog sandboxes", "loopline.catalog"),
+    ("MLflow", "mlflow"),
+    ("Prefect workers and other Prefect", "prefect"),
+    ("python -c scripts of tests", "python -c"),
+    ("chromium", "chrom"),
+    ("PostgreSQL", "postgres"),
+)
+
+
+def kind(command: str) -> str:
+    return next((name for name, fragment in KINDS if fragment in command), "other")
+
+
+def sample(seen: dict, stop: threading.Event, me: int, since: float) -> None:
+    """Keep each process's CPU seconds at first sight and latest, keyed by pid and start
+    time; one started after ``since`` (ticks since boot) is counted from its start."""
+    while not stop.is_set():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rfind(")") + 2 :].split()
+                key = (pid, fields[19])  # a reused pid is another process
+                cpu = (int(fields[11]) + int(fields[12])) / TICKS
+                if key not in seen:
+                    if int(pid) == me:
+                        continue
+                    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    first = 0.0 if int(fields[19]) >= since else cpu
+                    seen[key] = [raw.replace(b"\0", b" ").decode(errors="replace"), first, cpu]
+                seen[key][2] = cpu
+            except (OSError, IndexError, ValueError):
+                continue
+        stop.wait(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="*", help="what to profile (default: the suite)")
+    command = parser.parse_args().command or SUITE
+    seen: dict = {}
+    stop = threading.Event()
+    load = os.getloadavg()
+    since = float(Path("/proc/uptime").read_text().split()[0]) * TICKS
+    arguments = (seen, stop, os.getpid(), since)
+    sampler = threading.Thread(target=sample, args=arguments, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    code = subprocess.call(command)
+    wall = time.monotonic() - started
+    stop.set()
+    sampler.join()
+    by_kind: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    for line, first, last in seen.values():
+        if line and last > first:  # kernel threads have no command line
+            by_kind[kind(line)][0] += last - first
+            by_kind[kind(line)][1] += 1
+    total = sum(cpu for cpu, _ in by_kind.values())
+    rows = sorted(by_kind.items(), key=lambda item: -item[1][0])
+    print(f"\n{' '.join(command[-6:])}: exit {code}, {wall:.0f} s wall, {total:.0f} CPU s")
+    for name, (cpu, count) in rows:
+        print(f"{cpu:8.1f} s {100 * cpu / max(total, 1):5.1f} %  {count:5d} processes  {name}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "suite_profile.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "exit": code,
+                "wall_s": round(wall, 1),
+                "cpu_s": round(total, 1),
+                "machine": f"{platform.node()} {os.cpu_count()} cores",
+                "load_before": load,
+                "kinds": {name: {"cpu_s": round(c, 1), "processes": n} for name, (c, n) in rows},
+            },
+            indent=2,
+        )
+    )
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
