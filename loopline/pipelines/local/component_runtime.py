@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from threading import Lock
+from threading import BoundedSemaphore, Lock
 from typing import Protocol
 
 from loopline.core.errors import LooplineError
@@ -202,58 +202,81 @@ def start_forkserver() -> None:
 
 
 class ProcessPool:
-    """Worker processes that run one component call at a time each; rebuilt if one dies.
-    With ``between_tasks``, a worker's output outside its tasks goes to that file."""
+    """Worker processes that run one component call at a time each, at most ``workers``
+    at once. A call goes to an idle worker, the one that ran last (its imports loaded,
+    warmest); a new worker starts only when every worker is busy, so a chain of tasks
+    runs in one process and imports torch and MLflow once. (One ProcessPoolExecutor of
+    N workers started a second worker for a chain: it counts a worker idle only after the
+    finished task's future is set, and the next task came first.) A worker that dies is
+    replaced. With ``between_tasks``, a worker's output outside its tasks goes there."""
 
     def __init__(self, workers: int | None = None, between_tasks: Path | None = None):
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.between_tasks = between_tasks
         self._lock = Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._slots = BoundedSemaphore(self.workers)
+        self._idle: list[ProcessPoolExecutor] = []  # the last one used at the end
+        self._all: list[ProcessPoolExecutor] = []
 
     def run(self, call: PythonCall) -> None:
         # A worker was forked with the environment of the pool's first use; the task gets
         # the caller's environment of now (LOOPLINE_HOME, the settings), plus its own.
         call = dataclasses.replace(call, env={**os.environ, **call.env}, exact_env=True)
-        pool = self._executor()
-        try:
-            pool.submit(run_in_this_process, call).result()
-        except BrokenProcessPool:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None  # the next task gets fresh workers
-            raise RuntimeError(
-                "the worker process running this component died (killed, out of memory or "
-                "crashed in native code)"
-            ) from None
+        with self._slots:
+            worker = self._take()
+            try:
+                worker.submit(run_in_this_process, call).result()
+            except BrokenProcessPool:
+                self._discard(worker)
+                worker = None
+                raise RuntimeError(
+                    "the worker process running this component died (killed, out of memory "
+                    "or crashed in native code)"
+                ) from None
+            finally:
+                if worker is not None:
+                    with self._lock:
+                        self._idle.append(worker)
 
     def warm(self) -> None:
-        """Start the workers now, so that their start-up (importing kfp) overlaps the
-        caller's own work instead of delaying the first task."""
-        self._executor().submit(int)
-
-    def _executor(self) -> ProcessPoolExecutor:
+        """Start a worker now, so that its start-up (importing kfp) overlaps the caller's
+        own work instead of delaying the first task."""
         with self._lock:
-            if self._pool is None:
-                # forkserver: workers fork from a clean, single-threaded server that has
-                # kfp loaded. As with any multiprocessing, a script that runs pipelines
-                # needs an `if __name__ == "__main__":` guard.
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(FORKSERVER_PRELOAD)
-                quiet = self.between_tasks is not None
-                self._pool = ProcessPoolExecutor(
-                    self.workers,
-                    mp_context=context,
-                    initializer=_output_between_tasks if quiet else None,
-                    initargs=(str(self.between_tasks),) if quiet else (),
-                )
-            return self._pool
+            if not self._all:
+                worker = self._new_worker()
+                worker.submit(int)  # the first task queues behind it, in the same process
+                self._idle.append(worker)
+
+    def _take(self) -> ProcessPoolExecutor:
+        with self._lock:
+            return self._idle.pop() if self._idle else self._new_worker()
+
+    def _new_worker(self) -> ProcessPoolExecutor:
+        # forkserver: workers fork from a clean, single-threaded server that has kfp
+        # loaded. As with any multiprocessing, a script that runs pipelines needs an
+        # `if __name__ == "__main__":` guard.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(FORKSERVER_PRELOAD)
+        quiet = self.between_tasks is not None
+        worker = ProcessPoolExecutor(
+            1,
+            mp_context=context,
+            initializer=_output_between_tasks if quiet else None,
+            initargs=(str(self.between_tasks),) if quiet else (),
+        )
+        self._all.append(worker)
+        return worker
+
+    def _discard(self, worker: ProcessPoolExecutor) -> None:
+        with self._lock:
+            self._all.remove(worker)
+        worker.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
-                self._pool = None
+            workers, self._all, self._idle = self._all, [], []
+        for worker in workers:
+            worker.shutdown(cancel_futures=True)
 
 
 class InProcess:
