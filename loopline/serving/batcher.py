@@ -20,10 +20,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from loopline.serving.champion import ServedModel
+if TYPE_CHECKING:  # the model's module brings torch; the server's arbiter imports this one
+    from loopline.serving.champion import ServedModel
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopline.serving.requests import JSON, Limits, RequestError, read_json
-from loopline.storage.feedback import Label
+
+if TYPE_CHECKING:
+    from loopline.storage.feedback import Label
 
 MAX_LABELS = 10_000
 MAX_ITEM = 2**31 - 1  # the store's item column; a request holds far fewer instances
@@ -32,6 +34,16 @@ def parse_labels(
     if not entries or len(entries) > MAX_LABELS:
         raise RequestError(422, f"labels must hold 1 to {MAX_LABELS} entries")
     return [_label(f"labels[{i}]", entry) for i, entry in enumerate(entries)]
+
+
+def __getattr__(name: str) -> Any:
+    """``Label`` (the store's record) on first use: the server's arbiter imports this module
+    for ``MAX_ITEM`` and has no use for the store (SQLAlchemy and pandas, 0.5 s of CPU)."""
+    if name == "Label":
+        from loopline.storage.feedback import Label
+
+        return Label
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_labels_csv(path: Path) -> list[Label]:
@@ -65,6 +77,8 @@ def read_labels_csv(path: Path) -> list[Label]:
 
 
 def _label(where: str, entry: Any) -> Label:
+    from loopline.storage.feedback import Label  # see __getattr__
+
     if not isinstance(entry, dict):
         raise RequestError(422, f"{where} must be an object with request_id and label")
     unknown = sorted(set(entry) - {"request_id", "item", "label"})

@@ -17,10 +17,8 @@ import math
 from importlib import metadata
 
 import numpy as np
-import pandas as pd
 
 from loopline.core.layout import REFERENCE
-from loopline.serving.champion import LoadedModel
 
 TITLE = "loopline prediction API"
 JSON = "application/json"
@@ -79,6 +77,11 @@ def document(spec: dict, model_name: str, model) -> dict:
 def request_example(model) -> dict | None:
     """One instance the model takes: the first row of its reference data, as a list of
     features for loopline's own networks, as named columns for a signature's model."""
+    # Imported when the page is asked for: the server's arbiter imports this module too.
+    import pandas as pd
+
+    from loopline.serving.champion import LoadedModel
+
     reference = model.folder / REFERENCE
     if not reference.exists():
         return None

@@ -17,13 +17,14 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from loopline.core.errors import UsageError
-from loopline.ml.dataset import DatasetSchema
+
+if TYPE_CHECKING:  # the schema's module brings pandas; the server's arbiter imports this one
+    from loopline.ml.dataset import DatasetSchema
 
 
 class RequestError(UsageError):
@@ -265,6 +266,8 @@ def parse_png(body: bytes, schema: DatasetSchema, limits: Limits = Limits()) -> 
     if schema.kind != "image":
         raise RequestError(415, f"model {schema.name!r} is tabular; send {JSON} records")
     height, width = schema.input_shape[-2:]
+    from PIL import Image, UnidentifiedImageError  # only PNG requests need Pillow
+
     try:
         with Image.open(io.BytesIO(body), formats=["PNG"]) as image:  # reads the header only
             too_big = max(image.width, image.height) > limits.max_side or (

@@ -9,6 +9,12 @@ hop to it (serialization, a second HTTP stack, a fixed batching wait) cost more 
 model itself; batching in the process keeps one hop.
 
 Run it with ``loopline serve``, or ``bentoml serve loopline.serving.service:Predictor``.
+
+``bentoml serve``'s arbiter imports this module too, for the service's definition alone.
+So the worker's parts (the champion and its engines, the stores and SQLAlchemy) are
+imported where a worker starts them, not here: they cost the arbiter 1.8 s of CPU a
+start (benchmarks/README.md, ``serve_start``); ``tests/serving/test_start_imports.py``
+keeps them out.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import signal
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import bentoml
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import ClientDisconnect
@@ -37,7 +43,6 @@ from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings, load_settings
 from loopline.serving.auth import HEADER, ApiKey, LabelKeys, load_api_key, load_label_keys
 from loopline.serving.batcher import Batcher
-from loopline.serving.champion import ChampionHolder, ServedModel
 from loopline.serving.connections import drain_on_sigterm
 from loopline.serving.connections import install as guard_connections
 from loopline.serving.labels import MAX_ITEM, parse_labels
@@ -46,9 +51,11 @@ from loopline.serving.page import document, page
 from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type
 from loopline.serving.restarts import Restarts
 from loopline.serving.tracing import bentoml_tracing
-from loopline.storage.database import open_database
-from loopline.storage.feedback import FeedbackStore
-from loopline.storage.predictions import Answer, PredictionLog
+
+if TYPE_CHECKING:
+    from loopline.serving.champion import ServedModel
+    from loopline.storage.feedback import FeedbackStore
+    from loopline.storage.predictions import Answer, PredictionLog
 
 log = logging.getLogger("loopline.serving")
 # BentoML fixes the worker count when the class is defined, so the serve settings are
@@ -102,6 +109,10 @@ class Parts:
 
     @classmethod
     def open(cls, settings: Settings) -> Parts:
+        from loopline.storage.database import open_database
+        from loopline.storage.feedback import FeedbackStore
+        from loopline.storage.predictions import PredictionLog
+
         key, labellers = load_api_key(settings.serve), load_label_keys(settings.labels)
         database = open_database(settings, migrate=True)
         return cls(
@@ -137,6 +148,10 @@ class Overloaded(LooplineError):
 @bentoml.asgi_app(api, path="/")
 class Predictor:
     def __init__(self) -> None:
+        import torch
+
+        from loopline.serving.champion import ChampionHolder
+
         _die_with_the_server()
         drain_on_sigterm()
         settings = load_settings()
@@ -206,6 +221,8 @@ class Predictor:
             return _error(503, f"{self.problem}; retry once /readyz answers 200", headers)
         if not parts.key.allows(request.headers.get(HEADER)):
             return _unauthorized(headers)
+        from loopline.storage.predictions import Answer  # imported by Parts.open: 1 µs
+
         try:
             if offered is not None and not REQUEST_ID.fullmatch(offered):
                 raise RequestError(400, f"X-Request-ID must match {REQUEST_ID.pattern}")
