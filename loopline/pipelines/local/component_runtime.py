@@ -25,7 +25,7 @@ import tempfile
 import traceback
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +207,9 @@ class ProcessPool:
     warmest); a new worker starts only when every worker is busy, so a chain of tasks
     runs in one process and imports torch and MLflow once. (One ProcessPoolExecutor of
     N workers started a second worker for a chain: it counts a worker idle only after the
-    finished task's future is set, and the next task came first.) A worker that dies is
-    replaced. With ``between_tasks``, a worker's output outside its tasks goes there."""
+    finished task's future is set, and the next task came first.) A worker that dies
+    fails its own task only, and is replaced. With ``between_tasks``, a worker's output
+    outside its tasks goes there."""
 
     def __init__(self, workers: int | None = None, between_tasks: Path | None = None):
         self.workers = workers or max(2, os.cpu_count() or 2)
@@ -223,19 +224,18 @@ class ProcessPool:
         # the caller's environment of now (LOOPLINE_HOME, the settings), plus its own.
         call = dataclasses.replace(call, env={**os.environ, **call.env}, exact_env=True)
         with self._slots:
-            worker = self._take()
+            worker, done = self._submit(call)
             try:
-                worker.submit(run_in_this_process, call).result()
+                done.result()  # a failed component raises here; its worker stays good
             except BrokenProcessPool:
                 self._discard(worker)
-                worker = None
                 raise RuntimeError(
                     "the worker process running this component died (killed, out of memory "
                     "or crashed in native code)"
                 ) from None
             finally:
-                if worker is not None:
-                    with self._lock:
+                with self._lock:
+                    if worker in self._all:  # neither dead nor shut down meanwhile
                         self._idle.append(worker)
 
     def warm(self) -> None:
@@ -247,9 +247,16 @@ class ProcessPool:
                 worker.submit(int)  # the first task queues behind it, in the same process
                 self._idle.append(worker)
 
-    def _take(self) -> ProcessPoolExecutor:
+    def _submit(self, call: PythonCall) -> tuple[ProcessPoolExecutor, Future]:
         with self._lock:
-            return self._idle.pop() if self._idle else self._new_worker()
+            worker = self._idle.pop() if self._idle else self._new_worker()
+        try:
+            return worker, worker.submit(run_in_this_process, call)
+        except BrokenProcessPool:  # it died while idle: the task has not run yet
+            self._discard(worker)
+            with self._lock:
+                worker = self._new_worker()
+            return worker, worker.submit(run_in_this_process, call)
 
     def _new_worker(self) -> ProcessPoolExecutor:
         # forkserver: workers fork from a clean, single-threaded server that has kfp
