@@ -276,7 +276,8 @@ class ProcessPool:
 
     def _discard(self, worker: ProcessPoolExecutor) -> None:
         with self._lock:
-            self._all.remove(worker)
+            if worker in self._all:  # shutdown() may have taken it already
+                self._all.remove(worker)
         worker.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
