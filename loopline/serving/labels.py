@@ -36,16 +36,6 @@ def parse_labels(
     return [_label(f"labels[{i}]", entry) for i, entry in enumerate(entries)]
 
 
-def __getattr__(name: str) -> Any:
-    """``Label`` (the store's record) on first use: the server's arbiter imports this module
-    for ``MAX_ITEM`` and has no use for the store (SQLAlchemy and pandas, 0.5 s of CPU)."""
-    if name == "Label":
-        from loopline.storage.feedback import Label
-
-        return Label
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def read_labels_csv(path: Path) -> list[Label]:
     """A ``request_id,label[,item]`` CSV, checked row by row as POST /feedback checks its
     body; the first bad row refuses the whole file (a RequestError naming the line)."""
@@ -77,7 +67,9 @@ def read_labels_csv(path: Path) -> list[Label]:
 
 
 def _label(where: str, entry: Any) -> Label:
-    from loopline.storage.feedback import Label  # see __getattr__
+    # Imported here: the server's arbiter imports this module for MAX_ITEM and has no use
+    # for the store (SQLAlchemy and pandas, 0.5 s of CPU).
+    from loopline.storage.feedback import Label
 
     if not isinstance(entry, dict):
         raise RequestError(422, f"{where} must be an object with request_id and label")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from loopline.ml.model_contract import Column
-from loopline.serving.labels import Label
 from loopline.serving.requests import Limits, RequestError, parse_records
 from loopline.serving.signature_model import SignatureModel
+from loopline.storage.feedback import Label
 
 COLUMNS = [
     Column("age", "double", "numeric"),
