@@ -67,6 +67,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    uses_ray = (i for i in session.items if "ray_address" in getattr(i, "fixturenames", ()))
+    _RAY_HEAD.users = {item.nodeid for item in uses_ray}
+
+
+def pytest_runtest_logfinish(nodeid: str, location) -> None:
+    _RAY_HEAD.finished(nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if a server, worker or Ray process it started is still alive."""
     deadline = time.monotonic() + 15  # processes told to stop get a moment to go
@@ -175,48 +184,79 @@ def engine(prefect_api: str, engine_home: Path):
     runner.close()
 
 
+class _RayHead:
+    """The session's Ray head, stopped as soon as the last test that uses it is done: an
+    idle head still costs about 7 % of a core (its dashboard, agents and GCS poll), and the
+    tests that use it form one xdist group, which finishes long before the session.
+
+    ``users`` are all collected tests that use it; a worker that runs only some of them
+    (tests outside the group) never sees them all finish and keeps the head to the end."""
+
+    def __init__(self) -> None:
+        self.users: set[str] = set()
+        self.head: subprocess.Popen | None = None
+        self.saved: dict[str, str | None] = {}
+
+    def start(self, token: Path) -> str:
+        port, dashboard_port = free_port(), free_port()
+        # Ray 2.60 protects clusters with a token: head and clients share a fresh one (a
+        # new machine has no ~/.ray/auth_token, and `ray start` does not make one).
+        keys = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+        self.saved = {k: os.environ.get(k) for k in keys}
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+        # --block keeps the head tied to this process group, so stopping stops this head
+        # only (`ray stop` would stop every Ray on the machine).
+        self.head = subprocess.Popen(
+            [
+                str(VENV_BIN / "ray"),
+                "start",
+                "--head",
+                "--block",
+                f"--port={port}",
+                "--num-cpus=2",
+                "--disable-usage-stats",
+                f"--dashboard-port={dashboard_port}",
+                "--node-ip-address=127.0.0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        address = f"127.0.0.1:{port}"
+        _wait_for_ray(address, self.head)
+        os.environ["RAY_ADDRESS"] = address
+        return address
+
+    def finished(self, nodeid: str) -> None:
+        if nodeid in self.users:
+            self.users.discard(nodeid)
+            if not self.users:
+                self.stop()
+
+    def stop(self) -> None:
+        if self.head is None:
+            return
+        processes.stop_tree(self.head.pid, grace=3)  # `ray start --block` and every Ray process
+        self.head.wait(timeout=30)
+        self.head = None
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_RAY_HEAD = _RayHead()
+
+
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One Ray head for the whole session; pipeline subprocesses join it via RAY_ADDRESS."""
-    port, dashboard_port = free_port(), free_port()
-    ray = str(VENV_BIN / "ray")
-    # Ray 2.60 protects clusters with a token: head and clients share a fresh one (a new
-    # machine has no ~/.ray/auth_token, and `ray start` does not make one).
-    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
-    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-    # --block keeps the head tied to this process group, so teardown stops this head only
-    # (`ray stop` would stop every Ray on the machine).
-    head = subprocess.Popen(
-        [
-            ray,
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--disable-usage-stats",
-            f"--dashboard-port={dashboard_port}",
-            "--node-ip-address=127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    address = f"127.0.0.1:{port}"
-    _wait_for_ray(address, head)
-    os.environ["RAY_ADDRESS"] = address
-    yield address
-    processes.stop_tree(head.pid, grace=3)  # `ray start --block` and every Ray process
-    head.wait(timeout=30)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    """One Ray head for the tests that use it; pipeline subprocesses join it via RAY_ADDRESS."""
+    yield _RAY_HEAD.start(tmp_path_factory.mktemp("ray-auth") / "auth_token")
+    _RAY_HEAD.stop()
 
 
 def train_and_register(settings, dataset, folder, config, name=None) -> dict:
