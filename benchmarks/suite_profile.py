@@ -8,7 +8,9 @@ wall time is the CPU its processes use over two. Most of that CPU is in subproce
 test starts (servers, pipeline tasks, CLI commands), which ``--durations`` charges to the
 test without saying what ran; this samples ``/proc`` twice a second and sums each
 process's user + system time under a kind named from its command line. A process that
-lives under half a second can be missed: the total is a floor.
+lives under half a second can be missed: the total is a floor. It also records how busy
+the cores were, minute by minute: an idle core in a CPU-bound suite is a test sleeping,
+or one worker waiting for the other at the end.
 """
 
 from __future__ import annotations
@@ -54,10 +56,22 @@ def kind(command: str) -> str:
     return next((name for name, fragment in KINDS if fragment in command), "other")
 
 
-def sample(seen: dict, stop: threading.Event, me: int, since: float) -> None:
+def busy_idle() -> tuple[float, float]:
+    """The machine's busy and idle CPU seconds since boot (/proc/stat's first line)."""
+    user, nice, system, idle, iowait, *rest = map(int, Path("/proc/stat").read_text().split()[1:11])
+    return (user + nice + system + sum(rest[:3])) / TICKS, (idle + iowait) / TICKS
+
+
+def sample(seen: dict, stop: threading.Event, me: int, since: float, minutes: list) -> None:
     """Keep each process's CPU seconds at first sight and latest, keyed by pid and start
-    time; one started after ``since`` (ticks since boot) is counted from its start."""
+    time; one started after ``since`` (ticks since boot) is counted from its start. Append
+    the machine's (busy, idle) CPU seconds to ``minutes`` once a minute."""
+    mark, last = time.monotonic(), busy_idle()
     while not stop.is_set():
+        if time.monotonic() - mark >= 60:
+            now = busy_idle()
+            minutes.append((now[0] - last[0], now[1] - last[1]))
+            mark, last = time.monotonic(), now
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
@@ -74,6 +88,8 @@ def sample(seen: dict, stop: threading.Event, me: int, since: float) -> None:
             except (OSError, IndexError, ValueError):
                 continue
         stop.wait(0.5)
+    now = busy_idle()  # the last, partial minute
+    minutes.append((now[0] - last[0], now[1] - last[1]))
 
 
 def main() -> None:
@@ -81,10 +97,11 @@ def main() -> None:
     parser.add_argument("command", nargs="*", help="what to profile (default: the suite)")
     command = parser.parse_args().command or SUITE
     seen: dict = {}
+    minutes: list = []
     stop = threading.Event()
     load = os.getloadavg()
     since = float(Path("/proc/uptime").read_text().split()[0]) * TICKS
-    arguments = (seen, stop, os.getpid(), since)
+    arguments = (seen, stop, os.getpid(), since, minutes)
     sampler = threading.Thread(target=sample, args=arguments, daemon=True)
     sampler.start()
     started = time.monotonic()
@@ -102,6 +119,9 @@ def main() -> None:
     print(f"\n{' '.join(command[-6:])}: exit {code}, {wall:.0f} s wall, {total:.0f} CPU s")
     for name, (cpu, count) in rows:
         print(f"{cpu:8.1f} s {100 * cpu / max(total, 1):5.1f} %  {count:5d} processes  {name}")
+    busy = [round(100 * b / max(b + i, 1e-9)) for b, i in minutes]
+    idle = sum(i for _, i in minutes)
+    print(f"cores busy, % by minute: {' '.join(map(str, busy))}; idle: {idle:.0f} core-seconds")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "suite_profile.json").write_text(
         json.dumps(
@@ -112,6 +132,8 @@ def main() -> None:
                 "cpu_s": round(total, 1),
                 "machine": f"{platform.node()} {os.cpu_count()} cores",
                 "load_before": load,
+                "busy_percent_by_minute": busy,
+                "idle_core_s": round(idle),
                 "kinds": {name: {"cpu_s": round(c, 1), "processes": n} for name, (c, n) in rows},
             },
             indent=2,
