@@ -91,7 +91,9 @@ def train(tmp_path, dataset, name, **config):
 @pytest.mark.slow
 def test_a_registered_backbone_transfers_to_new_classes_better_than_scratch(tmp_path, home):
     source = digits(tmp_path / "zero-to-four", [0, 1, 2, 3, 4])
-    _, pre = train(tmp_path, source, "pretrain", epochs=10)
+    # 3 epochs of pretraining: measured here, the fine-tuned network scores 0.901 after 3
+    # and 0.907 after 10 (from scratch: 0.764); the test takes 42 s instead of 72 s.
+    _, pre = train(tmp_path, source, "pretrain", epochs=3)
     registry = Registry(load_settings())
     version = registry.create_version(
         "digits-backbone", source=pre["model_uri"], run_id=pre["mlflow_run_id"], tags={}
