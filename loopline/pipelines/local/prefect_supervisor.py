@@ -9,6 +9,8 @@
 - writes ``server.json`` with its pid, the port it bound and a random token, and runs
   the server on that socket. The server answers :data:`IDENTITY_PATH` with the home and
   the token, so a client can tell its home's server from any other (``prefect_server``);
+- gives a new home the migrated database template (``prefect_template``) before the
+  server starts: a copy instead of Prefect's migrations;
 - records in the server the runs that went before it was up (``run_history``), as soon
   as it answers and whenever more arrive;
 - stops the server once no live process has held a lease for ``S`` seconds, counted
@@ -87,6 +89,11 @@ def supervise(home: Path, port: int, idle: float, after: int | None = None) -> i
                 *(sys.executable, "-m", "loopline.pipelines.local.prefect_supervisor"),
                 *("--serve", "--fd", str(sock.fileno()), "--home", str(settings.home)),
                 *("--token", state.token),
+                *(
+                    ("--template", str(settings.prefect.template))
+                    if settings.prefect.template
+                    else ()
+                ),
             ],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -175,9 +182,18 @@ def _mtime(path: Path) -> float:
 # -- the server process: Prefect's app, served on the supervisor's socket ------------------
 
 
-def serve(fd: int, home: str, token: str) -> int:
+def serve(fd: int, home: str, token: str, template: Path | None = None) -> int:
     """What ``prefect server start`` runs (the API, the UI and the services), on the
-    socket the supervisor bound, with :data:`IDENTITY_PATH` in front."""
+    socket the supervisor bound, with :data:`IDENTITY_PATH` in front. A new home's
+    database comes from the migrated template in ``template`` (``prefect_template``)."""
+    from loopline.pipelines.local import prefect_template
+
+    try:
+        if done := prefect_template.prepare(template):
+            print(f"Prefect database: {done}", file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 - Prefect's own start-up migrates instead
+        print(f"Prefect database: no template ({exc!r})", file=sys.stderr, flush=True)
+
     import uvicorn
     from prefect.server.api.server import create_app
     from prefect.settings import (
@@ -223,10 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="be the server, on --fd")
     parser.add_argument("--fd", type=int)
     parser.add_argument("--token")
+    parser.add_argument("--template", type=Path, help="the migrated database's folder")
     parser.add_argument("--after", type=int, help="start the server once this pid exits")
     args = parser.parse_args(argv)
     if args.serve:
-        return serve(args.fd, str(args.home), args.token)
+        return serve(args.fd, str(args.home), args.token, args.template)
     return supervise(args.home, args.port, args.idle, args.after)
 
 

@@ -1,0 +1,133 @@
+"""A new home's Prefect server copies a migrated database instead of running Prefect's
+migrations (``prefect_template``): the first new home's server keeps its freshly migrated
+database as the template, the next one starts from a copy and its runs work; a truncated
+or other-revision template is ignored, the home migrates, and the template is replaced; a
+folder that cannot be written means no template and no error. Real servers, no mocks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loopline.pipelines.local import prefect_template
+from loopline.serving.server import free_port
+from tests.pipelines.test_prefect_server import (
+    ONE_STEP,
+    flow_run_names,
+    fresh_env,
+    left_behind,
+    loopline,
+    recorded,
+    stop_all,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def run_in_new_home(home: Path, template: Path, tmp_path: Path) -> str:
+    """A run in the new ``home`` whose server uses ``template``, recorded in that server
+    as its only flow run; the server's log."""
+    (tmp_path / "plus_one.py").write_text(ONE_STEP.read_text())
+    env = fresh_env(
+        home,
+        LOOPLINE_PREFECT_PORT=str(free_port()),
+        LOOPLINE_PREFECT_IDLE="10m",
+        LOOPLINE_PREFECT_TEMPLATE=str(template),
+    )
+    run = loopline("run", str(tmp_path / "plus_one.py"), "--json", env=env)
+    stdout, stderr = run.communicate(timeout=600)
+    assert run.returncode == 0, stderr[-3000:]
+    recorded(home, time.monotonic() + 600)
+    port = json.loads((home / "prefect" / "server.json").read_text())["port"]
+    assert flow_run_names(port) == [json.loads(stdout)["run"]]
+    return (home / "logs" / "prefect-server.log").read_text()
+
+
+def test_a_second_new_home_starts_from_the_first_ones_migrated_database(tmp_path):
+    template = tmp_path / "template"
+    homes = [tmp_path / "first", tmp_path / "second"]
+    name, head = prefect_template.key()
+    slot = template / name
+    try:
+        log = run_in_new_home(homes[0], template, tmp_path)
+        assert f"kept as the template {slot}" in log, log
+        assert [p.name for p in template.iterdir()] == [name]  # no temporary file left
+        assert prefect_template.usable(slot, head) is None
+        written = slot.stat()
+
+        log = run_in_new_home(homes[1], template, tmp_path)
+        assert f"Prefect database: copied from the template {slot}" in log, log
+        assert "migrated" not in log
+        copy = (homes[1] / "prefect" / "prefect.db").stat()
+        assert copy.st_ino != written.st_ino  # a copy: the home's runs never touch it
+        assert slot.stat().st_mtime_ns == written.st_mtime_ns
+    finally:
+        stop_all(homes, tmp_path)
+    assert left_behind(tmp_path) == []
+
+
+def _truncated(path: Path, head: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES (?)", (head,))
+        conn.execute("CREATE TABLE filler (x TEXT)")
+        conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 400)
+    conn.close()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _other_revision(path: Path, head: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
+    conn.close()
+
+
+@pytest.mark.parametrize("damage", [_truncated, _other_revision], ids=["truncated", "revision"])
+def test_a_broken_template_is_ignored_and_replaced(tmp_path, damage):
+    """A template under the current key that SQLite cannot read whole, or whose schema is
+    at another revision: the home migrates as without one, and its freshly migrated
+    database replaces the broken template."""
+    template = tmp_path / "template"
+    template.mkdir()
+    name, head = prefect_template.key()
+    damage(template / name, head)
+    assert prefect_template.usable(template / name, head) is not None
+    home = tmp_path / "home"
+    try:
+        log = run_in_new_home(home, template, tmp_path)
+        assert f"the template {template / name} was not used" in log, log
+        assert f"kept as the template {template / name}" in log
+        assert prefect_template.usable(template / name, head) is None
+    finally:
+        stop_all([home], tmp_path)
+    assert left_behind(tmp_path) == []
+
+
+def test_a_template_folder_that_cannot_be_written_means_no_template_and_no_error(tmp_path):
+    """The folder cannot be created: its parent is a file (a read-only mode would not
+    stop root, who may run the tests). The home migrates and its runs work; nothing is
+    written, and the server's log says why."""
+    (tmp_path / "read-only").write_text("a file, not a folder")
+    template = tmp_path / "read-only" / "template"
+    home = tmp_path / "home"
+    try:
+        log = run_in_new_home(home, template, tmp_path)
+        assert "Prefect database: migrated" in log and "no template kept" in log, log
+        assert not template.exists()
+    finally:
+        stop_all([home], tmp_path)
+    assert left_behind(tmp_path) == []
+
+
+def test_the_template_lives_in_the_virtual_environment_and_off_turns_it_off(tmp_path):
+    from loopline.core.settings import load_settings
+
+    settings = load_settings({"LOOPLINE_HOME": str(tmp_path), "HOME": str(tmp_path / "user")})
+    assert settings.prefect.template == Path(sys.prefix) / "var" / "loopline" / "prefect"
+    assert load_settings({"LOOPLINE_PREFECT_TEMPLATE": "off"}).prefect.template is None
