@@ -81,22 +81,13 @@ def _truncated(path: Path, head: str) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def _other_revision(path: Path, head: str) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        conn.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
-    conn.close()
-
-
-@pytest.mark.parametrize("damage", [_truncated, _other_revision], ids=["truncated", "revision"])
-def test_a_broken_template_is_ignored_and_replaced(tmp_path, damage):
-    """A template under the current key that SQLite cannot read whole, or whose schema is
-    at another revision: the home migrates as without one, and its freshly migrated
-    database replaces the broken template."""
+def test_a_broken_template_is_ignored_and_replaced(tmp_path):
+    """A template under the current key that SQLite cannot read whole: the home migrates
+    as without one, and its freshly migrated database replaces the broken template."""
     template = tmp_path / "template"
     template.mkdir()
     name, head = prefect_template.key()
-    damage(template / name, head)
+    _truncated(template / name, head)
     assert prefect_template.usable(template / name, head) is not None
     home = tmp_path / "home"
     try:
@@ -109,20 +100,38 @@ def test_a_broken_template_is_ignored_and_replaced(tmp_path, damage):
     assert left_behind(tmp_path) == []
 
 
-def test_a_template_folder_that_cannot_be_written_means_no_template_and_no_error(tmp_path):
-    """The folder cannot be created: its parent is a file (a read-only mode would not
-    stop root, who may run the tests). The home migrates and its runs work; nothing is
-    written, and the server's log says why."""
-    (tmp_path / "read-only").write_text("a file, not a folder")
-    template = tmp_path / "read-only" / "template"
+# The next two judge what the server above does on its way (``prepare`` restores only a
+# usable template, and a template it cannot keep is a line in its log, not an error),
+# without a server of their own: each would cost a full migration.
+
+
+def test_a_template_at_another_revision_is_not_usable(tmp_path):
+    _, head = prefect_template.key()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
+    conn.close()
+    problem = prefect_template.usable(tmp_path / "old.db", head)
+    assert problem == f"at revision ['0123456789ab'], not Prefect's head {head}"
     home = tmp_path / "home"
-    try:
-        log = run_in_new_home(home, template, tmp_path)
-        assert "Prefect database: migrated" in log and "no template kept" in log, log
-        assert not template.exists()
-    finally:
-        stop_all([home], tmp_path)
-    assert left_behind(tmp_path) == []
+    home.mkdir()
+    assert prefect_template.restore(tmp_path / "old.db", home / "prefect.db", head) == problem
+    assert list(home.iterdir()) == []  # nothing copied, no temporary file left
+
+
+def test_a_template_folder_that_cannot_be_written_is_no_template_and_no_error(tmp_path):
+    """The folder cannot be created: its parent is a file (a read-only mode would not
+    stop root, who may run the tests). Nothing is written, and the answer says why."""
+    _, head = prefect_template.key()
+    with sqlite3.connect(tmp_path / "migrated.db") as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES (?)", (head,))
+    conn.close()
+    (tmp_path / "read-only").write_text("a file, not a folder")
+    slot = tmp_path / "read-only" / "template" / "prefect.db"
+    said = prefect_template.keep(tmp_path / "migrated.db", slot, head)
+    assert said.startswith("no template kept ("), said
+    assert (tmp_path / "read-only").read_text() == "a file, not a folder"
 
 
 def test_the_template_lives_in_the_virtual_environment_and_off_turns_it_off(tmp_path):
