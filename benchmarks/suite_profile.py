@@ -10,7 +10,8 @@ test without saying what ran; this samples ``/proc`` twice a second and sums eac
 process's user + system time under a kind named from its command line. A process that
 lives under half a second can be missed: the total is a floor. It also records how busy
 the cores were, minute by minute: an idle core in a CPU-bound suite is a test sleeping,
-or one worker waiting for the other at the end.
+or one worker waiting for the other at the end. With the default command it also names
+the tests that used the most CPU inside the pytest workers (``benchmarks.per_test_cpu``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,30 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks import per_test_cpu
+
 RESULTS = Path(__file__).parent / "results"
-SUITE = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup"]
+SUITE = [
+    sys.executable,
+    "-m",
+    "pytest",
+    "-q",
+    "-n",
+    "2",
+    "--dist",
+    "loadgroup",
+    "-p",
+    "benchmarks.per_test_cpu",
+]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 # (kind, a fragment of the command line): the first match names a process.
@@ -104,6 +120,8 @@ def main() -> None:
     arguments = (seen, stop, os.getpid(), since, minutes)
     sampler = threading.Thread(target=sample, args=arguments, daemon=True)
     sampler.start()
+    per_test = Path(tempfile.mkdtemp(prefix="test-cpu-"))  # benchmarks.per_test_cpu writes here
+    os.environ[per_test_cpu.FOLDER] = str(per_test)
     started = time.monotonic()
     code = subprocess.call(command)
     wall = time.monotonic() - started
@@ -122,6 +140,12 @@ def main() -> None:
     busy = [round(100 * b / max(b + i, 1e-9)) for b, i in minutes]
     idle = sum(i for _, i in minutes)
     print(f"cores busy, % by minute: {' '.join(map(str, busy))}; idle: {idle:.0f} core-seconds")
+    heaviest = per_test_cpu.heaviest(per_test)
+    shutil.rmtree(per_test, ignore_errors=True)
+    if heaviest:
+        print("the tests that used the most CPU in the pytest workers themselves:")
+        for cpu, test in heaviest:
+            print(f"{cpu:8.1f} s  {test}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "suite_profile.json").write_text(
         json.dumps(
@@ -134,6 +158,7 @@ def main() -> None:
                 "load_before": load,
                 "busy_percent_by_minute": busy,
                 "idle_core_s": round(idle),
+                "heaviest_tests_in_workers": [{"test": t, "cpu_s": c} for c, t in heaviest],
                 "kinds": {name: {"cpu_s": round(c, 1), "processes": n} for name, (c, n) in rows},
             },
             indent=2,
