@@ -57,6 +57,12 @@ def path_or_off(raw: str, where: str) -> Path | None:
     return None if str(raw).strip().lower() == "off" else path(raw, where)
 
 
+def _in_virtual_environment(folder: str) -> Path | None:
+    """``folder`` under the running virtual environment; None outside one (a system
+    Python's prefix, /usr, is not the place for what a program writes)."""
+    return Path(sys.prefix) / folder if sys.prefix != sys.base_prefix else None
+
+
 def count(raw: Any, where: str) -> int:
     """A whole number, 0 or more."""
     if isinstance(raw, bool) or not str(raw).strip().isdigit():
@@ -378,7 +384,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOOPLINE_GATE_MARGIN", "gate.margin", number, "The challenger must also beat the champion by more than this.", "0"),
     Variable("LOOPLINE_PREFECT_PORT", "prefect.port", count, "This home's Prefect server: the port it prefers; when another process holds it, the OS chooses a free one (`$LOOPLINE_HOME/prefect/server.json` records the port bound).", "4200"),
     Variable("LOOPLINE_PREFECT_IDLE", "prefect.idle_s", positive_duration, "This home's Prefect server stops after this long unused by any loopline command (its start-up does not count); `loopline server` keeps it up while it runs.", "10m"),
-    Variable("LOOPLINE_PREFECT_TEMPLATE", "prefect.template", path_or_off, "The folder (under the virtual environment by default) of the migrated Prefect database a new home's server copies instead of migrating its own; the first server that migrates writes it. `off`: every new home migrates its own; a folder it cannot write means no template.", lambda v: Path(sys.prefix) / "var" / "loopline" / "prefect", "sys.prefix/var/loopline/prefect"),
+    Variable("LOOPLINE_PREFECT_TEMPLATE", "prefect.template", path_or_off, "The folder (under the virtual environment by default) of the migrated Prefect database a new home's server copies instead of migrating its own; the first server that migrates writes it. `off`: every new home migrates its own; a folder it cannot write means no template.", lambda v: _in_virtual_environment("var/loopline/prefect"), "sys.prefix/var/loopline/prefect in a virtual environment, else off"),
     Variable("LOOPLINE_SERVE_VERSION", "serve.version", text, "Pin the served registry version (`loopline serve --version`); unset: follow `champion`."),
     Variable("LOOPLINE_SERVE_POLL_S", "serve.poll_s", positive, "How often a server checks whether `champion` moved, in seconds.", "2"),
     Variable("LOOPLINE_SERVE_BATCHING", "serve.batching", on_off, "Merge concurrent requests into one forward pass (`--no-batching` turns it off).", "on"),

@@ -11,8 +11,9 @@ Blocks are not in the template: Prefect registers them on start as before (~0.4 
 the installed ``prefect.collections`` need not be part of the key.
 
 - **Where**: ``LOOPLINE_PREFECT_TEMPLATE``, by default ``var/loopline/prefect`` under
-  ``sys.prefix`` (the virtual environment, where Prefect itself writes its UI build at run
-  time): never under ``$HOME``, never inside one home. ``off`` turns it off. A folder that
+  ``sys.prefix`` when that is a virtual environment (where Prefect itself writes its UI
+  build at run time), and none under a system Python: never under ``$HOME``, never inside
+  one home. ``off`` turns it off. A folder that
   cannot be written means no template, and the home migrates as before (the server's log
   says why).
 - **Keyed** by what decides its content: Prefect's version, the Alembic head of its SQLite
