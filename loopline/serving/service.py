@@ -49,7 +49,7 @@ from loopline.serving.labels import MAX_ITEM, parse_labels
 from loopline.serving.metrics import ServingMetrics, allocate_files
 from loopline.serving.page import document, page
 from loopline.serving.requests import JSON, PNG, Limits, RequestError, media_type
-from loopline.serving.restarts import Restarts
+from loopline.serving.restarts import Restarts, check_workers_promptly
 from loopline.serving.tracing import bentoml_tracing
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ log = logging.getLogger("loopline.serving")
 # read at import; `loopline serve` sets LOOPLINE_SERVE_* for its child.
 OPTIONS = load_settings().serve
 guard_connections(OPTIONS)
+check_workers_promptly()  # in the arbiter: a dead worker is replaced within a second
 allocate_files()  # a full disk is an error a metric survives, not a SIGBUS
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DECODERS = 2
