@@ -193,7 +193,10 @@ def test_sigterm_drains_requests_in_flight(served, tmp_path):
     clients = [threading.Thread(target=client) for _ in range(16)]
     for thread in clients:
         thread.start()
-    time.sleep(3)
+    deadline = time.monotonic() + 60
+    while [what for _, what in outcomes].count("200") <= 50:  # the load got going
+        assert time.monotonic() < deadline, outcomes[-5:]
+        time.sleep(0.05)
     terminated = time.monotonic()
     server.stop()  # SIGTERM to the tree; SIGKILL only past the grace period
     stopping.set()
