@@ -42,7 +42,8 @@ def test_the_monitor_survives_the_database_going_away_and_resumes(home, tmp_path
             _until(lambda: any("waiting" in line for line in said), 90, said)
             server.stop()
             _until(lambda: any("monitoring pass failed" in line for line in said), 30, said)
-            time.sleep(5)  # more failed passes, backing off
+            # another failed pass, the wait doubled: 2 s after the first, 4 s after this one
+            _until(lambda: any("retrying in 4 s" in line for line in said), 30, said)
             assert monitor.poll() is None, "".join(said)
             server.start()
             _until(lambda: any("monitoring resumed" in line for line in said), 60, said)
