@@ -9,6 +9,8 @@ Each repeat, alternately:
   ``loopline run one_step.py``. Also timed: from that command's start until the home's
   server, started in the background, has recorded the run (what the command waited for
   before issue 28 §3, when it waited for the server);
+- **the same, no template:** ``LOOPLINE_PREFECT_TEMPLATE=off``, so that the home's server
+  migrates its own database (the baseline of ``prefect_template``), timed until recorded;
 - **kfp.local, fresh folder:** a plain script, ``kfp.local.init(SubprocessRunner(
   use_venv=False))`` and the same pipeline, as a kfp user runs it;
 - **loopline ``--engine kfp-local``, fresh home:** loopline's CLI around kfp.local.
@@ -62,7 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    runs: dict[str, list[float]] = {"loopline": [], "recorded": [], "kfp_local": [], "cli_kfp": []}
+    keys = ("loopline", "recorded", "recorded_migrating", "kfp_local", "cli_kfp")
+    runs: dict[str, list[float]] = {key: [] for key in keys}
     loopline = str(BIN / "loopline")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -71,6 +74,14 @@ def main() -> None:
             started = time.perf_counter()
             runs["loopline"].append(timed([loopline, "run", str(folder / "one_step.py")], env))
             runs["recorded"].append(recorded_after(folder, env, started))
+            subprocess.run([loopline, "server", "--stop"], env=env, capture_output=True)
+
+            # The baseline of the template: a new home whose server migrates its database.
+            folder, env = fresh(root, f"migrating-{i}")
+            env["LOOPLINE_PREFECT_TEMPLATE"] = "off"
+            started = time.perf_counter()
+            timed([loopline, "run", str(folder / "one_step.py")], env)
+            runs["recorded_migrating"].append(recorded_after(folder, env, started))
             subprocess.run([loopline, "server", "--stop"], env=env, capture_output=True)
 
             folder, env = fresh(root, f"kfp-{i}")
@@ -106,11 +117,12 @@ def report(r: dict) -> None:
     rows = [
         ("loopline run, fresh home", "loopline"),
         ("  ... until its server recorded the run", "recorded"),
+        ("  ... the same, its server migrating (no template)", "recorded_migrating"),
         ("plain kfp.local script, fresh folder", "kfp_local"),
         ("loopline run --engine kfp-local, fresh home", "cli_kfp"),
     ]
     for label, key in rows:
-        print(f"{label:46} {r[key]['median_s']:7.2f} s  {r[key]['runs_s']}")
+        print(f"{label:52} {r[key]['median_s']:7.2f} s  {r[key]['runs_s']}")
     print(f"\nloopline's first run / kfp.local: {r['loopline_vs_kfp_local']:.2f}x (goal <= 1.5x)")
 
 
