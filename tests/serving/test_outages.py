@@ -120,7 +120,9 @@ def test_a_worker_that_keeps_dying_backs_off_then_the_server_stops_with_the_reas
     assert f"workers died {MAX_RESTARTS + 1} times within 300 s" in " ".join(said.split()), said
     assert any("loads in 4 s" in said for said in backing_off), backing_off
     # The arbiter looks for dead workers every second, not BentoML's 10 s (restarts.py).
-    assert max(replaced_in) < 3, replaced_in
+    # 4.5 s leaves room for a loaded machine; a 10 s check misses it 6 times in 6 at
+    # odds of about 1 in 100 (6.9 s measured before).
+    assert max(replaced_in) < 4.5, replaced_in
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(port) in " ".join(p.info["cmdline"] or [])]  # fmt: skip
 
 
