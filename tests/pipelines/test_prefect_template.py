@@ -71,13 +71,19 @@ def test_a_second_new_home_starts_from_the_first_ones_migrated_database(tmp_path
     assert left_behind(tmp_path) == []
 
 
-def _truncated(path: Path, head: str) -> None:
+def _at_revision(path: Path, revision: str, filler_rows: int = 0) -> Path:
+    """A SQLite file whose Alembic revision is ``revision``, with some filler rows."""
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        conn.execute("INSERT INTO alembic_version VALUES (?)", (head,))
+        conn.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
         conn.execute("CREATE TABLE filler (x TEXT)")
-        conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 400)
+        conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * filler_rows)
     conn.close()
+    return path
+
+
+def _truncated(path: Path, head: str) -> None:
+    _at_revision(path, head, filler_rows=400)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
@@ -107,15 +113,12 @@ def test_a_broken_template_is_ignored_and_replaced(tmp_path):
 
 def test_a_template_at_another_revision_is_not_usable(tmp_path):
     _, head = prefect_template.key()
-    with sqlite3.connect(tmp_path / "old.db") as conn:
-        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        conn.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
-    conn.close()
-    problem = prefect_template.usable(tmp_path / "old.db", head)
+    old = _at_revision(tmp_path / "old.db", "0123456789ab")
+    problem = prefect_template.usable(old, head)
     assert problem == f"at revision ['0123456789ab'], not Prefect's head {head}"
     home = tmp_path / "home"
     home.mkdir()
-    assert prefect_template.restore(tmp_path / "old.db", home / "prefect.db", head) == problem
+    assert prefect_template.restore(old, home / "prefect.db", head) == problem
     assert list(home.iterdir()) == []  # nothing copied, no temporary file left
 
 
@@ -123,13 +126,10 @@ def test_a_template_folder_that_cannot_be_written_is_no_template_and_no_error(tm
     """The folder cannot be created: its parent is a file (a read-only mode would not
     stop root, who may run the tests). Nothing is written, and the answer says why."""
     _, head = prefect_template.key()
-    with sqlite3.connect(tmp_path / "migrated.db") as conn:
-        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        conn.execute("INSERT INTO alembic_version VALUES (?)", (head,))
-    conn.close()
+    migrated = _at_revision(tmp_path / "migrated.db", head)
     (tmp_path / "read-only").write_text("a file, not a folder")
     slot = tmp_path / "read-only" / "template" / "prefect.db"
-    said = prefect_template.keep(tmp_path / "migrated.db", slot, head)
+    said = prefect_template.keep(migrated, slot, head)
     assert said.startswith("no template kept ("), said
     assert (tmp_path / "read-only").read_text() == "a file, not a folder"
 
