@@ -301,6 +301,21 @@ def postgres() -> str:
         pytest.skip(str(exc))
 
 
+def _mlflow_server_env() -> dict[str, str]:
+    """The environment the production manifest gives `mlflow server`."""
+    import yaml
+
+    manifest = Path(__file__).parents[1] / "infra" / "k8s" / "base" / "mlflow.yaml"
+    [deployment] = [
+        d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Deployment"
+    ]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+MLFLOW_SERVER_ENV = _mlflow_server_env()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real MLflow tracking server as the production overlay runs it: its store on
@@ -318,6 +333,7 @@ def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> st
              "--artifacts-destination", str(folder / "artifacts"), "--workers", "1",
              "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **MLFLOW_SERVER_ENV},
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
