@@ -78,6 +78,25 @@ def busy_idle() -> tuple[float, float]:
     return (user + nice + system + sum(rest[:3])) / TICKS, (idle + iowait) / TICKS
 
 
+def whose(pid: int) -> tuple[str | None, list[int]]:
+    """The pytest worker a process says it came from (its PYTEST_XDIST_WORKER), and its
+    ancestors' pids, for one whose environment was cleared (a sandbox)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        environ = []
+    worker = next((v[20:].decode() for v in environ if v.startswith(b"PYTEST_XDIST_WORKER=")), None)
+    ancestors = []
+    while pid > 1 and len(ancestors) < 32:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        ancestors.append(pid)
+    return worker, ancestors
+
+
 def sample(seen: dict, stop: threading.Event, me: int, since: float, minutes: list) -> None:
     """Keep each process's CPU seconds at first sight and latest, keyed by pid and start
     time; one started after ``since`` (ticks since boot) is counted from its start. Append
@@ -99,13 +118,28 @@ def sample(seen: dict, stop: threading.Event, me: int, since: float, minutes: li
                         continue
                     raw = Path(f"/proc/{pid}/cmdline").read_bytes()
                     first = 0.0 if int(fields[19]) >= since else cpu
-                    seen[key] = [raw.replace(b"\0", b" ").decode(errors="replace"), first, cpu]
+                    line = raw.replace(b"\0", b" ").decode(errors="replace")
+                    origin = (int(fields[19]) / TICKS, *whose(int(pid)))
+                    seen[key] = [line, first, cpu, origin]
                 seen[key][2] = cpu
             except (OSError, IndexError, ValueError):
                 continue
         stop.wait(0.5)
     now = busy_idle()  # the last, partial minute
     minutes.append((now[0] - last[0], now[1] - last[1]))
+
+
+def charge(rows: list[dict], seen: dict) -> list[tuple[float, str, dict[str, float]]]:
+    """Every test's CPU with its subprocesses', most first, and by kind
+    (``per_test_cpu.charged``)."""
+    workers = {row["pid"]: row["worker"] for row in rows}
+    started = []
+    for (pid, _), (line, first, last, (start, worker, ancestors)) in seen.items():
+        worker = worker or next((workers[a] for a in ancestors if a in workers), None)
+        if worker and last > first and int(pid) not in workers:  # a worker's own: in rows
+            started.append((last - first, start, worker, kind(line).split(" (")[0]))
+    charged = per_test_cpu.charged(rows, started)
+    return sorted(((sum(k.values()), test, k) for test, k in charged.items()), reverse=True)
 
 
 def main() -> None:
@@ -128,7 +162,7 @@ def main() -> None:
     stop.set()
     sampler.join()
     by_kind: dict[str, list] = defaultdict(lambda: [0.0, 0])
-    for line, first, last in seen.values():
+    for line, first, last, _ in seen.values():
         if line and last > first:  # kernel threads have no command line
             by_kind[kind(line)][0] += last - first
             by_kind[kind(line)][1] += 1
@@ -141,11 +175,17 @@ def main() -> None:
     idle = sum(i for _, i in minutes)
     print(f"cores busy, % by minute: {' '.join(map(str, busy))}; idle: {idle:.0f} core-seconds")
     heaviest = per_test_cpu.heaviest(per_test)
+    with_children = charge(per_test_cpu.tests(per_test), seen)
     shutil.rmtree(per_test, ignore_errors=True)
     if heaviest:
         print("the tests that used the most CPU in the pytest workers themselves:")
         for cpu, test in heaviest:
             print(f"{cpu:8.1f} s  {test}")
+        print("the tests that used the most CPU with the processes they started:")
+        for cpu, test, kinds in with_children[:30]:
+            top = sorted(kinds.items(), key=lambda item: -item[1])[:3]
+            print(f"{cpu:8.1f} s  {test}")
+            print(" " * 12 + ", ".join(f"{name} {cpu:.0f}" for name, cpu in top))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "suite_profile.json").write_text(
         json.dumps(
@@ -159,6 +199,14 @@ def main() -> None:
                 "busy_percent_by_minute": busy,
                 "idle_core_s": round(idle),
                 "heaviest_tests_in_workers": [{"test": t, "cpu_s": c} for c, t in heaviest],
+                "heaviest_tests_with_subprocesses": [
+                    {
+                        "test": t,
+                        "cpu_s": round(c, 1),
+                        "kinds": {n: round(v, 1) for n, v in k.items()},
+                    }
+                    for c, t, k in with_children
+                ],
                 "kinds": {name: {"cpu_s": round(c, 1), "processes": n} for name, (c, n) in rows},
             },
             indent=2,
