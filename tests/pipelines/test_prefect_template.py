@@ -1,6 +1,7 @@
 """A new home's Prefect server copies a migrated database instead of running Prefect's
 migrations (``prefect_template``): the first new home's server keeps its freshly migrated
-database as the template, the next one starts from a copy and its runs work; a truncated
+database, with Prefect's block types, as the template, the next one starts from a copy,
+registers no blocks, and its runs work; a truncated
 or other-revision template is ignored, the home migrates, and the template is replaced; a
 folder that cannot be written means no template and no error. Real servers, no mocks."""
 
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from loopline.pipelines.local import prefect_template
@@ -66,9 +68,20 @@ def test_a_second_new_home_starts_from_the_first_ones_migrated_database(tmp_path
         copy = (homes[1] / "prefect" / "prefect.db").stat()
         assert copy.st_ino != written.st_ino  # a copy: the home's runs never touch it
         assert slot.stat().st_mtime_ns == written.st_mtime_ns
+        # Its blocks came with the copy, the installed collection's too: the server did
+        # not register them (Prefect's memo of a registration is not there).
+        port = json.loads((homes[1] / "prefect" / "server.json").read_text())["port"]
+        assert {"local-file-system", "kubernetes-credentials", "k8s-job"} <= block_types(port)
+        assert not (homes[1] / "prefect" / "memo_store.toml").exists()
     finally:
         stop_all(homes, tmp_path)
     assert left_behind(tmp_path) == []
+
+
+def block_types(port: int) -> set[str]:
+    response = httpx.post(f"http://127.0.0.1:{port}/api/block_types/filter", json={}, timeout=30)
+    response.raise_for_status()
+    return {block["slug"] for block in response.json()}
 
 
 def _at_revision(path: Path, revision: str, filler_rows: int = 0) -> Path:
@@ -120,6 +133,16 @@ def test_a_template_at_another_revision_is_not_usable(tmp_path):
     home.mkdir()
     assert prefect_template.restore(old, home / "prefect.db", head) == problem
     assert list(home.iterdir()) == []  # nothing copied, no temporary file left
+
+
+def test_a_template_without_block_types_is_not_usable(tmp_path):
+    """A server that starts from the template does not register blocks: it must hold them."""
+    _, head = prefect_template.key()
+    bare = _at_revision(tmp_path / "bare.db", head)
+    with sqlite3.connect(bare) as conn:
+        conn.execute("CREATE TABLE block_type (id TEXT)")
+    conn.close()
+    assert prefect_template.usable(bare, head) == "no block types registered"
 
 
 def test_a_template_folder_that_cannot_be_written_is_no_template_and_no_error(tmp_path):

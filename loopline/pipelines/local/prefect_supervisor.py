@@ -188,9 +188,11 @@ def serve(fd: int, home: str, token: str, template: Path | None = None) -> int:
     database comes from the migrated template in ``template`` (``prefect_template``)."""
     from loopline.pipelines.local import prefect_template
 
+    changes = {}
     try:
         if done := prefect_template.prepare(template):
             print(f"Prefect database: {done}", file=sys.stderr, flush=True)
+            changes = prefect_template.registered()
     except Exception as exc:  # noqa: BLE001 - Prefect's own start-up migrates instead
         print(f"Prefect database: no template ({exc!r})", file=sys.stderr, flush=True)
 
@@ -201,6 +203,7 @@ def serve(fd: int, home: str, token: str, template: Path | None = None) -> int:
         PREFECT_SERVER_API_WEBSOCKET_PING_INTERVAL,
         PREFECT_SERVER_API_WEBSOCKET_PING_TIMEOUT,
         PREFECT_SERVER_LOGGING_LEVEL,
+        temporary_settings,
     )
 
     sock = socket.socket(fileno=fd)
@@ -212,7 +215,8 @@ def serve(fd: int, home: str, token: str, template: Path | None = None) -> int:
         ws_ping_timeout=PREFECT_SERVER_API_WEBSOCKET_PING_TIMEOUT.value(),
         log_level=PREFECT_SERVER_LOGGING_LEVEL.value().lower(),
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    with temporary_settings(changes):  # uvicorn's event loop starts in this context
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

@@ -3,12 +3,15 @@
 A fresh home's first server start spent about half its CPU (7 of 14 s) running Prefect's
 Alembic migrations on an empty SQLite file, and every home of one installation migrates
 to the same schema. So the first server that migrates a fresh home keeps a copy of the
-result, taken with SQLite's backup API right after the migrations and before the server
-serves anything (no blocks, no runs: exactly what the migrations produce), and the next
+result, taken with SQLite's backup API before the server serves anything, and the next
 fresh home's server starts from a copy of it. Prefect's own migrate-on-start still runs on
 the copy: a no-op at the head revision (skipping it saved nothing measurable).
-Blocks are not in the template: Prefect registers them on start as before (~0.4 s), so
-the installed ``prefect.collections`` need not be part of the key.
+
+The template also holds Prefect's block types, registered as Prefect's server registers
+them on start, with the installed collections' (``prefect.collections`` entry points:
+prefect-kubernetes). A server whose database came from here skips that registration,
+and with it the import of every collection (1.2 CPU s for prefect-kubernetes alone, to
+register blocks a home never uses); it holds no runs.
 
 - **Where**: ``LOOPLINE_PREFECT_TEMPLATE``, by default ``var/loopline/prefect`` under
   ``sys.prefix`` when that is a virtual environment (where Prefect itself writes its UI
@@ -17,11 +20,11 @@ the installed ``prefect.collections`` need not be part of the key.
   cannot be written means no template, and the home migrates as before (the server's log
   says why).
 - **Keyed** by what decides its content: Prefect's version, the Alembic head of its SQLite
-  migrations and a digest of those migration files, all in the file's name
-  (``prefect-<version>-<head>-<digest>.db``). A template of any other key is never read,
+  migrations and a digest of those migration files and of the installed collections'
+  names and versions, all in the file's name (``prefect-<version>-<head>-<digest>.db``). A template of any other key is never read,
   and is deleted when one of the current key is written.
-- **Checked** before use: a copy is used only if SQLite reads it whole (``quick_check``)
-  and its ``alembic_version`` is Prefect's head; a truncated, damaged or other-revision
+- **Checked** before use: a copy is used only if SQLite reads it whole (``quick_check``),
+  its ``alembic_version`` is Prefect's head and it holds block types; a truncated, damaged or other-revision
   template is ignored (and replaced by the home's own migrated database).
 - **Written atomically**: a temporary file, fsync, ``os.replace``. Homes that migrate at
   the same moment each write their own temporary file and the last rename wins; a home
@@ -48,9 +51,11 @@ STALE_TEMPORARY_S = 3600.0  # a writer's temporary file this old was left by a c
 
 def prepare(folder: Path | None) -> str:
     """A fresh home's database, copied from the template in ``folder`` when one of the
-    current key is whole and at the head revision, else migrated here and kept there as
-    the template. What was done, for the server's log; '' when nothing (a home that has a
-    database, a database that is not the default SQLite file, or no folder)."""
+    current key is whole and at the head revision, else migrated and its blocks
+    registered here, and kept there as the template. What was done, for the server's
+    log; '' when nothing (a home that has a database, a database that is not the default
+    SQLite file, or no folder). Whenever it says something, the database holds Prefect's
+    block types, so the server need not register them (:func:`registered`)."""
     if folder is None or (db := database()) is None or _started(db):
         return ""
     name, head = key()
@@ -59,7 +64,22 @@ def prepare(folder: Path | None) -> str:
     if problem is None:
         return f"copied from the template {slot}"
     migrate()
+    register_blocks()
     return f"migrated (the template {slot} was not used: {problem}); {keep(db, slot, head)}"
+
+
+def registered() -> dict:
+    """Prefect's settings for a server whose database ``prepare`` made: no block
+    registration on start, and so no import of the collections it would register."""
+    from prefect.settings import (
+        PREFECT_API_BLOCKS_REGISTER_ON_START,
+        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION,
+    )
+
+    return {
+        PREFECT_API_BLOCKS_REGISTER_ON_START: False,
+        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION: False,
+    }
 
 
 def database() -> Path | None:
@@ -86,7 +106,17 @@ def key() -> tuple[str, str]:
     digest = hashlib.sha256()
     for file in [migrations / "env.py", *sorted(versions.glob("*.py"))]:
         digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    for collection in _collections():
+        digest.update(collection.encode() + b"\0")
     return f"prefect-{prefect.__version__}-{head}-{digest.hexdigest()[:16]}.db", head
+
+
+def _collections() -> list[str]:
+    """The installed Prefect collections whose blocks the template holds: name==version."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="prefect.collections")
+    return sorted(f"{e.value}=={e.dist.version if e.dist else '?'}" for e in found)
 
 
 def migrate() -> None:
@@ -96,6 +126,24 @@ def migrate() -> None:
     from prefect.server.database import provide_database_interface
 
     asyncio.run(provide_database_interface().create_db())
+
+
+def register_blocks() -> None:
+    """Prefect's block types and schemas, with the installed collections', as its server
+    registers them on start (``prefect.server.api.server``, ``add_block_types``)."""
+    import asyncio
+
+    import prefect.plugins
+    from prefect.server.database import provide_database_interface
+    from prefect.server.models.block_registration import run_block_auto_registration
+
+    prefect.plugins.load_prefect_collections()
+
+    async def register() -> None:
+        async with await provide_database_interface().session() as session:
+            await run_block_auto_registration(session=session)  # commits as it goes
+
+    asyncio.run(register())
 
 
 def restore(slot: Path, db: Path, head: str) -> str | None:
@@ -143,18 +191,20 @@ def keep(db: Path, slot: Path, head: str) -> str:
 
 
 def usable(path: Path, head: str) -> str | None:
-    """None if SQLite reads ``path`` whole and its schema is at ``head``; else why not."""
+    """None if SQLite reads ``path`` whole, its schema is at ``head`` and it holds block
+    types; else why not."""
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
             check = conn.execute("PRAGMA quick_check").fetchall()
             if check != [("ok",)]:
                 return f"damaged: {check[:3]}"
             revisions = [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+            if revisions != [head]:
+                return f"at revision {revisions}, not Prefect's head {head}"
+            (block_types,) = conn.execute("SELECT count(*) FROM block_type").fetchone()
     except sqlite3.Error as exc:
         return f"unreadable: {exc}"
-    if revisions != [head]:
-        return f"at revision {revisions}, not Prefect's head {head}"
-    return None
+    return None if block_types else "no block types registered"
 
 
 def _started(db: Path) -> bool:
