@@ -112,7 +112,7 @@ def champion(env: dict, folder: Path) -> tuple[str, pd.DataFrame, list[str], lis
     from loopline.core.settings import load_settings
     from loopline.ml.dataset import read_schema, read_split
     from loopline.ml.steps import evaluate_step, ingest_step, register_step, train_step
-    from loopline.ml.training_loop import TrainConfig
+    from loopline.ml.train_config import TrainConfig
 
     settings = load_settings(env)
     data = folder / "digits"

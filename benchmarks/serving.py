@@ -46,7 +46,7 @@ from sklearn.datasets import load_digits
 from loopline.core.settings import load_settings
 from loopline.ml.sources import ingest
 from loopline.ml.steps import evaluate_step, register_step, train_step
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.serving.server import start_server
 from loopline.storage.database import open_database
 from loopline.storage.predictions import PredictionLog

@@ -20,7 +20,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 

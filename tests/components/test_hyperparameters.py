@@ -13,7 +13,7 @@ from kfp import compiler
 
 from loopline.components.train import train
 from loopline.ml.hyperparameters import PARAMETERS, from_arguments, with_hyperparameters
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.pipelines.retraining import retraining
 from loopline.pipelines.training import training
 

@@ -35,7 +35,7 @@ def test_small_images_get_a_linear_model_on_pixels(digits_dir):
 
 def test_an_evaluation_shows_its_baselines_and_the_summary_warns(settings, tmp_path):
     from loopline.ml.steps import evaluate_step, train_step
-    from loopline.ml.training_loop import TrainConfig
+    from loopline.ml.train_config import TrainConfig
 
     ingest("breast_cancer", tmp_path / "bc")
     model = tmp_path / "model"

@@ -7,7 +7,7 @@ import pytest
 from loopline.core.layout import DIGEST_TAG
 from loopline.ml.dataset import read_split
 from loopline.ml.model_contract import ModelTampered, file_digests, manifest_digest, read_contract
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.serving.champion import load_version
 from loopline.serving.server import preflight
 from loopline.storage.registry import Registry, model_folder

@@ -18,7 +18,7 @@ SCRIPT = """
 import json, os, sys
 from pathlib import Path
 from loopline.ml.ray_training import train_with_ray
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 folder, state = train_with_ray(
     TrainConfig(epochs=int(sys.argv[4]), patience=100, checkpoint_seconds=0),
     Path(sys.argv[1]), workers=2,

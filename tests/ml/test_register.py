@@ -7,7 +7,7 @@ import pytest
 from loopline.core import lineage
 from loopline.ml.sources import ingest
 from loopline.ml.steps import register_step
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.storage.registry import Registry
 from tests.conftest import train_and_register
 

@@ -29,7 +29,7 @@ FIRST = f"""
 import json, sys
 from pathlib import Path
 from loopline.ml.steps import _train_in_process
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 config = TrainConfig(epochs={EPOCHS}, patience=10**6, augment=False, checkpoint_seconds=0)
 dataset, folder, target = (Path(a) for a in sys.argv[1:])
 state, _ = _train_in_process(config, dataset, folder, False, {{}}, target=target)

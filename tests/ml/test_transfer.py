@@ -15,7 +15,7 @@ from loopline.ml.dataset import DatasetSchema, Split, write_dataset
 from loopline.ml.model_spec import ModelSpec
 from loopline.ml.models import build_model
 from loopline.ml.steps import train_step
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.ml.transfer import PretrainedError, frozen_stages, preflight
 from loopline.ml.weights import load_model
 from loopline.storage.registry import Registry

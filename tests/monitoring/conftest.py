@@ -19,7 +19,7 @@ import pytest
 
 from loopline.core.settings import Settings, load_settings
 from loopline.ml.dataset import read_split
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.monitoring.policy import Policy
 from loopline.serving.server import Server, free_port, start_server
 from tests.conftest import train_and_register

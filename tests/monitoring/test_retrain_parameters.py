@@ -95,7 +95,7 @@ def test_the_policy_overrides_the_champions_parameters(started, tmp_path):
 
 def test_a_registered_champions_record_is_what_its_retraining_reads(settings, digits_dir, tmp_path):
     """Not a stand-in: the lineage a real registration keeps, read back by version."""
-    from loopline.ml.training_loop import TrainConfig
+    from loopline.ml.train_config import TrainConfig
     from tests.conftest import train_and_register
 
     config = TrainConfig(epochs=1, hidden=48, dropout=0.3, lr=0.002)

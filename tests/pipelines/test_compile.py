@@ -5,6 +5,8 @@ Regenerate after an intended change with ``LOOPLINE_UPDATE_GOLDEN=1 pytest tests
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from loopline.core.images import PLATFORM_IMAGE
@@ -118,3 +120,21 @@ def test_the_gpu_target_gives_the_train_task_a_gpu_the_cuda_image_and_the_settin
             "container"
         ]["resources"]
     )
+
+
+def test_compiling_the_built_in_pipelines_imports_no_torch_and_no_pandas(tmp_path):
+    """Compiling is every first `loopline run training` in a home: importing torch and
+    pandas there (for TrainConfig's defaults) cost 1.75 CPU s before its first task."""
+    code = (
+        "import json, sys\n"
+        "from loopline.pipelines import builtin_pipelines\n"
+        "from loopline.pipelines.ir import compile_pipeline\n"
+        "for name in builtin_pipelines.PIPELINES:\n"
+        "    compile_pipeline(builtin_pipelines.get(name))\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pandas'})))\n"
+    )
+    env = {**os.environ, "LOOPLINE_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == [], done.stdout

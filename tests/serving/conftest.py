@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from loopline.core.settings import Settings, load_settings
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.serving.server import Server, start_server
 from loopline.storage.registry import Registry
 from tests.conftest import free_port, train_and_register

@@ -6,7 +6,7 @@ with the registered files' digest checked after their download through the serve
 from __future__ import annotations
 
 from loopline.core.settings import load_settings
-from loopline.ml.training_loop import TrainConfig
+from loopline.ml.train_config import TrainConfig
 from loopline.serving.champion import ChampionHolder
 from loopline.storage.registry import Registry, SqliteReader, reader
 from tests.conftest import train_and_register
