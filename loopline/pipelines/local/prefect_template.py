@@ -21,11 +21,13 @@ register blocks a home never uses); it holds no runs.
   says why).
 - **Keyed** by what decides its content: Prefect's version, the Alembic head of its SQLite
   migrations and a digest of those migration files and of the installed collections'
-  names and versions, all in the file's name (``prefect-<version>-<head>-<digest>.db``). A template of any other key is never read,
-  and is deleted when one of the current key is written.
+  names and versions, all in the file's name (``prefect-<version>-<head>-<digest>.db``).
+  A template of any other key is never read, and is deleted when one of the current key
+  is written.
 - **Checked** before use: a copy is used only if SQLite reads it whole (``quick_check``),
-  its ``alembic_version`` is Prefect's head and it holds block types; a truncated, damaged or other-revision
-  template is ignored (and replaced by the home's own migrated database).
+  its ``alembic_version`` is Prefect's head and it holds block types; a truncated,
+  damaged or other-revision template is ignored (and replaced by the home's own migrated
+  database).
 - **Written atomically**: a temporary file, fsync, ``os.replace``. Homes that migrate at
   the same moment each write their own temporary file and the last rename wins; a home
   that copies it sees a whole file or none.
