@@ -185,7 +185,7 @@ def main() -> None:
         for cpu, test, kinds in with_children[:30]:
             top = sorted(kinds.items(), key=lambda item: -item[1])[:3]
             print(f"{cpu:8.1f} s  {test}")
-            print(" " * 12 + ", ".join(f"{name} {cpu:.0f}" for name, cpu in top))
+            print(" " * 12 + ", ".join(f"{name} {used:.0f}" for name, used in top))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "suite_profile.json").write_text(
         json.dumps(

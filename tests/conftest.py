@@ -313,9 +313,6 @@ def _mlflow_server_env() -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
-MLFLOW_SERVER_ENV = _mlflow_server_env()
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real MLflow tracking server as the production overlay runs it: its store on
@@ -333,7 +330,7 @@ def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> st
              "--artifacts-destination", str(folder / "artifacts"), "--workers", "1",
              "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **MLFLOW_SERVER_ENV},
+            env={**os.environ, **_mlflow_server_env()},
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
