@@ -326,7 +326,7 @@ def server(
         )
     home_server = prefect_server.ensure(settings)
     logs = settings.logs
-    worker = None
+    worker, server_gone = None, False
     with prefect_server.lease(settings), processes.sigterm_as_interrupt():
         try:
             os.environ["PREFECT_API_URL"] = home_server.api_url
@@ -336,6 +336,7 @@ def server(
             if _until_stopped(worker, home_server.pid) == "worker":
                 console.print("[red]the Prefect worker exited[/]; see its log above")
                 raise typer.Exit(1)
+            server_gone = True
             console.print(
                 f"the Prefect server of {settings.home} stopped (loopline server --stop); "
                 "its worker stops with it"
@@ -344,9 +345,16 @@ def server(
             pass
         finally:
             if worker is not None:
-                processes.stop_tree(worker.pid)
+                # Without its server, a worker told to stop retries sending its last events
+                # until it is killed (20 s): nothing can receive them, so a moment will do.
+                processes.stop_tree(
+                    worker.pid, grace=WORKER_GRACE_WITHOUT_SERVER_S if server_gone else 20
+                )
     if not prefect_server.other_leases(settings):
         prefect_server.stop(settings)
+
+
+WORKER_GRACE_WITHOUT_SERVER_S = 3.0
 
 
 def _until_stopped(worker, server_pid: int, poll_s: float = 1.0) -> str:
