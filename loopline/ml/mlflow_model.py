@@ -133,27 +133,43 @@ def registered_card(folder: Path, digest: str) -> ModelCard:
 
 
 def load(folder: Path, digest: str) -> MlflowModel:
-    """The registered folder's model, after its files are checked against ``digest``."""
+    """The registered folder's model, after its files are checked against ``digest``.
+    MLflow's check of the installed packages against the model's requirements (1.2 s:
+    it reads every installed distribution's files) ran when the model was registered."""
     folder = Path(folder)
     verify_digest(folder, digest)
-    return load_verified(folder / MODEL, read_card(folder))
+    return load_verified(folder / MODEL, read_card(folder), check_requirements=False)
 
 
-def load_verified(model: Path, card: ModelCard) -> MlflowModel:
+def load_verified(model: Path, card: ModelCard, *, check_requirements: bool = True) -> MlflowModel:
     """The MLflow Model in ``model``, whose files the caller has just checked against the
-    registry's record (:func:`load`, or registration's check of the registry's copy)."""
+    registry's record (:func:`load`, or registration's check of the registry's copy).
+    With ``check_requirements``, MLflow warns of installed packages that differ from the
+    versions the model was saved with."""
     with allow_pickle():
         import mlflow.pyfunc
 
-        pyfunc = mlflow.pyfunc.load_model(str(model))
+        pyfunc = mlflow.pyfunc.load_model(str(model), suppress_warnings=not check_requirements)
         estimator = None
         if card.task == "classification" and "sklearn" in card.contract.flavors:
-            import mlflow.sklearn
-
-            loaded = mlflow.sklearn.load_model(str(model))
-            if hasattr(loaded, "predict_proba") and hasattr(loaded, "classes_"):
-                estimator = loaded
+            estimator = _estimator(pyfunc, model)
     return MlflowModel(card, pyfunc, estimator)
+
+
+def _estimator(pyfunc, model: Path):
+    """The scikit-learn classifier behind ``pyfunc``, for its probabilities: the one the
+    pyfunc loaded when scikit-learn's flavor loads it (loading the files again cost a
+    second deserialization), else scikit-learn's own load. None if it has no
+    ``predict_proba``."""
+    try:
+        loaded = pyfunc.get_raw_model()
+    except NotImplementedError:  # another flavor's pyfunc, beside a scikit-learn flavor
+        loaded = None
+    if not hasattr(loaded, "classes_"):
+        import mlflow.sklearn
+
+        loaded = mlflow.sklearn.load_model(str(model))
+    return loaded if hasattr(loaded, "predict_proba") and hasattr(loaded, "classes_") else None
 
 
 @contextlib.contextmanager

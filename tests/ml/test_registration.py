@@ -29,7 +29,15 @@ def frame(rows: int, seed: int, *, flip: float = 0.0) -> pd.DataFrame:
     return pd.DataFrame({"x": x, "colour": colour, "label": label})
 
 
-def save(folder: Path, data: pd.DataFrame, *, task="classification", signed=True, fmt="skops"):
+def save(
+    folder: Path,
+    data: pd.DataFrame,
+    *,
+    task="classification",
+    signed=True,
+    fmt="skops",
+    requirements=("scikit-learn",),
+):
     import mlflow.sklearn
     import skops.io
     from mlflow.models import infer_signature
@@ -49,7 +57,7 @@ def save(folder: Path, data: pd.DataFrame, *, task="classification", signed=True
         if fmt == "skops"
         else None,
         signature=infer_signature(x, model.predict(x)) if signed else None,
-        pip_requirements=["scikit-learn"],
+        pip_requirements=list(requirements),
         metadata={"loopline": {"task": task}},
     )
     return folder
@@ -138,6 +146,30 @@ def test_a_tampered_champion_is_never_loaded_and_never_replaced(settings, tmp_pa
     assert "cannot be compared" in second["decision"]["reasons"][0]
     assert not marker.exists()
     assert Registry(settings).champion("m").version == "1"
+
+
+def test_a_champion_loads_once_and_its_requirements_are_checked_at_registration(
+    settings, tmp_path, data, capfd, monkeypatch
+):
+    """A server loads the champion's files once (scikit-learn's flavor's pyfunc gives the
+    probabilities too), and leaves MLflow's check of the installed packages against the
+    model's requirements (1.2 s a start) to registration, which warns of a mismatch."""
+    import skops.io
+
+    evaluation, train = data
+    pinned = save(tmp_path / "v1", frame(1500, 0), requirements=["scikit-learn==0.20.0"])
+    assert register(settings, tmp_path, pinned, evaluation, train)["promoted"]
+    # MLflow's warning (its logger writes to stderr itself), at registration.
+    assert "required: scikit-learn==0.20.0" in capfd.readouterr().err
+    loads = []
+    real_load = skops.io.load
+    monkeypatch.setattr(skops.io, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    champion = Registry(settings).champion("m")
+    served = load(model_folder(settings, champion), champion.tags[DIGEST_TAG])
+    assert len(loads) == 1 and "scikit-learn==0.20.0" not in capfd.readouterr().err
+    answers = served.predict(served.frame([{"x": 2.0, "colour": "red"}]))
+    assert served.classes == ("no", "yes") and answers.labels == ["yes"]
+    assert answers.probabilities[0, 1] > 0.5
 
 
 class _Mark:
