@@ -35,6 +35,7 @@ FLAG_PARAMS = {
     "model": "model_name",
     "seed": "seed",
 }
+WORKER_GRACE_WITHOUT_SERVER_S = 3.0  # `loopline server`'s worker, once its server is gone
 
 
 def run(
@@ -346,15 +347,13 @@ def server(
         finally:
             if worker is not None:
                 # Without its server, a worker told to stop retries sending its last events
-                # until it is killed (20 s): nothing can receive them, so a moment will do.
-                processes.stop_tree(
-                    worker.pid, grace=WORKER_GRACE_WITHOUT_SERVER_S if server_gone else 20
-                )
+                # until it is killed: nothing can receive them, so a moment, not the grace.
+                if server_gone:
+                    processes.stop_tree(worker.pid, grace=WORKER_GRACE_WITHOUT_SERVER_S)
+                else:
+                    processes.stop_tree(worker.pid)
     if not prefect_server.other_leases(settings):
         prefect_server.stop(settings)
-
-
-WORKER_GRACE_WITHOUT_SERVER_S = 3.0
 
 
 def _until_stopped(worker, server_pid: int, poll_s: float = 1.0) -> str:
